@@ -1,0 +1,66 @@
+# embedded-ta: every task has a target here.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := $(CURDIR)/bin
+OTELCOL := $(BIN)/otelcol-embedded-ta
+export KUBEBUILDER_ASSETS ?= $(BIN)
+# Tests of the real control plane and of real processes take minutes, not seconds.
+TEST_TIMEOUT ?= 30m
+
+SOURCES := $(shell find . -name '*.go' -not -path './build/*' -not -path './tools/*') go.mod go.sum
+
+.PHONY: all build test unit e2e bench demo otelcol kube lint generate clean
+
+all: build
+
+build:
+	$(GO) build ./...
+
+## otelcol: the ocb-built distribution, bin/otelcol-embedded-ta
+otelcol: $(OTELCOL)
+$(OTELCOL): builder-config.yaml $(SOURCES) $(BIN)/builder
+	mkdir -p build
+	$(BIN)/builder --config builder-config.yaml
+	cp build/otelcol-embedded-ta/otelcol-embedded-ta $@
+
+$(BIN)/builder:
+	GOBIN=$(BIN) $(GO) install go.opentelemetry.io/collector/cmd/builder@v0.165.0
+
+## kube: the local test control plane (kube-apiserver built from the Go
+## module proxy, etcd from Debian), cached in bin/
+kube: $(BIN)/kube-apiserver $(BIN)/etcd
+$(BIN)/kube-apiserver: tools/kube/go.mod tools/kube/go.sum
+	cd tools/kube && $(GO) build -ldflags='-s -w' -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+$(BIN)/etcd:
+	command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; }
+	mkdir -p $(BIN) && ln -sf "$$(command -v etcd)" $@
+
+$(BIN)/mdatagen: tools/mdatagen/go.mod tools/mdatagen/go.sum
+	cd tools/mdatagen && $(GO) build -o $@ go.opentelemetry.io/collector/cmd/mdatagen
+
+## generate: mdatagen output of every component
+generate: $(BIN)/mdatagen
+	PATH=$(BIN):$$PATH $(GO) generate ./...
+
+## test: vet, format, unit and control-plane tests, then the end-to-end suite
+test: kube otelcol lint unit e2e
+
+unit: kube
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /e2e)
+
+e2e: kube otelcol
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/...
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
+	$(GO) vet ./...
+
+## demo: three replicas against a local control plane; Ctrl-C stops everything
+demo: kube otelcol
+	$(GO) run ./cmd/demo
+
+clean:
+	rm -rf build $(BIN)

@@ -1,0 +1,169 @@
+package targetallocatorextension // import "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/collector/config/confighttp"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/embedded-ta/embedded-ta/internal/election"
+	"github.com/embedded-ta/embedded-ta/internal/kube"
+)
+
+// Config is the target_allocator extension's configuration. Identity, group,
+// namespace, advertise and node_name default from the pod's environment.
+type Config struct {
+	// ServerConfig is where the allocator API listens (endpoint, TLS, auth).
+	confighttp.ServerConfig `mapstructure:",squash"`
+
+	// Identity names this replica in its group; default POD_NAME, then the host name.
+	Identity string `mapstructure:"identity"`
+	// Group names the replicas that share targets, and their leader Lease;
+	// default the StatefulSet name: the identity without its "-<ordinal>".
+	Group string `mapstructure:"group"`
+	// Namespace holds the Leases; default POD_NAMESPACE, then the service
+	// account's namespace, then the kubeconfig context's.
+	Namespace string `mapstructure:"namespace"`
+	// AuthType is serviceAccount or kubeConfig (KUBECONFIG, with Context).
+	AuthType kube.AuthType `mapstructure:"auth_type"`
+	// Context selects the kubeconfig context for auth_type kubeConfig.
+	Context string `mapstructure:"context"`
+	// Lease holds the election and membership timings.
+	Lease LeaseConfig `mapstructure:"lease"`
+	// Advertise is host:port where the other replicas reach this one; default
+	// POD_IP with the endpoint's port.
+	Advertise string `mapstructure:"advertise"`
+	// NodeName is the Kubernetes node of this replica; default NODE_NAME.
+	NodeName string `mapstructure:"node_name"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// LeaseConfig holds the timings of the leader and member Leases, with
+// client-go's meaning and constraints.
+type LeaseConfig struct {
+	// Duration is how long a leader or member lasts without renewing.
+	Duration time.Duration `mapstructure:"duration"`
+	// RenewDeadline is how long a leader keeps trying to renew before it steps down.
+	RenewDeadline time.Duration `mapstructure:"renew_deadline"`
+	// RetryPeriod is how often Leases are renewed and failed calls retried.
+	RetryPeriod time.Duration `mapstructure:"retry_period"`
+}
+
+// identityRE matches a StatefulSet pod name: the set's name, "-", an ordinal.
+var identityRE = regexp.MustCompile(`^(.+)-([0-9]+)$`)
+
+// settings are the resolved identity of a replica.
+type settings struct {
+	identity, group, namespace, advertise, node string
+}
+
+// Validate checks the configuration the way Start will use it, so an invalid
+// value stops the collector at startup with the key that is wrong.
+func (cfg *Config) Validate() error {
+	_, err := cfg.resolve()
+	return err
+}
+
+// resolve applies the pod-environment defaults and validates the result.
+func (cfg *Config) resolve() (settings, error) {
+	var errs []error
+	if err := cfg.AuthType.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("auth_type: %w", err))
+	}
+	if err := cfg.Lease.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.NetAddr.Endpoint == "" {
+		errs = append(errs, errors.New("endpoint: must be set"))
+	}
+
+	s := settings{identity: cfg.Identity, group: cfg.Group, namespace: cfg.Namespace, advertise: cfg.Advertise, node: cfg.NodeName}
+	if s.identity == "" {
+		s.identity = os.Getenv("POD_NAME")
+	}
+	if s.identity == "" {
+		s.identity, _ = os.Hostname()
+	}
+	if msgs := validation.IsDNS1123Subdomain(s.identity); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("identity: %q is not a valid Lease name: %v", s.identity, msgs))
+	}
+	if s.group == "" {
+		m := identityRE.FindStringSubmatch(s.identity)
+		if m == nil {
+			errs = append(errs, fmt.Errorf("group: not set, and identity %q has no \"-<ordinal>\" suffix to derive it from", s.identity))
+		} else {
+			s.group = m[1]
+		}
+	}
+	if s.group != "" {
+		if msgs := validation.IsDNS1123Subdomain(s.group); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("group: %q is not a valid Lease name: %v", s.group, msgs))
+		}
+		if s.group == s.identity {
+			errs = append(errs, fmt.Errorf("group: %q equals the identity; the group's leader Lease and the member's Lease would collide", s.group))
+		}
+	}
+	if s.namespace == "" && cfg.AuthType.Validate() == nil {
+		ns, err := kube.Namespace(cfg.AuthType, cfg.Context)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("namespace: not set and not found: %w", err))
+		}
+		s.namespace = ns
+	} else if msgs := validation.IsDNS1123Label(s.namespace); len(msgs) > 0 && s.namespace != "" {
+		errs = append(errs, fmt.Errorf("namespace: %q is not a valid namespace: %v", s.namespace, msgs))
+	}
+	if s.advertise == "" {
+		s.advertise = defaultAdvertise(cfg.NetAddr.Endpoint)
+	}
+	if host, port, err := net.SplitHostPort(s.advertise); err != nil || host == "" || !validPort(port) {
+		errs = append(errs, fmt.Errorf("advertise: %q is not host:port (set advertise or POD_IP)", s.advertise))
+	}
+	if s.node == "" {
+		s.node = os.Getenv("NODE_NAME")
+	}
+	return s, errors.Join(errs...)
+}
+
+func (l LeaseConfig) validate() error {
+	switch {
+	case l.Duration < time.Second || l.Duration%time.Second != 0:
+		return fmt.Errorf("lease::duration: %s must be a whole number of seconds, at least 1s", l.Duration)
+	case l.RetryPeriod <= 0:
+		return fmt.Errorf("lease::retry_period: %s must be greater than zero", l.RetryPeriod)
+	case l.RenewDeadline <= time.Duration(election.JitterFactor*float64(l.RetryPeriod)):
+		return fmt.Errorf("lease::renew_deadline: %s must be greater than %.1f × lease::retry_period (%s)", l.RenewDeadline, election.JitterFactor, l.RetryPeriod)
+	case l.Duration <= l.RenewDeadline:
+		return fmt.Errorf("lease::renew_deadline: %s must be less than lease::duration (%s)", l.RenewDeadline, l.Duration)
+	}
+	return nil
+}
+
+// defaultAdvertise is POD_IP with the endpoint's port, else the endpoint
+// itself when it names a host, else the host name with the endpoint's port.
+func defaultAdvertise(endpoint string) string {
+	host, port, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return endpoint
+	}
+	if ip := os.Getenv("POD_IP"); ip != "" {
+		return net.JoinHostPort(ip, port)
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return endpoint
+	}
+	name, _ := os.Hostname()
+	return net.JoinHostPort(name, port)
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n > 0 && n < 65536
+}

@@ -1,0 +1,98 @@
+package targetallocatorextension
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.opentelemetry.io/collector/confmap"
+
+	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
+	"github.com/embedded-ta/embedded-ta/internal/kube"
+)
+
+func loadConfig(t *testing.T, name string) (*Config, error) {
+	t.Helper()
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+	sub, err := cm.Sub(component.MustNewIDWithName(metadata.Type.String(), name).String())
+	require.NoError(t, err)
+	cfg := NewFactory().CreateDefaultConfig().(*Config)
+	if err := sub.Unmarshal(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func TestLoadConfig(t *testing.T) {
+	t.Setenv("POD_NAME", "")
+	cfg, err := loadConfig(t, "custom")
+	require.NoError(t, err)
+	require.NoError(t, confmap.Validate(cfg))
+	assert.Equal(t, "otcta-collector-1", cfg.Identity)
+	assert.Equal(t, "otcta-collector", cfg.Group)
+	assert.Equal(t, "observability", cfg.Namespace)
+	assert.Equal(t, kube.AuthKubeConfig, cfg.AuthType)
+	assert.Equal(t, "kind-dev", cfg.Context)
+	assert.Equal(t, "127.0.0.1:9080", cfg.NetAddr.Endpoint)
+	assert.Equal(t, "otcta-collector-1.otcta-collector:9080", cfg.Advertise)
+	assert.Equal(t, "node-a", cfg.NodeName)
+	assert.Equal(t, LeaseConfig{Duration: 20 * time.Second, RenewDeadline: 12 * time.Second, RetryPeriod: 3 * time.Second}, cfg.Lease)
+}
+
+func TestDefaultsFromPod(t *testing.T) {
+	t.Setenv("POD_NAME", "otcta-collector-2")
+	t.Setenv("POD_NAMESPACE", "otctargetallocator")
+	t.Setenv("POD_IP", "10.1.2.3")
+	t.Setenv("NODE_NAME", "worker-1")
+	cfg, err := loadConfig(t, "derived")
+	require.NoError(t, err)
+	s, err := cfg.resolve()
+	require.NoError(t, err)
+	assert.Equal(t, settings{
+		identity:  "otcta-collector-2",
+		group:     "otcta-collector",
+		namespace: "otctargetallocator",
+		advertise: "10.1.2.3:8080",
+		node:      "worker-1",
+	}, s)
+	def := createDefaultConfig().(*Config)
+	assert.Equal(t, LeaseConfig{Duration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second}, def.Lease)
+	assert.Equal(t, kube.AuthServiceAccount, def.AuthType)
+	assert.Equal(t, "0.0.0.0:8080", def.NetAddr.Endpoint)
+}
+
+func TestInvalidConfig(t *testing.T) {
+	t.Setenv("POD_NAME", "")
+	t.Setenv("POD_NAMESPACE", "")
+	t.Setenv("POD_IP", "")
+	tests := []struct {
+		name    string
+		wantErr string
+	}{
+		{"short_lease", "lease::renew_deadline: 10s must be less than lease::duration (10s)"},
+		{"tight_retry", "lease::renew_deadline: 2s must be greater than 1.2 × lease::retry_period (2s)"},
+		{"negative", "lease::retry_period: -1s must be greater than zero"},
+		{"fractional", "lease::duration: 15.5s must be a whole number of seconds"},
+		{"no_ordinal", `group: not set, and identity "collector" has no "-<ordinal>" suffix`},
+		{"same_name", `group: "a" equals the identity`},
+		{"bad_identity", `identity: "Collector_0" is not a valid Lease name`},
+		{"bad_auth", `auth_type: unknown auth type "token"`},
+		{"bad_advertise", `advertise: "nohostport" is not host:port`},
+		{"unknown_key", "invalid keys: collector_selector"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := loadConfig(t, tt.name)
+			if err == nil {
+				err = confmap.Validate(cfg)
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.wantErr)
+		})
+	}
+}

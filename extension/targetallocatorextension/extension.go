@@ -1,0 +1,247 @@
+package targetallocatorextension // import "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/extension"
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
+	"github.com/embedded-ta/embedded-ta/internal/election"
+	"github.com/embedded-ta/embedded-ta/internal/kube"
+	"github.com/embedded-ta/embedded-ta/internal/membership"
+)
+
+// allocatorExtension is one replica's target_allocator.
+type allocatorExtension struct {
+	cfg       *Config
+	set       extension.Settings
+	s         settings
+	telemetry *metadata.TelemetryBuilder
+
+	health   *health
+	notifier notifier
+
+	elector *election.Elector
+	members *membership.Membership
+	server  *http.Server
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+}
+
+var _ Group = (*allocatorExtension)(nil)
+
+func newExtension(cfg *Config, set extension.Settings) (*allocatorExtension, error) {
+	s, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	tb, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
+	return &allocatorExtension{cfg: cfg, set: set, s: s, telemetry: tb}, nil
+}
+
+// Start joins the group, campaigns for leadership and serves the API. It
+// fails only for what a retry cannot mend (no client configuration, the
+// endpoint taken); API errors are reported as a recoverable status and retried.
+func (e *allocatorExtension) Start(ctx context.Context, host component.Host) error {
+	client, err := kube.Client(e.cfg.AuthType, e.cfg.Context, "otelcol-embedded-ta/"+e.s.identity)
+	if err != nil {
+		return fmt.Errorf("auth_type %s: %w", e.cfg.AuthType, err)
+	}
+	e.health = newHealth(e, host)
+	if err := e.build(client); err != nil {
+		return err
+	}
+	ln, err := e.cfg.ToListener(ctx)
+	if err != nil {
+		return fmt.Errorf("endpoint %s: %w", e.cfg.NetAddr.Endpoint, err)
+	}
+	e.server, err = e.cfg.ToServer(ctx, host.GetExtensions(), e.set.TelemetrySettings, e.routes())
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	e.set.Logger.Info("Joining group",
+		zap.String("identity", e.s.identity), zap.String("group", e.s.group),
+		zap.String("namespace", e.s.namespace), zap.String("advertise", e.s.advertise))
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.goRun(func() {
+		if err := e.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.health.fatal(fmt.Errorf("serve %s: %w", ln.Addr(), err))
+		}
+	})
+	e.goRun(func() { e.members.Run(runCtx) })
+	e.goRun(func() { e.elector.Run(runCtx) })
+	return nil
+}
+
+func (e *allocatorExtension) goRun(f func()) {
+	e.done.Add(1)
+	go func() {
+		defer e.done.Done()
+		f()
+	}()
+}
+
+func (e *allocatorExtension) build(client kubernetes.Interface) error {
+	lease := e.cfg.Lease
+	var err error
+	e.members, err = membership.New(membership.Config{
+		Client:        client.CoordinationV1(),
+		Namespace:     e.s.namespace,
+		Group:         e.s.group,
+		Self:          membership.Member{Identity: e.s.identity, Endpoint: e.s.advertise, Node: e.s.node},
+		LeaseDuration: lease.Duration,
+		RenewPeriod:   lease.RetryPeriod,
+		OnChange: func(members []membership.Member) {
+			e.telemetry.TargetallocatorMembers.Record(context.Background(), int64(len(members)))
+			e.notifier.notify()
+		},
+		OnAPIResult: e.health.set,
+	})
+	if err != nil {
+		return err
+	}
+	e.elector, err = election.New(election.Config{
+		Client:        client.CoordinationV1(),
+		Namespace:     e.s.namespace,
+		Name:          e.s.group,
+		Identity:      e.s.identity,
+		Labels:        map[string]string{membership.LabelGroup: e.s.group, membership.LabelRole: membership.RoleLeader},
+		LeaseDuration: lease.Duration,
+		RenewDeadline: lease.RenewDeadline,
+		RetryPeriod:   lease.RetryPeriod,
+		Callbacks: election.Callbacks{
+			OnStartedLeading: e.lead,
+			OnStoppedLeading: func() {
+				e.set.Logger.Info("Stopped leading", zap.String("group", e.s.group))
+				e.telemetry.TargetallocatorLeader.Record(context.Background(), 0)
+				e.notifier.notify()
+			},
+			OnNewLeader: func(l election.Leader) {
+				e.set.Logger.Info("New leader", zap.String("group", e.s.group), zap.String("leader", l.Identity), zap.Int("epoch", l.Transitions))
+				e.telemetry.TargetallocatorLeaderChanges.Add(context.Background(), 1)
+				e.notifier.notify()
+			},
+			OnAPIResult: e.health.set,
+		},
+	})
+	return err
+}
+
+// lead runs while this replica leads: it removes the Leases of members that
+// are long gone.
+func (e *allocatorExtension) lead(ctx context.Context) {
+	e.set.Logger.Info("Started leading", zap.String("group", e.s.group))
+	e.telemetry.TargetallocatorLeader.Record(context.Background(), 1)
+	e.notifier.notify()
+	ticker := time.NewTicker(e.cfg.Lease.Duration)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			if err := e.members.Sweep(ctx); err != nil {
+				e.set.Logger.Warn("Cannot remove expired member leases", zap.Error(err))
+			}
+		}
+	}
+}
+
+// Shutdown hands leadership over, leaves the group and stops serving.
+func (e *allocatorExtension) Shutdown(ctx context.Context) error {
+	if e.cancel == nil {
+		return nil
+	}
+	e.cancel()
+	if e.server != nil {
+		_ = e.server.Shutdown(ctx)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		e.done.Wait()
+		close(stopped)
+	}()
+	defer e.telemetry.Shutdown()
+	select {
+	case <-stopped:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("leave group %s: %w", e.s.group, ctx.Err())
+	}
+}
+
+// View implements Group.
+func (e *allocatorExtension) View() View {
+	v := View{
+		Identity:  e.s.identity,
+		Group:     e.s.group,
+		Namespace: e.s.namespace,
+		Endpoint:  e.s.advertise,
+		Members:   []MemberView{},
+	}
+	if e.elector == nil {
+		return v
+	}
+	l := e.elector.Leader()
+	v.Leader, v.Epoch, v.IsLeader = l.Identity, l.Transitions, e.elector.IsLeader()
+	v.LeaderLease = LeaseView{Name: e.s.group, AcquireTime: l.AcquireTime, RenewTime: l.RenewTime, LeaseDuration: l.LeaseDuration.String()}
+	v.Joined = e.members.Joined()
+	now := time.Now()
+	for _, m := range e.members.Members() {
+		v.Members = append(v.Members, memberView(m, now))
+		if m.Identity == v.Leader {
+			v.LeaderEndpoint = m.Endpoint
+		}
+	}
+	return v
+}
+
+// Subscribe implements Group.
+func (e *allocatorExtension) Subscribe() (<-chan struct{}, func()) { return e.notifier.subscribe() }
+
+// notifier wakes subscribers after a change; each has a one-slot channel, so
+// notifications coalesce and never block.
+type notifier struct {
+	mu   sync.Mutex
+	subs map[chan struct{}]struct{}
+}
+
+func (n *notifier) subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.subs == nil {
+		n.subs = map[chan struct{}]struct{}{}
+	}
+	n.subs[ch] = struct{}{}
+	return ch, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		delete(n.subs, ch)
+	}
+}
+
+func (n *notifier) notify() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for ch := range n.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}

@@ -1,0 +1,36 @@
+package targetallocatorextension // import "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/confighttp"
+	"go.opentelemetry.io/collector/extension"
+
+	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
+	"github.com/embedded-ta/embedded-ta/internal/kube"
+)
+
+// DefaultEndpoint is where the allocator API listens unless configured.
+const DefaultEndpoint = "0.0.0.0:8080"
+
+// NewFactory returns the target_allocator extension factory.
+func NewFactory() extension.Factory {
+	return extension.NewFactory(metadata.Type, createDefaultConfig, create, metadata.ExtensionStability)
+}
+
+func createDefaultConfig() component.Config {
+	server := confighttp.NewDefaultServerConfig()
+	server.NetAddr.Endpoint = DefaultEndpoint
+	return &Config{
+		ServerConfig: server,
+		AuthType:     kube.AuthServiceAccount,
+		// client-go's documented defaults for leader election.
+		Lease: LeaseConfig{Duration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second},
+	}
+}
+
+func create(_ context.Context, set extension.Settings, cfg component.Config) (extension.Extension, error) {
+	return newExtension(cfg.(*Config), set)
+}

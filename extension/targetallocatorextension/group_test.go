@@ -1,0 +1,302 @@
+package targetallocatorextension
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/extension/extensiontest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
+	"github.com/embedded-ta/embedded-ta/internal/kube"
+	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+	"github.com/embedded-ta/embedded-ta/internal/membership"
+)
+
+// testLease is short so that failover tests take seconds.
+var testLease = LeaseConfig{Duration: 5 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: time.Second}
+
+// replica is one in-process target_allocator talking to the real API server
+// through a proxy that the test can cut.
+type replica struct {
+	identity string
+	ext      *allocatorExtension
+	host     *statusHost
+	logs     *observer.ObservedLogs
+	proxy    *kubetest.Proxy
+	once     sync.Once
+}
+
+func startReplica(t *testing.T, cfg *rest.Config, namespace, identity, group string) *replica {
+	t.Helper()
+	proxy, through := kubetest.NewProxy(t, cfg)
+	t.Setenv("KUBECONFIG", kubetest.WriteKubeconfig(t, through, namespace))
+
+	c := createDefaultConfig().(*Config)
+	c.Identity, c.Group = identity, group
+	c.AuthType = kube.AuthKubeConfig // the kubeconfig context names the namespace
+	c.NetAddr.Endpoint = freeAddr(t)
+	c.Lease = testLease
+	require.NoError(t, c.Validate())
+
+	core, logs := observer.New(zap.InfoLevel)
+	set := extensiontest.NewNopSettings(metadata.Type)
+	set.Logger = zap.New(core).With(zap.String("replica", identity))
+	ext, err := newExtension(c, set)
+	require.NoError(t, err)
+	r := &replica{identity: identity, ext: ext, host: &statusHost{}, logs: logs, proxy: proxy}
+	require.NoError(t, ext.Start(context.Background(), r.host))
+	t.Cleanup(r.stop)
+	return r
+}
+
+// stop shuts the replica down gracefully, once.
+func (r *replica) stop() {
+	r.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = r.ext.Shutdown(ctx)
+	})
+}
+
+// status reads the replica's /status over HTTP, as a user would.
+func (r *replica) status(t *testing.T) View {
+	t.Helper()
+	resp, err := http.Get("http://" + r.ext.s.advertise + "/status")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var v View
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
+	return v
+}
+
+func identities(v View) []string {
+	ids := make([]string, 0, len(v.Members))
+	for _, m := range v.Members {
+		ids = append(ids, m.Identity)
+	}
+	return ids
+}
+
+// settled waits until every replica names the same live leader among them
+// and the same members, and returns that leader.
+func settled(t *testing.T, replicas []*replica, within time.Duration) *replica {
+	t.Helper()
+	want := make([]string, 0, len(replicas))
+	for _, r := range replicas {
+		want = append(want, r.identity)
+	}
+	slices.Sort(want)
+	var leader *replica
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		leader = nil
+		first := replicas[0].status(t)
+		for _, r := range replicas {
+			v := r.status(t)
+			assert.Equal(c, first.Leader, v.Leader, "%s names another leader", r.identity)
+			assert.Equal(c, want, identities(v), "%s sees other members", r.identity)
+			if v.IsLeader {
+				assert.Nil(c, leader, "two replicas lead")
+				leader = r
+			}
+		}
+		if assert.NotNil(c, leader, "no replica leads") {
+			assert.Equal(c, leader.identity, first.Leader)
+		}
+	}, within, 100*time.Millisecond)
+	return leader
+}
+
+func without(replicas []*replica, gone *replica) []*replica {
+	return slices.DeleteFunc(slices.Clone(replicas), func(r *replica) bool { return r == gone })
+}
+
+func startGroup(t *testing.T, namespace, group string, n int) []*replica {
+	replicas := make([]*replica, n)
+	for i := range replicas {
+		replicas[i] = startReplica(t, controlPlane.Config, namespace, fmt.Sprintf("%s-%d", group, i), group)
+	}
+	return replicas
+}
+
+func TestThreeReplicasElectOneLeader(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	replicas := startGroup(t, ns, "otcta-collector", 3)
+	leader := settled(t, replicas, 10*time.Second)
+
+	v := leader.status(t)
+	assert.Equal(t, "otcta-collector", v.Group)
+	assert.Equal(t, ns, v.Namespace)
+	assert.Equal(t, leader.ext.s.advertise, v.LeaderEndpoint)
+	for _, m := range v.Members {
+		assert.NotEmpty(t, m.Endpoint, "member %s has no endpoint", m.Identity)
+	}
+	for _, r := range replicas {
+		resp, err := http.Get("http://" + r.ext.s.advertise + "/readyz")
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s is not ready", r.identity)
+		assert.Equal(t, componentstatus.StatusOK, r.host.last().Status(), "%v", r.host.last().Err())
+	}
+
+	// The Leases are what kubectl shows: one leader Lease, three member Leases.
+	leases, err := controlPlane.Client.CoordinationV1().Leases(ns).List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	var names []string
+	for _, l := range leases.Items {
+		names = append(names, l.Name+"="+*l.Spec.HolderIdentity)
+	}
+	assert.ElementsMatch(t, []string{
+		"otcta-collector=" + leader.identity,
+		"otcta-collector-0=otcta-collector-0", "otcta-collector-1=otcta-collector-1", "otcta-collector-2=otcta-collector-2",
+	}, names)
+}
+
+func TestLeaderDiesWithoutRelease(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	replicas := startGroup(t, ns, "crash", 3)
+	leader := settled(t, replicas, 10*time.Second)
+	survivors := without(replicas, leader)
+
+	// Cut the leader off the API server: it can neither renew nor release,
+	// which is what the group sees of a killed process.
+	killed := time.Now()
+	leader.proxy.Cut()
+
+	var newLeader time.Duration
+	require.Eventually(t, func() bool {
+		for _, r := range survivors {
+			if r.status(t).IsLeader {
+				newLeader = time.Since(killed)
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 50*time.Millisecond)
+	bound := testLease.Duration + testLease.RetryPeriod + time.Second
+	t.Logf("measured failover after the leader died: %s (bound %s)", newLeader.Round(time.Millisecond), bound)
+	assert.LessOrEqual(t, newLeader, bound)
+
+	settled(t, survivors, testLease.Duration+time.Second)
+	t.Logf("measured: the dead member left the member lists %s after it died", time.Since(killed).Round(time.Millisecond))
+}
+
+func TestLeaderStopsGracefully(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	replicas := startGroup(t, ns, "graceful", 3)
+	leader := settled(t, replicas, 10*time.Second)
+	survivors := without(replicas, leader)
+
+	stopped := time.Now()
+	leader.stop()
+	left := time.Since(stopped)
+	for _, r := range survivors {
+		assert.EventuallyWithT(t, func(c *assert.CollectT) {
+			assert.NotContains(c, identities(r.status(t)), leader.identity)
+		}, time.Second, 20*time.Millisecond, "%s still lists the stopped leader", r.identity)
+	}
+	var handover time.Duration
+	require.Eventually(t, func() bool {
+		for _, r := range survivors {
+			if r.status(t).IsLeader {
+				handover = time.Since(stopped)
+				return true
+			}
+		}
+		return false
+	}, 3*time.Second, 20*time.Millisecond, "no new leader within 3s of a graceful stop")
+	t.Logf("measured graceful handover: new leader %s after the stop began (shutdown took %s)", handover.Round(time.Millisecond), left.Round(time.Millisecond))
+	settled(t, survivors, time.Second)
+}
+
+// Two groups next to each other in one namespace, the seed's two target
+// allocators: each group's members are exactly its own replicas.
+func TestTwoGroupsInOneNamespace(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	a := startGroup(t, ns, "otcta-collector", 2)
+	b := startGroup(t, ns, "otcta2-collector", 2)
+	leaderA := settled(t, a, 10*time.Second)
+	leaderB := settled(t, b, 10*time.Second)
+	assert.True(t, strings.HasPrefix(leaderA.identity, "otcta-collector-"))
+	assert.True(t, strings.HasPrefix(leaderB.identity, "otcta2-collector-"))
+	assert.Equal(t, []string{"otcta2-collector-0", "otcta2-collector-1"}, identities(leaderB.status(t)))
+}
+
+// A replica whose service account cannot use Leases says which permission
+// is missing, keeps retrying, and joins once a Role grants it.
+func TestMissingLeasePermissions(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	sa := controlPlane.ServiceAccount(t, ns, "collector")
+	r := startReplica(t, sa, ns, "rbac-0", "rbac")
+
+	require.Eventually(t, func() bool {
+		ev := r.host.last()
+		return ev != nil && ev.Status() == componentstatus.StatusRecoverableError
+	}, 10*time.Second, 50*time.Millisecond, "no recoverable error reported")
+	err := r.host.last().Err().Error()
+	assert.Contains(t, err, `cannot get resource "leases" in API group "coordination.k8s.io"`)
+	assert.Contains(t, err, "system:serviceaccount:"+ns+":collector")
+	logged := r.logs.FilterMessage("Kubernetes call failed; retrying").All()
+	require.NotEmpty(t, logged)
+	assert.Contains(t, logged[0].ContextMap()["hint"], "leases.coordination.k8s.io in namespace "+ns)
+	assert.False(t, r.status(t).Joined)
+
+	// No restart: granting the Role is enough.
+	controlPlane.Grant(t, ns, "collector", kubetest.LeaseRole("lease-coordination"))
+	settled(t, []*replica{r}, 15*time.Second)
+	require.Eventually(t, func() bool { return r.host.last().Status() == componentstatus.StatusOK }, 5*time.Second, 50*time.Millisecond)
+	assert.NotEmpty(t, r.logs.FilterMessage("Kubernetes calls succeed again").All())
+
+	// The member Lease carries what the leader needs.
+	lease, err2 := controlPlane.Client.CoordinationV1().Leases(ns).Get(context.Background(), "rbac-0", metav1.GetOptions{})
+	require.NoError(t, err2)
+	assert.Equal(t, "rbac", lease.Labels[membership.LabelGroup])
+	assert.Equal(t, r.ext.s.advertise, lease.Annotations[membership.AnnotationEndpoint])
+}
+
+// statusHost records the component status events a replica reports.
+type statusHost struct {
+	mu     sync.Mutex
+	events []*componentstatus.Event
+}
+
+func (h *statusHost) GetExtensions() map[component.ID]component.Component { return nil }
+
+func (h *statusHost) Report(ev *componentstatus.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.events = append(h.events, ev)
+}
+
+func (h *statusHost) last() *componentstatus.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.events) == 0 {
+		return nil
+	}
+	return h.events[len(h.events)-1]
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
