@@ -75,6 +75,7 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 		zap.String("identity", e.s.identity), zap.String("group", e.s.group),
 		zap.String("namespace", e.s.namespace), zap.String("advertise", e.s.advertise))
 
+	e.telemetry.TargetallocatorLeader.Record(ctx, 0)
 	runCtx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.goRun(func() {

@@ -193,6 +193,10 @@ func TestLeaderDiesWithoutRelease(t *testing.T) {
 	t.Logf("measured failover after the leader died: %s (bound %s)", newLeader.Round(time.Millisecond), bound)
 	assert.LessOrEqual(t, newLeader, bound)
 
+	// The cut-off leader steps down by itself once it cannot renew for
+	// renew_deadline, before anyone else may take over: never two leaders.
+	assert.False(t, leader.ext.View().IsLeader, "the cut-off leader still leads after %s", time.Since(killed))
+
 	settled(t, survivors, testLease.Duration+time.Second)
 	t.Logf("measured: the dead member left the member lists %s after it died", time.Since(killed).Round(time.Millisecond))
 }

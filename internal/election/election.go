@@ -421,7 +421,12 @@ func sameRecord(a, b rl.LeaderElectionRecord) bool {
 		a.RenewTime.Equal(&b.RenewTime)
 }
 
-func (e *Elector) report(err error) { e.reportOp(OpLease, err) }
+func (e *Elector) report(err error) {
+	if errors.Is(err, context.Canceled) {
+		return // stopping, not failing
+	}
+	e.reportOp(OpLease, err)
+}
 
 func (e *Elector) reportOp(op string, err error) {
 	if f := e.cfg.Callbacks.OnAPIResult; f != nil {

@@ -354,7 +354,12 @@ func (m *Membership) Sweep(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (m *Membership) report(err error) { m.reportOp(OpLease, err) }
+func (m *Membership) report(err error) {
+	if errors.Is(err, context.Canceled) {
+		return // stopping, not failing
+	}
+	m.reportOp(OpLease, err)
+}
 
 func (m *Membership) reportOp(op string, err error) {
 	if f := m.cfg.OnAPIResult; f != nil {

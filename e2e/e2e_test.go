@@ -1,0 +1,320 @@
+// Package e2e runs the ocb-built otelcol-embedded-ta as real processes
+// against a real local control plane, the way a user runs a StatefulSet.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+)
+
+var (
+	controlPlane *kubetest.Env
+	otelcol      string
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	otelcol, err = filepath.Abs("../bin/otelcol-embedded-ta")
+	if err == nil {
+		_, err = os.Stat(otelcol)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: the distribution is missing, run `make otelcol`:", err)
+		os.Exit(1)
+	}
+	kubetest.Main(m, &controlPlane)
+}
+
+// process is one collector replica running as its own process.
+type process struct {
+	name      string
+	endpoint  string // allocator API
+	telemetry string // the collector's own metrics
+	cmd       *exec.Cmd
+	log       string
+	exited    chan error
+}
+
+func startProcess(t *testing.T, kubeconfig, name string) *process {
+	t.Helper()
+	p := &process{
+		name:      name,
+		endpoint:  freeAddr(t),
+		telemetry: freeAddr(t),
+		log:       filepath.Join(t.TempDir(), name+".log"),
+		exited:    make(chan error, 1),
+	}
+	_, telemetryPort, _ := net.SplitHostPort(p.telemetry)
+	logFile, err := os.Create(p.log)
+	require.NoError(t, err)
+	p.cmd = exec.Command(otelcol, "--config", "testdata/replica.yaml")
+	p.cmd.Env = append(os.Environ(),
+		"POD_NAME="+name,
+		"KUBECONFIG="+kubeconfig,
+		"ALLOCATOR_ENDPOINT="+p.endpoint,
+		"OTLP_ENDPOINT="+freeAddr(t),
+		"TELEMETRY_PORT="+telemetryPort,
+	)
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	require.NoError(t, p.cmd.Start())
+	go func() {
+		p.exited <- p.cmd.Wait()
+		logFile.Close()
+	}()
+	t.Cleanup(func() {
+		p.terminate()
+		if t.Failed() {
+			b, _ := os.ReadFile(p.log)
+			t.Logf("log of %s:\n%s", name, tail(string(b), 40))
+		}
+	})
+	return p
+}
+
+// terminate stops the process as Kubernetes does: SIGTERM, then SIGKILL.
+func (p *process) terminate() {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+func (p *process) kill(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Kill())
+	<-p.exited
+}
+
+// status reads /status; ok is false while the process does not answer.
+func (p *process) status() (v targetallocatorextension.View, ok bool) {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + p.endpoint + "/status")
+	if err != nil {
+		return v, false
+	}
+	defer resp.Body.Close()
+	return v, resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&v) == nil
+}
+
+// metric reads one of the collector's own metrics, summed over its series.
+func (p *process) metric(name string) (float64, error) {
+	resp, err := http.Get("http://" + p.telemetry + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sum, found := 0.0, false
+	var seen []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.Contains(line, "targetallocator") && !strings.HasPrefix(line, "#") {
+			seen = append(seen, line)
+		}
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, err
+		}
+		sum, found = sum+v, true
+	}
+	if !found {
+		return 0, fmt.Errorf("%s not exposed; exposed: %v", name, seen)
+	}
+	return sum, nil
+}
+
+// settled waits until the processes agree on one leader among them and on
+// their member list, and returns the leader.
+func settled(t *testing.T, procs []*process, within time.Duration) *process {
+	t.Helper()
+	var want []string
+	for _, p := range procs {
+		want = append(want, p.name)
+	}
+	slices.Sort(want)
+	var leader *process
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		leader = nil
+		var leaders []string
+		for _, p := range procs {
+			v, ok := p.status()
+			if !assert.True(c, ok, "%s does not answer /status", p.name) {
+				return
+			}
+			var members []string
+			for _, m := range v.Members {
+				members = append(members, m.Identity)
+			}
+			assert.Equal(c, want, members, "members seen by %s", p.name)
+			leaders = append(leaders, v.Leader)
+			if v.IsLeader {
+				leader = p
+			}
+		}
+		assert.Len(c, slices.Compact(leaders), 1, "replicas name different leaders: %v", leaders)
+		if assert.NotNil(c, leader, "no replica leads") {
+			assert.Equal(c, leader.name, leaders[0])
+		}
+	}, within, 100*time.Millisecond)
+	return leader
+}
+
+func TestProcessesElectAndSurviveSIGKILL(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+	var procs []*process
+	for i := range 3 {
+		procs = append(procs, startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i)))
+	}
+	leader := settled(t, procs, 60*time.Second)
+	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leader })
+
+	// Component telemetry: the leader says so, and every replica counts 3 members.
+	for _, p := range procs {
+		want := 0.0
+		if p == leader {
+			want = 1
+		}
+		assert.EventuallyWithT(t, func(c *assert.CollectT) {
+			v, err := p.metric("otelcol_targetallocator_leader")
+			assert.NoError(c, err)
+			assert.Equal(c, want, v, "otelcol_targetallocator_leader of %s", p.name)
+			v, err = p.metric("otelcol_targetallocator_members")
+			assert.NoError(c, err)
+			assert.Equal(c, 3.0, v, "otelcol_targetallocator_members of %s", p.name)
+		}, 10*time.Second, 200*time.Millisecond)
+	}
+
+	killed := time.Now()
+	leader.kill(t)
+	var failover time.Duration
+	require.Eventually(t, func() bool {
+		for _, p := range survivors {
+			if v, ok := p.status(); ok && v.IsLeader {
+				failover = time.Since(killed)
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 50*time.Millisecond, "no survivor took over")
+	// lease: duration 5s, retry_period 1s (testdata/replica.yaml), +1s slack.
+	bound := 5*time.Second + time.Second + time.Second
+	t.Logf("measured failover after SIGKILL of the leader: %s (bound %s)", failover.Round(time.Millisecond), bound)
+	assert.LessOrEqual(t, failover, bound)
+
+	settled(t, survivors, 10*time.Second)
+	t.Logf("measured: the killed member left the survivors' member lists %s after SIGKILL", time.Since(killed).Round(time.Millisecond))
+}
+
+func TestProcessGracefulStopHandsOver(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+	var procs []*process
+	for i := range 3 {
+		procs = append(procs, startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i)))
+	}
+	leader := settled(t, procs, 60*time.Second)
+	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leader })
+
+	stopped := time.Now()
+	require.NoError(t, leader.cmd.Process.Signal(syscall.SIGTERM))
+	var handover time.Duration
+	require.Eventually(t, func() bool {
+		for _, p := range survivors {
+			if v, ok := p.status(); ok && v.IsLeader {
+				handover = time.Since(stopped)
+				return true
+			}
+		}
+		return false
+	}, 3*time.Second, 20*time.Millisecond, "no new leader within 3s of SIGTERM")
+	t.Logf("measured graceful handover after SIGTERM of the leader: %s", handover.Round(time.Millisecond))
+	settled(t, survivors, 2*time.Second)
+	select {
+	case err := <-leader.exited:
+		assert.NoError(t, err, "the stopped leader did not exit cleanly")
+	case <-time.After(10 * time.Second):
+		t.Error("the stopped leader did not exit")
+	}
+}
+
+func TestProcessRefusesInvalidConfig(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "bad.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(`
+extensions:
+  target_allocator:
+    identity: otcta-collector-0
+    namespace: default
+    lease: {duration: 10s, renew_deadline: 10s, retry_period: 2s}
+    collector_selector: {matchLabels: {app: x}}
+receivers: {otlp: {protocols: {grpc: {endpoint: 127.0.0.1:0}}}}
+exporters: {debug: {}}
+service:
+  extensions: [target_allocator]
+  pipelines: {metrics: {receivers: [otlp], exporters: [debug]}}
+`), 0o600))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, otelcol, "validate", "--config", cfg).CombinedOutput()
+	require.Error(t, err, "validate accepted an invalid config:\n%s", out)
+	assert.Contains(t, string(out), "collector_selector")
+
+	cfg2 := filepath.Join(t.TempDir(), "bad-lease.yaml")
+	require.NoError(t, os.WriteFile(cfg2, []byte(strings.Replace(`
+extensions:
+  target_allocator:
+    identity: otcta-collector-0
+    namespace: default
+    lease: {duration: 10s, renew_deadline: 10s, retry_period: 2s}
+receivers: {otlp: {protocols: {grpc: {endpoint: 127.0.0.1:0}}}}
+exporters: {debug: {}}
+service:
+  extensions: [target_allocator]
+  pipelines: {metrics: {receivers: [otlp], exporters: [debug]}}
+`, "\t", "  ", -1)), 0o600))
+	out, err = exec.CommandContext(ctx, otelcol, "--config", cfg2).CombinedOutput()
+	require.Error(t, err, "the collector started with renew_deadline = duration:\n%s", out)
+	assert.Contains(t, string(out), "lease::renew_deadline")
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
