@@ -66,7 +66,7 @@ func startProcess(t *testing.T, kubeconfig, name string) *process {
 	_, telemetryPort, _ := net.SplitHostPort(p.telemetry)
 	logFile, err := os.Create(p.log)
 	require.NoError(t, err)
-	p.cmd = exec.Command(otelcol, "--config", "testdata/replica.yaml")
+	p.cmd = exec.Command(otelcol, "--config", "../examples/local/replica.yaml")
 	p.cmd.Env = append(os.Environ(),
 		"POD_NAME="+name,
 		"KUBECONFIG="+kubeconfig,
@@ -226,7 +226,7 @@ func TestProcessesElectAndSurviveSIGKILL(t *testing.T) {
 		}
 		return false
 	}, 30*time.Second, 50*time.Millisecond, "no survivor took over")
-	// lease: duration 5s, retry_period 1s (testdata/replica.yaml), +1s slack.
+	// lease: duration 5s, retry_period 1s (examples/local/replica.yaml), +1s slack.
 	bound := 5*time.Second + time.Second + time.Second
 	t.Logf("measured failover after SIGKILL of the leader: %s (bound %s)", failover.Round(time.Millisecond), bound)
 	assert.LessOrEqual(t, failover, bound)

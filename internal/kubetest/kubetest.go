@@ -158,6 +158,15 @@ func (e *Env) Grant(t testing.TB, namespace, serviceAccount string, role *rbacv1
 // namespace, for processes started by a test, and returns its path.
 func WriteKubeconfig(t testing.TB, cfg *rest.Config, namespace string) string {
 	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(Kubeconfig(cfg, namespace), path); err != nil {
+		t.Fatalf("write kubeconfig: %v", err)
+	}
+	return path
+}
+
+// Kubeconfig turns cfg into a kubeconfig whose current context uses namespace.
+func Kubeconfig(cfg *rest.Config, namespace string) clientcmdapi.Config {
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
 	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{
@@ -167,9 +176,5 @@ func WriteKubeconfig(t testing.TB, cfg *rest.Config, namespace string) string {
 	}
 	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test", Namespace: namespace}
 	kc.CurrentContext = "test"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatalf("write kubeconfig: %v", err)
-	}
-	return path
+	return *kc
 }
