@@ -1,4 +1,4 @@
-package targetallocatorextension
+package integrationtest
 
 import (
 	"context"
@@ -22,20 +22,21 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
-	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
+	tae "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
 )
 
 // testLease is short so that failover tests take seconds.
-var testLease = LeaseConfig{Duration: 5 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: time.Second}
+var testLease = tae.LeaseConfig{Duration: 5 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: time.Second}
 
 // replica is one in-process target_allocator talking to the real API server
 // through a proxy that the test can cut.
 type replica struct {
 	identity string
-	ext      *allocatorExtension
+	ext      tae.Group
+	endpoint string
 	host     *statusHost
 	logs     *observer.ObservedLogs
 	proxy    *kubetest.Proxy
@@ -47,7 +48,8 @@ func startReplica(t *testing.T, cfg *rest.Config, namespace, identity, group str
 	proxy, through := kubetest.NewProxy(t, cfg)
 	t.Setenv("KUBECONFIG", kubetest.WriteKubeconfig(t, through, namespace))
 
-	c := createDefaultConfig().(*Config)
+	factory := tae.NewFactory()
+	c := factory.CreateDefaultConfig().(*tae.Config)
 	c.Identity, c.Group = identity, group
 	c.AuthType = kube.AuthKubeConfig // the kubeconfig context names the namespace
 	c.NetAddr.Endpoint = freeAddr(t)
@@ -55,11 +57,12 @@ func startReplica(t *testing.T, cfg *rest.Config, namespace, identity, group str
 	require.NoError(t, c.Validate())
 
 	core, logs := observer.New(zap.InfoLevel)
-	set := extensiontest.NewNopSettings(metadata.Type)
+	set := extensiontest.NewNopSettings(factory.Type())
 	set.Logger = zap.New(core).With(zap.String("replica", identity))
-	ext, err := newExtension(c, set)
+	ext, err := factory.Create(context.Background(), set, c)
 	require.NoError(t, err)
-	r := &replica{identity: identity, ext: ext, host: &statusHost{}, logs: logs, proxy: proxy}
+	g := ext.(tae.Group)
+	r := &replica{identity: identity, ext: g, endpoint: c.NetAddr.Endpoint, host: &statusHost{}, logs: logs, proxy: proxy}
 	require.NoError(t, ext.Start(context.Background(), r.host))
 	t.Cleanup(r.stop)
 	return r
@@ -75,18 +78,18 @@ func (r *replica) stop() {
 }
 
 // status reads the replica's /status over HTTP, as a user would.
-func (r *replica) status(t *testing.T) View {
+func (r *replica) status(t *testing.T) tae.View {
 	t.Helper()
-	resp, err := http.Get("http://" + r.ext.s.advertise + "/status")
+	resp, err := http.Get("http://" + r.endpoint + "/status")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var v View
+	var v tae.View
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
 	return v
 }
 
-func identities(v View) []string {
+func identities(v tae.View) []string {
 	ids := make([]string, 0, len(v.Members))
 	for _, m := range v.Members {
 		ids = append(ids, m.Identity)
@@ -143,12 +146,12 @@ func TestThreeReplicasElectOneLeader(t *testing.T) {
 	v := leader.status(t)
 	assert.Equal(t, "otcta-collector", v.Group)
 	assert.Equal(t, ns, v.Namespace)
-	assert.Equal(t, leader.ext.s.advertise, v.LeaderEndpoint)
+	assert.Equal(t, leader.endpoint, v.LeaderEndpoint)
 	for _, m := range v.Members {
 		assert.NotEmpty(t, m.Endpoint, "member %s has no endpoint", m.Identity)
 	}
 	for _, r := range replicas {
-		resp, err := http.Get("http://" + r.ext.s.advertise + "/readyz")
+		resp, err := http.Get("http://" + r.endpoint + "/readyz")
 		require.NoError(t, err)
 		resp.Body.Close()
 		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s is not ready", r.identity)
@@ -271,7 +274,7 @@ func TestMissingLeasePermissions(t *testing.T) {
 	lease, err2 := controlPlane.Client.CoordinationV1().Leases(ns).Get(context.Background(), "rbac-0", metav1.GetOptions{})
 	require.NoError(t, err2)
 	assert.Equal(t, "rbac", lease.Labels[membership.LabelGroup])
-	assert.Equal(t, r.ext.s.advertise, lease.Annotations[membership.AnnotationEndpoint])
+	assert.Equal(t, r.endpoint, lease.Annotations[membership.AnnotationEndpoint])
 }
 
 // statusHost records the component status events a replica reports.

@@ -1,4 +1,7 @@
-package targetallocatorextension
+// Package integrationtest runs target_allocator replicas in process against a
+// real control plane. It is a package of its own because its TestMain starts
+// and stops that control plane, and the component's package has mdatagen's.
+package integrationtest
 
 import (
 	"fmt"
