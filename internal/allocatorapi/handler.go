@@ -1,0 +1,315 @@
+package allocatorapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Source is what the handler needs of its replica.
+type Source interface {
+	// Identity is this replica's name in the group: its collector_id.
+	Identity() string
+	// Allocation is the allocation to answer from while this replica leads, else nil.
+	Allocation() *Allocation
+	// LeaderEndpoint is host:port of the leader's API while another replica leads, else "".
+	LeaderEndpoint() string
+	// Group describes the group for the status page.
+	Group() GroupInfo
+}
+
+// Limits bound what a request may ask and what an answer may carry.
+const (
+	maxQuery        = 2048     // bytes of query string
+	maxPath         = 2048     // bytes of escaped path
+	maxForwardedLen = 64 << 20 // bytes of a leader's answer relayed by a follower
+)
+
+// forwardedHeader marks a request a follower relays, so that it is never
+// relayed twice (two replicas that each believe the other leads).
+const forwardedHeader = "X-Embedded-Ta-Forwarded"
+
+// StaleHeader marks an answer a follower serves from its last copy because
+// no leader answered.
+const StaleHeader = "X-Embedded-Ta-Stale"
+
+// Handler serves the allocator API and the status page.
+//
+// The leader answers from its Allocation. A follower relays each request to
+// the leader and remembers the last successful answers about its own share
+// (/scrape_configs and its own targets per job). While no leader answers, it
+// serves those from that copy and 503 with a reason for everything else, so
+// a stock client keeps its jobs and targets; before it ever had a copy, it
+// answers an empty share, so that a stock client's startup is not blocked.
+type Handler struct {
+	src    Source
+	client *http.Client
+	scheme string
+	logger *zap.Logger
+
+	mu   sync.Mutex
+	last map[string][]byte // request URI → body, own share only
+}
+
+// NewHandler returns a handler for src; client relays requests to the leader
+// over scheme ("http" or "https").
+func NewHandler(src Source, client *http.Client, scheme string, logger *zap.Logger) *Handler {
+	return &Handler{src: src, client: client, scheme: scheme, logger: logger, last: map[string][]byte{}}
+}
+
+// request is a parsed, validated API request.
+type request struct {
+	route     string // "scrape_configs", "jobs", "targets", "page", "targets_page"
+	job       string
+	collector string
+	all       bool // targets of every collector
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		httpError(w, http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
+		return
+	}
+	req, status, err := parse(r)
+	if err != nil {
+		httpError(w, status, "%v", err)
+		return
+	}
+	if a := h.src.Allocation(); a != nil {
+		h.answer(w, r, req, a)
+		return
+	}
+	if r.Header.Get(forwardedHeader) != "" {
+		httpError(w, http.StatusServiceUnavailable, "%s does not lead its group", h.src.Identity())
+		return
+	}
+	h.relay(w, r, req)
+}
+
+func parse(r *http.Request) (request, int, error) {
+	if len(r.URL.RawQuery) > maxQuery {
+		return request{}, http.StatusRequestURITooLong, fmt.Errorf("query longer than %d bytes", maxQuery)
+	}
+	path := r.URL.EscapedPath()
+	if len(path) > maxPath {
+		return request{}, http.StatusRequestURITooLong, fmt.Errorf("path longer than %d bytes", maxPath)
+	}
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return request{}, http.StatusBadRequest, fmt.Errorf("bad query: %w", err)
+	}
+	switch path {
+	case "/", "":
+		return request{route: "page"}, 0, nil
+	case "/targets":
+		return request{route: "targets_page"}, 0, nil
+	case "/scrape_configs":
+		return request{route: "scrape_configs"}, 0, nil
+	case "/jobs":
+		return request{route: "jobs"}, 0, nil
+	}
+	raw, ok := strings.CutPrefix(path, "/jobs/")
+	if ok {
+		raw, ok = strings.CutSuffix(raw, "/targets")
+	}
+	if !ok || raw == "" {
+		return request{}, http.StatusNotFound, fmt.Errorf("no route %s", path)
+	}
+	// The stock client escapes job names with url.QueryEscape ('+' for ' ').
+	name, err := url.QueryUnescape(raw)
+	if err != nil {
+		return request{}, http.StatusBadRequest, fmt.Errorf("bad job name %q: %w", raw, err)
+	}
+	req := request{route: "targets", job: name}
+	ids, has := query["collector_id"]
+	switch {
+	case !has:
+		req.all = true
+	case len(ids) != 1 || ids[0] == "":
+		return request{}, http.StatusBadRequest, errors.New("collector_id must be given once and not be empty")
+	default:
+		req.collector = ids[0]
+	}
+	return req, 0, nil
+}
+
+// answer serves req from the leader's allocation.
+func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, a *Allocation) {
+	switch req.route {
+	case "page":
+		h.page(w, a)
+	case "targets_page":
+		h.targetsPage(w, a)
+	case "scrape_configs":
+		body := a.scrapeConfigs
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+			body = a.scrapeConfigsSecret // a verified client certificate sees secrets
+		}
+		writeJSON(w, body)
+	case "jobs":
+		links := make(map[string]map[string]string, len(a.Jobs()))
+		for _, name := range a.Jobs() {
+			links[name] = map[string]string{"_link": jobLink(name)}
+		}
+		writeValue(w, links)
+	case "targets":
+		switch {
+		case !a.HasJob(req.job):
+			httpError(w, http.StatusNotFound, "unknown job %q", req.job)
+		case req.all:
+			out := make(map[string]any, len(a.Members))
+			for _, m := range a.Members {
+				out[m] = collectorTargets{Link: jobLink(req.job) + "?collector_id=" + url.QueryEscape(m), Targets: groups(a.Targets(req.job, m))}
+			}
+			writeValue(w, out)
+		case !a.IsMember(req.collector):
+			httpError(w, http.StatusNotFound, "unknown collector_id %q: not a member of the group", req.collector)
+		default:
+			writeJSON(w, a.share(req.job, req.collector))
+		}
+	}
+}
+
+type collectorTargets struct {
+	Link    string        `json:"_link"`
+	Targets []TargetGroup `json:"targets"`
+}
+
+func groups(targets []Target) []TargetGroup {
+	out := make([]TargetGroup, 0, len(targets))
+	for _, t := range targets {
+		out = append(out, group(t))
+	}
+	return out
+}
+
+func jobLink(name string) string { return "/jobs/" + url.QueryEscape(name) + "/targets" }
+
+// ownShare reports whether req asks for this replica's own share, which a
+// follower keeps a copy of.
+func (h *Handler) ownShare(req request) bool {
+	return req.route == "scrape_configs" || (req.route == "targets" && req.collector == h.src.Identity())
+}
+
+// relay forwards req to the leader, falling back to the last copy.
+func (h *Handler) relay(w http.ResponseWriter, r *http.Request, req request) {
+	own := h.ownShare(req)
+	key := r.URL.RequestURI()
+	leader := h.src.LeaderEndpoint()
+	if leader == "" {
+		h.fallback(w, req, key, errors.New("the group has no leader"))
+		return
+	}
+	status, header, body, err := h.forward(r, leader)
+	if err != nil {
+		h.fallback(w, req, key, err)
+		return
+	}
+	if own && status == http.StatusOK {
+		h.mu.Lock()
+		h.last[key] = body
+		h.mu.Unlock()
+	}
+	for _, k := range []string{"Content-Type", "Allow"} {
+		if v := header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func (h *Handler) forward(r *http.Request, leader string) (int, http.Header, []byte, error) {
+	u := url.URL{Scheme: h.scheme, Host: leader, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	out.Header.Set(forwardedHeader, h.src.Identity())
+	resp, err := h.client.Do(out)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("ask leader at %s: %w", leader, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxForwardedLen+1))
+	switch {
+	case err != nil:
+		return 0, nil, nil, fmt.Errorf("read leader's answer from %s: %w", leader, err)
+	case len(body) > maxForwardedLen:
+		return 0, nil, nil, fmt.Errorf("leader's answer from %s exceeds %d bytes", leader, maxForwardedLen)
+	case resp.StatusCode >= 500:
+		return 0, nil, nil, fmt.Errorf("leader at %s answered %s: %s", leader, resp.Status, bytes.TrimSpace(body))
+	}
+	return resp.StatusCode, resp.Header, body, nil
+}
+
+// fallback answers when no leader does: the own share from the last copy,
+// an empty own share before there ever was one, 503 for anything else.
+func (h *Handler) fallback(w http.ResponseWriter, req request, key string, cause error) {
+	if !h.ownShare(req) {
+		httpError(w, http.StatusServiceUnavailable, "no leader answers: %v", cause)
+		return
+	}
+	h.mu.Lock()
+	body, ok := h.last[key]
+	h.mu.Unlock()
+	if ok {
+		w.Header().Set(StaleHeader, "true")
+		writeJSON(w, body)
+		return
+	}
+	h.logger.Debug("No leader answers and no copy yet: answering an empty share", zap.Error(cause))
+	if req.route == "scrape_configs" {
+		writeJSON(w, []byte("{}\n"))
+	} else {
+		writeJSON(w, []byte("[]\n"))
+	}
+}
+
+func writeJSON(w http.ResponseWriter, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
+}
+
+func writeValue(w http.ResponseWriter, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		httpError(w, http.StatusInternalServerError, "encode: %v", err)
+		return
+	}
+	writeJSON(w, buf.Bytes())
+}
+
+func httpError(w http.ResponseWriter, status int, format string, args ...any) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintf(w, format+"\n", args...)
+}
+
+// GroupInfo describes the group on the status page.
+type GroupInfo struct {
+	Identity       string
+	Group          string
+	Namespace      string
+	Leader         string
+	Epoch          int
+	LeaseRenewTime time.Time
+	LeaseDuration  string
+	Members        []MemberInfo
+}
+
+// MemberInfo is one member on the status page.
+type MemberInfo struct {
+	Identity, Endpoint, Node, LeaseAge string
+}

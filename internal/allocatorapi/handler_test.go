@@ -1,0 +1,253 @@
+package allocatorapi
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	commonconfig "github.com/prometheus/common/config"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+)
+
+// source is a replica as the handler sees it.
+type source struct {
+	mu         sync.Mutex
+	identity   string
+	allocation *Allocation
+	leader     string
+}
+
+func (s *source) Identity() string { return s.identity }
+func (s *source) Allocation() *Allocation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.allocation
+}
+func (s *source) LeaderEndpoint() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leader
+}
+func (s *source) Group() GroupInfo { return GroupInfo{Identity: s.identity, Group: "g", Leader: "c-0"} }
+
+// Job names the stock client must be able to round-trip.
+var oddJobs = []string{"plain", "with/slash", "with+plus", "with space", "with%percent", "serviceMonitor/ns/name/0"}
+
+func testAllocation(t *testing.T) *Allocation {
+	t.Helper()
+	configs := map[string]*config.ScrapeConfig{}
+	var targets []Target
+	for i, job := range oddJobs {
+		sc := &config.ScrapeConfig{JobName: job, MetricsPath: "/metrics", Scheme: "http"}
+		if job == "plain" {
+			sc.HTTPClientConfig.BasicAuth = &commonconfig.BasicAuth{Username: "user", Password: "hunter2"}
+		}
+		configs[job] = sc
+		for k, owner := range []string{"c-0", "c-1", "c-1"} {
+			targets = append(targets, Target{
+				Job:    job,
+				Labels: labels.FromStrings("__address__", "127.0.0.1:"+string(rune('0'+i))+string(rune('0'+k)), "__meta_x", "y"),
+				Owner:  owner,
+			})
+		}
+	}
+	a, err := NewAllocation(3, "c-0", []string{"c-1", "c-0", "c-2"}, configs, targets)
+	require.NoError(t, err)
+	return a
+}
+
+func get(t *testing.T, h http.Handler, target string) (*http.Response, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+	resp := rec.Result()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+func leaderHandler(t *testing.T) *Handler {
+	return NewHandler(&source{identity: "c-0", allocation: testAllocation(t)}, http.DefaultClient, "http", zap.NewNop())
+}
+
+func TestLeaderAnswersTheTAShapes(t *testing.T) {
+	h := leaderHandler(t)
+
+	resp, body := get(t, h, "/scrape_configs")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	var configs map[string]map[string]any
+	require.NoError(t, json.Unmarshal([]byte(body), &configs))
+	assert.Len(t, configs, len(oddJobs))
+	assert.Equal(t, "with+plus", configs["with+plus"]["job_name"])
+	assert.Equal(t, "<secret>", configs["plain"]["basic_auth"].(map[string]any)["password"], "plain HTTP must not see secrets")
+	assert.NotContains(t, body, "hunter2")
+
+	_, body = get(t, h, "/jobs")
+	var jobs map[string]map[string]string
+	require.NoError(t, json.Unmarshal([]byte(body), &jobs))
+	assert.Equal(t, "/jobs/with%2Fslash/targets", jobs["with/slash"]["_link"])
+
+	for _, job := range oddJobs {
+		t.Run(job, func(t *testing.T) {
+			// Exactly as the stock client builds the URL.
+			resp, body := get(t, h, "/jobs/"+url.QueryEscape(job)+"/targets?collector_id=c-1")
+			require.Equal(t, http.StatusOK, resp.StatusCode, body)
+			assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+			var groups []TargetGroup
+			require.NoError(t, json.Unmarshal([]byte(body), &groups))
+			require.Len(t, groups, 2)
+			for _, g := range groups {
+				assert.Len(t, g.Targets, 1)
+				assert.Equal(t, g.Targets[0], g.Labels["__address__"])
+				assert.Equal(t, "y", g.Labels["__meta_x"])
+			}
+		})
+	}
+
+	_, body = get(t, h, "/jobs/plain/targets?collector_id=c-2")
+	assert.JSONEq(t, "[]", body, "a member without targets gets an empty list")
+
+	_, body = get(t, h, "/jobs/plain/targets")
+	var per map[string]collectorTargets
+	require.NoError(t, json.Unmarshal([]byte(body), &per))
+	assert.Len(t, per, 3)
+	assert.Len(t, per["c-1"].Targets, 2)
+	assert.Equal(t, "/jobs/plain/targets?collector_id=c-1", per["c-1"].Link)
+}
+
+func TestMalformedRequests(t *testing.T) {
+	h := leaderHandler(t)
+	tests := []struct {
+		name, target string
+		status       int
+	}{
+		{"unknown job", "/jobs/nope/targets?collector_id=c-0", http.StatusNotFound},
+		{"unknown collector", "/jobs/plain/targets?collector_id=otcta2-0", http.StatusNotFound},
+		{"empty collector", "/jobs/plain/targets?collector_id=", http.StatusBadRequest},
+		{"two collectors", "/jobs/plain/targets?collector_id=c-0&collector_id=c-1", http.StatusBadRequest},
+		{"huge query", "/jobs/plain/targets?collector_id=" + strings.Repeat("a", 5000), http.StatusRequestURITooLong},
+		{"huge path", "/jobs/" + strings.Repeat("a", 5000) + "/targets", http.StatusRequestURITooLong},
+		{"no job", "/jobs//targets", http.StatusNotFound},
+		{"unknown route", "/jobs/plain", http.StatusNotFound},
+		{"unknown route 2", "/nope", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := get(t, h, tt.target)
+			assert.Equal(t, tt.status, resp.StatusCode, body)
+			assert.NotEmpty(t, strings.TrimSpace(body), "an error says why")
+		})
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/scrape_configs", nil))
+	assert.Equal(t, http.StatusMethodNotAllowed, rec.Code)
+}
+
+// Bad escapes never reach a handler alive: over a real listener they get 400.
+func TestBadEscapesOverTheWire(t *testing.T) {
+	srv := httptest.NewServer(leaderHandler(t))
+	defer srv.Close()
+	for _, target := range []string{"/jobs/bad%zzjob/targets?collector_id=c-0", "/jobs/plain/targets?collector_id=%zz"} {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		require.NoError(t, err)
+		_, err = fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", target)
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, target)
+		resp.Body.Close()
+		conn.Close()
+	}
+}
+
+func TestStatusPage(t *testing.T) {
+	h := leaderHandler(t)
+	resp, body := get(t, h, "/")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, resp.Header.Get("Content-Type"), "text/html")
+	assert.Contains(t, body, "<th>Collector</th><th>Job Count</th><th>Target Count</th>")
+	// c-1 owns 2 targets in each of the 6 jobs, c-2 none.
+	assert.Contains(t, body, "<tr><td>c-1</td><td>6</td><td>12</td></tr>")
+	assert.Contains(t, body, "<tr><td>c-2</td><td>0</td><td>0</td></tr>")
+	assert.Contains(t, body, "with/slash")
+
+	_, body = get(t, h, "/targets")
+	assert.Contains(t, body, `<code>__meta_x="y"</code>`)
+	assert.Contains(t, body, "<td>c-1</td>")
+}
+
+// A follower relays to the leader, keeps its own share, and serves it from
+// that copy while no leader answers.
+func TestFollowerRelaysAndKeepsItsShare(t *testing.T) {
+	leader := httptest.NewServer(leaderHandler(t))
+	defer leader.Close()
+	src := &source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://")}
+	h := NewHandler(src, leader.Client(), "http", zap.NewNop())
+
+	// Before any leader answered: an empty share, so startup is not blocked.
+	down := &source{identity: "c-1"}
+	fresh := NewHandler(down, leader.Client(), "http", zap.NewNop())
+	resp, body := get(t, fresh, "/scrape_configs")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.JSONEq(t, "{}", body)
+	_, body = get(t, fresh, "/jobs/plain/targets?collector_id=c-1")
+	assert.JSONEq(t, "[]", body)
+
+	own := "/jobs/" + url.QueryEscape("with space") + "/targets?collector_id=c-1"
+	_, fromLeader := get(t, leaderHandler(t), own)
+	for _, target := range []string{"/scrape_configs", own, "/jobs", "/jobs/plain/targets?collector_id=c-0"} {
+		resp, body := get(t, h, target)
+		assert.Equal(t, http.StatusOK, resp.StatusCode, target)
+		_, direct := get(t, leaderHandler(t), target)
+		assert.Equal(t, direct, body, "a follower answers %s as the leader does", target)
+	}
+	resp, _ = get(t, h, "/jobs/nope/targets?collector_id=c-1")
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "the leader's 4xx is relayed")
+
+	leader.Close() // the leader is gone
+	resp, body = get(t, h, own)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "true", resp.Header.Get(StaleHeader))
+	assert.Equal(t, fromLeader, body, "the own share comes from the last copy")
+	resp, body = get(t, h, "/scrape_configs")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, body, "with/slash", "never {} once real data was served")
+	resp, body = get(t, h, "/jobs/plain/targets?collector_id=c-0")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Contains(t, body, "no leader answers")
+
+	src.mu.Lock()
+	src.leader = ""
+	src.mu.Unlock()
+	resp, body = get(t, h, "/jobs")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Contains(t, body, "no leader")
+}
+
+// Two replicas that each believe the other leads never relay in a loop.
+func TestNoRelayLoop(t *testing.T) {
+	a := &source{identity: "c-0"}
+	b := &source{identity: "c-1"}
+	srvA := httptest.NewServer(NewHandler(a, http.DefaultClient, "http", zap.NewNop()))
+	defer srvA.Close()
+	srvB := httptest.NewServer(NewHandler(b, http.DefaultClient, "http", zap.NewNop()))
+	defer srvB.Close()
+	a.leader = strings.TrimPrefix(srvB.URL, "http://")
+	b.leader = strings.TrimPrefix(srvA.URL, "http://")
+	resp, err := http.Get(srvA.URL + "/jobs")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+}
