@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -52,9 +53,15 @@ type process struct {
 	cmd       *exec.Cmd
 	log       string
 	exited    chan error
+	done      chan struct{} // closed when the process has exited
 }
 
-func startProcess(t *testing.T, kubeconfig, name string) *process {
+// replicaConfig is the configuration of the demo's replicas.
+const replicaConfig = "../examples/local/replica.yaml"
+
+// startProcess starts one replica named name with the given configuration
+// file; extraEnv adds to its environment.
+func startProcess(t *testing.T, kubeconfig, name, config string, extraEnv ...string) *process {
 	t.Helper()
 	p := &process{
 		name:      name,
@@ -62,11 +69,12 @@ func startProcess(t *testing.T, kubeconfig, name string) *process {
 		telemetry: freeAddr(t),
 		log:       filepath.Join(t.TempDir(), name+".log"),
 		exited:    make(chan error, 1),
+		done:      make(chan struct{}),
 	}
 	_, telemetryPort, _ := net.SplitHostPort(p.telemetry)
 	logFile, err := os.Create(p.log)
 	require.NoError(t, err)
-	p.cmd = exec.Command(otelcol, "--config", "../examples/local/replica.yaml")
+	p.cmd = exec.Command(otelcol, "--config", config)
 	p.cmd.Env = append(os.Environ(),
 		"POD_NAME="+name,
 		"KUBECONFIG="+kubeconfig,
@@ -74,10 +82,12 @@ func startProcess(t *testing.T, kubeconfig, name string) *process {
 		"OTLP_ENDPOINT="+freeAddr(t),
 		"TELEMETRY_PORT="+telemetryPort,
 	)
+	p.cmd.Env = append(p.cmd.Env, extraEnv...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	require.NoError(t, p.cmd.Start())
 	go func() {
 		p.exited <- p.cmd.Wait()
+		close(p.done)
 		logFile.Close()
 	}()
 	t.Cleanup(func() {
@@ -153,7 +163,8 @@ func (p *process) metric(name string) (float64, error) {
 }
 
 // settled waits until the processes agree on one leader among them and on
-// their member list, and returns the leader.
+// their member list, and returns the leader. A process that exits fails the
+// test at once.
 func settled(t *testing.T, procs []*process, within time.Duration) *process {
 	t.Helper()
 	var want []string
@@ -161,31 +172,56 @@ func settled(t *testing.T, procs []*process, within time.Duration) *process {
 		want = append(want, p.name)
 	}
 	slices.Sort(want)
-	var leader *process
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		leader = nil
-		var leaders []string
+	deadline := time.Now().Add(within)
+	for {
 		for _, p := range procs {
-			v, ok := p.status()
-			if !assert.True(c, ok, "%s does not answer /status", p.name) {
-				return
-			}
-			var members []string
-			for _, m := range v.Members {
-				members = append(members, m.Identity)
-			}
-			assert.Equal(c, want, members, "members seen by %s", p.name)
-			leaders = append(leaders, v.Leader)
-			if v.IsLeader {
-				leader = p
+			select {
+			case <-p.done:
+				t.Fatalf("%s exited:\n%s", p.name, tail(readFile(p.log), 20))
+			default:
 			}
 		}
-		assert.Len(c, slices.Compact(leaders), 1, "replicas name different leaders: %v", leaders)
-		if assert.NotNil(c, leader, "no replica leads") {
-			assert.Equal(c, leader.name, leaders[0])
+		leader, err := agreed(procs, want)
+		if err == nil {
+			return leader
 		}
-	}, within, 100*time.Millisecond)
-	return leader
+		if time.Now().After(deadline) {
+			t.Fatalf("the group did not settle within %s: %v", within, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// agreed returns the leader if every process names it and lists want as members.
+func agreed(procs []*process, want []string) (*process, error) {
+	var leader *process
+	var leaders []string
+	for _, p := range procs {
+		v, ok := p.status()
+		if !ok {
+			return nil, fmt.Errorf("%s does not answer /status", p.name)
+		}
+		var members []string
+		for _, m := range v.Members {
+			members = append(members, m.Identity)
+		}
+		if !slices.Equal(want, members) {
+			return nil, fmt.Errorf("%s sees members %v, want %v", p.name, members, want)
+		}
+		leaders = append(leaders, v.Leader)
+		if v.IsLeader {
+			leader = p
+		}
+	}
+	switch {
+	case len(slices.Compact(leaders)) != 1:
+		return nil, fmt.Errorf("replicas name different leaders: %v", leaders)
+	case leader == nil:
+		return nil, errors.New("no replica leads")
+	case leader.name != leaders[0]:
+		return nil, fmt.Errorf("%s leads but the group names %s", leader.name, leaders[0])
+	}
+	return leader, nil
 }
 
 func TestProcessesElectAndSurviveSIGKILL(t *testing.T) {
@@ -193,7 +229,7 @@ func TestProcessesElectAndSurviveSIGKILL(t *testing.T) {
 	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
 	var procs []*process
 	for i := range 3 {
-		procs = append(procs, startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i)))
+		procs = append(procs, startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i), replicaConfig))
 	}
 	leader := settled(t, procs, 60*time.Second)
 	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leader })
@@ -240,7 +276,7 @@ func TestProcessGracefulStopHandsOver(t *testing.T) {
 	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
 	var procs []*process
 	for i := range 3 {
-		procs = append(procs, startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i)))
+		procs = append(procs, startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i), replicaConfig))
 	}
 	leader := settled(t, procs, 60*time.Second)
 	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leader })
@@ -312,6 +348,11 @@ func freeAddr(t *testing.T) string {
 	require.NoError(t, err)
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
 
 func tail(s string, n int) string {

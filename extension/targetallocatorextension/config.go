@@ -9,9 +9,12 @@ import (
 	"strconv"
 	"time"
 
+	promconfig "github.com/prometheus/prometheus/config"
 	"go.opentelemetry.io/collector/config/confighttp"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/embedded-ta/embedded-ta/internal/allocation"
+	"github.com/embedded-ta/embedded-ta/internal/discovery"
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
 )
@@ -42,6 +45,22 @@ type Config struct {
 	// NodeName is the Kubernetes node of this replica; default NODE_NAME.
 	NodeName string `mapstructure:"node_name"`
 
+	// The keys of a Target Allocator config file, with its meaning.
+
+	// AllocationStrategy is consistent-hashing (default), least-weighted or per-node.
+	AllocationStrategy string `mapstructure:"allocation_strategy"`
+	// AllocationFallbackStrategy places what per-node cannot: "" (leave
+	// unassigned), consistent-hashing or least-weighted.
+	AllocationFallbackStrategy string `mapstructure:"allocation_fallback_strategy"`
+	// FilterStrategy is relabel-config (default: targets the job's
+	// relabel_configs drop are not allocated) or "" (no filtering).
+	FilterStrategy *string `mapstructure:"filter_strategy"`
+	// Config is a Prometheus configuration: global and scrape_configs.
+	Config map[string]any `mapstructure:"config"`
+	// CollectorSelector is a Target Allocator key that has no meaning here:
+	// the members are the replicas of the group. It is refused with advice.
+	CollectorSelector any `mapstructure:"collector_selector"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -63,6 +82,15 @@ var identityRE = regexp.MustCompile(`^(.+)-([0-9]+)$`)
 // settings are the resolved identity of a replica.
 type settings struct {
 	identity, group, namespace, advertise, node string
+	prometheus                                  *promconfig.Config
+}
+
+// filterStrategy is the configured filter, relabel-config when unset.
+func (cfg *Config) filterStrategy() discovery.FilterStrategy {
+	if cfg.FilterStrategy == nil {
+		return discovery.FilterRelabelConfig
+	}
+	return discovery.FilterStrategy(*cfg.FilterStrategy)
 }
 
 // Validate checks the configuration the way Start will use it, so an invalid
@@ -129,6 +157,20 @@ func (cfg *Config) resolve() (settings, error) {
 	if s.node == "" {
 		s.node = os.Getenv("NODE_NAME")
 	}
+	if cfg.CollectorSelector != nil {
+		errs = append(errs, errors.New("collector_selector: not needed and not supported: the members are exactly the replicas of this group; remove the key"))
+	}
+	if _, err := allocation.New(cfg.AllocationStrategy, allocation.WithFallback(cfg.AllocationFallbackStrategy)); err != nil {
+		errs = append(errs, fmt.Errorf("allocation_strategy: %w", err))
+	}
+	if err := cfg.filterStrategy().Validate(); err != nil {
+		errs = append(errs, err) // names filter_strategy
+	}
+	prom, err := discovery.LoadConfig(cfg.Config)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("config: %w", err))
+	}
+	s.prometheus = prom
 	return s, errors.Join(errs...)
 }
 

@@ -44,6 +44,21 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, LeaseConfig{Duration: 20 * time.Second, RenewDeadline: 12 * time.Second, RetryPeriod: 3 * time.Second}, cfg.Lease)
 }
 
+// A Target Allocator config file pasted under target_allocator works.
+func TestTargetAllocatorConfigCarriesOver(t *testing.T) {
+	cfg, err := loadConfig(t, "from_ta")
+	require.NoError(t, err)
+	s, err := cfg.resolve()
+	require.NoError(t, err)
+	assert.Equal(t, "per-node", cfg.AllocationStrategy)
+	assert.Equal(t, "consistent-hashing", cfg.AllocationFallbackStrategy)
+	assert.Equal(t, "relabel-config", string(cfg.filterStrategy()))
+	require.Len(t, s.prometheus.ScrapeConfigs, 2)
+	assert.Equal(t, "otc0", s.prometheus.ScrapeConfigs[0].JobName)
+	assert.Equal(t, "10s", s.prometheus.ScrapeConfigs[0].ScrapeInterval.String(), "global scrape_interval applies")
+	assert.Equal(t, "30s", s.prometheus.ScrapeConfigs[1].ScrapeInterval.String())
+}
+
 func TestDefaultsFromPod(t *testing.T) {
 	t.Setenv("POD_NAME", "otcta-collector-2")
 	t.Setenv("POD_NAMESPACE", "otctargetallocator")
@@ -53,6 +68,8 @@ func TestDefaultsFromPod(t *testing.T) {
 	require.NoError(t, err)
 	s, err := cfg.resolve()
 	require.NoError(t, err)
+	assert.Empty(t, s.prometheus.ScrapeConfigs)
+	s.prometheus = nil
 	assert.Equal(t, settings{
 		identity:  "otcta-collector-2",
 		group:     "otcta-collector",
@@ -83,7 +100,13 @@ func TestInvalidConfig(t *testing.T) {
 		{"bad_identity", `identity: "Collector_0" is not a valid Lease name`},
 		{"bad_auth", `auth_type: unknown auth type "token"`},
 		{"bad_advertise", `advertise: "nohostport" is not host:port`},
-		{"unknown_key", "invalid keys: collector_selector"},
+		{"unknown_key", "invalid keys: allocation_strategie"},
+		{"collector_selector", "collector_selector: not needed and not supported"},
+		{"bad_strategy", `allocation_strategy: unknown allocation strategy "round-robin"`},
+		{"bad_fallback", `allocation_strategy: unknown allocation fallback strategy "per-node"`},
+		{"bad_filter", `filter_strategy: unknown value "keep-all"`},
+		{"bad_regex", `config: scrape_configs: job "otc0": error parsing regexp`},
+		{"duplicate_job", `"otc0"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

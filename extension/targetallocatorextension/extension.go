@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
+	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
@@ -31,6 +33,8 @@ type allocatorExtension struct {
 
 	elector *election.Elector
 	members *membership.Membership
+	// allocation is what the API serves while this replica leads.
+	allocation atomic.Pointer[allocatorapi.Allocation]
 	server  *http.Server
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
@@ -142,12 +146,18 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 	return err
 }
 
-// lead runs while this replica leads: it removes the Leases of members that
-// are long gone.
+// lead runs while this replica leads: it allocates the group's targets and
+// removes the Leases of members that are long gone.
 func (e *allocatorExtension) lead(ctx context.Context) {
 	e.set.Logger.Info("Started leading", zap.String("group", e.s.group))
 	e.telemetry.TargetallocatorLeader.Record(context.Background(), 1)
 	e.notifier.notify()
+	allocated := make(chan struct{})
+	go func() {
+		defer close(allocated)
+		e.allocate(ctx)
+	}()
+	defer func() { <-allocated }()
 	ticker := time.NewTicker(e.cfg.Lease.Duration)
 	defer ticker.Stop()
 	for {

@@ -23,12 +23,16 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                        metric.Meter
-	mu                           sync.Mutex
-	registrations                []metric.Registration
-	TargetallocatorLeader        metric.Int64Gauge
-	TargetallocatorLeaderChanges metric.Int64Counter
-	TargetallocatorMembers       metric.Int64Gauge
+	meter                              metric.Meter
+	mu                                 sync.Mutex
+	registrations                      []metric.Registration
+	TargetallocatorAllocationDuration  metric.Float64Histogram
+	TargetallocatorLeader              metric.Int64Gauge
+	TargetallocatorLeaderChanges       metric.Int64Counter
+	TargetallocatorMembers             metric.Int64Gauge
+	TargetallocatorTargets             metric.Int64Gauge
+	TargetallocatorTargetsMoved        metric.Int64Counter
+	TargetallocatorTargetsPerCollector metric.Int64Gauge
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -60,6 +64,13 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	}
 	builder.meter = Meter(settings)
 	var err, errs error
+	builder.TargetallocatorAllocationDuration, err = builder.meter.Float64Histogram(
+		"otelcol_targetallocator_allocation_duration",
+		metric.WithDescription("Time the leader took to allocate its targets after a change of targets or members. [Development]"),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries([]float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}...),
+	)
+	errs = errors.Join(errs, err)
 	builder.TargetallocatorLeader, err = builder.meter.Int64Gauge(
 		"otelcol_targetallocator_leader",
 		metric.WithDescription("1 while this replica leads its group, 0 otherwise. [Development]"),
@@ -76,6 +87,24 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_targetallocator_members",
 		metric.WithDescription("Members of the group as this replica sees them. [Development]"),
 		metric.WithUnit("{member}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.TargetallocatorTargets, err = builder.meter.Int64Gauge(
+		"otelcol_targetallocator_targets",
+		metric.WithDescription("Targets the leader discovered and kept after the filter. [Development]"),
+		metric.WithUnit("{target}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.TargetallocatorTargetsMoved, err = builder.meter.Int64Counter(
+		"otelcol_targetallocator_targets_moved",
+		metric.WithDescription("Targets whose owner changed in an allocation (a new owner, or none). [Development]"),
+		metric.WithUnit("{target}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.TargetallocatorTargetsPerCollector, err = builder.meter.Int64Gauge(
+		"otelcol_targetallocator_targets_per_collector",
+		metric.WithDescription("Targets the leader assigned to each collector (attribute collector_id). [Development]"),
+		metric.WithUnit("{target}"),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs

@@ -19,9 +19,16 @@ func TestSetupTelemetry(t *testing.T) {
 	tb, err := metadata.NewTelemetryBuilder(testTel.NewTelemetrySettings())
 	require.NoError(t, err)
 	defer tb.Shutdown()
+	tb.TargetallocatorAllocationDuration.Record(context.Background(), 1)
 	tb.TargetallocatorLeader.Record(context.Background(), 1)
 	tb.TargetallocatorLeaderChanges.Add(context.Background(), 1)
 	tb.TargetallocatorMembers.Record(context.Background(), 1)
+	tb.TargetallocatorTargets.Record(context.Background(), 1)
+	tb.TargetallocatorTargetsMoved.Add(context.Background(), 1)
+	tb.TargetallocatorTargetsPerCollector.Record(context.Background(), 1)
+	AssertEqualTargetallocatorAllocationDuration(t, testTel,
+		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualTargetallocatorLeader(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
@@ -29,6 +36,15 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualTargetallocatorMembers(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualTargetallocatorTargets(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualTargetallocatorTargetsMoved(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualTargetallocatorTargetsPerCollector(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 

@@ -1,0 +1,204 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+)
+
+// metricsTarget is a real scrape target: an HTTP server on loopback that
+// exposes one counter, as the seed's demo targets do.
+func metricsTarget(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, _ = io.WriteString(w, "# HELP TargetAllocator_total a sample counter metric\n# TYPE TargetAllocator_total counter\nTargetAllocator_total 1\n")
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// stockReceiverConfig is a replica that allocates with the target_allocator
+// extension and scrapes its share with the stock prometheus receiver, whose
+// target_allocator client asks this replica's own API.
+const stockReceiverConfig = `
+extensions:
+  target_allocator:
+    auth_type: kubeConfig
+    endpoint: ${env:ALLOCATOR_ENDPOINT}
+    lease: {duration: 5s, renew_deadline: 3s, retry_period: 1s}
+    config:
+      scrape_configs:
+%s
+receivers:
+  prometheus:
+    config:
+      scrape_configs: []
+    target_allocator:
+      endpoint: http://${env:ALLOCATOR_ENDPOINT}
+      collector_id: ${env:POD_NAME}
+      interval: 1s
+      timeout: 5s
+      http_sd_config:
+        refresh_interval: 1s
+exporters:
+  prometheus:
+    endpoint: ${env:EXPORTER_ENDPOINT}
+service:
+  extensions: [target_allocator]
+  pipelines:
+    metrics:
+      receivers: [prometheus]
+      exporters: [prometheus]
+  telemetry:
+    logs: {encoding: json}
+    metrics:
+      readers:
+        - pull:
+            exporter:
+              prometheus:
+                host: 127.0.0.1
+                port: ${env:TELEMETRY_PORT}
+`
+
+// seriesRE matches one exported sample of the demo counter.
+var seriesRE = regexp.MustCompile(`^TargetAllocator_total\{.*instance="([^"]+)",job="([^"]+)".*\} `)
+
+// scraped returns the job/instance pairs a replica's prometheus exporter shows.
+func scraped(exporter string) ([]string, error) {
+	resp, err := http.Get("http://" + exporter + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if m := seriesRE.FindStringSubmatch(sc.Text()); m != nil {
+			out = append(out, m[2]+"/"+m[1])
+		}
+	}
+	return out, sc.Err()
+}
+
+// share asks a replica's API for a member's targets in job, as the stock client does.
+func share(t *testing.T, endpoint, job, collector string) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + endpoint + "/jobs/" + url.QueryEscape(job) + "/targets?collector_id=" + url.QueryEscape(collector))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var groups []struct {
+		Targets []string          `json:"targets"`
+		Labels  map[string]string `json:"labels"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&groups))
+	var out []string
+	for _, g := range groups {
+		out = append(out, g.Targets...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// The stock prometheus receiver, pointed at any replica with a member's
+// collector_id, receives exactly that member's targets and scrapes them;
+// across the group every target is scraped exactly once.
+func TestStockReceiverScrapesItsShare(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+
+	// Jobs with awkward names, 12 real targets.
+	jobs := []string{"otc0", "otc/1", "otc 2"}
+	var want []string
+	var scrapeConfigs strings.Builder
+	for _, job := range jobs {
+		var addrs []string
+		for range 4 {
+			addr := metricsTarget(t)
+			addrs = append(addrs, fmt.Sprintf("%q", addr))
+			want = append(want, job+"/"+addr)
+		}
+		fmt.Fprintf(&scrapeConfigs, "        - job_name: %q\n          scrape_interval: 1s\n          static_configs: [{targets: [%s]}]\n", job, strings.Join(addrs, ", "))
+	}
+	slices.Sort(want)
+	config := filepath.Join(t.TempDir(), "replica.yaml")
+	require.NoError(t, os.WriteFile(config, []byte(fmt.Sprintf(stockReceiverConfig, scrapeConfigs.String())), 0o600))
+
+	var procs []*process
+	exporters := map[*process]string{}
+	for i := range 3 {
+		exporter := freeAddr(t)
+		p := startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i), config, "EXPORTER_ENDPOINT="+exporter)
+		procs = append(procs, p)
+		exporters[p] = exporter
+	}
+	leader := settled(t, procs, 60*time.Second)
+	follower := procs[0]
+	if follower == leader {
+		follower = procs[1]
+	}
+
+	// Every target is scraped by exactly one replica: the one the API names.
+	var owners map[string]string
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		owners = map[string]string{}
+		var all []string
+		for _, p := range procs {
+			series, err := scraped(exporters[p])
+			if !assert.NoError(c, err) {
+				return
+			}
+			for _, s := range series {
+				assert.NotContains(c, owners, s, "%s is scraped twice", s)
+				owners[s] = p.name
+			}
+			all = append(all, series...)
+		}
+		slices.Sort(all)
+		assert.Equal(c, want, all)
+	}, 60*time.Second, 500*time.Millisecond)
+
+	for _, p := range procs {
+		for _, job := range jobs {
+			fromLeader := share(t, leader.endpoint, job, p.name)
+			assert.Equal(t, fromLeader, share(t, follower.endpoint, job, p.name), "a follower answers %s/%s as the leader does", job, p.name)
+			var scrapedHere []string
+			for s, owner := range owners {
+				if owner == p.name && strings.HasPrefix(s, job+"/") {
+					scrapedHere = append(scrapedHere, strings.TrimPrefix(s, job+"/"))
+				}
+			}
+			slices.Sort(scrapedHere)
+			assert.Equal(t, fromLeader, scrapedHere, "%s scrapes exactly its share of %s", p.name, job)
+		}
+	}
+	counts := map[string]int{}
+	for _, owner := range owners {
+		counts[owner]++
+	}
+	t.Logf("measured: targets per replica %v", counts)
+	for _, p := range procs {
+		assert.Positive(t, counts[p.name], "%s has no target", p.name)
+	}
+}

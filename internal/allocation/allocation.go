@@ -1,0 +1,241 @@
+// Package allocation assigns scrape targets to the members of a group.
+//
+// It is a pure state machine: members and targets in, assignment out. It does
+// no I/O, reads no clock, starts no goroutine and knows nothing of Kubernetes or
+// Prometheus. An Allocator is not safe for concurrent use; its owner serialises
+// calls.
+//
+// Three strategies carry the names and meaning of the OpenTelemetry Target
+// Allocator's allocation_strategy values:
+//
+//   - consistent-hashing (the default): the assignment is a function of the set
+//     of member names and the set of target hashes only, so every replica, and a
+//     new leader after a failover, computes the same answer. See
+//     consistent_hashing.go for the algorithm and its guarantees.
+//   - least-weighted: a new target goes to the member with the fewest targets;
+//     a target stays where it is until it or its member goes away. The answer
+//     depends on the order of events, as it does in the Target Allocator.
+//   - per-node: a target goes to the member running on the target's node;
+//     others go to an optional fallback strategy or stay unassigned.
+package allocation
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Strategy names, spelled as the Target Allocator's allocation_strategy values.
+const (
+	ConsistentHashing = "consistent-hashing"
+	LeastWeighted     = "least-weighted"
+	PerNode           = "per-node"
+)
+
+// Strategies returns the valid strategy names, default first.
+func Strategies() []string { return []string{ConsistentHashing, LeastWeighted, PerNode} }
+
+// Target is one scrape target as the allocator sees it.
+type Target struct {
+	// Hash identifies the target: two targets with the same Hash are the same
+	// target. The caller computes it once, from the job name and the target's
+	// labels, with a hash that is the same in every process (FNV-1a or xxhash;
+	// never hash/maphash, whose seed is random). The allocator never rehashes.
+	Hash uint64
+	// Node is the name of the node the target runs on, or "" if it has none.
+	// Only per-node reads it.
+	Node string
+}
+
+// Member is one member of the group: a collector replica that scrapes targets.
+type Member struct {
+	Name string // unique and non-empty; the collector_id of the API
+	Node string // the node the member runs on, or ""; only per-node reads it
+}
+
+// Allocator keeps an assignment of targets to members up to date.
+//
+// The mutating methods take the whole member set, the whole target set, or a
+// change of the target set; SetTargets costs a pass over its targets, Update
+// a cost in proportion to its change. They do not report what moved: the
+// assignment they leave behind is read with Owner, Assignment and Unassigned,
+// and a caller that needs the difference compares two Assignment snapshots,
+// which it builds anyway to serve them.
+type Allocator interface {
+	// Strategy returns the strategy's name.
+	Strategy() string
+	// SetMembers replaces the members. It fails, changing nothing, if a name is
+	// empty or appears twice.
+	SetMembers(members []Member) error
+	// SetTargets replaces the targets. Targets already present keep their
+	// state; of several targets with one Hash the first is kept.
+	SetTargets(targets []Target)
+	// Update removes the targets with the given hashes, then adds the given
+	// targets, at a cost in proportion to the change. Unknown hashes in removed
+	// and known ones in added are ignored.
+	Update(added []Target, removed []uint64)
+	// Owner returns the member the target is assigned to; ok is false when the
+	// target is unknown or unassigned.
+	Owner(hash uint64) (member string, ok bool)
+	// Assignment returns the hashes of each member's targets, in no particular
+	// order. Every member has an entry, possibly empty.
+	Assignment() map[string][]uint64
+	// Unassigned returns the hashes of the targets that have no member: all of
+	// them when there is no member, and, for per-node without a fallback, those
+	// whose node runs no member.
+	Unassigned() []uint64
+}
+
+// Option configures an Allocator.
+type Option func(*options)
+
+type options struct {
+	fallback string
+}
+
+// WithFallback names the strategy for the targets per-node cannot place (no
+// node, or no member on their node), as the Target Allocator's
+// allocation_fallback_strategy: consistent-hashing, least-weighted, or "" to
+// leave them unassigned (the default). Other strategies ignore it.
+func WithFallback(strategy string) Option {
+	return func(o *options) { o.fallback = strategy }
+}
+
+// New returns an empty Allocator of the named strategy; "" names the default,
+// consistent-hashing. It fails on an unknown strategy or fallback, naming the
+// valid ones.
+func New(strategy string, opts ...Option) (Allocator, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var fallback Allocator
+	switch o.fallback {
+	case "":
+	case ConsistentHashing:
+		fallback = newConsistentHashing()
+	case LeastWeighted:
+		fallback = newLeastWeighted()
+	default:
+		return nil, fmt.Errorf("unknown allocation fallback strategy %q: valid fallback strategies are %s, %s, or none",
+			o.fallback, ConsistentHashing, LeastWeighted)
+	}
+	switch strategy {
+	case ConsistentHashing, "":
+		return newConsistentHashing(), nil
+	case LeastWeighted:
+		return newLeastWeighted(), nil
+	case PerNode:
+		return newPerNode(fallback), nil
+	}
+	return nil, fmt.Errorf("unknown allocation strategy %q: valid strategies are %s",
+		strategy, strings.Join(Strategies(), ", "))
+}
+
+// memberSet is the member list every strategy keeps: sorted by name, so that a
+// member's index orders ties the same way in every process.
+type memberSet struct {
+	names []string
+	nodes []string
+	seeds []uint64 // seeds[i] = mix(fnv1a(names[i])): the member's hash
+	index map[string]int32
+}
+
+func newMemberSet(members []Member) (memberSet, error) {
+	sorted := slices.Clone(members)
+	slices.SortFunc(sorted, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	s := memberSet{
+		names: make([]string, len(sorted)),
+		nodes: make([]string, len(sorted)),
+		seeds: make([]uint64, len(sorted)),
+		index: make(map[string]int32, len(sorted)),
+	}
+	for i, m := range sorted {
+		if m.Name == "" {
+			return memberSet{}, fmt.Errorf("member %d has an empty name", i)
+		}
+		if i > 0 && sorted[i-1].Name == m.Name {
+			return memberSet{}, fmt.Errorf("member %q appears twice", m.Name)
+		}
+		s.names[i], s.nodes[i], s.seeds[i] = m.Name, m.Node, mix(fnv1a(m.Name))
+		s.index[m.Name] = int32(i)
+	}
+	return s, nil
+}
+
+func (s memberSet) len() int { return len(s.names) }
+
+// remap returns, for each index of s, the index of the same member in next or
+// -1, and the indices of next's members that s does not have.
+func (s memberSet) remap(next memberSet) (old2new []int32, added []int32) {
+	old2new = make([]int32, s.len())
+	for i, name := range s.names {
+		j, ok := next.index[name]
+		if !ok {
+			j = -1
+		}
+		old2new[i] = j
+	}
+	for j, name := range next.names {
+		if _, ok := s.index[name]; !ok {
+			added = append(added, int32(j))
+		}
+	}
+	return old2new, added
+}
+
+// assignment builds the result of Assignment from per-slot hashes and owners.
+func (s memberSet) assignment(n int, slot func(i int) (hash uint64, owner int32)) map[string][]uint64 {
+	counts := make([]int, s.len())
+	for i := range n {
+		if _, o := slot(i); o >= 0 {
+			counts[o]++
+		}
+	}
+	byIndex := make([][]uint64, s.len())
+	for m, c := range counts {
+		byIndex[m] = make([]uint64, 0, c)
+	}
+	for i := range n {
+		if h, o := slot(i); o >= 0 {
+			byIndex[o] = append(byIndex[o], h)
+		}
+	}
+	out := make(map[string][]uint64, s.len())
+	for m, name := range s.names {
+		out[name] = byIndex[m]
+	}
+	return out
+}
+
+// mix is the 64-bit finaliser of MurmurHash3: a bijection whose every output
+// bit depends on every input bit. Rendezvous scores are mix(mix(target) ^ seed).
+func mix(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+// unmix inverts mix: the xor-shifts by 33 are their own inverses, and the
+// multipliers' inverses modulo 2^64 undo the multiplications.
+func unmix(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0x9cb4b2f8129337db
+	x ^= x >> 33
+	x *= 0x4f74430c22a54005
+	x ^= x >> 33
+	return x
+}
+
+// fnv1a is FNV-1a 64 of s, inline to avoid an allocation per member.
+func fnv1a(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}

@@ -1,0 +1,212 @@
+package allocation
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestNew(t *testing.T) {
+	for _, tc := range []struct {
+		strategy, fallback string
+		want               string // strategy, or the start of the error
+	}{
+		{"", "", ConsistentHashing},
+		{ConsistentHashing, "", ConsistentHashing},
+		{LeastWeighted, "", LeastWeighted},
+		{PerNode, "", PerNode},
+		{PerNode, ConsistentHashing, PerNode},
+		{PerNode, LeastWeighted, PerNode},
+		{ConsistentHashing, LeastWeighted, ConsistentHashing}, // ignored, as in the Target Allocator
+		{"round-robin", "", `unknown allocation strategy "round-robin": valid strategies are consistent-hashing, least-weighted, per-node`},
+		{PerNode, PerNode, `unknown allocation fallback strategy "per-node": valid fallback strategies are consistent-hashing, least-weighted, or none`},
+		{ConsistentHashing, "hashing", `unknown allocation fallback strategy "hashing": valid fallback strategies are consistent-hashing, least-weighted, or none`},
+	} {
+		t.Run(tc.strategy+"/"+tc.fallback, func(t *testing.T) {
+			a, err := New(tc.strategy, WithFallback(tc.fallback))
+			if err != nil {
+				if err.Error() != tc.want {
+					t.Fatalf("New: %v, want %s", err, tc.want)
+				}
+				return
+			}
+			if a.Strategy() != tc.want {
+				t.Fatalf("Strategy() = %s, want %s", a.Strategy(), tc.want)
+			}
+		})
+	}
+}
+
+func TestSetMembersRejectsBadNames(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		members []Member
+		want    string
+	}{
+		{"empty", []Member{{Name: "a"}, {Name: ""}}, "empty name"},
+		{"twice", []Member{{Name: "a"}, {Name: "b"}, {Name: "a"}}, `member "a" appears twice`},
+	} {
+		for _, a := range allStrategies(t) {
+			t.Run(tc.name+"/"+a.Strategy(), func(t *testing.T) {
+				if err := a.SetMembers([]Member{{Name: "x"}}); err != nil {
+					t.Fatal(err)
+				}
+				a.SetTargets(testTargets(10, "job"))
+				err := a.SetMembers(tc.members)
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("SetMembers: %v, want an error with %q", err, tc.want)
+				}
+				if got := a.Assignment(); len(got) != 1 || len(got["x"]) != 10 {
+					t.Fatalf("a failed SetMembers changed the assignment: %v", got)
+				}
+			})
+		}
+	}
+}
+
+// Every strategy assigns every target to exactly one member, whatever the
+// order of events, and Owner agrees with Assignment.
+func TestEveryTargetAssignedOnce(t *testing.T) {
+	for _, tc := range []struct{ members, targets int }{
+		{1, 1}, {3, 2}, {7, 100}, {10, 10_000}, {100, 1000},
+	} {
+		for _, a := range allStrategies(t) {
+			t.Run(fmt.Sprintf("%s/members=%d/targets=%d", a.Strategy(), tc.members, tc.targets), func(t *testing.T) {
+				targets := testTargets(tc.targets, "job")
+				a.SetTargets(targets[:len(targets)/2]) // before any member
+				if got := len(a.Unassigned()); got != len(targets)/2 {
+					t.Fatalf("without members %d targets unassigned, want %d", got, len(targets)/2)
+				}
+				if err := a.SetMembers(testMembers(tc.members)); err != nil {
+					t.Fatal(err)
+				}
+				a.Update(targets[len(targets)/2:], nil)
+				a.SetTargets(append(targets, targets[:min(5, len(targets))]...)) // duplicates count once
+				checkComplete(t, a, targets)
+			})
+		}
+	}
+}
+
+// checkComplete fails unless every target has exactly one owner, a member.
+func checkComplete(t *testing.T, a Allocator, targets []Target) {
+	t.Helper()
+	if u := a.Unassigned(); len(u) > 0 {
+		t.Fatalf("%d targets unassigned", len(u))
+	}
+	seen := make(map[uint64]string, len(targets))
+	for member, hs := range a.Assignment() {
+		for _, h := range hs {
+			if other, ok := seen[h]; ok {
+				t.Fatalf("target %x assigned to %s and %s", h, other, member)
+			}
+			seen[h] = member
+		}
+	}
+	if len(seen) != len(targets) {
+		t.Fatalf("%d targets assigned, want %d", len(seen), len(targets))
+	}
+	for _, tg := range targets {
+		if o, ok := a.Owner(tg.Hash); !ok || o != seen[tg.Hash] {
+			t.Fatalf("Owner(%x) = %q, %v; Assignment says %q", tg.Hash, o, ok, seen[tg.Hash])
+		}
+	}
+}
+
+func TestRemovedTargetsAreGone(t *testing.T) {
+	for _, a := range allStrategies(t) {
+		t.Run(a.Strategy(), func(t *testing.T) {
+			if err := a.SetMembers(testMembers(3)); err != nil {
+				t.Fatal(err)
+			}
+			targets := testTargets(100, "job")
+			a.SetTargets(targets)
+			a.Update(nil, append(hashes(targets[:10]), 12345)) // an unknown hash is ignored
+			a.SetTargets(targets[20:])
+			checkComplete(t, a, targets[20:])
+			if _, ok := a.Owner(targets[15].Hash); ok {
+				t.Fatal("a removed target still has an owner")
+			}
+		})
+	}
+}
+
+// allStrategies returns a fresh allocator of every strategy, per-node with a
+// fallback so that it too assigns every target.
+func allStrategies(t testing.TB) []Allocator {
+	var out []Allocator
+	for _, s := range Strategies() {
+		a, err := New(s, WithFallback(ConsistentHashing))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func mustNew(t testing.TB, strategy string, opts ...Option) Allocator {
+	t.Helper()
+	a, err := New(strategy, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func testMembers(n int) []Member {
+	ms := make([]Member, n)
+	for i := range ms {
+		ms[i] = Member{Name: "collector-" + strconv.Itoa(i)}
+	}
+	return ms
+}
+
+// testTargets returns n targets hashed the way a caller would: FNV-1a of the
+// job and the address.
+func testTargets(n int, job string) []Target {
+	ts := make([]Target, n)
+	for i := range ts {
+		ts[i] = Target{Hash: targetHash(job, i)}
+	}
+	return ts
+}
+
+func targetHash(job string, i int) uint64 {
+	return fnv1a(job + "/10." + strconv.Itoa(i>>16) + "." + strconv.Itoa(i>>8&255) + "." + strconv.Itoa(i&255) + ":9100")
+}
+
+func hashes(ts []Target) []uint64 {
+	out := make([]uint64, len(ts))
+	for i, t := range ts {
+		out[i] = t.Hash
+	}
+	return out
+}
+
+// owners returns each target's owner, "" for none.
+func owners(a Allocator, targets []Target) []string {
+	out := make([]string, len(targets))
+	for i, tg := range targets {
+		out[i], _ = a.Owner(tg.Hash)
+	}
+	return out
+}
+
+// balance returns the smallest and the largest share and the average.
+func balance(assignment map[string][]uint64) (lo, hi int, avg float64) {
+	lo, total := int(^uint(0)>>1), 0
+	for _, hs := range assignment {
+		lo, hi, total = min(lo, len(hs)), max(hi, len(hs)), total+len(hs)
+	}
+	return lo, hi, float64(total) / float64(len(assignment))
+}
+
+func shuffled[T any](s []T, seed uint64) []T {
+	s = slices.Clone(s)
+	rand.New(rand.NewPCG(seed, 1)).Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
+	return s
+}

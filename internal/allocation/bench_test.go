@@ -1,0 +1,197 @@
+package allocation
+
+import (
+	"fmt"
+	"testing"
+)
+
+// Measured as DESIGN.md §8 says, so that the figures compare with the Target
+// Allocator's: targets with their hashes computed, a fresh allocator per op,
+// set the members, set the targets.
+func BenchmarkAllocate(b *testing.B) {
+	for _, strategy := range Strategies() {
+		b.Run("strategy="+strategy, func(b *testing.B) {
+			for _, n := range []int{10_000, 100_000, 1_000_000} {
+				b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
+					for _, m := range []int{10, 100} {
+						b.Run(fmt.Sprintf("collectors=%d", m), func(b *testing.B) {
+							members, targets := benchMembers(m), benchTargets(n, m)
+							var a Allocator
+							b.ReportAllocs()
+							for b.Loop() {
+								a = benchNew(b, strategy)
+								if err := a.SetMembers(members); err != nil {
+									b.Fatal(err)
+								}
+								a.SetTargets(targets)
+							}
+							reportBalance(b, a, n)
+						})
+					}
+				})
+			}
+		})
+	}
+}
+
+// Join and leave are measured for the strategies whose assignment is a
+// function of members and targets, so that each op can start from the same
+// state; least-weighted remembers its history.
+var membershipStrategies = []string{ConsistentHashing, PerNode}
+
+// BenchmarkJoin times one member joining; moved% is the share of targets that
+// changed owner, ideal% is 1/(N+1).
+func BenchmarkJoin(b *testing.B) {
+	for _, strategy := range membershipStrategies {
+		b.Run("strategy="+strategy, func(b *testing.B) {
+			benchMembership(b, strategy, func(ms []Member) ([]Member, []Member) {
+				return ms, append(ms[:len(ms):len(ms)], Member{Name: "newcomer", Node: "node-newcomer"})
+			})
+		})
+	}
+}
+
+// BenchmarkLeave times one member leaving; moved% should equal its share.
+func BenchmarkLeave(b *testing.B) {
+	for _, strategy := range membershipStrategies {
+		b.Run("strategy="+strategy, func(b *testing.B) {
+			benchMembership(b, strategy, func(ms []Member) ([]Member, []Member) {
+				return ms, ms[1:]
+			})
+		})
+	}
+}
+
+func benchMembership(b *testing.B, strategy string, change func([]Member) (before, after []Member)) {
+	const n, m = 1_000_000, 100
+	b.Run(fmt.Sprintf("targets=%d/collectors=%d", n, m), func(b *testing.B) {
+		before, after := change(benchMembers(m))
+		targets := benchTargets(n, m)
+		a := benchNew(b, strategy)
+		a.SetTargets(targets)
+		var moved int
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			if err := a.SetMembers(before); err != nil {
+				b.Fatal(err)
+			}
+			var was []string
+			if i == 0 { // the moves are the same every time
+				was = benchOwners(a, targets)
+			}
+			b.StartTimer()
+			if err := a.SetMembers(after); err != nil {
+				b.Fatal(err)
+			}
+			if i == 0 {
+				b.StopTimer()
+				for j, o := range benchOwners(a, targets) {
+					if o != was[j] {
+						moved++
+					}
+				}
+				b.StartTimer()
+			}
+		}
+		b.ReportMetric(100*float64(moved)/float64(n), "moved%")
+		b.ReportMetric(100/float64(max(len(before), len(after))), "ideal%")
+	})
+}
+
+// BenchmarkIncremental times an update that removes 1 % of the targets and
+// adds as many new ones.
+func BenchmarkIncremental(b *testing.B) {
+	for _, strategy := range Strategies() {
+		b.Run("strategy="+strategy, func(b *testing.B) {
+			for _, n := range []int{100_000, 1_000_000} {
+				const m = 100
+				b.Run(fmt.Sprintf("targets=%d/collectors=%d", n, m), func(b *testing.B) {
+					targets := benchTargets(n, m)
+					k := n / 100
+					fresh := make([]Target, k)
+					for i := range fresh {
+						fresh[i] = Target{Hash: mix(uint64(i) + 1<<62), Node: targets[i].Node}
+					}
+					old, new := hashes(targets[:k]), hashes(fresh)
+					a := benchNew(b, strategy)
+					if err := a.SetMembers(benchMembers(m)); err != nil {
+						b.Fatal(err)
+					}
+					a.SetTargets(targets)
+					b.ReportAllocs()
+					swap := false
+					for b.Loop() {
+						// Alternate, so that every op changes 1 % and the set stays the same size.
+						if swap {
+							a.Update(targets[:k], new)
+						} else {
+							a.Update(fresh, old)
+						}
+						swap = !swap
+					}
+					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(2*k), "ns/changed")
+				})
+			}
+		})
+	}
+}
+
+func benchNew(b *testing.B, strategy string) Allocator {
+	a, err := New(strategy, WithFallback(ConsistentHashing))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return a
+}
+
+// benchMembers returns m members, each on a node of its own.
+func benchMembers(m int) []Member {
+	ms := make([]Member, m)
+	for i := range ms {
+		ms[i] = Member{Name: fmt.Sprintf("collector-%d", i), Node: fmt.Sprintf("node-%d", i)}
+	}
+	return ms
+}
+
+var benchHashes = map[int][]uint64{}
+
+// benchTargets returns n targets whose nodes are spread over m + m/10 nodes,
+// so that for per-node one target in eleven has no member on its node.
+func benchTargets(n, m int) []Target {
+	hs, ok := benchHashes[n]
+	if !ok {
+		hs = make([]uint64, n)
+		for i := range hs {
+			hs[i] = targetHash("bench", i)
+		}
+		benchHashes[n] = hs
+	}
+	nodes := make([]string, m+m/10)
+	for i := range nodes {
+		nodes[i] = fmt.Sprintf("node-%d", i)
+	}
+	ts := make([]Target, n)
+	for i, h := range hs {
+		ts[i] = Target{Hash: h, Node: nodes[i%len(nodes)]}
+	}
+	return ts
+}
+
+func benchOwners(a Allocator, targets []Target) []string {
+	out := make([]string, len(targets))
+	for i, tg := range targets {
+		out[i], _ = a.Owner(tg.Hash)
+	}
+	return out
+}
+
+// reportBalance reports the largest and the smallest share against the average.
+func reportBalance(b *testing.B, a Allocator, n int) {
+	b.StopTimer()
+	lo, hi, avg := balance(a.Assignment())
+	b.ReportMetric(float64(hi)/avg, "max/avg")
+	b.ReportMetric(float64(lo)/avg, "min/avg")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/target")
+}

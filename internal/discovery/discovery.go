@@ -1,0 +1,346 @@
+// Package discovery runs Prometheus service discovery for the scrape jobs of
+// a target allocator config and filters the discovered targets the way
+// Prometheus's relabeling would, producing immutable snapshots of every job's
+// targets for allocation.
+//
+// Only the leader runs it: it creates a Discoverer when it gains leadership
+// and cancels Run when it loses it.
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/discovery"
+	"github.com/prometheus/prometheus/discovery/targetgroup"
+	"github.com/prometheus/prometheus/model/labels"
+	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
+
+	// Registers every service discovery mechanism the collector's prometheus
+	// receiver registers, under the same build tags (remove_all_sd,
+	// enable_<name>_sd), so the two always agree on which SD configs exist.
+	// It is the set discovery/install registers, minus what the build tags
+	// remove.
+	_ "github.com/prometheus/prometheus/plugins"
+)
+
+// Target is one discovered target that the filter kept.
+type Target struct {
+	Job string
+	// Labels are the target's discovered labels: group labels merged with
+	// target labels (a target label wins), __address__ and __meta_* included,
+	// before relabeling and without the job's defaults. This is what the
+	// allocator HTTP API serves; the collector's receiver adds the job's
+	// defaults and applies relabel_configs itself.
+	Labels labels.Labels
+	// Hash identifies the target for allocation: the job name and the labels
+	// after relabeling (Prometheus's target identity), so that a change in
+	// metadata alone does not move a target. Targets that relabeling drops,
+	// kept only under FilterNone, are identified by their discovered labels.
+	Hash uint64
+	// Node is the Kubernetes node the target runs on, from
+	// __meta_kubernetes_pod_node_name, __meta_kubernetes_node_name or
+	// __meta_kubernetes_endpoint_node_name (the first that is set), else "".
+	Node string
+}
+
+// Snapshot is every job's targets at one moment: every configured job has an
+// entry, possibly empty, and a job's targets are sorted by Hash, one per Hash.
+// It is never modified once sent.
+type Snapshot struct {
+	Jobs map[string][]Target
+}
+
+// defaultManagerName labels the discovery manager's metrics (name="...").
+const defaultManagerName = "target_allocator"
+
+// Discoverer runs service discovery for the jobs of one config.
+type Discoverer struct {
+	jobs      map[string]*config.ScrapeConfig
+	sdConfigs map[string]discovery.Configs
+	strategy  FilterStrategy
+	logger    *zap.Logger
+	reg       prometheus.Registerer
+	out       chan Snapshot
+	running   atomic.Bool
+
+	// managerOptions are for tests (discovery.Updatert).
+	managerOptions []func(*discovery.Manager)
+}
+
+// New returns a Discoverer for the scrape jobs of cfg, which comes from
+// LoadConfig (a nil cfg has no jobs). It starts nothing and registers
+// nothing: Run does.
+//
+// Run registers Prometheus's SD metrics on reg and unregisters all of them
+// before it returns, so a Discoverer per leadership term can share one
+// registerer (the one behind the replica's /metrics, say): the metrics are
+// there while this replica leads. If a Run cannot register them, because a
+// Run of an earlier term still holds them, it logs that and keeps its
+// metrics in a private registry for that term instead of failing. A nil reg
+// keeps them private.
+func New(cfg *config.Config, filter FilterStrategy, logger *zap.Logger, reg prometheus.Registerer) (*Discoverer, error) {
+	if err := filter.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	d := &Discoverer{
+		jobs:      map[string]*config.ScrapeConfig{},
+		sdConfigs: map[string]discovery.Configs{},
+		strategy:  filter,
+		logger:    logger,
+		reg:       reg,
+		out:       make(chan Snapshot, 1),
+	}
+	if cfg == nil {
+		return d, nil
+	}
+	jobs, err := cfg.GetScrapeConfigs()
+	if err != nil {
+		return nil, fmt.Errorf("scrape configs (load the config with LoadConfig): %w", err)
+	}
+	for _, job := range jobs {
+		d.jobs[job.JobName] = job
+		d.sdConfigs[job.JobName] = job.ServiceDiscoveryConfigs
+	}
+	return d, nil
+}
+
+// Snapshots delivers a Snapshot after each change in the discovered targets.
+// It holds only the latest: a reader that falls behind skips to the newest,
+// and Run never waits for it. The channel is never closed.
+func (d *Discoverer) Snapshots() <-chan Snapshot { return d.out }
+
+// Run runs service discovery for every job until ctx is done, sending a
+// Snapshot on Snapshots after each change. It returns nil once ctx is done
+// and the discovery manager it started has stopped, its SD mechanisms
+// cancelled and its metrics unregistered. Run may be called again after it
+// returns (a later term), but not while it runs.
+func (d *Discoverer) Run(ctx context.Context) error {
+	if !d.running.CompareAndSwap(false, true) {
+		return errors.New("discovery: Run is already running")
+	}
+	defer d.running.Store(false)
+	// A snapshot of an earlier term is stale.
+	select {
+	case <-d.out:
+	default:
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	slogger := slog.New(zapslog.NewHandler(d.logger.Core(),
+		zapslog.WithName(d.logger.Name()),
+		// SD mechanisms log at error level on every failed refresh: no stack traces.
+		zapslog.AddStacktraceAt(slog.LevelError+1)))
+
+	mgr, reg, err := d.newManager(ctx, slogger)
+	if err != nil {
+		return err
+	}
+	defer reg.unregisterAll()
+	if err := mgr.ApplyConfig(d.sdConfigs); err != nil {
+		return fmt.Errorf("discovery: apply config: %w", err)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		_ = mgr.Run() // returns ctx.Err() once ctx is done
+	}()
+
+	d.logger.Info("Service discovery started", zap.Int("jobs", len(d.jobs)))
+	s := newSnapshotter(d)
+	for {
+		select {
+		case groups, ok := <-mgr.SyncCh():
+			if !ok { // the manager stops only when ctx is done
+				<-stopped
+				d.logger.Info("Service discovery stopped")
+				return nil
+			}
+			if snap, changed := s.update(groups); changed {
+				d.publish(snap)
+			}
+		case <-ctx.Done():
+			<-stopped
+			// The manager's sender closes the channel when it exits.
+			for range mgr.SyncCh() {
+			}
+			d.logger.Info("Service discovery stopped")
+			return nil
+		}
+	}
+}
+
+// newManager creates a discovery manager whose metrics are registered on
+// d.reg, or, if that fails or d.reg is nil, on a registry of its own.
+func (d *Discoverer) newManager(ctx context.Context, logger *slog.Logger) (*discovery.Manager, *registry, error) {
+	if d.reg != nil {
+		reg := &registry{reg: d.reg}
+		mgr, err := d.tryManager(ctx, logger, reg)
+		if err == nil {
+			return mgr, reg, nil
+		}
+		reg.unregisterAll()
+		d.logger.Warn("Service discovery metrics are not exported this term", zap.Error(err))
+	}
+	reg := &registry{reg: prometheus.NewRegistry()}
+	mgr, err := d.tryManager(ctx, logger, reg)
+	if err != nil {
+		reg.unregisterAll()
+		return nil, nil, err
+	}
+	return mgr, reg, nil
+}
+
+func (d *Discoverer) tryManager(ctx context.Context, logger *slog.Logger, reg *registry) (*discovery.Manager, error) {
+	sdMetrics, err := discovery.CreateAndRegisterSDMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: register SD metrics: %w", err)
+	}
+	opts := append([]func(*discovery.Manager){discovery.Name(defaultManagerName)}, d.managerOptions...)
+	mgr := discovery.NewManager(ctx, logger, reg, sdMetrics, opts...)
+	if mgr == nil {
+		// NewManager logs its error and returns nil; the one it can have is
+		// a failed metrics registration.
+		return nil, fmt.Errorf("discovery: register discovery manager metrics: %w", reg.firstErr())
+	}
+	return mgr, nil
+}
+
+// publish replaces an unread snapshot with s. Run is the only sender, so the
+// send after the drain cannot block.
+func (d *Discoverer) publish(s Snapshot) {
+	select {
+	case <-d.out:
+	default:
+	}
+	d.out <- s
+}
+
+// snapshotter turns the discovery manager's target groups into Snapshots.
+// It belongs to Run's goroutine.
+type snapshotter struct {
+	d        *Discoverer
+	filter   *filter
+	last     Snapshot
+	reported map[string]string // job -> last reported relabeling failure
+}
+
+func newSnapshotter(d *Discoverer) *snapshotter {
+	return &snapshotter{d: d, filter: newFilter(d.strategy), reported: map[string]string{}}
+}
+
+// update returns the Snapshot for groups, which hold every job's current
+// target groups, and whether it differs from the previous one.
+func (s *snapshotter) update(groups map[string][]*targetgroup.Group) (Snapshot, bool) {
+	snap := Snapshot{Jobs: make(map[string][]Target, len(s.d.jobs))}
+	total := 0
+	for name, job := range s.d.jobs {
+		targets, failed, firstErr := s.filter.targets(job, groups[name])
+		snap.Jobs[name] = targets
+		total += len(targets)
+		s.report(name, failed, firstErr)
+	}
+	if s.last.Jobs != nil && equal(s.last, snap) {
+		return snap, false
+	}
+	s.last = snap
+	s.d.logger.Debug("Discovered targets", zap.Int("targets", total), zap.Int("jobs", len(snap.Jobs)))
+	return snap, true
+}
+
+// report logs a job's relabeling failures once, when they change.
+func (s *snapshotter) report(job string, failed int, firstErr error) {
+	msg := ""
+	if failed > 0 {
+		msg = fmt.Sprintf("%d: %v", failed, firstErr)
+	}
+	if s.reported[job] == msg {
+		return
+	}
+	s.reported[job] = msg
+	if failed == 0 {
+		return
+	}
+	verb := "dropped"
+	if s.d.strategy == FilterNone {
+		verb = "allocated anyway (filter_strategy is empty)"
+	}
+	s.d.logger.Warn("Targets that Prometheus would not scrape are "+verb,
+		zap.String("job", job), zap.Int("targets", failed), zap.Error(firstErr))
+}
+
+func equal(a, b Snapshot) bool {
+	return maps.EqualFunc(a.Jobs, b.Jobs, func(x, y []Target) bool {
+		return slices.EqualFunc(x, y, func(p, q Target) bool {
+			return p.Hash == q.Hash && p.Node == q.Node && labels.Equal(p.Labels, q.Labels)
+		})
+	})
+}
+
+// registry registers on reg and remembers what it registered, whoever asked,
+// so that Run can unregister all of it: Prometheus's SD mechanisms register
+// their own metrics and do not all offer a way back.
+type registry struct {
+	reg prometheus.Registerer
+
+	mu         sync.Mutex
+	registered []prometheus.Collector
+	err        error
+}
+
+var _ prometheus.Registerer = (*registry)(nil)
+
+func (r *registry) Register(c prometheus.Collector) error {
+	err := r.reg.Register(c)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		if r.err == nil {
+			r.err = err
+		}
+		return err
+	}
+	r.registered = append(r.registered, c)
+	return nil
+}
+
+func (r *registry) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (r *registry) Unregister(c prometheus.Collector) bool { return r.reg.Unregister(c) }
+
+func (r *registry) unregisterAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.registered {
+		r.reg.Unregister(c)
+	}
+	r.registered = nil
+}
+
+func (r *registry) firstErr() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err == nil {
+		return errors.New("unknown error")
+	}
+	return r.err
+}

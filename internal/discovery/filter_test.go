@@ -1,0 +1,224 @@
+package discovery
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/discovery"
+	"github.com/prometheus/prometheus/discovery/targetgroup"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/scrape"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// staticJob loads a config with one job and returns it with its static groups.
+func staticJob(t testing.TB, doc string) (*config.ScrapeConfig, []*targetgroup.Group) {
+	t.Helper()
+	cfg, err := LoadConfig(confmap(t, doc))
+	require.NoError(t, err)
+	require.Len(t, cfg.ScrapeConfigs, 1)
+	job := cfg.ScrapeConfigs[0]
+	var groups []*targetgroup.Group
+	for _, sd := range job.ServiceDiscoveryConfigs {
+		groups = append(groups, sd.(discovery.StaticConfig)...)
+	}
+	return job, groups
+}
+
+func TestRelabelFilter(t *testing.T) {
+	const targets = `
+  static_configs:
+  - targets: ["10.0.0.1:80", "10.0.0.2:80"]
+    labels: {__meta_app: web}
+  - targets: ["10.0.0.3:80"]
+    labels: {__meta_app: db}
+  - targets: [""]
+    labels: {__meta_app: none}
+`
+	all := []string{"", "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"}
+	for _, tc := range []struct {
+		name    string
+		relabel string
+		filter  FilterStrategy
+		want    []string // discovered __address__ of the targets kept
+		failed  int      // targets Prometheus would not scrape, dropped or not
+	}{{
+		name:    "keep",
+		relabel: `[{source_labels: [__meta_app], regex: web, action: keep}]`,
+		filter:  FilterRelabelConfig,
+		want:    []string{"10.0.0.1:80", "10.0.0.2:80"},
+	}, {
+		name:    "drop",
+		relabel: `[{source_labels: [__meta_app], regex: web|none, action: drop}]`,
+		filter:  FilterRelabelConfig,
+		want:    []string{"10.0.0.3:80"},
+	}, {
+		name:    "drop on the job's defaults",
+		relabel: `[{source_labels: [job, __metrics_path__, __scheme__], regex: "j;/metrics;http", action: drop}]`,
+		filter:  FilterRelabelConfig,
+		want:    nil,
+	}, {
+		name:    "address set by relabeling",
+		relabel: `[{source_labels: [__meta_app], regex: none, target_label: __address__, replacement: "10.0.0.9:80"}]`,
+		filter:  FilterRelabelConfig,
+		want:    all,
+	}, {
+		name:    "no rules: only the target without an address goes",
+		relabel: `[]`,
+		filter:  FilterRelabelConfig,
+		want:    []string{"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"},
+		failed:  1,
+	}, {
+		name:    "keep without filtering",
+		relabel: `[{source_labels: [__meta_app], regex: web, action: keep}]`,
+		filter:  FilterNone,
+		want:    all,
+	}, {
+		name:    "drop without filtering",
+		relabel: `[{source_labels: [__meta_app], regex: web, action: drop}]`,
+		filter:  FilterNone,
+		want:    all,
+		failed:  1,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			job, groups := staticJob(t, "scrape_configs:\n- job_name: j\n  relabel_configs: "+tc.relabel+targets)
+			got, failed, firstErr := newFilter(tc.filter).targets(job, groups)
+			assert.Equal(t, tc.want, addresses(Snapshot{Jobs: map[string][]Target{"j": got}}, "j"))
+			assert.Equal(t, tc.failed, failed, "%v", firstErr)
+			if failed > 0 {
+				assert.ErrorContains(t, firstErr, "no address")
+			}
+			if tc.filter == FilterRelabelConfig {
+				assertSameAsPrometheus(t, job, groups, got)
+			}
+		})
+	}
+}
+
+// assertSameAsPrometheus checks that got are the targets Prometheus's scrape
+// pool would create from groups.
+func assertSameAsPrometheus(t *testing.T, job *config.ScrapeConfig, groups []*targetgroup.Group, got []Target) {
+	t.Helper()
+	lb := labels.NewBuilder(labels.EmptyLabels())
+	var want []labels.Labels
+	for _, g := range groups {
+		targets, _ := scrape.TargetsFromGroup(g, job, nil, lb)
+		for _, target := range targets {
+			// The scrape pool's test for an active target.
+			if !target.Labels(lb).IsEmpty() {
+				want = append(want, target.DiscoveredLabels(lb))
+			}
+		}
+	}
+	require.Len(t, got, len(want))
+	for _, target := range got {
+		// Ours lack only the job's defaults.
+		i := slices.IndexFunc(want, func(w labels.Labels) bool {
+			return target.Labels.Len() <= w.Len() && target.Labels.Validate(func(l labels.Label) error {
+				if w.Get(l.Name) != l.Value {
+					return fmt.Errorf("differs")
+				}
+				return nil
+			}) == nil
+		})
+		require.GreaterOrEqual(t, i, 0, "%s is not a Prometheus target", target.Labels)
+		want = slices.Delete(want, i, i+1)
+	}
+}
+
+// Prometheus scrapes two targets with the same labels after relabeling once.
+func TestFilterDeduplicates(t *testing.T) {
+	job, groups := staticJob(t, `
+scrape_configs:
+- job_name: j
+  static_configs:
+  - targets: ["10.0.0.1:80"]
+    labels: {__meta_source: a}
+  - targets: ["10.0.0.1:80"]
+    labels: {__meta_source: b}
+  - targets: ["10.0.0.2:80"]
+`)
+	for _, filter := range []FilterStrategy{FilterRelabelConfig, FilterNone} {
+		got, _, _ := newFilter(filter).targets(job, groups)
+		require.Len(t, got, 2)
+		assert.Equal(t, "a", byAddress(got)["10.0.0.1:80"].Labels.Get("__meta_source"), "the first in label order wins")
+	}
+}
+
+func TestNode(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   string
+	}{
+		{"pod", map[string]string{"__meta_kubernetes_pod_node_name": "n1"}, "n1"},
+		{"node", map[string]string{"__meta_kubernetes_node_name": "n2"}, "n2"},
+		{"endpoint", map[string]string{"__meta_kubernetes_endpoint_node_name": "n3"}, "n3"},
+		{"pod first", map[string]string{
+			"__meta_kubernetes_pod_node_name":      "n1",
+			"__meta_kubernetes_node_name":          "n2",
+			"__meta_kubernetes_endpoint_node_name": "n3",
+		}, "n1"},
+		{"empty is unset", map[string]string{
+			"__meta_kubernetes_pod_node_name":      "",
+			"__meta_kubernetes_endpoint_node_name": "n3",
+		}, "n3"},
+		{"none", map[string]string{"node": "n4"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, node(labels.FromMap(tc.labels)))
+		})
+	}
+}
+
+// BenchmarkFilter measures relabeling and hashing one job's targets, as the
+// leader does on every discovery update.
+func BenchmarkFilter(b *testing.B) {
+	const n = 100_000
+	job, _ := staticJob(b, `
+scrape_configs:
+- job_name: pods
+  relabel_configs:
+  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], regex: "true", action: keep}
+  - {source_labels: [__meta_kubernetes_pod_phase], regex: Succeeded|Failed, action: drop}
+  - {action: labelmap, regex: __meta_kubernetes_pod_label_(.+)}
+  - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
+  - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+`)
+	// One group per pod, as Kubernetes SD sends them: ~10 labels a target.
+	groups := make([]*targetgroup.Group, n)
+	for i := range groups {
+		groups[i] = &targetgroup.Group{
+			Source: fmt.Sprintf("pod/default/p-%d", i),
+			Targets: []model.LabelSet{{
+				"__address__":                         model.LabelValue(fmt.Sprintf("10.%d.%d.%d:8080", i>>16&255, i>>8&255, i&255)),
+				"__meta_kubernetes_pod_container_name": "app",
+			}},
+			Labels: model.LabelSet{
+				"__meta_kubernetes_namespace":                            "default",
+				"__meta_kubernetes_pod_name":                             model.LabelValue(fmt.Sprintf("p-%d", i)),
+				"__meta_kubernetes_pod_node_name":                        model.LabelValue(fmt.Sprintf("node-%d", i%100)),
+				"__meta_kubernetes_pod_phase":                            "Running",
+				"__meta_kubernetes_pod_ip":                               "10.0.0.1",
+				"__meta_kubernetes_pod_label_app":                        "app",
+				"__meta_kubernetes_pod_label_tier":                       "backend",
+				"__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true",
+			},
+		}
+	}
+	b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
+		b.ReportAllocs()
+		f := newFilter(FilterRelabelConfig)
+		for b.Loop() {
+			got, failed, _ := f.targets(job, groups)
+			if len(got) != n || failed != 0 {
+				b.Fatalf("%d targets, %d failed", len(got), failed)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/target")
+	})
+}
