@@ -35,9 +35,9 @@ type allocatorExtension struct {
 	members *membership.Membership
 	// allocation is what the API serves while this replica leads.
 	allocation atomic.Pointer[allocatorapi.Allocation]
-	server  *http.Server
-	cancel  context.CancelFunc
-	done    sync.WaitGroup
+	server     *http.Server
+	cancel     context.CancelFunc
+	done       sync.WaitGroup
 }
 
 var _ Group = (*allocatorExtension)(nil)

@@ -162,4 +162,3 @@ func (a *allocator) publish(ctx context.Context, start time.Time) {
 	}
 	a.ext.set.Logger.Debug("Allocated targets", zap.Int("targets", len(targets)), zap.Int("members", len(a.members)), zap.Int64("moved", moved))
 }
-
