@@ -178,3 +178,35 @@ func Kubeconfig(cfg *rest.Config, namespace string) clientcmdapi.Config {
 	kc.CurrentContext = "test"
 	return *kc
 }
+
+// RunningPod creates a pod with one container port and marks it Running at
+// ip (a loopback address, so that service discovery points at a real local
+// target; no kubelet runs here). node, if set, is its spec.nodeName.
+func (e *Env) RunningPod(t testing.TB, namespace, name, ip, node string, port int32, labels map[string]string) *corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec: corev1.PodSpec{
+			NodeName: node,
+			Containers: []corev1.Container{{
+				Name:  "app",
+				Image: "example.invalid/app",
+				Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: port}},
+			}},
+		},
+	}
+	pod, err := e.Client.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create pod %s/%s: %v", namespace, name, err)
+	}
+	pod.Status.Phase = corev1.PodRunning
+	pod.Status.PodIP = ip
+	pod.Status.PodIPs = []corev1.PodIP{{IP: ip}}
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	pod, err = e.Client.CoreV1().Pods(namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatalf("set status of pod %s/%s: %v", namespace, name, err)
+	}
+	return pod
+}

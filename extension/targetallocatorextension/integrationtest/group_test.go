@@ -43,7 +43,7 @@ type replica struct {
 	once     sync.Once
 }
 
-func startReplica(t *testing.T, cfg *rest.Config, namespace, identity, group string) *replica {
+func startReplica(t *testing.T, cfg *rest.Config, namespace, identity, group string, options ...func(*tae.Config)) *replica {
 	t.Helper()
 	proxy, through := kubetest.NewProxy(t, cfg)
 	t.Setenv("KUBECONFIG", kubetest.WriteKubeconfig(t, through, namespace))
@@ -54,6 +54,9 @@ func startReplica(t *testing.T, cfg *rest.Config, namespace, identity, group str
 	c.AuthType = kube.AuthKubeConfig // the kubeconfig context names the namespace
 	c.NetAddr.Endpoint = freeAddr(t)
 	c.Lease = testLease
+	for _, o := range options {
+		o(c)
+	}
 	require.NoError(t, c.Validate())
 
 	core, logs := observer.New(zap.InfoLevel)
@@ -77,10 +80,12 @@ func (r *replica) stop() {
 	})
 }
 
+func (r *replica) url() string { return "http://" + r.endpoint }
+
 // status reads the replica's /status over HTTP, as a user would.
 func (r *replica) status(t *testing.T) tae.View {
 	t.Helper()
-	resp, err := http.Get("http://" + r.endpoint + "/status")
+	resp, err := http.Get(r.url() + "/status")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -130,10 +135,10 @@ func without(replicas []*replica, gone *replica) []*replica {
 	return slices.DeleteFunc(slices.Clone(replicas), func(r *replica) bool { return r == gone })
 }
 
-func startGroup(t *testing.T, namespace, group string, n int) []*replica {
+func startGroup(t *testing.T, namespace, group string, n int, options ...func(*tae.Config)) []*replica {
 	replicas := make([]*replica, n)
 	for i := range replicas {
-		replicas[i] = startReplica(t, controlPlane.Config, namespace, fmt.Sprintf("%s-%d", group, i), group)
+		replicas[i] = startReplica(t, controlPlane.Config, namespace, fmt.Sprintf("%s-%d", group, i), group, options...)
 	}
 	return replicas
 }

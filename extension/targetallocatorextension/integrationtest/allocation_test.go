@@ -1,0 +1,365 @@
+package integrationtest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/config/configtls"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tae "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+)
+
+// withScrapeConfigs sets the extension's Prometheus config, as YAML would.
+func withScrapeConfigs(jobs ...map[string]any) func(*tae.Config) {
+	list := make([]any, 0, len(jobs))
+	for _, j := range jobs {
+		list = append(list, j)
+	}
+	return func(c *tae.Config) { c.Config = map[string]any{"scrape_configs": list} }
+}
+
+func staticJob(name string, targets ...string) map[string]any {
+	list := make([]any, 0, len(targets))
+	for _, t := range targets {
+		list = append(list, t)
+	}
+	return map[string]any{"job_name": name, "static_configs": []any{map[string]any{"targets": list}}}
+}
+
+// assignment asks a replica's API who owns what: job → target → owner.
+func assignment(t *testing.T, r *replica) map[string]map[string]string {
+	t.Helper()
+	var jobs map[string]map[string]string
+	getJSON(t, r.url()+"/jobs", &jobs)
+	out := map[string]map[string]string{}
+	for job, link := range jobs {
+		var per map[string]struct {
+			Targets []struct {
+				Targets []string `json:"targets"`
+			} `json:"targets"`
+		}
+		getJSON(t, r.url()+link["_link"], &per)
+		out[job] = map[string]string{}
+		for owner, share := range per {
+			for _, g := range share.Targets {
+				for _, target := range g.Targets {
+					require.NotContains(t, out[job], target, "%s/%s is assigned twice", job, target)
+					out[job][target] = owner
+				}
+			}
+		}
+	}
+	return out
+}
+
+// settledAssignment waits until a replica's answers cover total targets,
+// owned by exactly the given members, and read the same twice in a row (each
+// job is a request of its own, so a read can straddle two allocations).
+func settledAssignment(t *testing.T, r *replica, total int, members ...*replica) map[string]map[string]string {
+	t.Helper()
+	want := make([]string, 0, len(members))
+	for _, m := range members {
+		want = append(want, m.identity)
+	}
+	slices.Sort(want)
+	var last map[string]map[string]string
+	require.Eventually(t, func() bool {
+		a := assignment(t, r)
+		owners := map[string]bool{}
+		for _, targets := range a {
+			for _, owner := range targets {
+				owners[owner] = true
+			}
+		}
+		got := make([]string, 0, len(owners))
+		for o := range owners {
+			got = append(got, o)
+		}
+		slices.Sort(got)
+		stable := countTargets(a) == total && slices.Equal(got, want) && reflect.DeepEqual(a, last)
+		last = a
+		return stable
+	}, 15*time.Second, 200*time.Millisecond, "no settled assignment of %d targets to %v", total, want)
+	return last
+}
+
+func getJSON(t *testing.T, u string, v any) {
+	t.Helper()
+	resp, err := http.Get(u)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, u)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
+}
+
+func countTargets(a map[string]map[string]string) int {
+	n := 0
+	for _, targets := range a {
+		n += len(targets)
+	}
+	return n
+}
+
+// moved counts the targets whose owner differs between two assignments, and
+// those among them that the stopped member did not own.
+func moved(before, after map[string]map[string]string, gone string) (all, others int) {
+	for job, targets := range before {
+		for target, owner := range targets {
+			if after[job][target] != owner {
+				all++
+				if owner != gone {
+					others++
+				}
+			}
+		}
+	}
+	return all, others
+}
+
+// Every target is assigned exactly once; a member leaving moves only its
+// targets (but for the few the load bounds hold); one joining takes about
+// 1/(N+1) of them, from everybody.
+func TestEveryTargetOnceAndChurn(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	var jobs []map[string]any
+	for j := range 3 {
+		var targets []string
+		for i := range 1000 {
+			targets = append(targets, fmt.Sprintf("10.%d.%d.%d:9100", j, i/250, i%250))
+		}
+		jobs = append(jobs, staticJob(fmt.Sprintf("job-%d", j), targets...))
+	}
+	opt := withScrapeConfigs(jobs...)
+	replicas := startGroup(t, ns, "churn", 3, opt)
+	leader := settled(t, replicas, 10*time.Second)
+
+	before := settledAssignment(t, leader, 3000, replicas...)
+	counts := map[string]int{}
+	for _, targets := range before {
+		for _, owner := range targets {
+			counts[owner]++
+		}
+	}
+	t.Logf("measured: 3000 targets over 3 members: %v", counts)
+	for _, r := range replicas {
+		assert.InDelta(t, 1000, counts[r.identity], 100, "%s is out of balance", r.identity)
+	}
+
+	// A follower leaves gracefully.
+	gone := without(replicas, leader)[0]
+	gone.stop()
+	survivors := without(replicas, gone)
+	settled(t, survivors, 5*time.Second)
+	after := settledAssignment(t, leader, 3000, survivors...)
+	all, others := moved(before, after, gone.identity)
+	t.Logf("measured: %s left: %d targets moved, %d of them not its own", gone.identity, all, others)
+	assert.Equal(t, counts[gone.identity], all-others, "all of the leaver's targets move")
+	assert.LessOrEqual(t, others, counts[gone.identity]/100, "others move only where the load bounds bind")
+
+	// A new member joins.
+	newcomer := startReplica(t, controlPlane.Config, ns, "churn-9", "churn", opt)
+	members := append(survivors, newcomer)
+	settled(t, members, 10*time.Second)
+	joined := settledAssignment(t, leader, 3000, members...)
+	all, _ = moved(after, joined, "")
+	toNewcomer := 0
+	for _, targets := range joined {
+		for _, owner := range targets {
+			if owner == newcomer.identity {
+				toNewcomer++
+			}
+		}
+	}
+	t.Logf("measured: %s joined 2 members: %d of 3000 targets moved (ideal 1000), %d to the newcomer", newcomer.identity, all, toNewcomer)
+	assert.LessOrEqual(t, float64(all), 1.2*3000/3)
+	assert.GreaterOrEqual(t, float64(toNewcomer), 0.95*float64(all))
+}
+
+// Pods found by Kubernetes service discovery become targets of one member;
+// a deleted pod leaves its owner's answer; the relabel filter keeps only
+// what the job's relabel_configs keep.
+func TestKubernetesPodsBecomeTargets(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+	job := map[string]any{
+		"job_name": "pods",
+		"kubernetes_sd_configs": []any{map[string]any{
+			"role": "pod", "kubeconfig_file": kubeconfig,
+			"namespaces": map[string]any{"names": []any{ns}},
+		}},
+		"relabel_configs": []any{map[string]any{
+			"source_labels": []any{"__meta_kubernetes_pod_label_app"}, "regex": "demo", "action": "keep",
+		}},
+	}
+	replicas := startGroup(t, ns, "k8s", 2, withScrapeConfigs(job))
+	leader := settled(t, replicas, 10*time.Second)
+	follower := without(replicas, leader)[0]
+
+	want := map[string]bool{}
+	for i := range 4 {
+		ip := fmt.Sprintf("127.0.0.%d", 11+i)
+		controlPlane.RunningPod(t, ns, fmt.Sprintf("demo-%d", i), ip, "node-a", 9100, map[string]string{"app": "demo"})
+		want[ip+":9100"] = true
+	}
+	controlPlane.RunningPod(t, ns, "other", "127.0.0.20", "node-a", 9100, map[string]string{"app": "other"})
+
+	var owners map[string]string
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		owners = assignment(t, follower)["pods"]
+		got := map[string]bool{}
+		for target := range owners {
+			got[target] = true
+		}
+		assert.Equal(c, want, got)
+	}, 20*time.Second, 200*time.Millisecond)
+
+	// The owner's own answer carries the pod's discovered labels.
+	victim := "127.0.0.11:9100"
+	owner := owners[victim]
+	var groups []struct {
+		Targets []string          `json:"targets"`
+		Labels  map[string]string `json:"labels"`
+	}
+	getJSON(t, follower.url()+"/jobs/pods/targets?collector_id="+url.QueryEscape(owner), &groups)
+	var found bool
+	for _, g := range groups {
+		if slices.Contains(g.Targets, victim) {
+			found = true
+			assert.Equal(t, "demo-0", g.Labels["__meta_kubernetes_pod_name"])
+			assert.Equal(t, "node-a", g.Labels["__meta_kubernetes_pod_node_name"])
+		}
+	}
+	require.True(t, found, "%s is not in its owner's answer", victim)
+
+	require.NoError(t, controlPlane.Client.CoreV1().Pods(ns).Delete(context.Background(), "demo-0", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}))
+	require.Eventually(t, func() bool {
+		var groups []struct {
+			Targets []string `json:"targets"`
+		}
+		getJSON(t, leader.url()+"/jobs/pods/targets?collector_id="+url.QueryEscape(owner), &groups)
+		for _, g := range groups {
+			if slices.Contains(g.Targets, victim) {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 200*time.Millisecond, "the deleted pod stays in its owner's answer")
+}
+
+// Secret values of scrape configs reach only clients with a verified TLS
+// client certificate; plain HTTP sees <secret>.
+func TestSecretsOnlyOverMutualTLS(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	job := staticJob("secured", "127.0.0.1:9100")
+	job["basic_auth"] = map[string]any{"username": "scraper", "password": "hunter2"}
+
+	plain := startReplica(t, controlPlane.Config, ns, "plain-0", "plain", withScrapeConfigs(job))
+	settled(t, []*replica{plain}, 10*time.Second)
+	var configs map[string]map[string]any
+	getJSON(t, plain.url()+"/scrape_configs", &configs)
+	assert.Equal(t, "<secret>", configs["secured"]["basic_auth"].(map[string]any)["password"])
+
+	pki := newPKI(t)
+	secured := startReplica(t, controlPlane.Config, ns, "mtls-0", "mtls", withScrapeConfigs(job), func(c *tae.Config) {
+		c.TLS = configoptional.Some(configtls.ServerConfig{
+			Config:       configtls.Config{CertFile: pki.serverCert, KeyFile: pki.serverKey},
+			ClientCAFile: pki.caFile,
+		})
+	})
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs:      pki.pool,
+		Certificates: []tls.Certificate{pki.client},
+	}}}
+	require.Eventually(t, func() bool {
+		resp, err := client.Get("https://" + secured.endpoint + "/scrape_configs")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		configs = nil
+		return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&configs) == nil && len(configs) == 1
+	}, 10*time.Second, 100*time.Millisecond)
+	assert.Equal(t, "hunter2", configs["secured"]["basic_auth"].(map[string]any)["password"])
+
+	// Without a client certificate the TLS handshake itself is refused.
+	anonymous := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.pool}}}
+	resp, err := anonymous.Get("https://" + secured.endpoint + "/scrape_configs")
+	if err == nil {
+		resp.Body.Close()
+	}
+	assert.Error(t, err)
+}
+
+type pki struct {
+	caFile, serverCert, serverKey string
+	pool                          *x509.CertPool
+	client                        tls.Certificate
+}
+
+// newPKI makes a CA, a server certificate for 127.0.0.1 and a client certificate.
+func newPKI(t *testing.T) pki {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	ca, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+	issue := func(name string, usage x509.ExtKeyUsage, ips ...net.IP) (certPEM, keyPEM []byte) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips, KeyUsage: x509.KeyUsageDigitalSignature,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		require.NoError(t, err)
+		keyDER, err := x509.MarshalECPrivateKey(key)
+		require.NoError(t, err)
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, b, 0o600))
+		return p
+	}
+	p := pki{pool: x509.NewCertPool()}
+	p.pool.AddCert(ca)
+	p.caFile = write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+	certPEM, keyPEM := issue("server", x509.ExtKeyUsageServerAuth, net.ParseIP("127.0.0.1"))
+	p.serverCert, p.serverKey = write("server.pem", certPEM), write("server-key.pem", keyPEM)
+	certPEM, keyPEM = issue("client", x509.ExtKeyUsageClientAuth)
+	p.client, err = tls.X509KeyPair(certPEM, keyPEM)
+	require.NoError(t, err)
+	return p
+}
