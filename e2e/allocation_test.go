@@ -201,4 +201,28 @@ func TestStockReceiverScrapesItsShare(t *testing.T) {
 	for _, p := range procs {
 		assert.Positive(t, counts[p.name], "%s has no target", p.name)
 	}
+
+	// The status page, asked of a follower, is the leader's: Collector | Job Count | Target Count.
+	resp, err := http.Get("http://" + follower.endpoint + "/")
+	require.NoError(t, err)
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, p := range procs {
+		jobsOf := map[string]bool{}
+		for s, owner := range owners {
+			if owner == p.name {
+				jobsOf[s[:strings.LastIndex(s, "/")]] = true
+			}
+		}
+		row := fmt.Sprintf("<tr><td>%s</td><td>%d</td><td>%d</td></tr>", p.name, len(jobsOf), counts[p.name])
+		assert.Contains(t, string(page), row)
+	}
+
+	// The leader's self-metrics count the same.
+	v, err := leader.metric("otelcol_targetallocator_targets")
+	require.NoError(t, err)
+	assert.Equal(t, float64(len(want)), v)
+	v, err = leader.metric("otelcol_targetallocator_targets_per_collector")
+	require.NoError(t, err)
+	assert.Equal(t, float64(len(want)), v, "targets per collector add up")
 }
