@@ -146,12 +146,8 @@ func TestStockReceiverScrapesItsShare(t *testing.T) {
 	require.NoError(t, os.WriteFile(config, []byte(fmt.Sprintf(stockReceiverConfig, scrapeConfigs.String())), 0o600))
 
 	var procs []*process
-	exporters := map[*process]string{}
 	for i := range 3 {
-		exporter := freeAddr(t)
-		p := startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i), config, "EXPORTER_ENDPOINT="+exporter)
-		procs = append(procs, p)
-		exporters[p] = exporter
+		procs = append(procs, startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i), config))
 	}
 	leader := settled(t, procs, 60*time.Second)
 	follower := procs[0]
@@ -165,7 +161,7 @@ func TestStockReceiverScrapesItsShare(t *testing.T) {
 		owners = map[string]string{}
 		var all []string
 		for _, p := range procs {
-			series, err := scraped(exporters[p])
+			series, err := scraped(p.exporter)
 			if !assert.NoError(c, err) {
 				return
 			}

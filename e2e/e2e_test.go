@@ -49,6 +49,7 @@ func TestMain(m *testing.M) {
 type process struct {
 	name      string
 	endpoint  string // allocator API
+	exporter  string // the prometheus exporter: what this replica scraped
 	telemetry string // the collector's own metrics
 	cmd       *exec.Cmd
 	log       string
@@ -66,6 +67,7 @@ func startProcess(t *testing.T, kubeconfig, name, config string, extraEnv ...str
 	p := &process{
 		name:      name,
 		endpoint:  freeAddr(t),
+		exporter:  freeAddr(t),
 		telemetry: freeAddr(t),
 		log:       filepath.Join(t.TempDir(), name+".log"),
 		exited:    make(chan error, 1),
@@ -79,7 +81,7 @@ func startProcess(t *testing.T, kubeconfig, name, config string, extraEnv ...str
 		"POD_NAME="+name,
 		"KUBECONFIG="+kubeconfig,
 		"ALLOCATOR_ENDPOINT="+p.endpoint,
-		"OTLP_ENDPOINT="+freeAddr(t),
+		"EXPORTER_ENDPOINT="+p.exporter,
 		"TELEMETRY_PORT="+telemetryPort,
 	)
 	p.cmd.Env = append(p.cmd.Env, extraEnv...)

@@ -1,0 +1,196 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/embedded-ta/embedded-ta/internal/demotarget"
+	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+)
+
+// fast makes the replicas scrape and refresh every second.
+var fast = []string{"SCRAPE_INTERVAL=1s", "REFRESH_INTERVAL=1s"}
+
+// The seed's final listing, as instance/job pairs.
+var seedSeries = []string{
+	"otc0 127.0.0.1:9090", "otc1 127.0.0.1:9091", "otc2 127.0.0.1:9092",
+	"otc3 127.0.0.2:9090", "otc4 127.0.0.2:9091", "otc5 127.0.0.2:9092",
+}
+
+func startSeedTargets(t *testing.T) map[string]*demotarget.Target {
+	t.Helper()
+	targets, err := demotarget.StartSeed()
+	require.NoError(t, err)
+	byAddr := map[string]*demotarget.Target{}
+	for _, target := range targets {
+		byAddr[target.Addr] = target
+		t.Cleanup(func() { _ = target.Close() })
+	}
+	return byAddr
+}
+
+var (
+	counterRE    = regexp.MustCompile(`^TargetAllocator_total\{instance="([^"]+)",job="([^"]+)"`)
+	targetInfoRE = regexp.MustCompile(`^target_info\{instance="([^"]+)",job="([^"]+)",server_port="([^"]+)",url_scheme="([^"]+)"\} 1$`)
+)
+
+// listing is what `curl <exporter>/metrics | grep -E '(target_info|TargetAllocator_total)'`
+// shows of a replica: the counters and target_info series as "job instance".
+type listing struct {
+	counters, infos []string
+	lines           []string
+}
+
+func exported(p *process) (listing, error) {
+	var l listing
+	resp, err := http.Get("http://" + p.exporter + "/metrics")
+	if err != nil {
+		return l, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if m := counterRE.FindStringSubmatch(line); m != nil {
+			l.counters = append(l.counters, m[2]+" "+m[1])
+			l.lines = append(l.lines, line)
+		}
+		if m := targetInfoRE.FindStringSubmatch(line); m != nil {
+			l.infos = append(l.infos, m[2]+" "+m[1])
+			l.lines = append(l.lines, line)
+		}
+	}
+	return l, sc.Err()
+}
+
+// union waits until the replicas' exporters together show exactly want,
+// each series on one replica only, and returns which replica has which.
+func union(t *testing.T, procs []*process, want []string, within time.Duration) map[string]string {
+	t.Helper()
+	var owners map[string]string
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		owners = map[string]string{}
+		var counters, infos []string
+		for _, p := range procs {
+			l, err := exported(p)
+			if !assert.NoError(c, err) {
+				return
+			}
+			for _, s := range l.counters {
+				assert.NotContains(c, owners, s, "%s is scraped by two replicas", s)
+				owners[s] = p.name
+			}
+			counters = append(counters, l.counters...)
+			infos = append(infos, l.infos...)
+		}
+		slices.Sort(counters)
+		slices.Sort(infos)
+		assert.Equal(c, want, counters, "TargetAllocator_total series")
+		assert.Equal(c, want, infos, "target_info series")
+	}, within, 250*time.Millisecond)
+	return owners
+}
+
+func startGroup(t *testing.T, kubeconfig, group string, n int, config string, env ...string) []*process {
+	t.Helper()
+	var procs []*process
+	for i := range n {
+		procs = append(procs, startProcess(t, kubeconfig, fmt.Sprintf("%s-%d", group, i), config, env...))
+	}
+	return procs
+}
+
+// The seed document's scenario, without a separate Target Allocator: six
+// jobs, six targets, three replicas; every target scraped by exactly one
+// replica, and the merged listing is the seed's final one.
+func TestSeedScenario(t *testing.T) {
+	startSeedTargets(t)
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
+	settled(t, procs, 60*time.Second)
+
+	owners := union(t, procs, seedSeries, 60*time.Second)
+	perReplica := map[string]int{}
+	for _, o := range owners {
+		perReplica[o]++
+	}
+	for _, p := range procs {
+		assert.Positive(t, perReplica[p.name], "%s scrapes nothing", p.name)
+	}
+	var merged []string
+	for _, p := range procs {
+		l, err := exported(p)
+		require.NoError(t, err)
+		merged = append(merged, l.lines...)
+	}
+	slices.Sort(merged)
+	t.Logf("measured: series per replica %v; merged listing:\n%s", perReplica, strings.Join(merged, "\n"))
+}
+
+// The seed's second-allocator problem: a second group in the same namespace
+// with jobs of its own. Neither group scrapes the other's targets, and no
+// replica sits empty.
+func TestTwoGroupsNeverShareTargets(t *testing.T) {
+	startSeedTargets(t)
+	var second []string
+	for _, addr := range []string{"127.0.0.3:9090", "127.0.0.3:9091", "127.0.0.4:9090", "127.0.0.4:9091"} {
+		target, err := demotarget.Start(addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = target.Close() })
+		second = append(second, addr)
+	}
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+
+	// otcta2: the same file with other jobs and targets.
+	base, err := os.ReadFile(replicaConfig)
+	require.NoError(t, err)
+	cfg2 := strings.NewReplacer(
+		"127.0.0.1:9090", second[0], "127.0.0.1:9091", second[1], "127.0.0.1:9092", second[2], "127.0.0.2:9090", second[3],
+		"job_name: otc", "job_name: otcta2-job",
+	).Replace(string(base))
+	// Keep four jobs of the second group's file: drop otc4 and otc5.
+	cfg2 = regexp.MustCompile(`(?s)        - job_name: otcta2-job4.*?metric_relabel_configs: \*keep\n        - job_name: otcta2-job5.*?metric_relabel_configs: \*keep\n`).ReplaceAllString(cfg2, "")
+	require.NotContains(t, cfg2, "127.0.0.2:", "the second group must not list the first group's targets")
+	path2 := filepath.Join(t.TempDir(), "otcta2.yaml")
+	require.NoError(t, os.WriteFile(path2, []byte(cfg2), 0o600))
+
+	first := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
+	other := startGroup(t, kubeconfig, "otcta2-collector", 2, path2, fast...)
+	settled(t, first, 60*time.Second)
+	settled(t, other, 60*time.Second)
+
+	var want2 []string
+	for i, addr := range second {
+		want2 = append(want2, fmt.Sprintf("otcta2-job%d %s", i, addr))
+	}
+	slices.Sort(want2)
+	owners1 := union(t, first, seedSeries, 60*time.Second)
+	owners2 := union(t, other, want2, 60*time.Second)
+	for _, group := range []struct {
+		procs  []*process
+		owners map[string]string
+	}{{first, owners1}, {other, owners2}} {
+		count := map[string]int{}
+		for _, o := range group.owners {
+			count[o]++
+		}
+		for _, p := range group.procs {
+			assert.Positive(t, count[p.name], "%s sits empty", p.name)
+		}
+		t.Logf("measured: series per replica %v", count)
+	}
+}

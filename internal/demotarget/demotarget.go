@@ -1,0 +1,112 @@
+// Package demotarget is a real scrape target for the demo and the
+// end-to-end tests: an HTTP server that exposes the seed document's
+// TargetAllocator_total counter and records when it is scraped, so a test
+// can measure gaps and double scrapes from the target's side.
+package demotarget
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Target is one running demo target.
+type Target struct {
+	Addr string
+	srv  *http.Server
+
+	mu      sync.Mutex
+	scrapes []time.Time
+}
+
+// Start serves a target at addr (host:port; port 0 picks one).
+func Start(addr string) (*Target, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("demo target %s: %w", addr, err)
+	}
+	t := &Target{Addr: ln.Addr().String()}
+	t.srv = &http.Server{Handler: t, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = t.srv.Serve(ln) }()
+	return t, nil
+}
+
+// ServeHTTP answers a scrape.
+func (t *Target) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	t.mu.Lock()
+	t.scrapes = append(t.scrapes, time.Now())
+	t.mu.Unlock()
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	_, _ = fmt.Fprint(w, "# HELP TargetAllocator_total a sample counter metric\n# TYPE TargetAllocator_total counter\nTargetAllocator_total 1\n")
+}
+
+// Scrapes returns when the target was scraped, in order.
+func (t *Target) Scrapes() []time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]time.Time(nil), t.scrapes...)
+}
+
+// MaxGap returns the longest time in [from, to] without a scrape.
+func (t *Target) MaxGap(from, to time.Time) time.Duration {
+	last, gap := from, time.Duration(0)
+	for _, s := range t.Scrapes() {
+		if s.Before(from) || s.After(to) {
+			continue
+		}
+		gap = max(gap, s.Sub(last))
+		last = s
+	}
+	return max(gap, to.Sub(last))
+}
+
+// MaxRate returns the most scrapes seen in any window of length w within
+// [from, to]: with one scraper at interval i it is about w/i, with two twice that.
+func (t *Target) MaxRate(from, to time.Time, w time.Duration) int {
+	var in []time.Time
+	for _, s := range t.Scrapes() {
+		if !s.Before(from) && !s.After(to) {
+			in = append(in, s)
+		}
+	}
+	best, j := 0, 0
+	for i := range in {
+		for in[i].Sub(in[j]) > w {
+			j++
+		}
+		best = max(best, i-j+1)
+	}
+	return best
+}
+
+// Close stops the target.
+func (t *Target) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return t.srv.Shutdown(ctx)
+}
+
+// SeedAddrs are the seed document's six targets.
+var SeedAddrs = []string{
+	"127.0.0.1:9090", "127.0.0.1:9091", "127.0.0.1:9092",
+	"127.0.0.2:9090", "127.0.0.2:9091", "127.0.0.2:9092",
+}
+
+// StartSeed starts the seed's six targets.
+func StartSeed() ([]*Target, error) {
+	var targets []*Target
+	for _, addr := range SeedAddrs {
+		t, err := Start(addr)
+		if err != nil {
+			for _, started := range targets {
+				_ = started.Close()
+			}
+			return nil, err
+		}
+		targets = append(targets, t)
+	}
+	return targets, nil
+}

@@ -1,0 +1,133 @@
+package prometheusallocatedreceiver // import "github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/receiver"
+	"go.uber.org/zap"
+
+	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+)
+
+// allocatedReceiver runs the stock prometheus receiver with its
+// target_allocator client pointed at this replica's own allocator API, with
+// collector_id = this replica's identity. The local API relays to whichever
+// replica leads and keeps this replica's share while none does, so the
+// receiver follows leader changes and outages without a restart.
+type allocatedReceiver struct {
+	cfg  *Config
+	set  receiver.Settings
+	next consumer.Metrics
+
+	stock   receiver.Metrics
+	started chan error // the stock receiver's Start result
+}
+
+func newReceiver(cfg *Config, set receiver.Settings, next consumer.Metrics) *allocatedReceiver {
+	return &allocatedReceiver{cfg: cfg, set: set, next: next}
+}
+
+// Start creates and starts the stock receiver. It waits at most timeout
+// for the first answer of the allocator API; past that, the stock receiver
+// goes on retrying in the background and startup continues.
+func (r *allocatedReceiver) Start(_ context.Context, host component.Host) error {
+	ext, ok := host.GetExtensions()[r.cfg.Allocator]
+	if !ok {
+		return fmt.Errorf("allocator: extension %s is not configured or not in service::extensions", r.cfg.Allocator)
+	}
+	group, ok := ext.(targetallocatorextension.Group)
+	if !ok {
+		return fmt.Errorf("allocator: extension %s is not a target_allocator", r.cfg.Allocator)
+	}
+	view := group.View()
+	stockCfg, err := r.stockConfig(view)
+	if err != nil {
+		return err
+	}
+	factory := prometheusreceiver.NewFactory()
+	set := r.set
+	set.ID = component.NewIDWithName(factory.Type(), r.set.ID.Type().String()+"_"+nameOr(r.set.ID.Name(), "default"))
+	r.stock, err = factory.CreateMetrics(context.Background(), set, stockCfg, r.next)
+	if err != nil {
+		return fmt.Errorf("create the prometheus receiver: %w", err)
+	}
+	r.set.Logger.Info("Scraping this replica's share",
+		zap.String("collector_id", view.Identity), zap.String("group", view.Group), zap.String("allocator_api", view.Endpoint))
+
+	r.started = make(chan error, 1)
+	go func() { r.started <- r.stock.Start(context.Background(), host) }()
+	select {
+	case err := <-r.started:
+		r.started <- err // for Shutdown
+		return err
+	case <-time.After(r.cfg.Timeout):
+		r.set.Logger.Warn("The allocator API has not answered yet; going on, the prometheus receiver keeps retrying",
+			zap.Duration("timeout", r.cfg.Timeout))
+		return nil
+	}
+}
+
+func nameOr(name, def string) string {
+	if name == "" {
+		return def
+	}
+	return name
+}
+
+// stockConfig is the stock receiver's configuration for this replica.
+func (r *allocatedReceiver) stockConfig(view targetallocatorextension.View) (component.Config, error) {
+	scheme := "http"
+	var tls map[string]any
+	if r.cfg.usesTLS() {
+		scheme = "https"
+		m := confmap.New()
+		if err := m.Marshal(r.cfg.TLS); err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		tls = m.ToStringMap()
+	}
+	ta := map[string]any{
+		"endpoint":       scheme + "://" + view.Endpoint,
+		"collector_id":   view.Identity,
+		"interval":       r.cfg.Interval,
+		"timeout":        r.cfg.Timeout,
+		"http_sd_config": map[string]any{"refresh_interval": r.cfg.HTTPSDConfig.RefreshInterval},
+	}
+	if tls != nil {
+		ta["tls"] = tls
+	}
+	conf := confmap.NewFromStringMap(map[string]any{
+		"config":               map[string]any{"scrape_configs": []any{}},
+		"trim_metric_suffixes": r.cfg.TrimMetricSuffixes,
+		"scrape_on_shutdown":   r.cfg.ScrapeOnShutdown,
+		"target_allocator":     ta,
+	})
+	cfg := prometheusreceiver.NewFactory().CreateDefaultConfig()
+	if err := conf.Unmarshal(cfg); err != nil {
+		return nil, fmt.Errorf("configure the prometheus receiver: %w", err)
+	}
+	if err := confmap.Validate(cfg); err != nil {
+		return nil, fmt.Errorf("configure the prometheus receiver: %w", err)
+	}
+	return cfg, nil
+}
+
+// Shutdown stops the stock receiver, once its Start has returned.
+func (r *allocatedReceiver) Shutdown(ctx context.Context) error {
+	if r.stock == nil {
+		return nil
+	}
+	select {
+	case <-r.started:
+	case <-ctx.Done():
+		return errors.New("the prometheus receiver is still starting")
+	}
+	return r.stock.Shutdown(ctx)
+}
