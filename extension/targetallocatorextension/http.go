@@ -103,8 +103,8 @@ func (s apiSource) Allocation() *allocatorapi.Allocation {
 
 func (s apiSource) LeaderEndpoint() string {
 	v := s.e.View()
-	if v.IsLeader {
-		return ""
+	if v.Leader == v.Identity {
+		return "" // leading, or the last record names this replica: nobody to ask
 	}
 	return v.LeaderEndpoint
 }

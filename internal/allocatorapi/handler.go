@@ -89,6 +89,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.answer(w, r, req, a)
 		return
 	}
+	// Not the leader, or a leader between two terms: ask the leader.
 	if r.Header.Get(forwardedHeader) != "" {
 		httpError(w, http.StatusServiceUnavailable, "%s does not lead its group", h.src.Identity())
 		return
@@ -152,9 +153,10 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, a 
 		h.targetsPage(w, a)
 	case "scrape_configs":
 		body := a.scrapeConfigs
-		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		if verified(r) {
 			body = a.scrapeConfigsSecret // a verified client certificate sees secrets
 		}
+		h.keep(r, req, body)
 		writeJSON(w, body)
 	case "jobs":
 		links := make(map[string]map[string]string, len(a.Jobs()))
@@ -175,7 +177,9 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, a 
 		case !a.IsMember(req.collector):
 			httpError(w, http.StatusNotFound, "unknown collector_id %q: not a member of the group", req.collector)
 		default:
-			writeJSON(w, a.share(req.job, req.collector))
+			body := a.share(req.job, req.collector)
+			h.keep(r, req, body)
+			writeJSON(w, body)
 		}
 	}
 }
@@ -201,24 +205,43 @@ func (h *Handler) ownShare(req request) bool {
 	return req.route == "scrape_configs" || (req.route == "targets" && req.collector == h.src.Identity())
 }
 
+// keep remembers an answer about this replica's own share, whoever gave it:
+// a leader that loses its term (an API-server outage) serves from it too.
+func (h *Handler) keep(r *http.Request, req request, body []byte) {
+	if !h.ownShare(req) {
+		return
+	}
+	h.mu.Lock()
+	h.last[copyKey(r)] = body
+	h.mu.Unlock()
+}
+
+// copyKey keys the last copy by request and by whether the client may see
+// secrets, so that a copy with secret values never reaches a plain client.
+func copyKey(r *http.Request) string {
+	if verified(r) {
+		return r.URL.RequestURI() + "\x00secret"
+	}
+	return r.URL.RequestURI()
+}
+
+// verified reports whether the client presented a verified TLS certificate.
+func verified(r *http.Request) bool { return r.TLS != nil && len(r.TLS.VerifiedChains) > 0 }
+
 // relay forwards req to the leader, falling back to the last copy.
 func (h *Handler) relay(w http.ResponseWriter, r *http.Request, req request) {
-	own := h.ownShare(req)
-	key := r.URL.RequestURI()
 	leader := h.src.LeaderEndpoint()
 	if leader == "" {
-		h.fallback(w, req, key, errors.New("the group has no leader"))
+		h.fallback(w, r, req, errors.New("the group has no leader"))
 		return
 	}
 	status, header, body, err := h.forward(r, leader)
 	if err != nil {
-		h.fallback(w, req, key, err)
+		h.fallback(w, r, req, err)
 		return
 	}
-	if own && status == http.StatusOK {
-		h.mu.Lock()
-		h.last[key] = body
-		h.mu.Unlock()
+	if status == http.StatusOK {
+		h.keep(r, req, body)
 	}
 	for _, k := range []string{"Content-Type", "Allow"} {
 		if v := header.Get(k); v != "" {
@@ -255,13 +278,13 @@ func (h *Handler) forward(r *http.Request, leader string) (int, http.Header, []b
 
 // fallback answers when no leader does: the own share from the last copy,
 // an empty own share before there ever was one, 503 for anything else.
-func (h *Handler) fallback(w http.ResponseWriter, req request, key string, cause error) {
+func (h *Handler) fallback(w http.ResponseWriter, r *http.Request, req request, cause error) {
 	if !h.ownShare(req) {
 		httpError(w, http.StatusServiceUnavailable, "no leader answers: %v", cause)
 		return
 	}
 	h.mu.Lock()
-	body, ok := h.last[key]
+	body, ok := h.last[copyKey(r)]
 	h.mu.Unlock()
 	if ok {
 		w.Header().Set(StaleHeader, "true")

@@ -236,6 +236,27 @@ func TestFollowerRelaysAndKeepsItsShare(t *testing.T) {
 	assert.Contains(t, body, "no leader")
 }
 
+// A leader whose term ends with nobody to ask (an API-server outage) goes on
+// answering its own share from its last answers.
+func TestLeaderKeepsItsShareAfterItsTerm(t *testing.T) {
+	src := &source{identity: "c-1", allocation: testAllocation(t)}
+	h := NewHandler(src, http.DefaultClient, "http", zap.NewNop())
+	own := "/jobs/plain/targets?collector_id=c-1"
+	_, configs := get(t, h, "/scrape_configs")
+	_, share := get(t, h, own)
+
+	src.mu.Lock()
+	src.allocation = nil
+	src.mu.Unlock()
+	resp, body := get(t, h, "/scrape_configs")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, configs, body)
+	resp, body = get(t, h, own)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "true", resp.Header.Get(StaleHeader))
+	assert.Equal(t, share, body)
+}
+
 // Two replicas that each believe the other leads never relay in a loop.
 func TestNoRelayLoop(t *testing.T) {
 	a := &source{identity: "c-0"}

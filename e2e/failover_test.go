@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/embedded-ta/embedded-ta/internal/demotarget"
+	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+)
+
+// Timings of examples/local/replica.yaml with the fast settings.
+const (
+	scrapeInterval  = time.Second
+	refreshInterval = time.Second
+	leaseDuration   = 5 * time.Second
+	retryPeriod     = time.Second
+)
+
+// targetOf maps a "job instance" series to its demo target.
+func targetOf(targets map[string]*demotarget.Target, series string) *demotarget.Target {
+	return targets[series[strings.Index(series, " ")+1:]]
+}
+
+// assertSingleScraper checks that no target was scraped by two replicas in
+// [from, to]: one scraper at 1s makes at most 3 scrapes in any 2.5s.
+func assertSingleScraper(t *testing.T, targets map[string]*demotarget.Target, from, to time.Time) {
+	t.Helper()
+	for addr, target := range targets {
+		assert.LessOrEqual(t, target.MaxRate(from, to, 2500*time.Millisecond), 3, "%s is scraped twice", addr)
+	}
+}
+
+// SIGKILL of the leader while scraping: the survivors' targets never miss
+// two scrapes; the dead replica's targets are scraped again within
+// lease.duration + retry_period + refresh_interval.
+func TestLeaderKilledWhileScraping(t *testing.T) {
+	targets := startSeedTargets(t)
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
+	leader := settled(t, procs, 60*time.Second)
+	owners := union(t, procs, seedSeries, 60*time.Second)
+	steady := time.Now()
+	time.Sleep(5 * time.Second)
+	assertSingleScraper(t, targets, steady, time.Now())
+
+	killed := time.Now()
+	leader.kill(t)
+	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leader })
+	union(t, survivors, seedSeries, 30*time.Second)
+	time.Sleep(3 * time.Second)
+	end := time.Now()
+
+	// lease.duration + retry_period + refresh_interval, as the issue states
+	// it, plus one scrape interval: Prometheus starts a newly assigned target
+	// at its offset within the interval, which the formula leaves out.
+	bound := leaseDuration + retryPeriod + refreshInterval + scrapeInterval
+	for series, owner := range owners {
+		target := targetOf(targets, series)
+		if owner == leader.name {
+			var first time.Time
+			for _, s := range target.Scrapes() {
+				if s.After(killed) {
+					first = s
+					break
+				}
+			}
+			require.False(t, first.IsZero(), "%s is never scraped again", series)
+			t.Logf("measured: %s (owned by the killed leader) scraped again %s after SIGKILL (bound %s)", series, first.Sub(killed).Round(time.Millisecond), bound)
+			assert.LessOrEqual(t, first.Sub(killed), bound)
+			continue
+		}
+		gap := target.MaxGap(killed, end)
+		t.Logf("measured: %s (owned by %s) longest gap %s", series, owner, gap.Round(time.Millisecond))
+		assert.LessOrEqual(t, gap, 2*scrapeInterval, "%s missed scrapes", series)
+	}
+	assertSingleScraper(t, targets, end.Add(-2*time.Second), end)
+}
+
+// An API-server outage of 30 s: every replica keeps scraping its share; once
+// the API server is back, there is one leader and the same assignment.
+func TestAPIServerOutage(t *testing.T) {
+	targets := startSeedTargets(t)
+	ns := controlPlane.Namespace(t)
+	proxy, through := kubetest.NewProxy(t, controlPlane.Config)
+	kubeconfig := kubetest.WriteKubeconfig(t, through, ns)
+	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
+	settled(t, procs, 60*time.Second)
+	before := union(t, procs, seedSeries, 60*time.Second)
+	time.Sleep(2 * time.Second)
+
+	cut := time.Now()
+	proxy.Cut()
+	time.Sleep(30 * time.Second)
+	restored := time.Now()
+	proxy.Restore()
+	for series := range before {
+		gap := targetOf(targets, series).MaxGap(cut, restored)
+		t.Logf("measured: %s longest gap during the outage %s", series, gap.Round(time.Millisecond))
+		assert.LessOrEqual(t, gap, 2*scrapeInterval, "%s went unscraped during the outage", series)
+	}
+
+	settled(t, procs, 30*time.Second)
+	t.Logf("measured: one leader again %s after the API server came back", time.Since(restored).Round(time.Millisecond))
+	after := union(t, procs, seedSeries, 30*time.Second)
+	assert.Equal(t, before, after, "the assignment changed")
+	assertSingleScraper(t, targets, cut, time.Now())
+}
