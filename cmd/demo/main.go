@@ -1,11 +1,16 @@
-// Command demo runs the local demo behind `make demo`: a real control plane
-// (etcd and kube-apiserver from bin/), and three replicas of
-// otelcol-embedded-ta as one StatefulSet-like group, otcta-collector-0..2.
-// It prints where each replica answers and the group as the replicas see
-// it, keeps running until Ctrl-C, and then stops everything it started.
+// Command demo runs the local demo behind `make demo`: the seed document's
+// scenario without a separate Target Allocator. It starts a real control
+// plane (etcd and kube-apiserver from bin/), the seed's six demo targets
+// (127.0.0.1:9090-9092 and 127.0.0.2:9090-9092, each exposing a
+// TargetAllocator_total counter), and three replicas of otelcol-embedded-ta
+// as one StatefulSet-like group, otcta-collector-0..2, each with a prometheus
+// exporter of its own. It prints where the status pages are and the merged
+// scrape result, keeps running until Ctrl-C, and then stops everything it
+// started.
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,13 +19,16 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+	"github.com/embedded-ta/embedded-ta/internal/demotarget"
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
 )
 
@@ -28,10 +36,11 @@ const (
 	replicas  = 3
 	group     = "otcta-collector"
 	namespace = "default"
-	// Replica i serves the allocator API on 8080+i and its own metrics on 8888+i.
+	// Replica i serves the allocator API on 8080+i, its prometheus exporter
+	// on 8889+10·i and its own metrics on 8888+10·i.
 	apiPort       = 8080
+	exporterPort  = 8889
 	telemetryPort = 8888
-	otlpPort      = 4317
 )
 
 func main() {
@@ -49,6 +58,17 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	targets, err := demotarget.StartSeed()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, t := range targets {
+			_ = t.Close()
+		}
+	}()
+	fmt.Println("Started the six demo targets:", strings.Join(demotarget.SeedAddrs, " "))
+
 	fmt.Println("Starting the control plane (etcd, kube-apiserver) ...")
 	cp, err := kubetest.Start()
 	if err != nil {
@@ -77,7 +97,7 @@ func run() error {
 		for _, p := range procs {
 			_ = p.Wait()
 		}
-		fmt.Println("Stopped the replicas and the control plane.")
+		fmt.Println("Stopped the replicas, the targets and the control plane.")
 	}()
 	for i := range replicas {
 		name := fmt.Sprintf("%s-%d", group, i)
@@ -92,21 +112,22 @@ func run() error {
 			"POD_NAME="+name,
 			"KUBECONFIG="+kubeconfig,
 			"ALLOCATOR_ENDPOINT=127.0.0.1:"+strconv.Itoa(apiPort+i),
-			"OTLP_ENDPOINT=127.0.0.1:"+strconv.Itoa(otlpPort+i),
-			"TELEMETRY_PORT="+strconv.Itoa(telemetryPort+i),
+			"EXPORTER_ENDPOINT=127.0.0.1:"+strconv.Itoa(exporterPort+10*i),
+			"TELEMETRY_PORT="+strconv.Itoa(telemetryPort+10*i),
 		)
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
 		procs = append(procs, cmd)
-		fmt.Printf("Started %s: status http://127.0.0.1:%d/status, metrics http://127.0.0.1:%d/metrics, log %s\n",
-			name, apiPort+i, telemetryPort+i, logPath)
+		fmt.Printf("Started %s: status page http://127.0.0.1:%d/  exporter http://127.0.0.1:%d/metrics  log %s\n",
+			name, apiPort+i, exporterPort+10*i, logPath)
 	}
 
-	// Show the group once it has settled, then whenever its leader changes.
+	// Show the group and the merged scrape result once all six targets are
+	// scraped, then again whenever the leader or the listing changes.
 	shown := ""
-	ticker := time.NewTicker(500 * time.Millisecond)
+	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	for {
 		select {
@@ -115,26 +136,71 @@ func run() error {
 			return nil
 		case <-ticker.C:
 		}
-		v, ok := status(apiPort)
-		if !ok || v.Leader == "" || len(v.Members) == 0 || v.Leader == shown {
+		v, ok := status()
+		if !ok || v.Leader == "" {
 			continue
 		}
-		shown = v.Leader
-		fmt.Printf("\nGroup %s in namespace %s: leader %s (epoch %d), %d members:\n", v.Group, v.Namespace, v.Leader, v.Epoch, len(v.Members))
-		for _, m := range v.Members {
-			fmt.Printf("  %-20s %-18s lease renewed %s ago\n", m.Identity, m.Endpoint, m.LeaseAge)
+		listing := merged()
+		if len(listing) < 2*len(demotarget.SeedAddrs) {
+			continue
 		}
-		fmt.Println("Kill the leader's process to watch another replica take over; Ctrl-C stops the demo.")
+		state := v.Leader + strings.Join(listing, "\n")
+		if state == shown {
+			continue
+		}
+		shown = state
+		fmt.Printf("\nGroup %s: leader %s (epoch %d), members:\n", v.Group, v.Leader, v.Epoch)
+		for _, m := range v.Members {
+			fmt.Printf("  %-20s %-16s lease renewed %s ago\n", m.Identity, m.Endpoint, m.LeaseAge)
+		}
+		fmt.Println("\nMerged scrape result (curl <exporter>/metrics | grep -E '(target_info|TargetAllocator_total)'):")
+		for _, line := range listing {
+			fmt.Println(" ", line)
+		}
+		fmt.Println("\nKill a replica's process to watch its targets move; Ctrl-C stops the demo.")
 	}
 }
 
-func status(port int) (targetallocatorextension.View, bool) {
+// status asks any replica that answers for its view of the group.
+func status() (targetallocatorextension.View, bool) {
 	var v targetallocatorextension.View
 	client := http.Client{Timeout: time.Second}
-	resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/status")
-	if err != nil {
-		return v, false
+	for i := range replicas {
+		resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(apiPort+i) + "/status")
+		if err != nil {
+			continue
+		}
+		err = json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		if err == nil {
+			return v, true
+		}
 	}
-	defer resp.Body.Close()
-	return v, resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&v) == nil
+	return v, false
+}
+
+// merged is the union of the replicas' exported demo series, each line
+// prefixed with the replica that scraped it.
+func merged() []string {
+	var out []string
+	client := http.Client{Timeout: time.Second}
+	for i := range replicas {
+		resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(exporterPort+10*i) + "/metrics")
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.HasPrefix(line, "TargetAllocator_total{") || strings.HasPrefix(line, "target_info{") {
+				out = append(out, fmt.Sprintf("%s-%d: %s", group, i, line))
+			}
+		}
+		resp.Body.Close()
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		return strings.Compare(a[strings.Index(a, ": "):], b[strings.Index(b, ": "):])
+	})
+	return out
 }
