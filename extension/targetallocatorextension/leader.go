@@ -50,7 +50,10 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 
 	a := allocator{ext: e, alloc: alloc, configs: scrapeConfigsByJob(e.s.prometheus)}
 	a.setMembers()
-	a.publish(ctx, time.Now()) // the scrape configs are known before the first discovery
+	// Nothing is published before the first discovery: an allocation without
+	// targets would empty every member's share. Until then the members, and
+	// this replica, answer their own share from their last copy.
+	discovered := false
 	for {
 		var start time.Time
 		select {
@@ -59,9 +62,10 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 		case snap := <-disc.Snapshots():
 			start = time.Now()
 			a.setTargets(snap)
+			discovered = true
 		case <-changes:
 			start = time.Now()
-			if !a.setMembers() {
+			if !a.setMembers() || !discovered {
 				continue
 			}
 		}
@@ -79,9 +83,11 @@ type allocator struct {
 	owners  map[uint64]string // last published owner per target
 }
 
+// scrapeConfigsByJob indexes the jobs, those of scrape_config_files included.
 func scrapeConfigsByJob(cfg *promconfig.Config) map[string]*promconfig.ScrapeConfig {
-	out := make(map[string]*promconfig.ScrapeConfig, len(cfg.ScrapeConfigs))
-	for _, sc := range cfg.ScrapeConfigs {
+	configs, _ := cfg.GetScrapeConfigs() // loaded and checked at startup
+	out := make(map[string]*promconfig.ScrapeConfig, len(configs))
+	for _, sc := range configs {
 		out[sc.JobName] = sc
 	}
 	return out

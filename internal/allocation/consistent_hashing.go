@@ -174,10 +174,18 @@ func (c *consistentHashing) Unassigned() []uint64 {
 	return out
 }
 
-// loadBounds returns the least and the most targets a member may own.
+// loadBounds returns the least and the most targets a member may own: ±10 %
+// of the average, but never closer to it than one target either side, so
+// that with few targets a member leaving or joining does not force the
+// others to trade targets among themselves (each trade is a scrape gap);
+// and never less than one while there are at least as many targets as
+// members.
 func loadBounds(targets, members int) (lo, hi int) {
-	hi = max(targets*maxLoadPercent/(100*members), (targets+members-1)/members)
-	lo = min((targets*minLoadPercent+100*members-1)/(100*members), targets/members)
+	hi = max(targets*maxLoadPercent/(100*members), (targets+members-1)/members+1)
+	lo = max(min((targets*minLoadPercent+100*members-1)/(100*members), targets/members-1), 0)
+	if targets >= members {
+		lo = max(lo, 1)
+	}
 	return lo, hi
 }
 

@@ -69,8 +69,8 @@ func TestConsistentHashingStable(t *testing.T) {
 	}
 	targets := testTargets(12, "stable")
 	a.SetTargets(targets)
-	want := []string{"collector-3", "collector-2", "collector-0", "collector-0", "collector-1", "collector-3",
-		"collector-0", "collector-2", "collector-1", "collector-3", "collector-1", "collector-2"}
+	want := []string{"collector-0", "collector-2", "collector-3", "collector-0", "collector-1", "collector-1",
+		"collector-0", "collector-2", "collector-1", "collector-2", "collector-1", "collector-3"}
 	if got := owners(a, targets); !slices.Equal(got, want) {
 		t.Fatalf("assignment changed:\n got %q\nwant %q", got, want)
 	}
@@ -121,10 +121,11 @@ func TestLoadBounds(t *testing.T) {
 	for _, tc := range []struct{ targets, members, lo, hi int }{
 		{100_000, 100, 900, 1100},      // ±10 %
 		{1000, 3, 300, 366},            // ceil(0.9 × 333.3), floor(1.1 × 333.3)
-		{10, 10, 1, 1},                 // no empty member
-		{19, 10, 1, 2},                 // floor and ceil of the average are tighter
-		{5, 10, 0, 1},                  // fewer targets than members
-		{0, 10, 0, 0},                  //
+		{10, 10, 1, 2},                 // no empty member; one target of slack above
+		{19, 10, 1, 3},                 // ±10 % is tighter than one target of slack
+		{6, 2, 2, 4},                   // few targets: one target of slack either side
+		{5, 10, 0, 2},                  // fewer targets than members
+		{0, 10, 0, 1},                  //
 		{1_000_000, 7, 128572, 157142}, //
 	} {
 		if lo, hi := loadBounds(tc.targets, tc.members); lo != tc.lo || hi != tc.hi {

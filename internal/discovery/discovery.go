@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -48,20 +47,23 @@ type Target struct {
 	// kept only under FilterNone, are identified by their discovered labels.
 	Hash uint64
 	// Node is the Kubernetes node the target runs on, from
-	// __meta_kubernetes_pod_node_name, __meta_kubernetes_node_name or
-	// __meta_kubernetes_endpoint_node_name (the first that is set), else "".
+	// __meta_kubernetes_pod_node_name, __meta_kubernetes_node_name,
+	// __meta_kubernetes_endpoint_node_name or
+	// __meta_kubernetes_endpointslice_endpoint_node_name (the first that is
+	// set), else "".
 	Node string
 }
 
 // Snapshot is every job's targets at one moment: every configured job has an
 // entry, possibly empty, and a job's targets are sorted by Hash, one per Hash.
-// It is never modified once sent.
+// It is never modified once sent, and must not be by its reader: snapshots
+// share the slices of jobs that did not change.
 type Snapshot struct {
 	Jobs map[string][]Target
 }
 
-// defaultManagerName labels the discovery manager's metrics (name="...").
-const defaultManagerName = "target_allocator"
+// managerName labels the discovery manager's metrics (name="...").
+const managerName = "target_allocator"
 
 // Discoverer runs service discovery for the jobs of one config.
 type Discoverer struct {
@@ -72,9 +74,6 @@ type Discoverer struct {
 	reg       prometheus.Registerer
 	out       chan Snapshot
 	running   atomic.Bool
-
-	// managerOptions are for tests (discovery.Updatert).
-	managerOptions []func(*discovery.Manager)
 }
 
 // New returns a Discoverer for the scrape jobs of cfg, which comes from
@@ -164,22 +163,21 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	for {
 		select {
 		case groups, ok := <-mgr.SyncCh():
-			if !ok { // the manager stops only when ctx is done
-				<-stopped
-				d.logger.Info("Service discovery stopped")
-				return nil
-			}
-			if snap, changed := s.update(groups); changed {
-				d.publish(snap)
+			if ok {
+				if snap, changed := s.update(groups); changed {
+					d.publish(snap)
+				}
+				continue
 			}
 		case <-ctx.Done():
-			<-stopped
-			// The manager's sender closes the channel when it exits.
-			for range mgr.SyncCh() {
-			}
-			d.logger.Info("Service discovery stopped")
-			return nil
 		}
+		// The manager's Run returns once it has cancelled the SD mechanisms;
+		// its sender closes SyncCh when it exits. Both follow ctx.
+		<-stopped
+		for range mgr.SyncCh() {
+		}
+		d.logger.Info("Service discovery stopped")
+		return nil
 	}
 }
 
@@ -209,8 +207,7 @@ func (d *Discoverer) tryManager(ctx context.Context, logger *slog.Logger, reg *r
 	if err != nil {
 		return nil, fmt.Errorf("discovery: register SD metrics: %w", err)
 	}
-	opts := append([]func(*discovery.Manager){discovery.Name(defaultManagerName)}, d.managerOptions...)
-	mgr := discovery.NewManager(ctx, logger, reg, sdMetrics, opts...)
+	mgr := discovery.NewManager(ctx, logger, reg, sdMetrics, discovery.Name(managerName))
 	if mgr == nil {
 		// NewManager logs its error and returns nil; the one it can have is
 		// a failed metrics registration.
@@ -235,43 +232,48 @@ type snapshotter struct {
 	d        *Discoverer
 	filter   *filter
 	last     Snapshot
-	reported map[string]string // job -> last reported relabeling failure
+	reported map[string]int // job -> targets Prometheus would not scrape, last logged
 }
 
 func newSnapshotter(d *Discoverer) *snapshotter {
-	return &snapshotter{d: d, filter: newFilter(d.strategy), reported: map[string]string{}}
+	return &snapshotter{d: d, filter: newFilter(d.strategy), reported: map[string]int{}}
 }
 
 // update returns the Snapshot for groups, which hold every job's current
 // target groups, and whether it differs from the previous one.
 func (s *snapshotter) update(groups map[string][]*targetgroup.Group) (Snapshot, bool) {
 	snap := Snapshot{Jobs: make(map[string][]Target, len(s.d.jobs))}
+	changed := s.last.Jobs == nil
 	total := 0
 	for name, job := range s.d.jobs {
-		targets, failed, firstErr := s.filter.targets(job, groups[name])
-		snap.Jobs[name] = targets
-		total += len(targets)
-		s.report(name, failed, firstErr)
+		targets, regrouped := s.filter.update(job, groups[name])
+		snap.Jobs[name] = targets.sorted
+		total += len(targets.sorted)
+		// New target groups often carry the same targets (a resync, a
+		// change in metadata the snapshot does not hold).
+		changed = changed || regrouped && !slices.EqualFunc(s.last.Jobs[name], targets.sorted, sameTarget)
+		s.report(name, targets)
 	}
-	if s.last.Jobs != nil && equal(s.last, snap) {
-		return snap, false
+	if !changed {
+		return s.last, false
 	}
 	s.last = snap
 	s.d.logger.Debug("Discovered targets", zap.Int("targets", total), zap.Int("jobs", len(snap.Jobs)))
 	return snap, true
 }
 
-// report logs a job's relabeling failures once, when they change.
-func (s *snapshotter) report(job string, failed int, firstErr error) {
-	msg := ""
-	if failed > 0 {
-		msg = fmt.Sprintf("%d: %v", failed, firstErr)
-	}
-	if s.reported[job] == msg {
+func sameTarget(a, b Target) bool {
+	return a.Hash == b.Hash && a.Node == b.Node && labels.Equal(a.Labels, b.Labels)
+}
+
+// report logs a job's targets that Prometheus would not scrape when their
+// number changes.
+func (s *snapshotter) report(job string, t *jobTargets) {
+	if s.reported[job] == t.failed {
 		return
 	}
-	s.reported[job] = msg
-	if failed == 0 {
+	s.reported[job] = t.failed
+	if t.failed == 0 {
 		return
 	}
 	verb := "dropped"
@@ -279,15 +281,7 @@ func (s *snapshotter) report(job string, failed int, firstErr error) {
 		verb = "allocated anyway (filter_strategy is empty)"
 	}
 	s.d.logger.Warn("Targets that Prometheus would not scrape are "+verb,
-		zap.String("job", job), zap.Int("targets", failed), zap.Error(firstErr))
-}
-
-func equal(a, b Snapshot) bool {
-	return maps.EqualFunc(a.Jobs, b.Jobs, func(x, y []Target) bool {
-		return slices.EqualFunc(x, y, func(p, q Target) bool {
-			return p.Hash == q.Hash && p.Node == q.Node && labels.Equal(p.Labels, q.Labels)
-		})
-	})
+		zap.String("job", job), zap.Int("targets", t.failed), zap.Error(t.err))
 }
 
 // registry registers on reg and remembers what it registered, whoever asked,

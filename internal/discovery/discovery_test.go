@@ -1,8 +1,10 @@
 package discovery
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -141,13 +143,7 @@ scrape_configs:
 	d := start(t, doc, FilterRelabelConfig)
 	s := await(t, d, "web and db targets", func(s Snapshot) bool { return len(s.Jobs["web"]) == 3 && len(s.Jobs["db"]) == 1 })
 
-	assert.Equal(t, []string{"db", "idle", "web"}, slices.Sorted(func(yield func(string) bool) {
-		for job := range s.Jobs {
-			if !yield(job) {
-				return
-			}
-		}
-	}), "every configured job, with or without targets")
+	assert.Equal(t, []string{"db", "idle", "web"}, slices.Sorted(maps.Keys(s.Jobs)), "every configured job, with or without targets")
 	assert.Empty(t, s.Jobs["idle"])
 	assert.Equal(t, []string{"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"}, addresses(s, "web"))
 	assert.Equal(t, []string{"10.0.1.1:9187"}, addresses(s, "db"), "a target label wins over a group label")
@@ -161,21 +157,11 @@ scrape_configs:
 		assert.Equal(t, "web", target.Job)
 		assert.Empty(t, target.Node)
 	}
-	assert.True(t, slices.IsSortedFunc(s.Jobs["web"], func(a, b Target) int { return compareHash(a.Hash, b.Hash) }))
+	assert.True(t, slices.IsSortedFunc(s.Jobs["web"], func(a, b Target) int { return cmp.Compare(a.Hash, b.Hash) }))
 
 	// The same targets get the same hashes from another Discoverer.
 	again := await(t, start(t, doc, FilterRelabelConfig), "web and db targets", func(s Snapshot) bool { return len(s.Jobs["web"]) == 3 && len(s.Jobs["db"]) == 1 })
 	assert.Equal(t, hashes(s), hashes(again))
-}
-
-func compareHash(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func hashes(s Snapshot) map[string]uint64 {
@@ -374,4 +360,31 @@ func TestSnapshotsCoalesce(t *testing.T) {
 		t.Fatalf("a second snapshot: %v", s)
 	default:
 	}
+}
+
+// Prometheus logs through slog; they reach the zap logger at their level. An
+// SD config that cannot start leaves its job without targets, and says so.
+func TestPrometheusLogsReachZap(t *testing.T) {
+	cfg, err := LoadConfig(confmap(t, `
+scrape_configs:
+- job_name: broken
+  kubernetes_sd_configs: [{role: pod, kubeconfig_file: /nonexistent/kubeconfig}]
+- job_name: fine
+  static_configs: [{targets: ["127.0.0.1:1"]}]
+`))
+	require.NoError(t, err)
+	logger, logs := newLogger(t)
+	d, err := New(cfg, FilterRelabelConfig, logger.Named("discovery"), nil)
+	require.NoError(t, err)
+	run(t, d)
+	s := await(t, d, "the fine job's target", hasAddresses("fine", "127.0.0.1:1"))
+	assert.Contains(t, s.Jobs, "broken")
+	assert.Empty(t, s.Jobs["broken"])
+
+	failed := logs.FilterMessage("Cannot create service discovery").All()
+	require.Len(t, failed, 1)
+	assert.Equal(t, zapcore.ErrorLevel, failed[0].Level)
+	assert.Equal(t, "discovery", failed[0].LoggerName)
+	assert.Equal(t, "broken", failed[0].ContextMap()["config"])
+	assert.Empty(t, failed[0].Stack, "no stack trace for an SD error")
 }

@@ -34,97 +34,154 @@ func (s FilterStrategy) Validate() error {
 }
 
 // nodeLabels name the Kubernetes node a target runs on, by SD role, in the
-// order they are looked up.
+// order they are looked up. The endpointslice role sets the pod's label
+// when the endpoint is a pod, and only its own otherwise.
 var nodeLabels = []string{
 	"__meta_kubernetes_pod_node_name",
 	"__meta_kubernetes_node_name",
 	"__meta_kubernetes_endpoint_node_name",
+	"__meta_kubernetes_endpointslice_endpoint_node_name",
 }
 
-// Hash separators: 0xff cannot occur in valid UTF-8 label names or values.
-// A target that relabeling drops has no Prometheus identity; under
-// FilterNone it is identified by its discovered labels, hashed after a
-// different marker so that it can never collide with a kept target.
+// Hash separators: 0xff does not occur in UTF-8 text. A target that
+// relabeling drops has no Prometheus identity; under FilterNone it is
+// identified by its discovered labels, hashed after a different mark so
+// that the bytes hashed for it never equal those of a kept target.
 var (
 	sep        = []byte{0xff}
 	keptMark   = []byte{0xff, 'k'}
 	unkeptMark = []byte{0xff, 'd'}
 )
 
-// filter turns one job's target groups into Targets. It holds scratch space
-// reused from one target to the next, so it is used by one goroutine at a time.
+// filter turns target groups into Targets. It keeps each job's targets of
+// the last update by target group, so that an update costs in proportion to
+// the groups that changed: a discoverer sends a changed group as a new
+// *targetgroup.Group, and the discovery manager passes the others on as they
+// are (it reads them concurrently, so they are never modified in place).
+// A filter belongs to one goroutine.
 type filter struct {
 	strategy FilterStrategy
+	jobs     map[string]*jobTargets
 	lb       *labels.Builder
 	sb       labels.ScratchBuilder
 	digest   *xxhash.Digest
 }
 
-func newFilter(strategy FilterStrategy) *filter {
-	return &filter{strategy: strategy, lb: labels.NewBuilder(labels.EmptyLabels()), digest: xxhash.New()}
+// jobTargets are one job's targets after an update.
+type jobTargets struct {
+	byGroup map[*targetgroup.Group]groupTargets
+	// sorted are all of them sorted by Hash, one per Hash: Prometheus
+	// scrapes targets with the same identity once.
+	sorted []Target
+	// failed counts the targets Prometheus would not scrape (no address,
+	// bad interval): dropped, or kept under FilterNone. err is one of them.
+	failed int
+	err    error
 }
 
-// targets returns the job's targets sorted by Hash, one per Hash, and how many
-// targets relabeling could not turn into a scrape target (with the first such
-// error). Relabeling is Prometheus's own (scrape.PopulateLabels), with the
-// job's defaults (job, __scheme__, __metrics_path__, __scrape_interval__,
-// __scrape_timeout__, __param_*) in place, so a target is kept exactly when
-// Prometheus would scrape it, and two targets that Prometheus would take for
-// one share a Hash.
-func (f *filter) targets(job *config.ScrapeConfig, groups []*targetgroup.Group) (out []Target, failed int, firstErr error) {
+type groupTargets struct {
+	targets []Target
+	failed  int
+	err     error
+}
+
+func newFilter(strategy FilterStrategy) *filter {
+	return &filter{
+		strategy: strategy,
+		jobs:     map[string]*jobTargets{},
+		lb:       labels.NewBuilder(labels.EmptyLabels()),
+		digest:   xxhash.New(),
+	}
+}
+
+// update returns the job's targets given all its current target groups, and
+// whether any group changed since the last update.
+func (f *filter) update(job *config.ScrapeConfig, groups []*targetgroup.Group) (*jobTargets, bool) {
+	last := f.jobs[job.JobName]
+	if last != nil && len(last.byGroup) == len(groups) && !slices.ContainsFunc(groups, func(g *targetgroup.Group) bool {
+		_, ok := last.byGroup[g]
+		return !ok
+	}) {
+		return last, false
+	}
+	next := &jobTargets{byGroup: make(map[*targetgroup.Group]groupTargets, len(groups))}
 	n := 0
 	for _, g := range groups {
-		n += len(g.Targets)
-	}
-	out = make([]Target, 0, n)
-	for _, g := range groups {
-		for i, t := range g.Targets {
-			// Target labels win over group labels, as in Prometheus.
-			f.sb.Reset()
-			for name, value := range t {
-				f.sb.Add(string(name), string(value))
-			}
-			for name, value := range g.Labels {
-				if _, ok := t[name]; !ok {
-					f.sb.Add(string(name), string(value))
-				}
-			}
-			f.sb.Sort()
-			discovered := f.sb.Labels()
-
-			scraped, err := scrape.PopulateLabels(f.lb, job, t, g.Labels)
-			if err != nil {
-				failed++
-				if firstErr == nil {
-					firstErr = fmt.Errorf("target %d in group %s: %w", i, g.Source, err)
-				}
-			}
-			var hash uint64
-			switch {
-			case err == nil && !scraped.IsEmpty():
-				hash = f.hash(job.JobName, keptMark, scraped)
-			case f.strategy == FilterRelabelConfig:
-				continue
-			default:
-				hash = f.hash(job.JobName, unkeptMark, discovered)
-			}
-			out = append(out, Target{Job: job.JobName, Labels: discovered, Hash: hash, Node: node(discovered)})
+		gt, ok := groupTargets{}, false
+		if last != nil {
+			gt, ok = last.byGroup[g]
+		}
+		if !ok {
+			gt = f.group(job, g)
+		}
+		next.byGroup[g] = gt
+		n += len(gt.targets)
+		next.failed += gt.failed
+		if next.err == nil {
+			next.err = gt.err
 		}
 	}
-	slices.SortFunc(out, func(a, b Target) int {
+	next.sorted = make([]Target, 0, n)
+	for _, g := range groups {
+		next.sorted = append(next.sorted, next.byGroup[g].targets...)
+	}
+	slices.SortFunc(next.sorted, func(a, b Target) int {
 		if c := cmp.Compare(a.Hash, b.Hash); c != 0 {
 			return c
 		}
 		return labels.Compare(a.Labels, b.Labels)
 	})
-	// Prometheus scrapes targets with the same identity once; so do we.
-	return slices.CompactFunc(out, func(a, b Target) bool { return a.Hash == b.Hash }), failed, firstErr
+	next.sorted = slices.Clip(slices.CompactFunc(next.sorted, func(a, b Target) bool { return a.Hash == b.Hash }))
+	f.jobs[job.JobName] = next
+	return next, true
 }
 
-// hash is the target's identity for allocation. It is spelled out here,
-// rather than taken from labels.Labels.Hash, so that it stays the same across
-// Prometheus versions and label implementations: a leader on a new version
-// must reproduce the old leader's assignment.
+// group relabels one target group with Prometheus's own code
+// (scrape.PopulateLabels), with the job's defaults (job, __scheme__,
+// __metrics_path__, __scrape_interval__, __scrape_timeout__, __param_*) in
+// place, so a target is kept exactly when Prometheus would scrape it, and
+// two targets that Prometheus would take for one share a Hash.
+func (f *filter) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTargets {
+	var out groupTargets
+	for i, t := range g.Targets {
+		// Target labels win over group labels, as in Prometheus.
+		f.sb.Reset()
+		for name, value := range t {
+			f.sb.Add(string(name), string(value))
+		}
+		for name, value := range g.Labels {
+			if _, ok := t[name]; !ok {
+				f.sb.Add(string(name), string(value))
+			}
+		}
+		f.sb.Sort()
+		discovered := f.sb.Labels()
+
+		scraped, err := scrape.PopulateLabels(f.lb, job, t, g.Labels)
+		if err != nil {
+			out.failed++
+			if out.err == nil {
+				out.err = fmt.Errorf("target %d in group %s: %w", i, g.Source, err)
+			}
+		}
+		var hash uint64
+		switch {
+		case err == nil && !scraped.IsEmpty():
+			hash = f.hash(job.JobName, keptMark, scraped)
+		case f.strategy == FilterRelabelConfig:
+			continue
+		default:
+			hash = f.hash(job.JobName, unkeptMark, discovered)
+		}
+		out.targets = append(out.targets, Target{Job: job.JobName, Labels: discovered, Hash: hash, Node: node(discovered)})
+	}
+	return out
+}
+
+// hash is the target's identity for allocation. It is spelled out here
+// rather than taken from labels.Labels.Hash, whose value is Prometheus's
+// business and may differ between its label implementations (build tags):
+// every leader must compute the same hash for the same target.
 func (f *filter) hash(job string, mark []byte, ls labels.Labels) uint64 {
 	d := f.digest
 	d.Reset()

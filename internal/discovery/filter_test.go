@@ -86,11 +86,12 @@ func TestRelabelFilter(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			job, groups := staticJob(t, "scrape_configs:\n- job_name: j\n  relabel_configs: "+tc.relabel+targets)
-			got, failed, firstErr := newFilter(tc.filter).targets(job, groups)
+			res, _ := newFilter(tc.filter).update(job, groups)
+			got := res.sorted
 			assert.Equal(t, tc.want, addresses(Snapshot{Jobs: map[string][]Target{"j": got}}, "j"))
-			assert.Equal(t, tc.failed, failed, "%v", firstErr)
-			if failed > 0 {
-				assert.ErrorContains(t, firstErr, "no address")
+			assert.Equal(t, tc.failed, res.failed, "%v", res.err)
+			if res.failed > 0 {
+				assert.ErrorContains(t, res.err, "no address")
 			}
 			if tc.filter == FilterRelabelConfig {
 				assertSameAsPrometheus(t, job, groups, got)
@@ -143,7 +144,8 @@ scrape_configs:
   - targets: ["10.0.0.2:80"]
 `)
 	for _, filter := range []FilterStrategy{FilterRelabelConfig, FilterNone} {
-		got, _, _ := newFilter(filter).targets(job, groups)
+		res, _ := newFilter(filter).update(job, groups)
+		got := res.sorted
 		require.Len(t, got, 2)
 		assert.Equal(t, "a", byAddress(got)["10.0.0.1:80"].Labels.Get("__meta_source"), "the first in label order wins")
 	}
@@ -158,10 +160,12 @@ func TestNode(t *testing.T) {
 		{"pod", map[string]string{"__meta_kubernetes_pod_node_name": "n1"}, "n1"},
 		{"node", map[string]string{"__meta_kubernetes_node_name": "n2"}, "n2"},
 		{"endpoint", map[string]string{"__meta_kubernetes_endpoint_node_name": "n3"}, "n3"},
+		{"endpointslice", map[string]string{"__meta_kubernetes_endpointslice_endpoint_node_name": "n5"}, "n5"},
 		{"pod first", map[string]string{
-			"__meta_kubernetes_pod_node_name":      "n1",
-			"__meta_kubernetes_node_name":          "n2",
-			"__meta_kubernetes_endpoint_node_name": "n3",
+			"__meta_kubernetes_pod_node_name":                    "n1",
+			"__meta_kubernetes_node_name":                        "n2",
+			"__meta_kubernetes_endpoint_node_name":               "n3",
+			"__meta_kubernetes_endpointslice_endpoint_node_name": "n5",
 		}, "n1"},
 		{"empty is unset", map[string]string{
 			"__meta_kubernetes_pod_node_name":      "",
@@ -175,8 +179,9 @@ func TestNode(t *testing.T) {
 	}
 }
 
-// BenchmarkFilter measures relabeling and hashing one job's targets, as the
-// leader does on every discovery update.
+// BenchmarkFilter measures relabeling and hashing one job's targets: all of
+// them, as on the first discovery update of a term, and then an update in
+// which 1 % of the target groups changed.
 func BenchmarkFilter(b *testing.B) {
 	const n = 100_000
 	job, _ := staticJob(b, `
@@ -189,36 +194,87 @@ scrape_configs:
   - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
   - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
 `)
-	// One group per pod, as Kubernetes SD sends them: ~10 labels a target.
 	groups := make([]*targetgroup.Group, n)
 	for i := range groups {
-		groups[i] = &targetgroup.Group{
-			Source: fmt.Sprintf("pod/default/p-%d", i),
-			Targets: []model.LabelSet{{
-				"__address__":                         model.LabelValue(fmt.Sprintf("10.%d.%d.%d:8080", i>>16&255, i>>8&255, i&255)),
-				"__meta_kubernetes_pod_container_name": "app",
-			}},
-			Labels: model.LabelSet{
-				"__meta_kubernetes_namespace":                            "default",
-				"__meta_kubernetes_pod_name":                             model.LabelValue(fmt.Sprintf("p-%d", i)),
-				"__meta_kubernetes_pod_node_name":                        model.LabelValue(fmt.Sprintf("node-%d", i%100)),
-				"__meta_kubernetes_pod_phase":                            "Running",
-				"__meta_kubernetes_pod_ip":                               "10.0.0.1",
-				"__meta_kubernetes_pod_label_app":                        "app",
-				"__meta_kubernetes_pod_label_tier":                       "backend",
-				"__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true",
-			},
-		}
+		groups[i] = pod(i, false)
 	}
 	b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
 		b.ReportAllocs()
-		f := newFilter(FilterRelabelConfig)
 		for b.Loop() {
-			got, failed, _ := f.targets(job, groups)
-			if len(got) != n || failed != 0 {
-				b.Fatalf("%d targets, %d failed", len(got), failed)
+			res, _ := newFilter(FilterRelabelConfig).update(job, groups)
+			if len(res.sorted) != n || res.failed != 0 {
+				b.Fatalf("%d targets, %d failed", len(res.sorted), res.failed)
 			}
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/target")
 	})
+	b.Run(fmt.Sprintf("update,targets=%d,changed=%d", n, n/100), func(b *testing.B) {
+		f := newFilter(FilterRelabelConfig)
+		f.update(job, groups)
+		current := slices.Clone(groups)
+		b.ReportAllocs()
+		for b.Loop() {
+			// The pods restart with new IP addresses.
+			for i := 0; i < n; i += 100 {
+				current[i] = pod(i, current[i].Targets[0]["restarts"] == "0")
+			}
+			res, regrouped := f.update(job, current)
+			if len(res.sorted) != n || !regrouped {
+				b.Fatalf("%d targets", len(res.sorted))
+			}
+		}
+	})
+}
+
+// pod is a target group as Kubernetes pod SD sends it: one a pod, ~10 labels
+// a target.
+func pod(i int, restarted bool) *targetgroup.Group {
+	r := 0
+	if restarted {
+		r = 1
+	}
+	return &targetgroup.Group{
+		Source: fmt.Sprintf("pod/default/p-%d", i),
+		Targets: []model.LabelSet{{
+			"__address__":                          model.LabelValue(fmt.Sprintf("10.%d.%d.%d:8080", r<<7|i>>16&127, i>>8&255, i&255)),
+			"__meta_kubernetes_pod_container_name": "app",
+			"restarts":                             model.LabelValue(fmt.Sprint(r)),
+		}},
+		Labels: model.LabelSet{
+			"__meta_kubernetes_namespace":                           "default",
+			"__meta_kubernetes_pod_name":                            model.LabelValue(fmt.Sprintf("p-%d", i)),
+			"__meta_kubernetes_pod_node_name":                       model.LabelValue(fmt.Sprintf("node-%d", i%100)),
+			"__meta_kubernetes_pod_phase":                           "Running",
+			"__meta_kubernetes_pod_label_app":                       "app",
+			"__meta_kubernetes_pod_label_tier":                      "backend",
+			"__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true",
+		},
+	}
+}
+
+// An update reuses the targets of unchanged groups and gives what a fresh
+// filter gives.
+func TestFilterUpdate(t *testing.T) {
+	job, _ := staticJob(t, "scrape_configs: [{job_name: pods}]")
+	groups := []*targetgroup.Group{pod(1, false), pod(2, false), pod(3, false)}
+	f := newFilter(FilterRelabelConfig)
+	first, regrouped := f.update(job, groups)
+	require.True(t, regrouped)
+	require.Len(t, first.sorted, 3)
+
+	same, regrouped := f.update(job, slices.Clone(groups))
+	assert.False(t, regrouped)
+	assert.Same(t, first, same)
+
+	for _, next := range [][]*targetgroup.Group{
+		{groups[0], pod(2, true), groups[2]},  // a pod restarts
+		{groups[0], groups[2]},                // a pod goes
+		{groups[0], groups[2], pod(4, false)}, // a pod comes
+		{},
+	} {
+		got, regrouped := f.update(job, next)
+		assert.True(t, regrouped)
+		want, _ := newFilter(FilterRelabelConfig).update(job, next)
+		assert.Equal(t, want.sorted, got.sorted)
+	}
 }

@@ -104,10 +104,13 @@ func (r *allocatedReceiver) stockConfig(view targetallocatorextension.View) (com
 		ta["tls"] = tls
 	}
 	conf := confmap.NewFromStringMap(map[string]any{
-		"config":               map[string]any{"scrape_configs": []any{}},
-		"trim_metric_suffixes": r.cfg.TrimMetricSuffixes,
-		"scrape_on_shutdown":   r.cfg.ScrapeOnShutdown,
-		"target_allocator":     ta,
+		"config": map[string]any{"scrape_configs": []any{}},
+		// A (re)started replica scrapes its share at once, not after the
+		// scrape manager's first 5 s reload.
+		"discovery_reload_on_startup": true,
+		"trim_metric_suffixes":        r.cfg.TrimMetricSuffixes,
+		"scrape_on_shutdown":          r.cfg.ScrapeOnShutdown,
+		"target_allocator":            ta,
 	})
 	cfg := prometheusreceiver.NewFactory().CreateDefaultConfig()
 	if err := conf.Unmarshal(cfg); err != nil {
