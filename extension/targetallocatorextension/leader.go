@@ -50,9 +50,10 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 
 	a := allocator{ext: e, alloc: alloc, configs: scrapeConfigsByJob(e.s.prometheus)}
 	a.setMembers()
-	// Nothing is published before the first discovery: an allocation without
-	// targets would empty every member's share. Until then the members, and
-	// this replica, answer their own share from their last copy.
+	// Until the first discovery the allocation is pending: the scrape configs
+	// and jobs are served, the shares are not (an empty share would make every
+	// member drop its targets); members answer theirs from their last copy.
+	a.publish(ctx, time.Now(), true)
 	discovered := false
 	for {
 		var start time.Time
@@ -69,7 +70,7 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 				continue
 			}
 		}
-		a.publish(ctx, start)
+		a.publish(ctx, start, false)
 	}
 }
 
@@ -131,7 +132,7 @@ func (a *allocator) setTargets(snap discovery.Snapshot) {
 
 // publish builds the allocation the API serves from the allocator's state;
 // start is when the change that led to it arrived.
-func (a *allocator) publish(ctx context.Context, start time.Time) {
+func (a *allocator) publish(ctx context.Context, start time.Time, pending bool) {
 	var targets []allocatorapi.Target
 	owners := make(map[uint64]string, len(a.owners))
 	perCollector := make(map[string]int64, len(a.members))
@@ -158,8 +159,12 @@ func (a *allocator) publish(ctx context.Context, start time.Time) {
 		a.ext.set.Logger.Error("Cannot encode the allocation", zap.Error(err))
 		return
 	}
+	published.Pending = pending
 	a.owners = owners
 	a.ext.allocation.Store(published)
+	if pending {
+		return
+	}
 	tb := a.ext.telemetry
 	tb.TargetallocatorAllocationDuration.Record(ctx, time.Since(start).Seconds())
 	tb.TargetallocatorTargetsMoved.Add(ctx, moved)

@@ -46,6 +46,10 @@ type Allocation struct {
 	Leader string
 	// Members are the group's members, sorted.
 	Members []string
+	// Pending is true until the leader's first discovery: the scrape configs
+	// and jobs are known, the targets are not, and no share is answered from
+	// this allocation (an empty one would make every member drop its targets).
+	Pending bool
 
 	scrapeConfigs       []byte // job → scrape config, secrets redacted
 	scrapeConfigsSecret []byte // the same with secret values

@@ -166,6 +166,8 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, a 
 		writeValue(w, links)
 	case "targets":
 		switch {
+		case a.Pending:
+			h.fallback(w, r, req, errors.New("the leader has not discovered its targets yet"))
 		case !a.HasJob(req.job):
 			httpError(w, http.StatusNotFound, "unknown job %q", req.job)
 		case req.all:

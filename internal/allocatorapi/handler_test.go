@@ -257,6 +257,25 @@ func TestLeaderKeepsItsShareAfterItsTerm(t *testing.T) {
 	assert.Equal(t, share, body)
 }
 
+// A leader whose discovery has not delivered yet serves the scrape configs
+// and jobs, and no share: its own from its last copy, others' not at all.
+func TestPendingLeaderServesNoShare(t *testing.T) {
+	a := testAllocation(t)
+	a.Pending = true
+	h := NewHandler(&source{identity: "c-0", allocation: a}, http.DefaultClient, "http", zap.NewNop())
+	resp, body := get(t, h, "/scrape_configs")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, body, "with/slash")
+	resp, _ = get(t, h, "/jobs")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, body = get(t, h, "/jobs/plain/targets?collector_id=c-0")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.JSONEq(t, "[]", body, "its own share, before it ever had one, is empty")
+	resp, body = get(t, h, "/jobs/plain/targets?collector_id=c-1")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "a member asking through it falls back to its own copy")
+	assert.Contains(t, body, "not discovered")
+}
+
 // Two replicas that each believe the other leads never relay in a loop.
 func TestNoRelayLoop(t *testing.T) {
 	a := &source{identity: "c-0"}

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -50,10 +51,11 @@ func staticJob(name string, targets ...string) map[string]any {
 }
 
 // assignment asks a replica's API who owns what: job → target → owner.
-func assignment(t *testing.T, r *replica) map[string]map[string]string {
-	t.Helper()
+func assignment(r *replica) (map[string]map[string]string, error) {
 	var jobs map[string]map[string]string
-	getJSON(t, r.url()+"/jobs", &jobs)
+	if err := fetchJSON(r.url()+"/jobs", &jobs); err != nil {
+		return nil, err
+	}
 	out := map[string]map[string]string{}
 	for job, link := range jobs {
 		var per map[string]struct {
@@ -61,18 +63,22 @@ func assignment(t *testing.T, r *replica) map[string]map[string]string {
 				Targets []string `json:"targets"`
 			} `json:"targets"`
 		}
-		getJSON(t, r.url()+link["_link"], &per)
+		if err := fetchJSON(r.url()+link["_link"], &per); err != nil {
+			return nil, err
+		}
 		out[job] = map[string]string{}
 		for owner, share := range per {
 			for _, g := range share.Targets {
 				for _, target := range g.Targets {
-					require.NotContains(t, out[job], target, "%s/%s is assigned twice", job, target)
+					if prev, dup := out[job][target]; dup {
+						return nil, fmt.Errorf("%s/%s is assigned to %s and %s", job, target, prev, owner)
+					}
 					out[job][target] = owner
 				}
 			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 // settledAssignment waits until a replica's answers cover total targets,
@@ -86,8 +92,12 @@ func settledAssignment(t *testing.T, r *replica, total int, members ...*replica)
 	}
 	slices.Sort(want)
 	var last map[string]map[string]string
+	var lastErr error
 	require.Eventually(t, func() bool {
-		a := assignment(t, r)
+		a, err := assignment(r)
+		if lastErr = err; err != nil {
+			return false
+		}
 		owners := map[string]bool{}
 		for _, targets := range a {
 			for _, owner := range targets {
@@ -102,17 +112,27 @@ func settledAssignment(t *testing.T, r *replica, total int, members ...*replica)
 		stable := countTargets(a) == total && slices.Equal(got, want) && reflect.DeepEqual(a, last)
 		last = a
 		return stable
-	}, 15*time.Second, 200*time.Millisecond, "no settled assignment of %d targets to %v", total, want)
+	}, 15*time.Second, 200*time.Millisecond, "no settled assignment of %d targets to %v (last error: %v)", total, want, lastErr)
 	return last
+}
+
+// fetchJSON GETs u and decodes its 200 answer into v.
+func fetchJSON(u string, v any) error {
+	resp, err := http.Get(u)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("GET %s: %s: %s", u, resp.Status, b)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 func getJSON(t *testing.T, u string, v any) {
 	t.Helper()
-	resp, err := http.Get(u)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode, u)
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
+	require.NoError(t, fetchJSON(u, v))
 }
 
 func countTargets(a map[string]map[string]string) int {
@@ -228,7 +248,11 @@ func TestKubernetesPodsBecomeTargets(t *testing.T) {
 
 	var owners map[string]string
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		owners = assignment(t, follower)["pods"]
+		a, err := assignment(follower)
+		if !assert.NoError(c, err) {
+			return
+		}
+		owners = a["pods"]
 		got := map[string]bool{}
 		for target := range owners {
 			got[target] = true
@@ -259,7 +283,9 @@ func TestKubernetesPodsBecomeTargets(t *testing.T) {
 		var groups []struct {
 			Targets []string `json:"targets"`
 		}
-		getJSON(t, leader.url()+"/jobs/pods/targets?collector_id="+url.QueryEscape(owner), &groups)
+		if fetchJSON(leader.url()+"/jobs/pods/targets?collector_id="+url.QueryEscape(owner), &groups) != nil {
+			return false
+		}
 		for _, g := range groups {
 			if slices.Contains(g.Targets, victim) {
 				return false
@@ -279,7 +305,10 @@ func TestSecretsOnlyOverMutualTLS(t *testing.T) {
 	plain := startReplica(t, controlPlane.Config, ns, "plain-0", "plain", withScrapeConfigs(job))
 	settled(t, []*replica{plain}, 10*time.Second)
 	var configs map[string]map[string]any
-	getJSON(t, plain.url()+"/scrape_configs", &configs)
+	require.Eventually(t, func() bool {
+		configs = nil
+		return fetchJSON(plain.url()+"/scrape_configs", &configs) == nil && len(configs) == 1
+	}, 10*time.Second, 50*time.Millisecond)
 	assert.Equal(t, "<secret>", configs["secured"]["basic_auth"].(map[string]any)["password"])
 
 	pki := newPKI(t)
