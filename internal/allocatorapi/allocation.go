@@ -225,16 +225,16 @@ func (a *Allocation) share(jobName, collector string) []byte {
 }
 
 func encodeGroups(targets []Target) []byte {
-	groups := make([]TargetGroup, 0, len(targets))
-	for _, t := range targets {
-		groups = append(groups, group(t))
-	}
 	var buf bytes.Buffer
-	_ = json.NewEncoder(&buf).Encode(groups)
+	_ = json.NewEncoder(&buf).Encode(groups(targets))
 	return buf.Bytes()
 }
 
-func group(t Target) TargetGroup {
-	g := TargetGroup{Targets: []string{t.Labels.Get("__address__")}, Labels: t.Labels.Map()}
-	return g
+// groups is the HTTP SD form of targets: one group per target.
+func groups(targets []Target) []TargetGroup {
+	out := make([]TargetGroup, 0, len(targets))
+	for _, t := range targets {
+		out = append(out, TargetGroup{Targets: []string{t.Labels.Get("__address__")}, Labels: t.Labels.Map()})
+	}
+	return out
 }

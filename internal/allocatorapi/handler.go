@@ -191,14 +191,6 @@ type collectorTargets struct {
 	Targets []TargetGroup `json:"targets"`
 }
 
-func groups(targets []Target) []TargetGroup {
-	out := make([]TargetGroup, 0, len(targets))
-	for _, t := range targets {
-		out = append(out, group(t))
-	}
-	return out
-}
-
 func jobLink(name string) string { return "/jobs/" + url.QueryEscape(name) + "/targets" }
 
 // ownShare reports whether req asks for this replica's own share, which a
