@@ -28,9 +28,9 @@ $(BIN)/builder:
 
 ## kube: the local test control plane (kube-apiserver built from the Go
 ## module proxy, etcd from Debian), cached in bin/
-kube: $(BIN)/kube-apiserver $(BIN)/etcd
-$(BIN)/kube-apiserver: tools/kube/go.mod tools/kube/go.sum
-	cd tools/kube && $(GO) build -ldflags='-s -w' -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+kube: $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/etcd
+$(BIN)/kube-apiserver $(BIN)/kubectl: tools/kube/go.mod tools/kube/go.sum
+	cd tools/kube && $(GO) build -ldflags='-s -w' -o $@ k8s.io/kubernetes/cmd/$(notdir $@)
 $(BIN)/etcd:
 	command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; }
 	mkdir -p $(BIN) && ln -sf "$$(command -v etcd)" $@

@@ -42,7 +42,7 @@ func startSeedTargets(t *testing.T) map[string]*demotarget.Target {
 
 var (
 	counterRE    = regexp.MustCompile(`^TargetAllocator_total\{instance="([^"]+)",job="([^"]+)"`)
-	targetInfoRE = regexp.MustCompile(`^target_info\{instance="([^"]+)",job="([^"]+)",server_port="([^"]+)",url_scheme="([^"]+)"\} 1$`)
+	targetInfoRE = regexp.MustCompile(`^target_info\{instance="([^"]+)",job="([^"]+)"[^}]*\} 1$`)
 )
 
 // listing is what `curl <exporter>/metrics | grep -E '(target_info|TargetAllocator_total)'`
@@ -137,6 +137,12 @@ func TestSeedScenario(t *testing.T) {
 		merged = append(merged, l.lines...)
 	}
 	slices.Sort(merged)
+	// target_info exactly as in the seed's listing.
+	for _, series := range seedSeries {
+		job, instance, _ := strings.Cut(series, " ")
+		_, port, _ := strings.Cut(instance, ":")
+		assert.Contains(t, merged, fmt.Sprintf(`target_info{instance="%s",job="%s",server_port="%s",url_scheme="http"} 1`, instance, job, port))
+	}
 	t.Logf("measured: series per replica %v; merged listing:\n%s", perReplica, strings.Join(merged, "\n"))
 }
 

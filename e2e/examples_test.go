@@ -1,0 +1,223 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/embedded-ta/embedded-ta/internal/demotarget"
+	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+)
+
+var kubectl = filepath.Join("..", "bin", "kubectl")
+
+// run runs a command and returns its combined output.
+func run(t *testing.T, env []string, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func namespace(t *testing.T, name string) {
+	t.Helper()
+	_, err := controlPlane.Client.CoreV1().Namespaces().Create(context.Background(),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = controlPlane.Client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+}
+
+// Every manifest of examples/statefulset and examples/operator is accepted
+// by the real API server, as `kubectl apply --dry-run=server -k` sends it.
+// The operator's OpenTelemetryCollector is the exception: its CRD is not to
+// be had here (the operator's Go module is not served), so the API server
+// must refuse exactly that kind and accept the rest.
+func TestExamplesAcceptedByTheAPIServer(t *testing.T) {
+	namespace(t, "otctargetallocator")
+	admin := "KUBECONFIG=" + kubetest.WriteKubeconfig(t, controlPlane.Config, "default")
+
+	out, err := run(t, []string{admin}, kubectl, "apply", "--dry-run=server", "-k", "../examples/statefulset")
+	require.NoError(t, err, out)
+	for _, want := range []string{"serviceaccount/otcta-collector", "role.rbac.authorization.k8s.io/otcta-collector",
+		"rolebinding.rbac.authorization.k8s.io/otcta-collector", "configmap/otcta-collector-", "service/otcta-collector",
+		"statefulset.apps/otcta-collector"} {
+		assert.Contains(t, out, want)
+	}
+	t.Logf("kubectl apply --dry-run=server -k examples/statefulset:\n%s", out)
+
+	out, err = run(t, []string{admin}, kubectl, "apply", "--dry-run=server", "-k", "../examples/operator")
+	require.Error(t, err)
+	assert.Contains(t, out, `no matches for kind "OpenTelemetryCollector" in version "opentelemetry.io/v1beta1"`)
+	assert.Contains(t, out, "rolebinding.rbac.authorization.k8s.io/otcta-collector created (server dry run)")
+	assert.Equal(t, 1, strings.Count(out, "error:")+strings.Count(out, "Error from server"), out)
+}
+
+// exampleConfigs are the collector configurations in examples/, each as a file.
+func exampleConfigs(t *testing.T) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	configs := map[string]string{"statefulset": "../examples/statefulset/collector.yaml"}
+
+	var cr struct {
+		Spec struct {
+			Config map[string]any `json:"config"`
+		} `json:"spec"`
+	}
+	raw, err := os.ReadFile("../examples/operator/opentelemetrycollector.yaml")
+	require.NoError(t, err)
+	require.NoError(t, yaml.Unmarshal(raw, &cr))
+	var values struct {
+		AlternateConfig map[string]any `json:"alternateConfig"`
+	}
+	raw, err = os.ReadFile("../examples/helm/values.yaml")
+	require.NoError(t, err)
+	require.NoError(t, yaml.Unmarshal(raw, &values))
+	for name, cfg := range map[string]map[string]any{"operator": cr.Spec.Config, "helm": values.AlternateConfig} {
+		require.NotEmpty(t, cfg, "no collector config in the %s example", name)
+		b, err := yaml.Marshal(cfg)
+		require.NoError(t, err)
+		configs[name] = filepath.Join(dir, name+".yaml")
+		require.NoError(t, os.WriteFile(configs[name], b, 0o600))
+	}
+	return configs
+}
+
+// The collector configuration of every example is valid for the
+// distribution, with the environment a pod of the StatefulSet has.
+func TestExampleConfigsValidate(t *testing.T) {
+	pod := []string{"POD_NAME=otcta-collector-0", "POD_NAMESPACE=otctargetallocator", "POD_IP=10.0.0.10", "NODE_NAME=node-a"}
+	for name, path := range exampleConfigs(t) {
+		t.Run(name, func(t *testing.T) {
+			out, err := run(t, pod, otelcol, "validate", "--config", path)
+			assert.NoError(t, err, out)
+		})
+	}
+}
+
+// rbacRole reads the Role of examples/rbac.
+func rbacRole(t *testing.T) *rbacv1.Role {
+	t.Helper()
+	raw, err := os.ReadFile("../examples/rbac/rbac.yaml")
+	require.NoError(t, err)
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		var role rbacv1.Role
+		require.NoError(t, yaml.Unmarshal([]byte(doc), &role))
+		if role.Kind == "Role" {
+			role.Namespace = ""
+			return &role
+		}
+	}
+	t.Fatal("no Role in examples/rbac/rbac.yaml")
+	return nil
+}
+
+// localConfig is the statefulset example's collector configuration made to
+// run here: the kubeconfig in place of the in-cluster service account, and
+// loopback addresses.
+func localConfig(t *testing.T, kubeconfig, ns string) string {
+	t.Helper()
+	raw, err := os.ReadFile("../examples/statefulset/collector.yaml")
+	require.NoError(t, err)
+	cfg := strings.NewReplacer(
+		"    endpoint: 0.0.0.0:8080\n", "    endpoint: ${env:ALLOCATOR_ENDPOINT}\n    auth_type: kubeConfig\n",
+		"    advertise: ${env:POD_IP}:8080\n", "",
+		"    endpoint: ${env:POD_IP}:13133", "    endpoint: 127.0.0.1:0",
+		"            - role: pod\n", "            - role: pod\n              kubeconfig_file: "+kubeconfig+"\n",
+		// Out of the cluster, own_namespace has no meaning: name the namespace.
+		"                own_namespace: true", "                names: ["+ns+"]",
+		"scrape_interval: 30s", "scrape_interval: 1s",
+		"    interval: 30s", "    interval: 1s",
+		"      refresh_interval: 30s", "      refresh_interval: 1s",
+		"    endpoint: 0.0.0.0:8889", "    endpoint: ${env:EXPORTER_ENDPOINT}",
+		"service:\n", "service:\n  telemetry:\n    logs: {encoding: json}\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: ${env:TELEMETRY_PORT}\n",
+	).Replace(string(raw))
+	path := filepath.Join(t.TempDir(), "collector.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+	return path
+}
+
+// The Role of the examples is enough: replicas running with a token of a
+// service account bound to exactly that Role elect, allocate the pods that
+// Kubernetes service discovery finds, and scrape them. And it is no more
+// than enough: without any one of its permissions a replica says which.
+func TestExampleRBACIsEnoughAndNoMore(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	role := rbacRole(t)
+	controlPlane.Grant(t, ns, "otcta-collector", role.DeepCopy())
+	sa := controlPlane.ServiceAccount(t, ns, "otcta-collector")
+	kubeconfig := kubetest.WriteKubeconfig(t, sa, ns)
+	config := localConfig(t, kubeconfig, ns)
+
+	// Two annotated pods with real targets behind their loopback IPs, one not annotated.
+	want := []string{}
+	for i, ip := range []string{"127.0.0.31", "127.0.0.32", "127.0.0.33"} {
+		target, err := demotarget.Start(ip + ":9100")
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = target.Close() })
+		pod := controlPlane.RunningPod(t, ns, fmt.Sprintf("app-%d", i), ip, "node-a", 9100, nil)
+		if i < 2 {
+			pod.Annotations = map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "9100"}
+			_, err = controlPlane.Client.CoreV1().Pods(ns).Update(context.Background(), pod, metav1.UpdateOptions{})
+			require.NoError(t, err)
+			want = append(want, "annotated-pods "+ip+":9100")
+		}
+	}
+	procs := startGroup(t, kubeconfig, "otcta-collector", 2, config)
+	settled(t, procs, 60*time.Second)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := run(t, nil, "curl", "-s", "http://"+procs[0].endpoint+"/jobs/annotated-pods/targets")
+			t.Logf("allocation: %s", out)
+			out, _ = run(t, nil, "curl", "-s", "http://"+procs[0].exporter+"/metrics")
+			t.Logf("exporter: %s", out)
+		}
+	})
+	union(t, procs, want, 60*time.Second)
+
+	// Without each permission in turn, a fresh replica names what it misses.
+	for ri, rule := range role.Rules {
+		for vi, verb := range rule.Verbs {
+			resource := rule.Resources[0]
+			t.Run(resource+"/"+verb, func(t *testing.T) {
+				reduced := role.DeepCopy()
+				reduced.Name = fmt.Sprintf("reduced-%s-%s", resource, verb)
+				r := &reduced.Rules[ri]
+				r.Verbs = append(append([]string{}, r.Verbs[:vi]...), r.Verbs[vi+1:]...)
+				account := "reduced-" + resource + "-" + verb
+				controlPlane.Grant(t, ns, account, reduced)
+				token := kubetest.WriteKubeconfig(t, controlPlane.ServiceAccount(t, ns, account), ns)
+				p := startProcess(t, token, "reduced-"+resource+"-"+verb+"-0", localConfig(t, token, ns))
+				// zap's JSON escapes the quotes; client-go's own log lines (Prometheus's SD) do not.
+				missing := fmt.Sprintf(`cannot %s resource "%s"`, verb, resource)
+				escaped := strings.ReplaceAll(missing, `"`, `\"`)
+				if verb == "delete" {
+					// Only a graceful stop deletes: the member leaves the group.
+					time.Sleep(2 * time.Second)
+					p.terminate()
+				}
+				require.Eventually(t, func() bool {
+					log := readFile(p.log)
+					return strings.Contains(log, missing) || strings.Contains(log, escaped)
+				},
+					30*time.Second, 200*time.Millisecond, "no log line says %s", missing)
+			})
+		}
+	}
+}
