@@ -9,7 +9,9 @@ TEST_TIMEOUT ?= 30m
 
 SOURCES := $(shell find . -name '*.go' -not -path './build/*' -not -path './tools/*') go.mod go.sum
 
-.PHONY: all build test unit e2e bench demo otelcol kube lint generate clean
+IMAGE ?= ghcr.io/embedded-ta/otelcol-embedded-ta:0.1.0
+
+.PHONY: all build test unit e2e bench demo otelcol kube lint generate image clean
 
 all: build
 
@@ -61,6 +63,11 @@ lint:
 ## demo: three replicas against a local control plane; Ctrl-C stops everything
 demo: kube otelcol
 	$(GO) run ./cmd/demo
+
+## image: the container image, where a Docker engine runs
+image: otelcol
+	@docker info >/dev/null 2>&1 || { echo 'make image: no Docker engine here; the Dockerfile is checked by make e2e (TestImage)'; exit 1; }
+	docker build -t $(IMAGE) .
 
 clean:
 	rm -rf build $(BIN)
