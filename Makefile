@@ -11,7 +11,12 @@ SOURCES := $(shell find . -name '*.go' -not -path './build/*' -not -path './tool
 
 IMAGE ?= ghcr.io/embedded-ta/otelcol-embedded-ta:0.1.0
 
-.PHONY: all build test unit e2e bench demo otelcol kube lint generate image clean
+# Fuzz targets, as package:function; `make fuzz` runs each for FUZZTIME,
+# `make test` for 10s each.
+FUZZ_TARGETS := internal/allocatorapi:FuzzServeHTTP extension/targetallocatorextension:FuzzConfig
+FUZZTIME ?= 2m
+
+.PHONY: all build test unit e2e bench fuzz demo otelcol kube lint generate image clean
 
 all: build
 
@@ -46,12 +51,20 @@ generate: $(BIN)/mdatagen
 
 ## test: vet, format, unit and control-plane tests, then the end-to-end suite
 test: kube otelcol lint unit e2e
+	$(MAKE) fuzz FUZZTIME=10s
 
 unit: kube
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /e2e)
 
 e2e: kube otelcol
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/...
+
+fuzz:
+	@for target in $(FUZZ_TARGETS); do \
+		pkg=$${target%%:*}; fn=$${target##*:}; \
+		echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+	done
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...

@@ -45,7 +45,7 @@ func (s *source) Group() GroupInfo { return GroupInfo{Identity: s.identity, Grou
 // Job names the stock client must be able to round-trip.
 var oddJobs = []string{"plain", "with/slash", "with+plus", "with space", "with%percent", "serviceMonitor/ns/name/0"}
 
-func testAllocation(t *testing.T) *Allocation {
+func testAllocation(t testing.TB) *Allocation {
 	t.Helper()
 	configs := map[string]*config.ScrapeConfig{}
 	var targets []Target

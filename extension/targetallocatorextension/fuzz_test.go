@@ -1,0 +1,35 @@
+package targetallocatorextension
+
+import (
+	"testing"
+
+	"go.opentelemetry.io/collector/confmap"
+	"go.yaml.in/yaml/v3"
+)
+
+// Whatever a user writes under target_allocator, loading and validating it
+// returns (an error, or a config): it never panics.
+func FuzzConfig(f *testing.F) {
+	for _, seed := range []string{
+		"identity: a-0\nnamespace: ns\n",
+		"identity: a-0\nnamespace: ns\nlease: {duration: 10s, renew_deadline: 10s, retry_period: 2s}\n",
+		"identity: a-0\nnamespace: ns\nallocation_strategy: per-node\nallocation_fallback_strategy: least-weighted\n",
+		"identity: a-0\nnamespace: ns\nconfig:\n  scrape_configs:\n    - job_name: x\n      static_configs: [{targets: ['127.0.0.1:9090']}]\n      relabel_configs: [{source_labels: [__address__], regex: '(', action: keep}]\n",
+		"identity: a-0\nnamespace: ns\nconfig: {global: {scrape_interval: -1s}}\n",
+		"collector_selector: {matchLabels: {a: b}}\n",
+		"endpoint: ''\nadvertise: ':'\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var raw map[string]any
+		if yaml.Unmarshal(data, &raw) != nil {
+			return
+		}
+		cfg := createDefaultConfig().(*Config)
+		if confmap.NewFromStringMap(raw).Unmarshal(cfg) != nil {
+			return
+		}
+		_ = cfg.Validate()
+	})
+}
