@@ -25,6 +25,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+	"github.com/embedded-ta/embedded-ta/internal/testaddr"
 )
 
 var (
@@ -66,9 +67,9 @@ func startProcess(t *testing.T, kubeconfig, name, config string, extraEnv ...str
 	t.Helper()
 	p := &process{
 		name:      name,
-		endpoint:  freeAddr(t),
-		exporter:  freeAddr(t),
-		telemetry: freeAddr(t),
+		endpoint:  testaddr.Free(t),
+		exporter:  testaddr.Free(t),
+		telemetry: testaddr.Free(t),
 		log:       filepath.Join(t.TempDir(), name+".log"),
 		exited:    make(chan error, 1),
 		done:      make(chan struct{}),
@@ -226,13 +227,26 @@ func agreed(procs []*process, want []string) (*process, error) {
 	return leader, nil
 }
 
+// newLeader waits until one of procs leads and returns how long after since.
+func newLeader(t *testing.T, procs []*process, since time.Time, within time.Duration) time.Duration {
+	t.Helper()
+	var took time.Duration
+	require.Eventually(t, func() bool {
+		for _, p := range procs {
+			if v, ok := p.status(); ok && v.IsLeader {
+				took = time.Since(since)
+				return true
+			}
+		}
+		return false
+	}, within, 20*time.Millisecond, "no new leader within %s", within)
+	return took
+}
+
 func TestProcessesElectAndSurviveSIGKILL(t *testing.T) {
 	ns := controlPlane.Namespace(t)
 	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
-	var procs []*process
-	for i := range 3 {
-		procs = append(procs, startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i), replicaConfig))
-	}
+	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig)
 	leader := settled(t, procs, 60*time.Second)
 	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leader })
 
@@ -254,16 +268,7 @@ func TestProcessesElectAndSurviveSIGKILL(t *testing.T) {
 
 	killed := time.Now()
 	leader.kill(t)
-	var failover time.Duration
-	require.Eventually(t, func() bool {
-		for _, p := range survivors {
-			if v, ok := p.status(); ok && v.IsLeader {
-				failover = time.Since(killed)
-				return true
-			}
-		}
-		return false
-	}, 30*time.Second, 50*time.Millisecond, "no survivor took over")
+	failover := newLeader(t, survivors, killed, 30*time.Second)
 	// lease: duration 5s, retry_period 1s (examples/local/replica.yaml), +1s slack.
 	bound := 5*time.Second + time.Second + time.Second
 	t.Logf("measured failover after SIGKILL of the leader: %s (bound %s)", failover.Round(time.Millisecond), bound)
@@ -276,25 +281,13 @@ func TestProcessesElectAndSurviveSIGKILL(t *testing.T) {
 func TestProcessGracefulStopHandsOver(t *testing.T) {
 	ns := controlPlane.Namespace(t)
 	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
-	var procs []*process
-	for i := range 3 {
-		procs = append(procs, startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i), replicaConfig))
-	}
+	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig)
 	leader := settled(t, procs, 60*time.Second)
 	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leader })
 
 	stopped := time.Now()
 	require.NoError(t, leader.cmd.Process.Signal(syscall.SIGTERM))
-	var handover time.Duration
-	require.Eventually(t, func() bool {
-		for _, p := range survivors {
-			if v, ok := p.status(); ok && v.IsLeader {
-				handover = time.Since(stopped)
-				return true
-			}
-		}
-		return false
-	}, 3*time.Second, 20*time.Millisecond, "no new leader within 3s of SIGTERM")
+	handover := newLeader(t, survivors, stopped, 3*time.Second)
 	t.Logf("measured graceful handover after SIGTERM of the leader: %s", handover.Round(time.Millisecond))
 	settled(t, survivors, 2*time.Second)
 	select {
@@ -342,14 +335,6 @@ service:
 	out, err = exec.CommandContext(ctx, otelcol, "--config", cfg2).CombinedOutput()
 	require.Error(t, err, "the collector started with renew_deadline = duration:\n%s", out)
 	assert.Contains(t, string(out), "lease::renew_deadline")
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func readFile(path string) string {

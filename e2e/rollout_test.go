@@ -84,18 +84,10 @@ func expectedOwners(t *testing.T, members []string) map[string]string {
 func waitOwners(t *testing.T, procs []*process, want map[string]string, within time.Duration) {
 	t.Helper()
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		got := map[string]string{}
-		for _, p := range procs {
-			l, err := exported(p)
-			if !assert.NoError(c, err) {
-				return
-			}
-			for _, s := range l.counters {
-				assert.NotContains(c, got, s, "%s is scraped twice", s)
-				got[s] = p.name
-			}
+		got, _, err := scrapedBy(procs)
+		if assert.NoError(c, err) {
+			assert.Equal(c, want, got)
 		}
-		assert.Equal(c, want, got)
 	}, within, 250*time.Millisecond)
 	t.Logf("measured: %d replicas: %v", len(procs), want)
 }

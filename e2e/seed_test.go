@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -75,27 +76,39 @@ func exported(p *process) (listing, error) {
 	return l, sc.Err()
 }
 
+// scrapedBy returns which replica scrapes each series of the demo counter,
+// and fails if one is scraped by two.
+func scrapedBy(procs []*process) (owners map[string]string, infos []string, err error) {
+	owners = map[string]string{}
+	for _, p := range procs {
+		l, err := exported(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, s := range l.counters {
+			if other, dup := owners[s]; dup {
+				return nil, nil, fmt.Errorf("%s is scraped by %s and %s", s, other, p.name)
+			}
+			owners[s] = p.name
+		}
+		infos = append(infos, l.infos...)
+	}
+	return owners, infos, nil
+}
+
 // union waits until the replicas' exporters together show exactly want,
 // each series on one replica only, and returns which replica has which.
 func union(t *testing.T, procs []*process, want []string, within time.Duration) map[string]string {
 	t.Helper()
 	var owners map[string]string
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		owners = map[string]string{}
-		var counters, infos []string
-		for _, p := range procs {
-			l, err := exported(p)
-			if !assert.NoError(c, err) {
-				return
-			}
-			for _, s := range l.counters {
-				assert.NotContains(c, owners, s, "%s is scraped by two replicas", s)
-				owners[s] = p.name
-			}
-			counters = append(counters, l.counters...)
-			infos = append(infos, l.infos...)
+		var infos []string
+		var err error
+		owners, infos, err = scrapedBy(procs)
+		if !assert.NoError(c, err) {
+			return
 		}
-		slices.Sort(counters)
+		counters := slices.Sorted(maps.Keys(owners))
 		slices.Sort(infos)
 		assert.Equal(c, want, counters, "TargetAllocator_total series")
 		assert.Equal(c, want, infos, "target_info series")

@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,21 +21,7 @@ import (
 // works in a namespace of its own.
 var controlPlane *kubetest.Env
 
-func TestMain(m *testing.M) {
-	var err error
-	if controlPlane, err = kubetest.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	// The control plane's goroutines predate the tests; any other goroutine
-	// left at the end is a leak.
-	goleak.VerifyTestMain(m, goleak.IgnoreCurrent(), idleConnections, goleak.Cleanup(func(code int) {
-		if err := controlPlane.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop control plane:", err)
-		}
-		os.Exit(code)
-	}))
-}
+func TestMain(m *testing.M) { kubetest.MainLeakChecked(m, &controlPlane, idleConnections) }
 
 // idleConnections are the read loops of idle HTTP/2 connections to the
 // apiserver. client-go pools connections process-wide, per TLS config, so the

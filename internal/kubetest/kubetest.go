@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"go.uber.org/goleak"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -71,6 +72,25 @@ func Main(m *testing.M, env **Env) {
 		fmt.Fprintln(os.Stderr, "kubetest: stop:", err)
 	}
 	os.Exit(code)
+}
+
+// MainLeakChecked is Main with goleak: the control plane's goroutines
+// predate the tests, and any other goroutine left when they end is a leak
+// (opts may ignore more).
+func MainLeakChecked(m *testing.M, env **Env, opts ...goleak.Option) {
+	e, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kubetest:", err)
+		os.Exit(1)
+	}
+	*env = e
+	opts = append(opts, goleak.IgnoreCurrent(), goleak.Cleanup(func(code int) {
+		if err := e.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "kubetest: stop:", err)
+		}
+		os.Exit(code)
+	}))
+	goleak.VerifyTestMain(m, opts...)
 }
 
 // assetsDir finds the control-plane binaries.

@@ -1,0 +1,32 @@
+// Package testaddr hands tests loopback addresses to listen on.
+package testaddr
+
+import (
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"testing"
+)
+
+// Ports are taken below Linux's ephemeral range (32768–60999 by default):
+// a port that a test checks free, closes, and hands to a process to bind a
+// moment later must not be taken meanwhile by some client's outgoing
+// connection, which is what happens to ports of the ephemeral range under
+// load.
+const lowest, highest = 20000, 32767
+
+// Free returns 127.0.0.1:<port> with a port nothing listens on.
+func Free(t testing.TB) string {
+	t.Helper()
+	for range 100 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(lowest+rand.IntN(highest-lowest+1)))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		_ = ln.Close()
+		return addr
+	}
+	t.Fatal("no free loopback port below the ephemeral range")
+	return ""
+}
