@@ -82,22 +82,14 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 	e.telemetry.TargetallocatorLeader.Record(ctx, 0)
 	runCtx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	e.goRun(func() {
+	e.done.Go(func() {
 		if err := e.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			e.health.fatal(fmt.Errorf("serve %s: %w", ln.Addr(), err))
 		}
 	})
-	e.goRun(func() { e.members.Run(runCtx) })
-	e.goRun(func() { e.elector.Run(runCtx) })
+	e.done.Go(func() { e.members.Run(runCtx) })
+	e.done.Go(func() { e.elector.Run(runCtx) })
 	return nil
-}
-
-func (e *allocatorExtension) goRun(f func()) {
-	e.done.Add(1)
-	go func() {
-		defer e.done.Done()
-		f()
-	}()
 }
 
 func (e *allocatorExtension) build(client kubernetes.Interface) error {
@@ -152,12 +144,9 @@ func (e *allocatorExtension) lead(ctx context.Context) {
 	e.set.Logger.Info("Started leading", zap.String("group", e.s.group))
 	e.telemetry.TargetallocatorLeader.Record(context.Background(), 1)
 	e.notifier.notify()
-	allocated := make(chan struct{})
-	go func() {
-		defer close(allocated)
-		e.allocate(ctx)
-	}()
-	defer func() { <-allocated }()
+	var allocated sync.WaitGroup
+	allocated.Go(func() { e.allocate(ctx) })
+	defer allocated.Wait()
 	ticker := time.NewTicker(e.cfg.Lease.Duration)
 	defer ticker.Stop()
 	for {

@@ -77,10 +77,12 @@ type Config struct {
 // long, except OnStartedLeading, which runs in a goroutine of its own.
 type Callbacks struct {
 	// OnStartedLeading runs when this candidate becomes leader; ctx is
-	// cancelled when it stops leading.
+	// cancelled when it stops leading, and it must then return promptly:
+	// the elector waits for it before it releases the Lease, so that the
+	// leader's work has stopped before another candidate's starts.
 	OnStartedLeading func(ctx context.Context)
-	// OnStoppedLeading runs after leadership ends, before the Lease is
-	// released on a graceful stop.
+	// OnStoppedLeading runs after leadership ends and OnStartedLeading has
+	// returned, before the Lease is released on a graceful stop.
 	OnStoppedLeading func()
 	// OnNewLeader runs whenever the observed holder changes, "" included.
 	OnNewLeader func(Leader)
@@ -289,11 +291,13 @@ func (e *Elector) won(record rl.LeaderElectionRecord) {
 // ends; on a graceful stop it releases the Lease.
 func (e *Elector) lead(ctx context.Context) {
 	leadCtx, cancel := context.WithCancel(ctx)
+	var led sync.WaitGroup
 	if f := e.cfg.Callbacks.OnStartedLeading; f != nil {
-		go f(leadCtx)
+		led.Go(func() { f(leadCtx) })
 	}
 	e.renew(leadCtx)
 	cancel()
+	led.Wait()
 	e.mu.Lock()
 	e.leading = false
 	e.mu.Unlock()
