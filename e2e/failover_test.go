@@ -3,6 +3,7 @@ package e2e
 import (
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,4 +115,40 @@ func TestAPIServerOutage(t *testing.T) {
 	after := union(t, procs, seedSeries, 30*time.Second)
 	assert.Equal(t, before, after, "the assignment changed")
 	assertSingleScraper(t, targets, cut, time.Now())
+}
+
+// A leader frozen (SIGSTOP) for twice its lease wakes up as a follower: it
+// never claims to lead once it runs again, the group has one leader, and
+// every target is scraped by one replica.
+func TestFrozenLeaderWakesAsFollower(t *testing.T) {
+	targets := startSeedTargets(t)
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
+	leader := settled(t, procs, 60*time.Second)
+	union(t, procs, seedSeries, 60*time.Second)
+
+	require.NoError(t, leader.cmd.Process.Signal(syscall.SIGSTOP))
+	frozen := time.Now()
+	t.Cleanup(func() { _ = leader.cmd.Process.Signal(syscall.SIGCONT) })
+	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leader })
+	t.Logf("measured: new leader %s after the leader froze", newLeader(t, survivors, frozen, 20*time.Second).Round(time.Millisecond))
+	time.Sleep(time.Until(frozen.Add(2 * leaseDuration)))
+
+	require.NoError(t, leader.cmd.Process.Signal(syscall.SIGCONT))
+	woke := time.Now()
+	answered := 0
+	for time.Since(woke) < 3*time.Second {
+		if v, ok := leader.status(); ok {
+			answered++
+			assert.False(t, v.IsLeader, "the woken leader claims to lead %s after it woke", time.Since(woke))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Positive(t, answered, "the woken process never answered")
+
+	settled(t, procs, 30*time.Second)
+	union(t, procs, seedSeries, 30*time.Second)
+	time.Sleep(3 * time.Second)
+	assertSingleScraper(t, targets, time.Now().Add(-3*time.Second), time.Now())
 }

@@ -21,14 +21,7 @@ import (
 // works in a namespace of its own.
 var controlPlane *kubetest.Env
 
-func TestMain(m *testing.M) { kubetest.MainLeakChecked(m, &controlPlane, idleConnections) }
-
-// idleConnections are the read loops of idle HTTP/2 connections to the
-// apiserver. client-go pools connections process-wide, per TLS config, so the
-// SD's clients and the tests' share them; a pooled connection outlives the
-// term that last used it until its idle timeout, and is not the term's to
-// close.
-var idleConnections = goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop")
+func TestMain(m *testing.M) { kubetest.MainLeakChecked(m, &controlPlane) }
 
 func TestKubernetesPods(t *testing.T) {
 	ns := controlPlane.Namespace(t)
@@ -84,7 +77,7 @@ scrape_configs:
 
 	// The term ends: its informers and watches end with it.
 	stop()
-	goleak.VerifyNone(t, before, idleConnections)
+	goleak.VerifyNone(t, before, kubetest.IdleHTTP2Connections)
 }
 
 // runPod creates a pod with a metrics port and gives it a loopback IP, as a

@@ -118,6 +118,7 @@ type Elector struct {
 	observedAt time.Time
 	seen       bool
 	leading    bool
+	renewed    time.Time // last successful write of the Lease while leading
 }
 
 // New validates cfg and returns an elector; Run starts it.
@@ -163,11 +164,15 @@ func (e *Elector) Run(ctx context.Context) {
 	}
 }
 
-// IsLeader reports whether this candidate leads now.
+// IsLeader reports whether this candidate leads now: it won, and its last
+// renewal is younger than RenewDeadline by its own clock. The second half
+// matters to a process that was frozen (SIGSTOP, a long GC pause, a
+// suspended VM) past its lease: it does not lead the moment it wakes, even
+// before its renewal loop has noticed that another candidate took over.
 func (e *Elector) IsLeader() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.leading
+	return e.leading && e.clock.Since(e.renewed) < e.cfg.RenewDeadline
 }
 
 // Leader returns the record as last observed.
@@ -283,7 +288,7 @@ func (e *Elector) tryAcquire(ctx context.Context) (bool, error) {
 func (e *Elector) won(record rl.LeaderElectionRecord) {
 	e.observe(record)
 	e.mu.Lock()
-	e.leading = true
+	e.leading, e.renewed = true, e.clock.Now()
 	e.mu.Unlock()
 }
 
@@ -333,6 +338,9 @@ func (e *Elector) renew(ctx context.Context) {
 		switch {
 		case err == nil:
 			lastRenew = e.clock.Now()
+			e.mu.Lock()
+			e.renewed = lastRenew
+			e.mu.Unlock()
 		case errors.Is(err, errLost) || e.clock.Since(lastRenew) >= e.cfg.RenewDeadline:
 			return
 		}

@@ -74,9 +74,14 @@ func Main(m *testing.M, env **Env) {
 	os.Exit(code)
 }
 
+// IdleHTTP2Connections are the read loops of idle HTTP/2 connections in
+// client-go's process-wide transport cache: they outlive the clients that
+// opened them until they time out, and no test can close them.
+var IdleHTTP2Connections = goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop")
+
 // MainLeakChecked is Main with goleak: the control plane's goroutines
-// predate the tests, and any other goroutine left when they end is a leak
-// (opts may ignore more).
+// predate the tests, and any other goroutine left when they end is a leak,
+// but for IdleHTTP2Connections (opts may ignore more).
 func MainLeakChecked(m *testing.M, env **Env, opts ...goleak.Option) {
 	e, err := Start()
 	if err != nil {
@@ -84,7 +89,7 @@ func MainLeakChecked(m *testing.M, env **Env, opts ...goleak.Option) {
 		os.Exit(1)
 	}
 	*env = e
-	opts = append(opts, goleak.IgnoreCurrent(), goleak.Cleanup(func(code int) {
+	opts = append(opts, IdleHTTP2Connections, goleak.IgnoreCurrent(), goleak.Cleanup(func(code int) {
 		if err := e.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "kubetest: stop:", err)
 		}
