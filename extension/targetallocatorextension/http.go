@@ -109,6 +109,8 @@ func (s apiSource) LeaderEndpoint() string {
 	return v.LeaderEndpoint
 }
 
+func (s apiSource) Epoch() int { return s.e.View().Epoch }
+
 func (s apiSource) Group() allocatorapi.GroupInfo {
 	v := s.e.View()
 	g := allocatorapi.GroupInfo{

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +24,8 @@ type Source interface {
 	Allocation() *Allocation
 	// LeaderEndpoint is host:port of the leader's API while another replica leads, else "".
 	LeaderEndpoint() string
+	// Epoch is the leadership epoch as this replica last saw the leader Lease.
+	Epoch() int
 	// Group describes the group for the status page.
 	Group() GroupInfo
 }
@@ -41,6 +44,12 @@ const forwardedHeader = "X-Embedded-Ta-Forwarded"
 // StaleHeader marks an answer a follower serves from its last copy because
 // no leader answered.
 const StaleHeader = "X-Embedded-Ta-Stale"
+
+// EpochHeader carries the leadership epoch (the leader Lease's transition
+// count) of the allocation an answer comes from. A follower never relays an
+// answer of an older epoch than the Lease shows: a leader that was frozen
+// past its lease cannot overwrite its successor's assignment.
+const EpochHeader = "X-Embedded-Ta-Epoch"
 
 // Handler serves the allocator API and the status page.
 //
@@ -86,6 +95,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a := h.src.Allocation(); a != nil {
+		w.Header().Set(EpochHeader, strconv.Itoa(a.Epoch))
 		h.answer(w, r, req, a)
 		return
 	}
@@ -230,6 +240,9 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, req request) {
 		return
 	}
 	status, header, body, err := h.forward(r, leader)
+	if err == nil {
+		err = h.current(header)
+	}
 	if err != nil {
 		h.fallback(w, r, req, err)
 		return
@@ -237,13 +250,29 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, req request) {
 	if status == http.StatusOK {
 		h.keep(r, req, body)
 	}
-	for _, k := range []string{"Content-Type", "Allow"} {
+	for _, k := range []string{"Content-Type", "Allow", EpochHeader} {
 		if v := header.Get(k); v != "" {
 			w.Header().Set(k, v)
 		}
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// current checks that an answer is of the epoch the Lease shows, or newer.
+func (h *Handler) current(header http.Header) error {
+	v := header.Get(EpochHeader)
+	if v == "" {
+		return nil // not from an allocation: an error page, say
+	}
+	epoch, err := strconv.Atoi(v)
+	if err != nil {
+		return fmt.Errorf("bad %s %q from the leader", EpochHeader, v)
+	}
+	if lease := h.src.Epoch(); epoch < lease {
+		return fmt.Errorf("stale leader: its answer is of epoch %d, the Lease is at %d", epoch, lease)
+	}
+	return nil
 }
 
 func (h *Handler) forward(r *http.Request, leader string) (int, http.Header, []byte, error) {

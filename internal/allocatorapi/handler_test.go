@@ -27,6 +27,7 @@ type source struct {
 	identity   string
 	allocation *Allocation
 	leader     string
+	epoch      int
 }
 
 func (s *source) Identity() string { return s.identity }
@@ -39,6 +40,11 @@ func (s *source) LeaderEndpoint() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.leader
+}
+func (s *source) Epoch() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epoch
 }
 func (s *source) Group() GroupInfo { return GroupInfo{Identity: s.identity, Group: "g", Leader: "c-0"} }
 
@@ -274,6 +280,32 @@ func TestPendingLeaderServesNoShare(t *testing.T) {
 	resp, body = get(t, h, "/jobs/plain/targets?collector_id=c-1")
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "a member asking through it falls back to its own copy")
 	assert.Contains(t, body, "not discovered")
+}
+
+// A follower never relays an answer of an older epoch than the Lease shows:
+// a leader frozen past its lease, answering again, cannot overwrite its
+// successor's assignment; the follower serves its copy instead.
+func TestFollowerRejectsStaleEpochs(t *testing.T) {
+	leader := httptest.NewServer(NewHandler(&source{identity: "c-0", allocation: testAllocation(t)}, http.DefaultClient, "http", zap.NewNop())) // epoch 3
+	defer leader.Close()
+	follower := &source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3}
+	h := NewHandler(follower, leader.Client(), "http", zap.NewNop())
+
+	own := "/jobs/plain/targets?collector_id=c-1"
+	resp, current := get(t, h, own)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "3", resp.Header.Get(EpochHeader))
+
+	// The Lease moves on to epoch 4; the old leader still answers with 3.
+	follower.mu.Lock()
+	follower.epoch = 4
+	follower.mu.Unlock()
+	resp, body := get(t, h, own)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "true", resp.Header.Get(StaleHeader), "the follower serves its copy")
+	assert.Equal(t, current, body)
+	resp, _ = get(t, h, "/jobs")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 }
 
 // Two replicas that each believe the other leads never relay in a loop.
