@@ -31,6 +31,17 @@ func targetOf(targets map[string]*demotarget.Target, series string) *demotarget.
 	return targets[series[strings.Index(series, " ")+1:]]
 }
 
+// assertSteadyState checks, once the changes of a test have had time to
+// reach every replica's scraping (refresh_interval and the stock receiver's
+// delays), that no target is scraped by two replicas.
+func assertSteadyState(t *testing.T, targets map[string]*demotarget.Target) {
+	t.Helper()
+	time.Sleep(refreshInterval + stockDelay)
+	from := time.Now()
+	time.Sleep(3 * time.Second)
+	assertSingleScraper(t, targets, from, time.Now())
+}
+
 // assertSingleScraper checks that no target was scraped by two replicas in
 // [from, to]: one scraper at 1s makes at most 3 scrapes in any 2.5s.
 func assertSingleScraper(t *testing.T, targets map[string]*demotarget.Target, from, to time.Time) {
@@ -50,9 +61,7 @@ func TestLeaderKilledWhileScraping(t *testing.T) {
 	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
 	leader := settled(t, procs, 60*time.Second)
 	owners := union(t, procs, seedSeries, 60*time.Second)
-	steady := time.Now()
-	time.Sleep(5 * time.Second)
-	assertSingleScraper(t, targets, steady, time.Now())
+	assertSteadyState(t, targets)
 
 	killed := time.Now()
 	leader.kill(t)
@@ -84,7 +93,7 @@ func TestLeaderKilledWhileScraping(t *testing.T) {
 		t.Logf("measured: %s (owned by %s) longest gap %s", series, owner, gap.Round(time.Millisecond))
 		assert.LessOrEqual(t, gap, 2*scrapeInterval, "%s missed scrapes", series)
 	}
-	assertSingleScraper(t, targets, end.Add(-2*time.Second), end)
+	assertSteadyState(t, targets)
 }
 
 // An API-server outage of 30 s: every replica keeps scraping its share; once
@@ -149,6 +158,5 @@ func TestFrozenLeaderWakesAsFollower(t *testing.T) {
 
 	settled(t, procs, 30*time.Second)
 	union(t, procs, seedSeries, 30*time.Second)
-	time.Sleep(3 * time.Second)
-	assertSingleScraper(t, targets, time.Now().Add(-3*time.Second), time.Now())
+	assertSteadyState(t, targets)
 }
