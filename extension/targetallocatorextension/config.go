@@ -44,6 +44,12 @@ type Config struct {
 	Advertise string `mapstructure:"advertise"`
 	// NodeName is the Kubernetes node of this replica; default NODE_NAME.
 	NodeName string `mapstructure:"node_name"`
+	// Client is how this replica asks its leader: TLS (the CA of the other
+	// replicas' server certificates, and this replica's client certificate
+	// when the API requires one), auth (an authenticator extension, when the
+	// API requires one) and timeout. Its endpoint is not set: the leader's
+	// address comes from the leader's member Lease.
+	Client confighttp.ClientConfig `mapstructure:"client"`
 
 	// The keys of a Target Allocator config file, with its meaning.
 
@@ -157,6 +163,7 @@ func (cfg *Config) resolve() (settings, error) {
 	if s.node == "" {
 		s.node = os.Getenv("NODE_NAME")
 	}
+	errs = append(errs, cfg.validateClient()...)
 	if cfg.CollectorSelector != nil {
 		errs = append(errs, errors.New("collector_selector: not needed and not supported: the members are exactly the replicas of this group; remove the key"))
 	}
@@ -172,6 +179,28 @@ func (cfg *Config) resolve() (settings, error) {
 	}
 	s.prometheus = prom
 	return s, errors.Join(errs...)
+}
+
+// validateClient checks that this replica can ask its leader the way the
+// other replicas' API (the same configuration) will require.
+func (cfg *Config) validateClient() []error {
+	var errs []error
+	c := cfg.Client
+	if c.Endpoint != "" {
+		errs = append(errs, errors.New("client::endpoint: must not be set: the leader's address comes from its member Lease"))
+	}
+	if c.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("client::timeout: %s must be greater than zero", c.Timeout))
+	} else if cfg.WriteTimeout > 0 && c.Timeout >= cfg.WriteTimeout {
+		errs = append(errs, fmt.Errorf("client::timeout: %s must be less than write_timeout (%s): a follower answers after asking its leader", c.Timeout, cfg.WriteTimeout))
+	}
+	if tls := cfg.TLS.Get(); tls != nil && tls.ClientCAFile != "" && c.TLS.CertFile == "" && c.TLS.CertPem == "" {
+		errs = append(errs, errors.New("client::tls::cert_file: must be set: the API requires client certificates (tls::client_ca_file), and this replica presents one to its leader"))
+	}
+	if cfg.Auth.HasValue() && !c.Auth.HasValue() {
+		errs = append(errs, errors.New("client::auth: must be set: the API requires authentication (auth), and this replica authenticates to its leader"))
+	}
+	return errs
 }
 
 func (l LeaseConfig) validate() error {

@@ -81,6 +81,20 @@ func TestDefaultsFromPod(t *testing.T) {
 	assert.Equal(t, LeaseConfig{Duration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second}, def.Lease)
 	assert.Equal(t, kube.AuthServiceAccount, def.AuthType)
 	assert.Equal(t, "0.0.0.0:8080", def.NetAddr.Endpoint)
+	assert.Equal(t, 5*time.Second, def.Client.Timeout)
+	assert.Equal(t, 10*time.Second, def.ReadHeaderTimeout)
+	assert.Equal(t, 30*time.Second, def.ReadTimeout)
+	assert.Equal(t, 30*time.Second, def.WriteTimeout)
+}
+
+// Replicas that require mutual TLS and a token of each other validate.
+func TestMutualTLSConfig(t *testing.T) {
+	cfg, err := loadConfig(t, "mtls")
+	require.NoError(t, err)
+	require.NoError(t, confmap.Validate(cfg))
+	assert.Equal(t, "/certs/tls.crt", cfg.Client.TLS.CertFile)
+	assert.Equal(t, "/certs/ca.crt", cfg.TLS.Get().ClientCAFile)
+	assert.Equal(t, 5*time.Second, cfg.Client.Timeout, "the default timeout stays")
 }
 
 func TestInvalidConfig(t *testing.T) {
@@ -107,6 +121,10 @@ func TestInvalidConfig(t *testing.T) {
 		{"bad_filter", `filter_strategy: unknown value "keep-all"`},
 		{"bad_regex", `config: scrape_configs: job "otc0": error parsing regexp`},
 		{"duplicate_job", `"otc0"`},
+		{"mtls_no_client_cert", "client::tls::cert_file: must be set: the API requires client certificates (tls::client_ca_file)"},
+		{"auth_no_client_auth", "client::auth: must be set: the API requires authentication (auth)"},
+		{"client_endpoint", "client::endpoint: must not be set"},
+		{"slow_client", "client::timeout: 5s must be less than write_timeout (5s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

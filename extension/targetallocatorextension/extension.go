@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
+	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/skew"
 	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
@@ -66,11 +67,15 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 	if err := e.build(client); err != nil {
 		return err
 	}
+	relay, err := e.cfg.Client.ToClient(ctx, host.GetExtensions(), e.set.TelemetrySettings)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
 	ln, err := e.cfg.ToListener(ctx)
 	if err != nil {
 		return fmt.Errorf("endpoint %s: %w", e.cfg.NetAddr.Endpoint, err)
 	}
-	e.server, err = e.cfg.ToServer(ctx, host.GetExtensions(), e.set.TelemetrySettings, e.routes())
+	e.server, err = e.cfg.ToServer(ctx, host.GetExtensions(), e.set.TelemetrySettings, e.routes(relay))
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -102,6 +107,7 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 		Self:          membership.Member{Identity: e.s.identity, Endpoint: e.s.advertise, Node: e.s.node},
 		LeaseDuration: lease.Duration,
 		RenewPeriod:   lease.RetryPeriod,
+		Clock:         skew.Clock(e.s.identity),
 		OnChange: func(members []membership.Member) {
 			e.telemetry.TargetallocatorMembers.Record(context.Background(), int64(len(members)))
 			e.notifier.notify()
@@ -120,6 +126,7 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 		LeaseDuration: lease.Duration,
 		RenewDeadline: lease.RenewDeadline,
 		RetryPeriod:   lease.RetryPeriod,
+		Clock:         skew.Clock(e.s.identity),
 		Callbacks: election.Callbacks{
 			OnStartedLeading: e.lead,
 			OnStoppedLeading: func() {

@@ -23,8 +23,16 @@ func NewFactory() extension.Factory {
 func createDefaultConfig() component.Config {
 	server := confighttp.NewDefaultServerConfig()
 	server.NetAddr.Endpoint = DefaultEndpoint
+	// The API takes GET requests without a body: bound every phase of a
+	// request, so a slow or stalled client cannot hold a connection.
+	server.ReadHeaderTimeout = 10 * time.Second
+	server.ReadTimeout = 30 * time.Second
+	server.MaxRequestBodySize = 4 << 10
+	client := confighttp.NewDefaultClientConfig()
+	client.Timeout = defaultRelayTimeout
 	return &Config{
 		ServerConfig: server,
+		Client:       client,
 		AuthType:     kube.AuthServiceAccount,
 		// client-go's documented defaults for leader election.
 		Lease: LeaseConfig{Duration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second},

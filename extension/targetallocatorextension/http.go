@@ -8,16 +8,17 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 )
 
-// relayTimeout bounds a follower's request to the leader.
-const relayTimeout = 5 * time.Second
+// defaultRelayTimeout bounds a follower's request to the leader (client::timeout).
+const defaultRelayTimeout = 5 * time.Second
 
-// routes serves the replica's own endpoints and the allocator API.
-func (e *allocatorExtension) routes() http.Handler {
+// routes serves the replica's own endpoints and the allocator API; relay
+// asks the leader.
+func (e *allocatorExtension) routes(relay *http.Client) http.Handler {
 	scheme := "http"
 	if e.cfg.TLS.HasValue() {
 		scheme = "https"
 	}
-	api := allocatorapi.NewHandler(apiSource{e}, &http.Client{Timeout: relayTimeout}, scheme, e.set.Logger)
+	api := allocatorapi.NewHandler(apiSource{e}, relay, scheme, e.set.Logger)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

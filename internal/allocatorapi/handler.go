@@ -65,8 +65,10 @@ type Handler struct {
 	scheme string
 	logger *zap.Logger
 
-	mu   sync.Mutex
-	last map[string][]byte // request URI → body, own share only
+	mu      sync.Mutex
+	last    map[string][]byte // request URI → body, own share only
+	applied int               // the newest epoch relayed
+	lease   int               // the Lease's epoch when last checked
 }
 
 // NewHandler returns a handler for src; client relays requests to the leader
@@ -259,7 +261,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, req request) {
 	_, _ = w.Write(body)
 }
 
-// current checks that an answer is of the epoch the Lease shows, or newer.
+// current checks that an answer is of the epoch the Lease shows, or newer,
+// and not older than an answer this replica already relayed: a follower
+// whose view of the Lease lags never goes back to a deposed leader's
+// assignment. Epochs only grow, unless the Lease is deleted and made anew.
 func (h *Handler) current(header http.Header) error {
 	v := header.Get(EpochHeader)
 	if v == "" {
@@ -269,9 +274,20 @@ func (h *Handler) current(header http.Header) error {
 	if err != nil {
 		return fmt.Errorf("bad %s %q from the leader", EpochHeader, v)
 	}
-	if lease := h.src.Epoch(); epoch < lease {
+	lease := h.src.Epoch()
+	if epoch < lease {
 		return fmt.Errorf("stale leader: its answer is of epoch %d, the Lease is at %d", epoch, lease)
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if lease < h.lease {
+		h.applied = lease // the Lease was deleted and made anew: epochs count again
+	}
+	h.lease = lease
+	if epoch < h.applied {
+		return fmt.Errorf("stale leader: its answer is of epoch %d, this replica already relayed epoch %d", epoch, h.applied)
+	}
+	h.applied = max(h.applied, epoch)
 	return nil
 }
 

@@ -308,6 +308,46 @@ func TestFollowerRejectsStaleEpochs(t *testing.T) {
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 }
 
+// A follower whose view of the Lease lags behind an answer it relayed never
+// goes back to an older epoch; a Lease made anew starts the count again.
+func TestFollowerNeverGoesBackAnEpoch(t *testing.T) {
+	old := &source{identity: "c-0", allocation: testAllocation(t)} // epoch 3
+	oldSrv := httptest.NewServer(NewHandler(old, http.DefaultClient, "http", zap.NewNop()))
+	defer oldSrv.Close()
+	next := testAllocation(t)
+	next.Epoch = 4
+	newSrv := httptest.NewServer(NewHandler(&source{identity: "c-2", allocation: next}, http.DefaultClient, "http", zap.NewNop()))
+	defer newSrv.Close()
+
+	follower := &source{identity: "c-1", leader: strings.TrimPrefix(newSrv.URL, "http://"), epoch: 3}
+	h := NewHandler(follower, http.DefaultClient, "http", zap.NewNop())
+	own := "/jobs/plain/targets?collector_id=c-1"
+	resp, current := get(t, h, own)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "4", resp.Header.Get(EpochHeader))
+
+	// The follower's view still says epoch 3 and points at the old leader.
+	follower.mu.Lock()
+	follower.leader = strings.TrimPrefix(oldSrv.URL, "http://")
+	follower.mu.Unlock()
+	resp, body := get(t, h, own)
+	assert.Equal(t, "true", resp.Header.Get(StaleHeader), "the epoch-3 answer is refused after an epoch-4 one")
+	assert.Equal(t, current, body)
+
+	// The Lease is deleted and made anew: epochs count from 0 again.
+	anew := testAllocation(t)
+	anew.Epoch = 0
+	old.mu.Lock()
+	old.allocation = anew
+	old.mu.Unlock()
+	follower.mu.Lock()
+	follower.epoch = 0
+	follower.mu.Unlock()
+	resp, _ = get(t, h, own)
+	assert.Empty(t, resp.Header.Get(StaleHeader))
+	assert.Equal(t, "0", resp.Header.Get(EpochHeader))
+}
+
 // Two replicas that each believe the other leads never relay in a loop.
 func TestNoRelayLoop(t *testing.T) {
 	a := &source{identity: "c-0"}

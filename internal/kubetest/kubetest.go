@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -34,6 +35,7 @@ type Env struct {
 	// Client is a clientset for Config.
 	Client kubernetes.Interface
 	env    *envtest.Environment
+	data   string // etcd's data, kept across RestartEtcd
 }
 
 // Start starts etcd and kube-apiserver. Stop them with Stop.
@@ -42,21 +44,46 @@ func Start() (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	// etcd's data lives in a directory of ours, so that etcd can restart on it.
+	data, err := os.MkdirTemp("", "kubetest-etcd-")
+	if err != nil {
+		return nil, err
+	}
 	env := &envtest.Environment{BinaryAssetsDirectory: assets}
+	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: data}
 	cfg, err := env.Start()
 	if err != nil {
+		_ = os.RemoveAll(data)
 		return nil, fmt.Errorf("start control plane from %s: %w", assets, err)
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		_ = env.Stop()
+		_ = os.RemoveAll(data)
 		return nil, err
 	}
-	return &Env{Config: cfg, Client: client, env: env}, nil
+	return &Env{Config: cfg, Client: client, env: env, data: data}, nil
 }
 
 // Stop stops the control plane and removes its data.
-func (e *Env) Stop() error { return e.env.Stop() }
+func (e *Env) Stop() error {
+	err := e.env.Stop()
+	return errors.Join(err, os.RemoveAll(e.data))
+}
+
+// RestartEtcd stops etcd, waits down, and starts it again on the same data
+// and address: the API server loses its storage for that long.
+func (e *Env) RestartEtcd(down time.Duration) error {
+	etcd := e.env.ControlPlane.Etcd
+	if err := etcd.Stop(); err != nil {
+		return fmt.Errorf("stop etcd: %w", err)
+	}
+	time.Sleep(down)
+	if err := etcd.Start(); err != nil {
+		return fmt.Errorf("start etcd: %w", err)
+	}
+	return nil
+}
 
 // Main starts a control plane for a test package, runs its tests and stops
 // it; use it as the package's TestMain body.
