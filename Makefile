@@ -13,10 +13,10 @@ IMAGE ?= ghcr.io/embedded-ta/otelcol-embedded-ta:0.1.0
 
 # Fuzz targets, as package:function; `make fuzz` runs each for FUZZTIME,
 # `make test` for 10s each.
-FUZZ_TARGETS := internal/allocatorapi:FuzzServeHTTP extension/targetallocatorextension:FuzzConfig
+FUZZ_TARGETS := internal/allocatorapi:FuzzServeHTTP internal/allocatorapi:FuzzRelayedAnswer extension/targetallocatorextension:FuzzConfig
 FUZZTIME ?= 2m
 
-.PHONY: all build test unit e2e bench fuzz demo otelcol kube lint generate image clean
+.PHONY: all build test unit e2e faults bench fuzz demo otelcol kube lint generate image clean
 
 all: build
 
@@ -50,14 +50,18 @@ generate: $(BIN)/mdatagen
 	PATH=$(BIN):$$PATH $(GO) generate ./...
 
 ## test: vet, format, unit and control-plane tests, then the end-to-end suite
-test: kube otelcol lint unit e2e
+test: kube otelcol lint unit e2e faults
 	$(MAKE) fuzz FUZZTIME=10s
 
 unit: kube
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /e2e)
 
 e2e: kube otelcol
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -skip '^TestFault' ./e2e/...
+
+## faults: the fault suite (real processes), with a table of measured windows
+faults: kube otelcol
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run '^TestFault' ./e2e/...
 
 fuzz:
 	@for target in $(FUZZ_TARGETS); do \

@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: the distribution is missing, run `make otelcol`:", err)
 		os.Exit(1)
 	}
-	kubetest.Main(m, &controlPlane)
+	kubetest.Main(m, &controlPlane, printFaultTable)
 }
 
 // process is one collector replica running as its own process.
@@ -65,6 +65,13 @@ const replicaConfig = "../examples/local/replica.yaml"
 // file; extraEnv adds to its environment.
 func startProcess(t *testing.T, kubeconfig, name, config string, extraEnv ...string) *process {
 	t.Helper()
+	return startProcessArgs(t, kubeconfig, name, []string{"--config", config}, extraEnv...)
+}
+
+// startProcessArgs starts one replica named name with the given
+// command-line arguments (--config, once or more).
+func startProcessArgs(t *testing.T, kubeconfig, name string, args []string, extraEnv ...string) *process {
+	t.Helper()
 	p := &process{
 		name:      name,
 		endpoint:  testaddr.Free(t),
@@ -77,7 +84,7 @@ func startProcess(t *testing.T, kubeconfig, name, config string, extraEnv ...str
 	_, telemetryPort, _ := net.SplitHostPort(p.telemetry)
 	logFile, err := os.Create(p.log)
 	require.NoError(t, err)
-	p.cmd = exec.Command(otelcol, "--config", config)
+	p.cmd = exec.Command(otelcol, args...)
 	p.cmd.Env = append(os.Environ(),
 		"POD_NAME="+name,
 		"KUBECONFIG="+kubeconfig,

@@ -3,7 +3,6 @@ package e2e
 import (
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -93,70 +92,5 @@ func TestLeaderKilledWhileScraping(t *testing.T) {
 		t.Logf("measured: %s (owned by %s) longest gap %s", series, owner, gap.Round(time.Millisecond))
 		assert.LessOrEqual(t, gap, 2*scrapeInterval, "%s missed scrapes", series)
 	}
-	assertSteadyState(t, targets)
-}
-
-// An API-server outage of 30 s: every replica keeps scraping its share; once
-// the API server is back, there is one leader and the same assignment.
-func TestAPIServerOutage(t *testing.T) {
-	targets := startSeedTargets(t)
-	ns := controlPlane.Namespace(t)
-	proxy, through := kubetest.NewProxy(t, controlPlane.Config)
-	kubeconfig := kubetest.WriteKubeconfig(t, through, ns)
-	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
-	settled(t, procs, 60*time.Second)
-	before := union(t, procs, seedSeries, 60*time.Second)
-	time.Sleep(2 * time.Second)
-
-	cut := time.Now()
-	proxy.Cut()
-	time.Sleep(30 * time.Second)
-	restored := time.Now()
-	proxy.Restore()
-	for series := range before {
-		gap := targetOf(targets, series).MaxGap(cut, restored)
-		t.Logf("measured: %s longest gap during the outage %s", series, gap.Round(time.Millisecond))
-		assert.LessOrEqual(t, gap, 2*scrapeInterval, "%s went unscraped during the outage", series)
-	}
-
-	settled(t, procs, 30*time.Second)
-	t.Logf("measured: one leader again %s after the API server came back", time.Since(restored).Round(time.Millisecond))
-	after := union(t, procs, seedSeries, 30*time.Second)
-	assert.Equal(t, before, after, "the assignment changed")
-	assertSingleScraper(t, targets, cut, time.Now())
-}
-
-// A leader frozen (SIGSTOP) for twice its lease wakes up as a follower: it
-// never claims to lead once it runs again, the group has one leader, and
-// every target is scraped by one replica.
-func TestFrozenLeaderWakesAsFollower(t *testing.T) {
-	targets := startSeedTargets(t)
-	ns := controlPlane.Namespace(t)
-	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
-	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
-	leader := settled(t, procs, 60*time.Second)
-	union(t, procs, seedSeries, 60*time.Second)
-
-	require.NoError(t, leader.cmd.Process.Signal(syscall.SIGSTOP))
-	frozen := time.Now()
-	t.Cleanup(func() { _ = leader.cmd.Process.Signal(syscall.SIGCONT) })
-	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leader })
-	t.Logf("measured: new leader %s after the leader froze", newLeader(t, survivors, frozen, 20*time.Second).Round(time.Millisecond))
-	time.Sleep(time.Until(frozen.Add(2 * leaseDuration)))
-
-	require.NoError(t, leader.cmd.Process.Signal(syscall.SIGCONT))
-	woke := time.Now()
-	answered := 0
-	for time.Since(woke) < 3*time.Second {
-		if v, ok := leader.status(); ok {
-			answered++
-			assert.False(t, v.IsLeader, "the woken leader claims to lead %s after it woke", time.Since(woke))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	require.Positive(t, answered, "the woken process never answered")
-
-	settled(t, procs, 30*time.Second)
-	union(t, procs, seedSeries, 30*time.Second)
 	assertSteadyState(t, targets)
 }

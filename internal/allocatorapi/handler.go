@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/goccy/go-yaml"
+	"github.com/prometheus/prometheus/config"
 	"go.uber.org/zap"
 )
 
@@ -245,6 +247,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, req request) {
 	if err == nil {
 		err = h.current(header)
 	}
+	if err == nil && status == http.StatusOK && h.ownShare(req) {
+		// A copy is only ever replaced by an answer the receiver can read.
+		err = readable(req, body)
+	}
 	if err != nil {
 		h.fallback(w, r, req, err)
 		return
@@ -259,6 +265,29 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, req request) {
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// readable checks that an answer about the own share reads as the stock
+// prometheus receiver reads it: scrape configs as YAML (JSON is YAML) into
+// Prometheus scrape configs, targets as HTTP SD target groups.
+func readable(req request, body []byte) error {
+	if req.route == "scrape_configs" {
+		var configs map[string]*config.ScrapeConfig
+		if err := yaml.Unmarshal(body, &configs); err != nil {
+			return fmt.Errorf("the leader's scrape configs do not parse: %w", err)
+		}
+		for job, sc := range configs {
+			if sc == nil {
+				return fmt.Errorf("the leader's scrape configs have none for job %q", job)
+			}
+		}
+		return nil
+	}
+	var groups []TargetGroup
+	if err := json.Unmarshal(body, &groups); err != nil {
+		return fmt.Errorf("the leader's targets do not parse: %w", err)
+	}
+	return nil
 }
 
 // current checks that an answer is of the epoch the Lease shows, or newer,

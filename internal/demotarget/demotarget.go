@@ -82,6 +82,33 @@ func (t *Target) MaxRate(from, to time.Time, w time.Duration) int {
 	return best
 }
 
+// DoubleScraped returns the longest stretch within [from, to] during which
+// the target was scraped by more than one scraper at the given interval. One
+// scraper's scrapes are about an interval apart; two scrapers' interleave, so
+// some consecutive scrapes are at most half an interval apart. A stretch is a
+// run of such close pairs, each within 1.5 intervals of the last.
+func (t *Target) DoubleScraped(from, to time.Time, interval time.Duration) time.Duration {
+	var in []time.Time
+	for _, s := range t.Scrapes() {
+		if !s.Before(from) && !s.After(to) {
+			in = append(in, s)
+		}
+	}
+	var start, last time.Time
+	longest := time.Duration(0)
+	for i := 1; i < len(in); i++ {
+		if in[i].Sub(in[i-1]) > interval/2 {
+			continue
+		}
+		if start.IsZero() || in[i-1].Sub(last) > 3*interval/2 {
+			start = in[i-1]
+		}
+		last = in[i]
+		longest = max(longest, last.Sub(start))
+	}
+	return longest
+}
+
 // Close stops the target.
 func (t *Target) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -71,23 +70,27 @@ func (e *Env) Stop() error {
 	return errors.Join(err, os.RemoveAll(e.data))
 }
 
-// RestartEtcd stops etcd, waits down, and starts it again on the same data
-// and address: the API server loses its storage for that long.
-func (e *Env) RestartEtcd(down time.Duration) error {
-	etcd := e.env.ControlPlane.Etcd
-	if err := etcd.Stop(); err != nil {
+// StopEtcd stops etcd, keeping its data: the API server loses its storage
+// until StartEtcd.
+func (e *Env) StopEtcd() error {
+	if err := e.env.ControlPlane.Etcd.Stop(); err != nil {
 		return fmt.Errorf("stop etcd: %w", err)
 	}
-	time.Sleep(down)
-	if err := etcd.Start(); err != nil {
+	return nil
+}
+
+// StartEtcd starts etcd again on its data and address, after StopEtcd.
+func (e *Env) StartEtcd() error {
+	if err := e.env.ControlPlane.Etcd.Start(); err != nil {
 		return fmt.Errorf("start etcd: %w", err)
 	}
 	return nil
 }
 
 // Main starts a control plane for a test package, runs its tests and stops
-// it; use it as the package's TestMain body.
-func Main(m *testing.M, env **Env) {
+// it; use it as the package's TestMain body. after runs once the tests
+// have, before the control plane stops.
+func Main(m *testing.M, env **Env, after ...func()) {
 	e, err := Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kubetest:", err)
@@ -95,6 +98,9 @@ func Main(m *testing.M, env **Env) {
 	}
 	*env = e
 	code := m.Run()
+	for _, f := range after {
+		f()
+	}
 	if err := e.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "kubetest: stop:", err)
 	}

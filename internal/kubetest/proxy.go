@@ -18,7 +18,7 @@ import (
 // and restore it, while the rest of the fleet goes on as before.
 type Proxy struct {
 	addr   string
-	target string
+	target atomic.Pointer[string]
 	delay  atomic.Int64 // nanoseconds before each chunk of an answer
 
 	mu    sync.Mutex
@@ -51,11 +51,15 @@ func NewTCPProxy(t testing.TB, addr, target string) *Proxy {
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
-	p := &Proxy{ln: ln, addr: ln.Addr().String(), target: target, open: true, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, addr: ln.Addr().String(), open: true, conns: map[net.Conn]struct{}{}}
+	p.SetTarget(target)
 	go p.accept(ln)
 	t.Cleanup(func() { p.CloseListener(); p.Cut() })
 	return p
 }
+
+// SetTarget sends the connections that come from now on to target.
+func (p *Proxy) SetTarget(target string) { p.target.Store(&target) }
 
 // Addr is where the proxy listens.
 func (p *Proxy) Addr() string { return p.addr }
@@ -125,7 +129,7 @@ func (p *Proxy) forward(client net.Conn) {
 		_ = client.Close()
 		return
 	}
-	server, err := net.Dial("tcp", p.target)
+	server, err := net.Dial("tcp", *p.target.Load())
 	if err != nil || !p.track(server) {
 		_ = client.Close()
 		if server != nil {

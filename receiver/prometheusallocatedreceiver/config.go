@@ -3,6 +3,8 @@ package prometheusallocatedreceiver // import "github.com/embedded-ta/embedded-t
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -24,6 +26,10 @@ type Config struct {
 	// TLS is the client side of the allocator API's TLS, when its endpoint
 	// serves TLS.
 	TLS configtls.ClientConfig `mapstructure:"tls"`
+	// BearerTokenFile holds the token the allocator API requires when its
+	// auth is a bearer token (bearertokenauth): sent with every request,
+	// read anew by each targets poll, at start for the scrape configs.
+	BearerTokenFile string `mapstructure:"bearer_token_file"`
 
 	// Scrape-side settings of the stock prometheus receiver.
 
@@ -53,6 +59,11 @@ func (cfg *Config) Validate() error {
 	if cfg.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("timeout: %s must be greater than zero", cfg.Timeout))
 	}
+	if cfg.BearerTokenFile != "" {
+		if _, err := readToken(cfg.BearerTokenFile); err != nil {
+			errs = append(errs, fmt.Errorf("bearer_token_file: %w", err))
+		}
+	}
 	if cfg.HTTPSDConfig.RefreshInterval < time.Second {
 		errs = append(errs, fmt.Errorf("http_sd_config::refresh_interval: %s must be at least 1s", cfg.HTTPSDConfig.RefreshInterval))
 	}
@@ -64,4 +75,17 @@ func (cfg *Config) Validate() error {
 func (cfg *Config) usesTLS() bool {
 	t := cfg.TLS
 	return !t.Insecure && (t.CAFile != "" || t.CAPem != "" || t.CertFile != "" || t.CertPem != "" || t.ServerName != "")
+}
+
+// readToken reads a bearer token file: one token, surrounding space trimmed.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return token, nil
 }

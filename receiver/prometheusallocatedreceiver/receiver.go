@@ -103,6 +103,17 @@ func (r *allocatedReceiver) stockConfig(view targetallocatorextension.View) (com
 	if tls != nil {
 		ta["tls"] = tls
 	}
+	if file := r.cfg.BearerTokenFile; file != "" {
+		// The stock client sends target_allocator's headers with its
+		// /scrape_configs requests and http_sd_config's authorization with
+		// its targets polls.
+		token, err := readToken(file)
+		if err != nil {
+			return nil, fmt.Errorf("bearer_token_file: %w", err)
+		}
+		ta["headers"] = map[string]any{"Authorization": "Bearer " + token}
+		ta["http_sd_config"].(map[string]any)["authorization"] = map[string]any{"type": "Bearer", "credentials_file": file}
+	}
 	conf := confmap.NewFromStringMap(map[string]any{
 		"config": map[string]any{"scrape_configs": []any{}},
 		// A (re)started replica scrapes its share at once, not after the
