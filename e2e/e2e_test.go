@@ -56,6 +56,11 @@ type process struct {
 	log       string
 	exited    chan error
 	done      chan struct{} // closed when the process has exited
+	// apiScheme and apiClient reach the allocator API when it is secured
+	// ("https", a client with the CA and a certificate; a token): by default
+	// plain HTTP with a one-second timeout.
+	apiScheme string
+	apiClient *http.Client
 }
 
 // replicaConfig is the configuration of the demo's replicas.
@@ -132,8 +137,11 @@ func (p *process) kill(t *testing.T) {
 
 // status reads /status; ok is false while the process does not answer.
 func (p *process) status() (v targetallocatorextension.View, ok bool) {
-	client := http.Client{Timeout: time.Second}
-	resp, err := client.Get("http://" + p.endpoint + "/status")
+	client, scheme := p.apiClient, p.apiScheme
+	if client == nil {
+		client, scheme = &http.Client{Timeout: time.Second}, "http"
+	}
+	resp, err := client.Get(scheme + "://" + p.endpoint + "/status")
 	if err != nil {
 		return v, false
 	}

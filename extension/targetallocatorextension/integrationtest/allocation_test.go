@@ -2,22 +2,12 @@ package integrationtest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
@@ -31,6 +21,7 @@ import (
 
 	tae "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+	"github.com/embedded-ta/embedded-ta/internal/testpki"
 )
 
 // withScrapeConfigs sets the extension's Prometheus config, as YAML would.
@@ -311,16 +302,17 @@ func TestSecretsOnlyOverMutualTLS(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond)
 	assert.Equal(t, "<secret>", configs["secured"]["basic_auth"].(map[string]any)["password"])
 
-	pki := newPKI(t)
+	pki := testpki.New(t)
 	secured := startReplica(t, controlPlane.Config, ns, "mtls-0", "mtls", withScrapeConfigs(job), func(c *tae.Config) {
 		c.TLS = configoptional.Some(configtls.ServerConfig{
-			Config:       configtls.Config{CertFile: pki.serverCert, KeyFile: pki.serverKey},
-			ClientCAFile: pki.caFile,
+			Config:       configtls.Config{CertFile: pki.CertFile, KeyFile: pki.KeyFile},
+			ClientCAFile: pki.CAFile,
 		})
+		c.Client.TLS = configtls.ClientConfig{Config: configtls.Config{CAFile: pki.CAFile, CertFile: pki.CertFile, KeyFile: pki.KeyFile}}
 	})
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		RootCAs:      pki.pool,
-		Certificates: []tls.Certificate{pki.client},
+		RootCAs:      pki.Pool,
+		Certificates: []tls.Certificate{pki.Client},
 	}}}
 	require.Eventually(t, func() bool {
 		resp, err := client.Get("https://" + secured.endpoint + "/scrape_configs")
@@ -334,61 +326,10 @@ func TestSecretsOnlyOverMutualTLS(t *testing.T) {
 	assert.Equal(t, "hunter2", configs["secured"]["basic_auth"].(map[string]any)["password"])
 
 	// Without a client certificate the TLS handshake itself is refused.
-	anonymous := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.pool}}}
+	anonymous := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.Pool}}}
 	resp, err := anonymous.Get("https://" + secured.endpoint + "/scrape_configs")
 	if err == nil {
 		resp.Body.Close()
 	}
 	assert.Error(t, err)
-}
-
-type pki struct {
-	caFile, serverCert, serverKey string
-	pool                          *x509.CertPool
-	client                        tls.Certificate
-}
-
-// newPKI makes a CA, a server certificate for 127.0.0.1 and a client certificate.
-func newPKI(t *testing.T) pki {
-	t.Helper()
-	dir := t.TempDir()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	issue := func(name string, usage x509.ExtKeyUsage, ips ...net.IP) (certPEM, keyPEM []byte) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips, KeyUsage: x509.KeyUsageDigitalSignature,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		require.NoError(t, err)
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		require.NoError(t, err)
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	}
-	write := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(p, b, 0o600))
-		return p
-	}
-	p := pki{pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	p.caFile = write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
-	certPEM, keyPEM := issue("server", x509.ExtKeyUsageServerAuth, net.ParseIP("127.0.0.1"))
-	p.serverCert, p.serverKey = write("server.pem", certPEM), write("server-key.pem", keyPEM)
-	certPEM, keyPEM = issue("client", x509.ExtKeyUsageClientAuth)
-	p.client, err = tls.X509KeyPair(certPEM, keyPEM)
-	require.NoError(t, err)
-	return p
 }
