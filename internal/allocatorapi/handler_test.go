@@ -2,6 +2,7 @@ package allocatorapi
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,12 +13,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	commonconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 )
 
@@ -362,4 +365,60 @@ func TestNoRelayLoop(t *testing.T) {
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+}
+
+// Requests leave no goroutine behind: relayed, refused, timed out at the
+// leader, or abandoned by their client.
+func TestNoGoroutineLeftPerRequest(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	leader := httptest.NewServer(NewHandler(&source{identity: "c-0", allocation: testAllocation(t)}, http.DefaultClient, "http", zap.NewNop()))
+	src := &source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3}
+	relay := &http.Client{Timeout: 200 * time.Millisecond}
+	follower := httptest.NewServer(NewHandler(src, relay, "http", zap.NewNop()))
+
+	client := &http.Client{Timeout: 2 * time.Second}
+	for range 50 {
+		for _, target := range []string{"/jobs/plain/targets?collector_id=c-1", "/scrape_configs", "/jobs", "/jobs/a/targets?collector_id=", "/no/route"} {
+			resp, err := client.Get(follower.URL + target)
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	// The leader hangs: the follower's relay times out and it answers from its copy.
+	src.mu.Lock()
+	src.leader = strings.TrimPrefix(slow.URL, "http://")
+	src.mu.Unlock()
+	for range 5 {
+		resp, err := client.Get(follower.URL + "/jobs/plain/targets?collector_id=c-1")
+		require.NoError(t, err)
+		assert.Equal(t, "true", resp.Header.Get(StaleHeader))
+		resp.Body.Close()
+	}
+	// Clients that give up before the answer.
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, follower.URL+"/jobs", nil)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+	}
+
+	close(release)
+	follower.Close()
+	leader.Close()
+	slow.Close()
+	client.CloseIdleConnections()
+	relay.CloseIdleConnections()
+	http.DefaultClient.CloseIdleConnections()
+	goleak.VerifyNone(t, before)
 }
