@@ -37,10 +37,10 @@ func TestRequestsAreBounded(t *testing.T) {
 	t.Logf("measured: a stalled request's connection closed after %s (read_header_timeout 500ms)", time.Since(start).Round(time.Millisecond))
 
 	for target, want := range map[string]int{
-		"/jobs?" + strings.Repeat("a", 4096):                          http.StatusRequestURITooLong,
-		"/jobs/" + strings.Repeat("j", 4096) + "/targets":             http.StatusRequestURITooLong,
-		"/jobs/x/targets?collector_id=a&collector_id=b":               http.StatusBadRequest,
-		"/jobs/%zz/targets":                                           http.StatusBadRequest,
+		"/jobs?" + strings.Repeat("a", 4096):                         http.StatusRequestURITooLong,
+		"/jobs/" + strings.Repeat("j", 4096) + "/targets":            http.StatusRequestURITooLong,
+		"/jobs/x/targets?collector_id=a&collector_id=b":              http.StatusBadRequest,
+		"/jobs/%zz/targets":                                          http.StatusBadRequest,
 		"/jobs/x/targets?collector_id=" + strings.Repeat("c", 2<<20): http.StatusRequestHeaderFieldsTooLarge,
 	} {
 		conn, err := net.Dial("tcp", r.endpoint)
