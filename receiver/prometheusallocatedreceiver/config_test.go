@@ -2,19 +2,23 @@ package prometheusallocatedreceiver
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver/internal/metadata"
 )
 
@@ -57,6 +61,7 @@ func TestInvalidConfig(t *testing.T) {
 		"zero_interval": "interval: 0s must be greater than zero",
 		"fast_refresh":  "http_sd_config::refresh_interval: 100ms must be at least 1s",
 		"unknown_key":   "invalid keys: collector_id",
+		"missing_token": "bearer_token_file: open /nonexistent/token: no such file or directory",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := loadConfig(t, name)
@@ -64,6 +69,29 @@ func TestInvalidConfig(t *testing.T) {
 			assert.Contains(t, err.Error(), want)
 		})
 	}
+}
+
+// The token reaches both of the stock client's requests: its scrape-configs
+// poll as a header, each targets poll from the file.
+func TestBearerTokenReachesTheStockClient(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(token, []byte("abc\n"), 0o600))
+	cfg := createDefaultConfig().(*Config)
+	cfg.BearerTokenFile = token
+	require.NoError(t, confmap.Validate(cfg))
+	r := &allocatedReceiver{cfg: cfg}
+	stock, err := r.stockConfig(targetallocatorextension.View{Identity: "c-0", Endpoint: "127.0.0.1:8080"})
+	require.NoError(t, err)
+	ta := stock.(*prometheusreceiver.Config).TargetAllocator.Get()
+	header, ok := ta.ClientConfig.Headers.Get("Authorization")
+	assert.True(t, ok)
+	assert.Equal(t, configopaque.String("Bearer abc"), header)
+	require.NotNil(t, ta.HTTPSDConfig.HTTPClientConfig.Authorization)
+	assert.Equal(t, "Bearer", ta.HTTPSDConfig.HTTPClientConfig.Authorization.Type)
+	assert.Equal(t, token, ta.HTTPSDConfig.HTTPClientConfig.Authorization.CredentialsFile)
+
+	require.NoError(t, os.WriteFile(token, nil, 0o600))
+	assert.ErrorContains(t, confmap.Validate(cfg), "bearer_token_file: "+token+" is empty")
 }
 
 func TestStartNamesAMissingAllocator(t *testing.T) {
