@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -269,6 +270,10 @@ func TestFaultLeaderFrozen(t *testing.T) {
 		t.Logf("measured: new leader %s after the leader froze", newLeader(t, survivors, frozen, 20*time.Second).Round(time.Millisecond))
 		time.Sleep(time.Until(frozen.Add(2 * leaseDuration)))
 
+		v, ok := survivors[0].status()
+		require.True(t, ok)
+		epoch := v.Epoch
+
 		require.NoError(t, leader.cmd.Process.Signal(syscall.SIGCONT))
 		woke := time.Now()
 		answered := 0
@@ -276,6 +281,17 @@ func TestFaultLeaderFrozen(t *testing.T) {
 			if v, ok := leader.status(); ok {
 				answered++
 				assert.False(t, v.IsLeader, "the woken leader claims to lead %s after it woke", time.Since(woke))
+			}
+			// No replica hands its receiver an answer of the old leader's epoch.
+			for _, p := range f.procs {
+				resp, err := http.Get("http://" + p.endpoint + "/jobs/otc0/targets?collector_id=" + p.name)
+				if err != nil {
+					continue
+				}
+				resp.Body.Close()
+				if got := resp.Header.Get("X-Embedded-Ta-Epoch"); got != "" && resp.Header.Get("X-Embedded-Ta-Stale") == "" {
+					assert.Equal(t, strconv.Itoa(epoch), got, "%s answered from epoch %s after the old leader woke", p.name, got)
+				}
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
