@@ -9,12 +9,14 @@
 package allocatorapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"sync"
+	"unicode/utf8"
+
+	"github.com/cespare/xxhash/v2"
 
 	commonconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/prometheus/config"
@@ -37,8 +39,10 @@ type TargetGroup struct {
 	Labels  map[string]string `json:"labels"`
 }
 
-// Allocation is what the leader serves: immutable once built. Answers are
-// encoded on first use and then reused until the next allocation.
+// Allocation is what the leader serves: immutable once built. It is made of
+// Shares, one per job and collector, each encoded once, on first use, and
+// reused by every later allocation that shares it: after a change, only the
+// answers that changed are encoded again.
 type Allocation struct {
 	// Epoch is the leadership epoch the allocation was made in.
 	Epoch int
@@ -51,54 +55,147 @@ type Allocation struct {
 	// this allocation (an empty one would make every member drop its targets).
 	Pending bool
 
-	scrapeConfigs       []byte // job → scrape config, secrets redacted
-	scrapeConfigsSecret []byte // the same with secret values
-	jobs                map[string]*job
-	jobNames            []string
-
-	mu      sync.Mutex
-	encoded map[encodedKey][]byte
+	configs  *ScrapeConfigs
+	jobs     map[string]*Job
+	jobNames []string
 }
 
-type job struct {
-	targets []Target
-	byOwner map[string][]int // owner → indices into targets
+// ScrapeConfigs are the group's scrape configs as /scrape_configs answers
+// them, encoded once per config set.
+type ScrapeConfigs struct {
+	redacted, secret answer
 }
 
-type encodedKey struct{ job, collector string }
+// answer is an encoded body and its entity tag.
+type answer struct {
+	body []byte
+	etag string
+}
 
-// NewAllocation builds an allocation from the group's scrape configs (by job
-// name) and its assigned targets. Jobs without targets are served with none.
-func NewAllocation(epoch int, leader string, members []string, scrapeConfigs map[string]*config.ScrapeConfig, targets []Target) (*Allocation, error) {
-	a := &Allocation{
-		Epoch:   epoch,
-		Leader:  leader,
-		Members: slices.Sorted(slices.Values(members)),
-		jobs:    make(map[string]*job, len(scrapeConfigs)),
-		encoded: map[encodedKey][]byte{},
-	}
-	var err error
-	if a.scrapeConfigs, a.scrapeConfigsSecret, err = encodeScrapeConfigs(scrapeConfigs); err != nil {
+// newAnswer tags body with a strong entity tag: a hash of the body, after
+// a mark that tells apart answers of the same bytes that must not stand in
+// for each other (secret and redacted scrape configs).
+func newAnswer(mark string, body []byte) answer {
+	return answer{body: body, etag: fmt.Sprintf(`"%s%016x"`, mark, xxhash.Sum64(body))}
+}
+
+// NewScrapeConfigs encodes scrape configs (by job name) for /scrape_configs.
+func NewScrapeConfigs(configs map[string]*config.ScrapeConfig) (*ScrapeConfigs, error) {
+	redacted, secret, err := encodeScrapeConfigs(configs)
+	if err != nil {
 		return nil, err
 	}
+	return &ScrapeConfigs{redacted: newAnswer("r", redacted), secret: newAnswer("s", secret)}, nil
+}
+
+// Share is one collector's targets in one job, immutable; its answer is
+// encoded once, on first use.
+type Share struct {
+	targets []Target
+	once    sync.Once
+	answer  answer
+}
+
+// NewShare returns the share of targets, served in this order; it takes
+// ownership of the slice.
+func NewShare(targets []Target) *Share { return &Share{targets: targets} }
+
+// Targets returns the share's targets; the caller must not modify them.
+func (s *Share) Targets() []Target {
+	if s == nil {
+		return nil
+	}
+	return s.targets
+}
+
+func (s *Share) encoded() answer {
+	s.once.Do(func() { s.answer = newAnswer("t", appendGroups(nil, s.targets)) })
+	return s.answer
+}
+
+// emptyShare answers a collector without targets in a job.
+var emptyShare = NewShare(nil)
+
+// Job is one job's shares by owner ("" for targets no member may take),
+// immutable once built.
+type Job struct {
+	shares map[string]*Share
+	count  int
+}
+
+// NewJob returns a job of the given shares; it takes ownership of the map.
+func NewJob(shares map[string]*Share) *Job {
+	j := &Job{shares: shares}
+	for _, s := range shares {
+		j.count += len(s.targets)
+	}
+	return j
+}
+
+// Share returns owner's share, nil when it has none.
+func (j *Job) Share(owner string) *Share { return j.shares[owner] }
+
+// With returns a job whose shares are j's with those of changed replaced;
+// a nil or empty share removes the owner's. It costs one map copy per
+// member, not per target.
+func (j *Job) With(changed map[string]*Share) *Job {
+	shares := make(map[string]*Share, len(j.shares)+len(changed))
+	for o, s := range j.shares {
+		shares[o] = s
+	}
+	for o, s := range changed {
+		if s == nil || len(s.targets) == 0 {
+			delete(shares, o)
+		} else {
+			shares[o] = s
+		}
+	}
+	return NewJob(shares)
+}
+
+// NewAllocation builds an allocation from the group's scrape configs (by job
+// name) and its assigned targets, encoding everything anew. Jobs without
+// targets are served with none. The leader builds its allocations with
+// Assemble, which reuses what did not change.
+func NewAllocation(epoch int, leader string, members []string, scrapeConfigs map[string]*config.ScrapeConfig, targets []Target) (*Allocation, error) {
+	configs, err := NewScrapeConfigs(scrapeConfigs)
+	if err != nil {
+		return nil, err
+	}
+	byJob := map[string]map[string][]Target{}
 	for name := range scrapeConfigs {
-		a.jobs[name] = &job{byOwner: map[string][]int{}}
+		byJob[name] = map[string][]Target{}
 	}
 	for _, t := range targets {
-		j, ok := a.jobs[t.Job]
-		if !ok {
-			j = &job{byOwner: map[string][]int{}}
-			a.jobs[t.Job] = j
+		if byJob[t.Job] == nil {
+			byJob[t.Job] = map[string][]Target{}
 		}
-		j.byOwner[t.Owner] = append(j.byOwner[t.Owner], len(j.targets))
-		j.targets = append(j.targets, t)
+		byJob[t.Job][t.Owner] = append(byJob[t.Job][t.Owner], t)
 	}
-	a.jobNames = make([]string, 0, len(a.jobs))
-	for name := range a.jobs {
-		a.jobNames = append(a.jobNames, name)
+	jobs := make(map[string]*Job, len(byJob))
+	for name, owners := range byJob {
+		shares := make(map[string]*Share, len(owners))
+		for o, ts := range owners {
+			shares[o] = NewShare(ts)
+		}
+		jobs[name] = NewJob(shares)
 	}
-	sort.Strings(a.jobNames)
-	return a, nil
+	return Assemble(epoch, leader, members, configs, jobs), nil
+}
+
+// Assemble builds an allocation of encoded scrape configs and jobs; it takes
+// ownership of the jobs map. Its cost is in the number of jobs and members:
+// the jobs and their shares are shared, not copied.
+func Assemble(epoch int, leader string, members []string, configs *ScrapeConfigs, jobs map[string]*Job) *Allocation {
+	a := &Allocation{
+		Epoch:    epoch,
+		Leader:   leader,
+		Members:  slices.Sorted(slices.Values(members)),
+		configs:  configs,
+		jobs:     jobs,
+		jobNames: slices.Sorted(maps.Keys(jobs)),
+	}
+	return a
 }
 
 // secretMu serialises the use of prometheus/common's process-wide switch
@@ -170,25 +267,35 @@ func (a *Allocation) IsMember(collector string) bool {
 	return ok
 }
 
-// Targets returns the targets of job owned by collector.
+// Targets returns the targets of job owned by collector; the caller must not
+// modify them.
 func (a *Allocation) Targets(jobName, collector string) []Target {
+	if j, ok := a.jobs[jobName]; ok {
+		return j.Share(collector).Targets()
+	}
+	return nil
+}
+
+// TargetCount returns the number of targets of job.
+func (a *Allocation) TargetCount(jobName string) int {
+	if j, ok := a.jobs[jobName]; ok {
+		return j.count
+	}
+	return 0
+}
+
+// AllTargets returns every target of job: by owner, members in order, then
+// the unassigned ones.
+func (a *Allocation) AllTargets(jobName string) []Target {
 	j, ok := a.jobs[jobName]
 	if !ok {
 		return nil
 	}
-	out := make([]Target, 0, len(j.byOwner[collector]))
-	for _, i := range j.byOwner[collector] {
-		out = append(out, j.targets[i])
+	out := make([]Target, 0, j.count)
+	for _, m := range a.Members {
+		out = append(out, j.Share(m).Targets()...)
 	}
-	return out
-}
-
-// AllTargets returns every target of job, in discovery order.
-func (a *Allocation) AllTargets(jobName string) []Target {
-	if j, ok := a.jobs[jobName]; ok {
-		return j.targets
-	}
-	return nil
+	return append(out, j.Share("").Targets()...)
 }
 
 // Counts returns, per member, how many jobs it has targets in and how many targets.
@@ -198,10 +305,13 @@ func (a *Allocation) Counts() map[string][2]int {
 		counts[m] = [2]int{}
 	}
 	for _, j := range a.jobs {
-		for owner, idx := range j.byOwner {
+		for owner, s := range j.shares {
+			if len(s.targets) == 0 {
+				continue
+			}
 			c := counts[owner]
 			c[0]++
-			c[1] += len(idx)
+			c[1] += len(s.targets)
 			counts[owner] = c
 		}
 	}
@@ -209,25 +319,108 @@ func (a *Allocation) Counts() map[string][2]int {
 }
 
 // share returns the HTTP SD answer for collector in job, encoded once.
-func (a *Allocation) share(jobName, collector string) []byte {
-	key := encodedKey{jobName, collector}
-	a.mu.Lock()
-	b, ok := a.encoded[key]
-	a.mu.Unlock()
-	if ok {
-		return b
+func (a *Allocation) share(jobName, collector string) answer {
+	s := a.jobs[jobName].Share(collector)
+	if s == nil {
+		s = emptyShare
 	}
-	b = encodeGroups(a.Targets(jobName, collector))
-	a.mu.Lock()
-	a.encoded[key] = b
-	a.mu.Unlock()
-	return b
+	return s.encoded()
 }
 
-func encodeGroups(targets []Target) []byte {
-	var buf bytes.Buffer
-	_ = json.NewEncoder(&buf).Encode(groups(targets))
-	return buf.Bytes()
+// scrapeConfigs returns the /scrape_configs answer, with secret values when
+// secret is true.
+func (a *Allocation) scrapeConfigs(secret bool) answer {
+	if secret {
+		return a.configs.secret
+	}
+	return a.configs.redacted
+}
+
+// appendGroups appends the HTTP SD form of targets, one group per target, as
+// encoding/json's Encoder would write []TargetGroup (labels sorted by name,
+// HTML characters escaped, a newline at the end), without its reflection and
+// maps: at a million targets the answers are the leader's largest cost.
+func appendGroups(b []byte, targets []Target) []byte {
+	if len(targets) == 0 {
+		return append(b, "[]\n"...)
+	}
+	b = append(b, '[')
+	for i, t := range targets {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"targets":[`...)
+		b = appendString(b, t.Labels.Get("__address__"))
+		b = append(b, `],"labels":{`...)
+		first := true
+		t.Labels.Range(func(l labels.Label) {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendString(b, l.Name)
+			b = append(b, ':')
+			b = appendString(b, l.Value)
+		})
+		b = append(b, "}}"...)
+	}
+	return append(b, "]\n"...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, escaped as encoding/json escapes
+// it with HTML escaping on: invalid UTF-8 becomes U+FFFD.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // groups is the HTTP SD form of targets: one group per target.

@@ -17,10 +17,14 @@ func FuzzServeHTTP(f *testing.F) {
 		"/jobs/with+space/targets?collector_id=c-0&collector_id=c-1", "/jobs//targets", "/targets", "/",
 		"/jobs/%25/targets?collector_id=", "/jobs/a/b/targets?x=%zz",
 	} {
-		f.Add(seed)
+		f.Add(seed, "")
+	}
+	for _, seed := range []string{`"t0000000000000000"`, "*", `W/"x", "y"`, ",,", `"`} {
+		f.Add("/jobs/plain/targets?collector_id=c-0", seed)
+		f.Add("/scrape_configs", seed)
 	}
 	h := NewHandler(&source{identity: "c-0", allocation: testAllocation(f)}, http.DefaultClient, "http", zap.NewNop())
-	f.Fuzz(func(t *testing.T, target string) {
+	f.Fuzz(func(t *testing.T, target, ifNoneMatch string) {
 		u, err := url.ParseRequestURI(target)
 		if err != nil || u.Host != "" || u.Scheme != "" {
 			return // net/http answers 400 before any handler sees it
@@ -28,12 +32,18 @@ func FuzzServeHTTP(f *testing.F) {
 		req := httptest.NewRequest(http.MethodGet, "/", nil)
 		req.URL = u
 		req.RequestURI = target
+		if ifNoneMatch != "" {
+			req.Header.Set("If-None-Match", ifNoneMatch)
+		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code >= 500 {
 			t.Fatalf("GET %q: %d %s", target, rec.Code, rec.Body.String())
 		}
-		if rec.Code != http.StatusOK && rec.Body.Len() == 0 {
+		if rec.Code == http.StatusNotModified && rec.Body.Len() != 0 {
+			t.Fatalf("GET %q: 304 with a body", target)
+		}
+		if rec.Code != http.StatusOK && rec.Code != http.StatusNotModified && rec.Body.Len() == 0 {
 			t.Fatalf("GET %q: %d without a reason", target, rec.Code)
 		}
 	})
