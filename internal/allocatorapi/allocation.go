@@ -31,6 +31,9 @@ type Target struct {
 	Job    string
 	Labels labels.Labels
 	Owner  string
+	// Hash is the target's identity in allocation; the leader keeps each
+	// share sorted by it. It is not served.
+	Hash uint64
 }
 
 // TargetGroup is one element of an HTTP SD answer.
