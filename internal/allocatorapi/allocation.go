@@ -112,7 +112,10 @@ func (s *Share) Targets() []Target {
 }
 
 func (s *Share) encoded() answer {
-	s.once.Do(func() { s.answer = newAnswer("t", appendGroups(nil, s.targets)) })
+	s.once.Do(func() {
+		// About the size of a target of ten labels, to grow the buffer rarely.
+		s.answer = newAnswer("t", appendGroups(make([]byte, 0, 512*len(s.targets)+4), s.targets))
+	})
 	return s.answer
 }
 
@@ -329,6 +332,10 @@ func (a *Allocation) share(jobName, collector string) answer {
 	}
 	return s.encoded()
 }
+
+// Answer returns the encoded HTTP SD answer for collector in job, as the
+// targets route serves it.
+func (a *Allocation) Answer(jobName, collector string) []byte { return a.share(jobName, collector).body }
 
 // scrapeConfigs returns the /scrape_configs answer, with secret values when
 // secret is true.

@@ -3,6 +3,7 @@ package leader
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -55,14 +56,20 @@ func sortTargets(ts []discovery.Target) []discovery.Target {
 // change replaces, relabels and moves to other nodes a share of one job's
 // targets, and returns the snapshot: other jobs keep their slices.
 func (f *fleet) change(share float64) discovery.Snapshot {
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range f.jobs {
-			if !yield(n) {
-				return
-			}
-		}
-	})
-	name := names[f.r.IntN(len(names))]
+	names := slices.Sorted(maps.Keys(f.jobs))
+	f.changeJob(names[f.r.IntN(len(names))], share)
+	return f.snapshot()
+}
+
+// changeAll changes a share of every job's targets.
+func (f *fleet) changeAll(share float64) discovery.Snapshot {
+	for name := range f.jobs {
+		f.changeJob(name, share)
+	}
+	return f.snapshot()
+}
+
+func (f *fleet) changeJob(name string, share float64) {
 	var ts []discovery.Target
 	for _, t := range f.jobs[name] {
 		switch x := f.r.Float64(); {
@@ -80,7 +87,6 @@ func (f *fleet) change(share float64) discovery.Snapshot {
 		}
 	}
 	f.jobs[name] = sortTargets(ts)
-	return f.snapshot()
 }
 
 func (f *fleet) snapshot() discovery.Snapshot {
