@@ -335,7 +335,9 @@ func (a *Allocation) share(jobName, collector string) answer {
 
 // Answer returns the encoded HTTP SD answer for collector in job, as the
 // targets route serves it.
-func (a *Allocation) Answer(jobName, collector string) []byte { return a.share(jobName, collector).body }
+func (a *Allocation) Answer(jobName, collector string) []byte {
+	return a.share(jobName, collector).body
+}
 
 // scrapeConfigs returns the /scrape_configs answer, with secret values when
 // secret is true.
