@@ -34,6 +34,25 @@ type Target struct {
 	// Hash is the target's identity in allocation; the leader keeps each
 	// share sorted by it. It is not served.
 	Hash uint64
+
+	group []byte // the target's element of an HTTP SD answer
+}
+
+// NewTarget returns a target with its element of an HTTP SD answer encoded:
+// a share's answer is then a concatenation, and a target is encoded once,
+// not once per answer it is in.
+func NewTarget(job string, ls labels.Labels, owner string, hash uint64) Target {
+	t := Target{Job: job, Labels: ls, Owner: owner, Hash: hash}
+	t.group = encodeGroup(t)
+	return t
+}
+
+// encodeGroup returns t's group in a buffer of about its size: without
+// escapes, exactly.
+func encodeGroup(t Target) []byte {
+	n := len(`{"targets":[""],"labels":{}}`) + len(t.Labels.Get("__address__"))
+	t.Labels.Range(func(l labels.Label) { n += len(l.Name) + len(l.Value) + len(`"":"",`) })
+	return appendGroup(make([]byte, 0, n), t)
 }
 
 // TargetGroup is one element of an HTTP SD answer.
@@ -91,17 +110,26 @@ func NewScrapeConfigs(configs map[string]*config.ScrapeConfig) (*ScrapeConfigs, 
 	return &ScrapeConfigs{redacted: newAnswer("r", redacted), secret: newAnswer("s", secret)}, nil
 }
 
-// Share is one collector's targets in one job, immutable; its answer is
-// encoded once, on first use.
+// Share is one collector's targets in one job, immutable. Its answer is the
+// concatenation of its targets' encoded elements, assembled for each
+// request (a copy, not an encoding); its ETag is computed once, on first use.
 type Share struct {
 	targets []Target
 	once    sync.Once
-	answer  answer
+	etag    string
+	size    int
 }
 
 // NewShare returns the share of targets, served in this order; it takes
-// ownership of the slice.
-func NewShare(targets []Target) *Share { return &Share{targets: targets} }
+// ownership of the slice, and encodes the targets not made by NewTarget.
+func NewShare(targets []Target) *Share {
+	for i := range targets {
+		if targets[i].group == nil {
+			targets[i].group = encodeGroup(targets[i])
+		}
+	}
+	return &Share{targets: targets}
+}
 
 // Targets returns the share's targets; the caller must not modify them.
 func (s *Share) Targets() []Target {
@@ -111,12 +139,49 @@ func (s *Share) Targets() []Target {
 	return s.targets
 }
 
-func (s *Share) encoded() answer {
+// tag returns the answer's ETag and its size in bytes.
+func (s *Share) tag() (string, int) {
 	s.once.Do(func() {
-		// About the size of a target of ten labels, to grow the buffer rarely.
-		s.answer = newAnswer("t", appendGroups(make([]byte, 0, 512*len(s.targets)+4), s.targets))
+		d := xxhash.New()
+		s.pieces(func(p []byte) {
+			_, _ = d.Write(p)
+			s.size += len(p)
+		})
+		s.etag = fmt.Sprintf(`"t%016x"`, d.Sum64())
 	})
-	return s.answer
+	return s.etag, s.size
+}
+
+var (
+	open, comma, closing, empty = []byte("["), []byte(","), []byte("]\n"), []byte("[]\n")
+)
+
+// pieces hands the pieces of the answer to put, in order.
+func (s *Share) pieces(put func([]byte)) {
+	if len(s.targets) == 0 {
+		put(empty)
+		return
+	}
+	put(open)
+	for i, t := range s.targets {
+		if i > 0 {
+			put(comma)
+		}
+		put(t.group)
+	}
+	put(closing)
+}
+
+// appendTo appends the answer to b.
+func (s *Share) appendTo(b []byte) []byte {
+	s.pieces(func(p []byte) { b = append(b, p...) })
+	return b
+}
+
+// body returns the answer, assembled.
+func (s *Share) body() []byte {
+	_, size := s.tag()
+	return s.appendTo(make([]byte, 0, size))
 }
 
 // emptyShare answers a collector without targets in a job.
@@ -324,13 +389,21 @@ func (a *Allocation) Counts() map[string][2]int {
 	return counts
 }
 
-// share returns the HTTP SD answer for collector in job, encoded once.
-func (a *Allocation) share(jobName, collector string) answer {
-	s := a.jobs[jobName].Share(collector)
-	if s == nil {
-		s = emptyShare
+// shareOf returns collector's share in job, an empty one when it has none.
+func (a *Allocation) shareOf(jobName, collector string) *Share {
+	if j, ok := a.jobs[jobName]; ok {
+		if s := j.Share(collector); s != nil {
+			return s
+		}
 	}
-	return s.encoded()
+	return emptyShare
+}
+
+// share returns the HTTP SD answer for collector in job.
+func (a *Allocation) share(jobName, collector string) answer {
+	s := a.shareOf(jobName, collector)
+	etag, _ := s.tag()
+	return answer{body: s.body(), etag: etag}
 }
 
 // Answer returns the encoded HTTP SD answer for collector in job, as the
@@ -361,6 +434,14 @@ func appendGroups(b []byte, targets []Target) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
+		b = appendGroup(b, t)
+	}
+	return append(b, "]\n"...)
+}
+
+// appendGroup appends one target's group.
+func appendGroup(b []byte, t Target) []byte {
+	{
 		b = append(b, `{"targets":[`...)
 		b = appendString(b, t.Labels.Get("__address__"))
 		b = append(b, `],"labels":{`...)
@@ -376,7 +457,7 @@ func appendGroups(b []byte, targets []Target) []byte {
 		})
 		b = append(b, "}}"...)
 	}
-	return append(b, "]\n"...)
+	return b
 }
 
 const hexDigits = "0123456789abcdef"

@@ -191,11 +191,37 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, a 
 		case !a.IsMember(req.collector):
 			httpError(w, http.StatusNotFound, "unknown collector_id %q: not a member of the group", req.collector)
 		default:
-			ans := a.share(req.job, req.collector)
-			h.keep(r, req, ans)
-			writeAnswer(w, r, ans)
+			h.writeShare(w, r, req, a.shareOf(req.job, req.collector))
 		}
 	}
+}
+
+// bodies are buffers for answers assembled from their targets' elements.
+var bodies = sync.Pool{New: func() any { return new([]byte) }}
+
+// writeShare answers with a share: 304 if the client holds it, else the
+// answer assembled into a pooled buffer. This replica's own share is kept.
+func (h *Handler) writeShare(w http.ResponseWriter, r *http.Request, req request, s *Share) {
+	etag, size := s.tag()
+	if h.ownShare(req) {
+		if kept, ok := h.kept(r, req); !ok || kept.etag != etag {
+			h.keep(r, req, answer{body: s.body(), etag: etag})
+		}
+	}
+	if matches(r.Header.Get("If-None-Match"), etag) {
+		w.Header().Set("ETag", etag)
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	buf := bodies.Get().(*[]byte)
+	if cap(*buf) < size {
+		*buf = make([]byte, 0, size)
+	}
+	body := s.appendTo((*buf)[:0])
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	writeAnswer(w, r, answer{body: body, etag: etag})
+	*buf = body[:0]
+	bodies.Put(buf)
 }
 
 type collectorTargets struct {

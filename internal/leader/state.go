@@ -294,7 +294,7 @@ func merge(old []allocatorapi.Target, d *shareDelta, owner string) []allocatorap
 }
 
 func apiTarget(t discovery.Target, owner string) allocatorapi.Target {
-	return allocatorapi.Target{Job: t.Job, Labels: t.Labels, Owner: owner, Hash: t.Hash}
+	return allocatorapi.NewTarget(t.Job, t.Labels, owner, t.Hash)
 }
 
 // sameSlice reports whether a and b are the same slice: discovery shares the
