@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +38,7 @@ import (
 //	ready <addr>
 //	published <unix ns> <targets> <moved> <pending>
 //	changed <unix ns> <targets changed>
+//	heap <bytes live after a collection>
 //
 // Its targets come from file_sd (files it writes and rewrites) or from
 // "loadtest_sd_configs", an SD mechanism of this program registered with
@@ -285,6 +287,13 @@ func runLeader(o options) error {
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		fields := strings.Fields(in.Text())
+		if len(fields) == 1 && fields[0] == "heap" {
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			say("heap %d", ms.HeapAlloc)
+			continue
+		}
 		if len(fields) != 2 || fields[0] != "change" {
 			continue
 		}

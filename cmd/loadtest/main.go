@@ -75,6 +75,7 @@ type child struct {
 	addr      string
 	published chan event
 	changed   chan event
+	heap      chan int64
 }
 
 type event struct {
@@ -103,7 +104,7 @@ func start(o options) (*child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	c := &child{cmd: cmd, stdin: stdin, published: make(chan event, 64), changed: make(chan event, 64)}
+	c := &child{cmd: cmd, stdin: stdin, published: make(chan event, 64), changed: make(chan event, 64), heap: make(chan int64, 1)}
 	ready := make(chan string, 1)
 	go func() {
 		s := bufio.NewScanner(stdout)
@@ -114,6 +115,9 @@ func start(o options) (*child, error) {
 				ready <- f[1]
 			case len(f) == 5 && f[0] == "published":
 				c.published <- event{at: unixNano(f[1]), n: atoi(f[2]), moved: atoi(f[3]), pending: f[4] == "1"}
+			case len(f) == 2 && f[0] == "heap":
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				c.heap <- n
 			case len(f) == 3 && f[0] == "changed":
 				c.changed <- event{at: unixNano(f[1]), n: atoi(f[2])}
 			}
@@ -277,6 +281,11 @@ func drive(o options) error {
 	if o.gomaxprocs > 0 {
 		fmt.Printf("leader GOMAXPROCS=%d\n", o.gomaxprocs)
 	}
+	for _, k := range []string{"GOGC", "GOMEMLIMIT"} {
+		if v := os.Getenv(k); v != "" {
+			fmt.Printf("%s=%s\n", k, v)
+		}
+	}
 	began := time.Now()
 	c, err := start(o)
 	if err != nil {
@@ -377,6 +386,10 @@ func drive(o options) error {
 			percentile(toAnswers, 0.5).Round(time.Millisecond), slices.Max(toAnswers).Round(time.Millisecond))
 	}
 	fmt.Printf("leader RSS %s, peak %s, CPU %.1f s in all\n", mib(u.rss), mib(u.hwm), u.cpu.Seconds())
+	if _, err := fmt.Fprintln(c.stdin, "heap"); err != nil {
+		return err
+	}
+	fmt.Printf("leader live heap after a collection: %s\n", mib(<-c.heap))
 	return nil
 }
 
