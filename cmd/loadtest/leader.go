@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -292,6 +293,13 @@ func runLeader(o options) error {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			say("heap %d", ms.HeapAlloc)
+			continue
+		}
+		if len(fields) == 2 && fields[0] == "heapprofile" {
+			if f, err := os.Create(fields[1]); err == nil {
+				_ = pprof.WriteHeapProfile(f)
+				_ = f.Close()
+			}
 			continue
 		}
 		if len(fields) != 2 || fields[0] != "change" {

@@ -39,6 +39,7 @@ type options struct {
 	changes                int
 	fraction               float64
 	gomaxprocs             int
+	heapProfile            string
 }
 
 func main() {
@@ -55,6 +56,7 @@ func main() {
 	flag.IntVar(&o.changes, "changes", 5, "changes to measure")
 	flag.Float64Var(&o.fraction, "change", 0.01, "fraction of the targets a change restarts")
 	flag.IntVar(&o.gomaxprocs, "leader-gomaxprocs", 0, "GOMAXPROCS of the leader process; 0 leaves Go's default")
+	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the leader's heap profile here at the end")
 	flag.Parse()
 	log.SetFlags(0)
 	var err error
@@ -390,6 +392,11 @@ func drive(o options) error {
 		return err
 	}
 	fmt.Printf("leader live heap after a collection: %s\n", mib(<-c.heap))
+	if o.heapProfile != "" {
+		if _, err := fmt.Fprintln(c.stdin, "heapprofile", o.heapProfile); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
