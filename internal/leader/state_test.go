@@ -243,3 +243,40 @@ func checkServedOnce(t *testing.T, a *allocatorapi.Allocation, snap discovery.Sn
 		}
 	}
 }
+
+// New scrape configs (Prometheus Operator CRs coming and going) change the
+// jobs served: a new job is served at once, without targets; a job no longer
+// configured is served until discovery stops sending it.
+func TestStateTakesNewScrapeConfigs(t *testing.T) {
+	alloc, err := allocation.New(allocation.ConsistentHashing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newState(alloc, map[string]*promconfig.ScrapeConfig{"job-0": {JobName: "job-0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.setMembers(members(3)); err != nil {
+		t.Fatal(err)
+	}
+	f := newFleet(1, 1, 20)
+	s.setTargets(f.snapshot())
+	if err := s.setScrapeConfigs(map[string]*promconfig.ScrapeConfig{"job-new": {JobName: "job-new"}}); err != nil {
+		t.Fatal(err)
+	}
+	a := s.allocation(1, "collector-0")
+	if got := a.Jobs(); !slices.Equal(got, []string{"job-0", "job-new"}) {
+		t.Fatalf("jobs %v, want job-0 until discovery drops it, and job-new", got)
+	}
+	if a.TargetCount("job-0") != 20 || a.TargetCount("job-new") != 0 {
+		t.Fatalf("targets %d and %d, want 20 and 0", a.TargetCount("job-0"), a.TargetCount("job-new"))
+	}
+	s.setTargets(discovery.Snapshot{Jobs: map[string][]discovery.Target{"job-new": {}}})
+	a = s.allocation(2, "collector-0")
+	if got := a.Jobs(); !slices.Equal(got, []string{"job-new"}) {
+		t.Fatalf("jobs %v, want job-new only", got)
+	}
+	if len(s.where) != 0 || s.perCollector()["collector-0"] != 0 {
+		t.Fatalf("%d targets left behind", len(s.where))
+	}
+}
