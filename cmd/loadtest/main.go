@@ -297,10 +297,12 @@ func drive(o options) error {
 		_ = c.stdin.Close()
 		_ = c.cmd.Wait()
 	}()
-	// The first allocation with every target.
+	// The first allocation with every target (file_sd delivers its files
+	// over several updates).
+	want := o.jobs * max(o.targets/o.perGroup/o.jobs, 1) * o.perGroup
 	var first event
 	for first = range c.published {
-		if !first.pending && first.n > 0 {
+		if !first.pending && first.n >= want {
 			break
 		}
 	}
