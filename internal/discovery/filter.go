@@ -3,9 +3,11 @@ package discovery
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/model/labels"
@@ -141,24 +143,53 @@ func (f *filter) update(job *config.ScrapeConfig, groups []*targetgroup.Group) (
 	// Merge the targets of the groups that came and went into the sorted
 	// list rather than sort it anew: a copy instead of a sort.
 	var came, gone []Target
+	// Groups that went, by source, while fresh ones may bring them back
+	// unchanged: file_sd and http_sd send every group anew on each refresh.
+	var went map[string]wentGroup
+	drop := func(gt *groupTargets) {
+		gone = append(gone, gt.targets...)
+		next.failed -= gt.failed
+	}
 	if seen < len(last.byGroup) {
 		for g, gt := range next.byGroup {
-			if gt.gen != f.gen {
-				gone = append(gone, gt.targets...)
-				next.failed -= gt.failed
-				delete(next.byGroup, g)
+			if gt.gen == f.gen {
+				continue
 			}
+			delete(next.byGroup, g)
+			if len(fresh) == 0 {
+				drop(gt)
+				continue
+			}
+			if went == nil {
+				went = map[string]wentGroup{}
+			}
+			if other, ok := went[g.Source]; ok {
+				drop(other.targets) // two providers' groups of one source
+			}
+			went[g.Source] = wentGroup{g, gt}
 		}
 	}
 	for _, g := range fresh {
 		if _, ok := next.byGroup[g]; ok {
 			continue // twice in groups
 		}
+		if old, ok := went[g.Source]; ok && sameGroup(old.group, g) {
+			delete(went, g.Source)
+			old.targets.gen = f.gen
+			next.byGroup[g] = old.targets // the same labels relabel the same
+			continue
+		}
 		gt := f.group(job, g)
 		gt.gen = f.gen
 		next.byGroup[g] = &gt
 		came = append(came, gt.targets...)
 		next.failed += gt.failed
+	}
+	for _, old := range went {
+		drop(old.targets)
+	}
+	if len(came) == 0 && len(gone) == 0 {
+		return last, false // every group came back as it was
 	}
 	if next.failed == 0 {
 		next.err = nil
@@ -212,6 +243,16 @@ func mergeTargets(all, gone, came []Target) []Target {
 		out = append(out, t)
 	}
 	return append(out, came[c:]...)
+}
+
+type wentGroup struct {
+	group   *targetgroup.Group
+	targets *groupTargets
+}
+
+// sameGroup reports whether two groups hold the same labels.
+func sameGroup(a, b *targetgroup.Group) bool {
+	return maps.Equal(a.Labels, b.Labels) && slices.EqualFunc(a.Targets, b.Targets, func(x, y model.LabelSet) bool { return maps.Equal(x, y) })
 }
 
 func firstErr(groups map[*targetgroup.Group]*groupTargets) error {

@@ -310,6 +310,9 @@ func TestFilterUpdateMerges(t *testing.T) {
 				next[i] = pod(i, r.IntN(2) == 0)
 			case 1:
 				next[i] = twin(i%200, r.IntN(2) == 0)
+			case 2, 3: // sent anew as it was, as file_sd and http_sd do
+				g := *next[i]
+				next[i] = &g
 			}
 		}
 		next = slices.DeleteFunc(next, func(*targetgroup.Group) bool { return r.IntN(50) == 0 })
