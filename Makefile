@@ -16,7 +16,7 @@ IMAGE ?= ghcr.io/embedded-ta/otelcol-embedded-ta:0.1.0
 FUZZ_TARGETS := internal/allocatorapi:FuzzServeHTTP internal/allocatorapi:FuzzRelayedAnswer extension/targetallocatorextension:FuzzConfig
 FUZZTIME ?= 2m
 
-.PHONY: all build test unit e2e faults bench fuzz demo otelcol kube lint generate image clean
+.PHONY: all build test unit e2e faults bench fuzz demo otelcol kube lint generate image clean loadtest
 
 all: build
 
@@ -72,6 +72,17 @@ fuzz:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+## loadtest: a leader at scale, measured (not part of make test; see
+## docs/performance.md): TARGETS, MEMBERS, JOBS, STEADY, LOADTEST_FLAGS
+TARGETS ?= 100000
+MEMBERS ?= 100
+JOBS    ?= 1
+STEADY  ?= 20s
+LOADTEST_FLAGS ?=
+loadtest:
+	$(GO) build -o $(BIN)/loadtest ./cmd/loadtest
+	$(BIN)/loadtest -targets=$(TARGETS) -members=$(MEMBERS) -jobs=$(JOBS) -steady=$(STEADY) $(LOADTEST_FLAGS)
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }

@@ -80,7 +80,7 @@ func (e *allocatorExtension) status(w http.ResponseWriter, _ *http.Request) {
 			sum.Collectors = append(sum.Collectors, collectorSummary{Name: m, Jobs: counts[m][0], Targets: counts[m][1]})
 		}
 		for _, j := range a.Jobs() {
-			sum.Jobs = append(sum.Jobs, jobSummary{Name: j, Targets: len(a.AllTargets(j))})
+			sum.Jobs = append(sum.Jobs, jobSummary{Name: j, Targets: a.TargetCount(j)})
 		}
 		doc.Allocation = sum
 	}

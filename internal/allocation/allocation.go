@@ -84,6 +84,13 @@ type Allocator interface {
 	// them when there is no member, and, for per-node without a fallback, those
 	// whose node runs no member.
 	Unassigned() []uint64
+	// Displaced returns the hashes of the targets that an Update may move
+	// though it neither adds nor removes them (those the load bounds keep off
+	// their first choice), in no particular order. A target whose owner an
+	// Update changes is among its added targets, or in Displaced before or
+	// after it: a caller that follows the assignment by changes asks for no
+	// owner beyond those. It is short: bounds rarely bind.
+	Displaced() []uint64
 }
 
 // Option configures an Allocator.

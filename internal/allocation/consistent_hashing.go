@@ -163,6 +163,8 @@ func (c *consistentHashing) Assignment() map[string][]uint64 {
 	})
 }
 
+func (c *consistentHashing) Displaced() []uint64 { return slices.Clone(c.displaced) }
+
 func (c *consistentHashing) Unassigned() []uint64 {
 	if c.members.len() > 0 {
 		return nil

@@ -107,6 +107,9 @@ func (l *leastWeighted) Assignment() map[string][]uint64 {
 	})
 }
 
+// Displaced is empty: an Update places its new targets and moves no other.
+func (l *leastWeighted) Displaced() []uint64 { return nil }
+
 func (l *leastWeighted) Unassigned() []uint64 {
 	var out []uint64
 	for _, s := range l.t.slots {

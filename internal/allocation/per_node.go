@@ -135,6 +135,15 @@ func (p *perNode) Assignment() map[string][]uint64 {
 	return out
 }
 
+// Displaced are the fallback's: a target on a member's node never moves
+// unless it or the members change.
+func (p *perNode) Displaced() []uint64 {
+	if p.fallback != nil {
+		return p.fallback.Displaced()
+	}
+	return nil
+}
+
 func (p *perNode) Unassigned() []uint64 {
 	if p.fallback != nil {
 		return p.fallback.Unassigned()

@@ -9,12 +9,14 @@
 package allocatorapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"sync"
+	"unicode/utf8"
+
+	"github.com/cespare/xxhash/v2"
 
 	commonconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/prometheus/config"
@@ -29,6 +31,28 @@ type Target struct {
 	Job    string
 	Labels labels.Labels
 	Owner  string
+	// Hash is the target's identity in allocation; the leader keeps each
+	// share sorted by it. It is not served.
+	Hash uint64
+
+	group []byte // the target's element of an HTTP SD answer
+}
+
+// NewTarget returns a target with its element of an HTTP SD answer encoded:
+// a share's answer is then a concatenation, and a target is encoded once,
+// not once per answer it is in.
+func NewTarget(job string, ls labels.Labels, owner string, hash uint64) Target {
+	t := Target{Job: job, Labels: ls, Owner: owner, Hash: hash}
+	t.group = encodeGroup(t)
+	return t
+}
+
+// encodeGroup returns t's group in a buffer of about its size: without
+// escapes, exactly.
+func encodeGroup(t Target) []byte {
+	n := len(`{"targets":[""],"labels":{}}`) + len(t.Labels.Get("__address__"))
+	t.Labels.Range(func(l labels.Label) { n += len(l.Name) + len(l.Value) + len(`"":"",`) })
+	return appendGroup(make([]byte, 0, n), t)
 }
 
 // TargetGroup is one element of an HTTP SD answer.
@@ -37,8 +61,10 @@ type TargetGroup struct {
 	Labels  map[string]string `json:"labels"`
 }
 
-// Allocation is what the leader serves: immutable once built. Answers are
-// encoded on first use and then reused until the next allocation.
+// Allocation is what the leader serves: immutable once built. It is made of
+// Shares, one per job and collector, each encoded once, on first use, and
+// reused by every later allocation that shares it: after a change, only the
+// answers that changed are encoded again.
 type Allocation struct {
 	// Epoch is the leadership epoch the allocation was made in.
 	Epoch int
@@ -51,54 +77,196 @@ type Allocation struct {
 	// this allocation (an empty one would make every member drop its targets).
 	Pending bool
 
-	scrapeConfigs       []byte // job → scrape config, secrets redacted
-	scrapeConfigsSecret []byte // the same with secret values
-	jobs                map[string]*job
-	jobNames            []string
-
-	mu      sync.Mutex
-	encoded map[encodedKey][]byte
+	configs  *ScrapeConfigs
+	jobs     map[string]*Job
+	jobNames []string
 }
 
-type job struct {
-	targets []Target
-	byOwner map[string][]int // owner → indices into targets
+// ScrapeConfigs are the group's scrape configs as /scrape_configs answers
+// them, encoded once per config set.
+type ScrapeConfigs struct {
+	redacted, secret answer
 }
 
-type encodedKey struct{ job, collector string }
+// answer is an encoded body and its entity tag.
+type answer struct {
+	body []byte
+	etag string
+}
 
-// NewAllocation builds an allocation from the group's scrape configs (by job
-// name) and its assigned targets. Jobs without targets are served with none.
-func NewAllocation(epoch int, leader string, members []string, scrapeConfigs map[string]*config.ScrapeConfig, targets []Target) (*Allocation, error) {
-	a := &Allocation{
-		Epoch:   epoch,
-		Leader:  leader,
-		Members: slices.Sorted(slices.Values(members)),
-		jobs:    make(map[string]*job, len(scrapeConfigs)),
-		encoded: map[encodedKey][]byte{},
-	}
-	var err error
-	if a.scrapeConfigs, a.scrapeConfigsSecret, err = encodeScrapeConfigs(scrapeConfigs); err != nil {
+// newAnswer tags body with a strong entity tag: a hash of the body, after
+// a mark that tells apart answers of the same bytes that must not stand in
+// for each other (secret and redacted scrape configs).
+func newAnswer(mark string, body []byte) answer {
+	return answer{body: body, etag: fmt.Sprintf(`"%s%016x"`, mark, xxhash.Sum64(body))}
+}
+
+// NewScrapeConfigs encodes scrape configs (by job name) for /scrape_configs.
+func NewScrapeConfigs(configs map[string]*config.ScrapeConfig) (*ScrapeConfigs, error) {
+	redacted, secret, err := encodeScrapeConfigs(configs)
+	if err != nil {
 		return nil, err
 	}
+	return &ScrapeConfigs{redacted: newAnswer("r", redacted), secret: newAnswer("s", secret)}, nil
+}
+
+// Share is one collector's targets in one job, immutable. Its answer is the
+// concatenation of its targets' encoded elements, assembled for each
+// request (a copy, not an encoding); its ETag is computed once, on first use.
+type Share struct {
+	targets []Target
+	once    sync.Once
+	etag    string
+	size    int
+}
+
+// NewShare returns the share of targets, served in this order; it takes
+// ownership of the slice, and encodes the targets not made by NewTarget.
+func NewShare(targets []Target) *Share {
+	for i := range targets {
+		if targets[i].group == nil {
+			targets[i].group = encodeGroup(targets[i])
+		}
+	}
+	return &Share{targets: targets}
+}
+
+// Targets returns the share's targets; the caller must not modify them.
+func (s *Share) Targets() []Target {
+	if s == nil {
+		return nil
+	}
+	return s.targets
+}
+
+// tag returns the answer's ETag and its size in bytes.
+func (s *Share) tag() (string, int) {
+	s.once.Do(func() {
+		d := xxhash.New()
+		s.pieces(func(p []byte) {
+			_, _ = d.Write(p)
+			s.size += len(p)
+		})
+		s.etag = fmt.Sprintf(`"t%016x"`, d.Sum64())
+	})
+	return s.etag, s.size
+}
+
+var (
+	open, comma, closing, empty = []byte("["), []byte(","), []byte("]\n"), []byte("[]\n")
+)
+
+// pieces hands the pieces of the answer to put, in order.
+func (s *Share) pieces(put func([]byte)) {
+	if len(s.targets) == 0 {
+		put(empty)
+		return
+	}
+	put(open)
+	for i, t := range s.targets {
+		if i > 0 {
+			put(comma)
+		}
+		put(t.group)
+	}
+	put(closing)
+}
+
+// appendTo appends the answer to b.
+func (s *Share) appendTo(b []byte) []byte {
+	s.pieces(func(p []byte) { b = append(b, p...) })
+	return b
+}
+
+// body returns the answer, assembled.
+func (s *Share) body() []byte {
+	_, size := s.tag()
+	return s.appendTo(make([]byte, 0, size))
+}
+
+// emptyShare answers a collector without targets in a job.
+var emptyShare = NewShare(nil)
+
+// Job is one job's shares by owner ("" for targets no member may take),
+// immutable once built.
+type Job struct {
+	shares map[string]*Share
+	count  int
+}
+
+// NewJob returns a job of the given shares; it takes ownership of the map.
+func NewJob(shares map[string]*Share) *Job {
+	j := &Job{shares: shares}
+	for _, s := range shares {
+		j.count += len(s.targets)
+	}
+	return j
+}
+
+// Share returns owner's share, nil when it has none.
+func (j *Job) Share(owner string) *Share { return j.shares[owner] }
+
+// With returns a job whose shares are j's with those of changed replaced;
+// a nil or empty share removes the owner's. It costs one map copy per
+// member, not per target.
+func (j *Job) With(changed map[string]*Share) *Job {
+	shares := make(map[string]*Share, len(j.shares)+len(changed))
+	for o, s := range j.shares {
+		shares[o] = s
+	}
+	for o, s := range changed {
+		if s == nil || len(s.targets) == 0 {
+			delete(shares, o)
+		} else {
+			shares[o] = s
+		}
+	}
+	return NewJob(shares)
+}
+
+// NewAllocation builds an allocation from the group's scrape configs (by job
+// name) and its assigned targets, encoding everything anew. Jobs without
+// targets are served with none. The leader builds its allocations with
+// Assemble, which reuses what did not change.
+func NewAllocation(epoch int, leader string, members []string, scrapeConfigs map[string]*config.ScrapeConfig, targets []Target) (*Allocation, error) {
+	configs, err := NewScrapeConfigs(scrapeConfigs)
+	if err != nil {
+		return nil, err
+	}
+	byJob := map[string]map[string][]Target{}
 	for name := range scrapeConfigs {
-		a.jobs[name] = &job{byOwner: map[string][]int{}}
+		byJob[name] = map[string][]Target{}
 	}
 	for _, t := range targets {
-		j, ok := a.jobs[t.Job]
-		if !ok {
-			j = &job{byOwner: map[string][]int{}}
-			a.jobs[t.Job] = j
+		if byJob[t.Job] == nil {
+			byJob[t.Job] = map[string][]Target{}
 		}
-		j.byOwner[t.Owner] = append(j.byOwner[t.Owner], len(j.targets))
-		j.targets = append(j.targets, t)
+		byJob[t.Job][t.Owner] = append(byJob[t.Job][t.Owner], t)
 	}
-	a.jobNames = make([]string, 0, len(a.jobs))
-	for name := range a.jobs {
-		a.jobNames = append(a.jobNames, name)
+	jobs := make(map[string]*Job, len(byJob))
+	for name, owners := range byJob {
+		shares := make(map[string]*Share, len(owners))
+		for o, ts := range owners {
+			shares[o] = NewShare(ts)
+		}
+		jobs[name] = NewJob(shares)
 	}
-	sort.Strings(a.jobNames)
-	return a, nil
+	return Assemble(epoch, leader, members, configs, jobs), nil
+}
+
+// Assemble builds an allocation of encoded scrape configs and jobs; it takes
+// ownership of the jobs map. Its cost is in the number of jobs and members:
+// the jobs and their shares are shared, not copied.
+func Assemble(epoch int, leader string, members []string, configs *ScrapeConfigs, jobs map[string]*Job) *Allocation {
+	a := &Allocation{
+		Epoch:    epoch,
+		Leader:   leader,
+		Members:  slices.Sorted(slices.Values(members)),
+		configs:  configs,
+		jobs:     jobs,
+		jobNames: slices.Sorted(maps.Keys(jobs)),
+	}
+	return a
 }
 
 // secretMu serialises the use of prometheus/common's process-wide switch
@@ -170,25 +338,35 @@ func (a *Allocation) IsMember(collector string) bool {
 	return ok
 }
 
-// Targets returns the targets of job owned by collector.
+// Targets returns the targets of job owned by collector; the caller must not
+// modify them.
 func (a *Allocation) Targets(jobName, collector string) []Target {
+	if j, ok := a.jobs[jobName]; ok {
+		return j.Share(collector).Targets()
+	}
+	return nil
+}
+
+// TargetCount returns the number of targets of job.
+func (a *Allocation) TargetCount(jobName string) int {
+	if j, ok := a.jobs[jobName]; ok {
+		return j.count
+	}
+	return 0
+}
+
+// AllTargets returns every target of job: by owner, members in order, then
+// the unassigned ones.
+func (a *Allocation) AllTargets(jobName string) []Target {
 	j, ok := a.jobs[jobName]
 	if !ok {
 		return nil
 	}
-	out := make([]Target, 0, len(j.byOwner[collector]))
-	for _, i := range j.byOwner[collector] {
-		out = append(out, j.targets[i])
+	out := make([]Target, 0, j.count)
+	for _, m := range a.Members {
+		out = append(out, j.Share(m).Targets()...)
 	}
-	return out
-}
-
-// AllTargets returns every target of job, in discovery order.
-func (a *Allocation) AllTargets(jobName string) []Target {
-	if j, ok := a.jobs[jobName]; ok {
-		return j.targets
-	}
-	return nil
+	return append(out, j.Share("").Targets()...)
 }
 
 // Counts returns, per member, how many jobs it has targets in and how many targets.
@@ -198,36 +376,144 @@ func (a *Allocation) Counts() map[string][2]int {
 		counts[m] = [2]int{}
 	}
 	for _, j := range a.jobs {
-		for owner, idx := range j.byOwner {
+		for owner, s := range j.shares {
+			if len(s.targets) == 0 {
+				continue
+			}
 			c := counts[owner]
 			c[0]++
-			c[1] += len(idx)
+			c[1] += len(s.targets)
 			counts[owner] = c
 		}
 	}
 	return counts
 }
 
-// share returns the HTTP SD answer for collector in job, encoded once.
-func (a *Allocation) share(jobName, collector string) []byte {
-	key := encodedKey{jobName, collector}
-	a.mu.Lock()
-	b, ok := a.encoded[key]
-	a.mu.Unlock()
-	if ok {
-		return b
+// shareOf returns collector's share in job, an empty one when it has none.
+func (a *Allocation) shareOf(jobName, collector string) *Share {
+	if j, ok := a.jobs[jobName]; ok {
+		if s := j.Share(collector); s != nil {
+			return s
+		}
 	}
-	b = encodeGroups(a.Targets(jobName, collector))
-	a.mu.Lock()
-	a.encoded[key] = b
-	a.mu.Unlock()
+	return emptyShare
+}
+
+// share returns the HTTP SD answer for collector in job.
+func (a *Allocation) share(jobName, collector string) answer {
+	s := a.shareOf(jobName, collector)
+	etag, _ := s.tag()
+	return answer{body: s.body(), etag: etag}
+}
+
+// Answer returns the encoded HTTP SD answer for collector in job, as the
+// targets route serves it.
+func (a *Allocation) Answer(jobName, collector string) []byte {
+	return a.share(jobName, collector).body
+}
+
+// scrapeConfigs returns the /scrape_configs answer, with secret values when
+// secret is true.
+func (a *Allocation) scrapeConfigs(secret bool) answer {
+	if secret {
+		return a.configs.secret
+	}
+	return a.configs.redacted
+}
+
+// appendGroups appends the HTTP SD form of targets, one group per target, as
+// encoding/json's Encoder would write []TargetGroup (labels sorted by name,
+// HTML characters escaped, a newline at the end), without its reflection and
+// maps: at a million targets the answers are the leader's largest cost.
+func appendGroups(b []byte, targets []Target) []byte {
+	if len(targets) == 0 {
+		return append(b, "[]\n"...)
+	}
+	b = append(b, '[')
+	for i, t := range targets {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendGroup(b, t)
+	}
+	return append(b, "]\n"...)
+}
+
+// appendGroup appends one target's group.
+func appendGroup(b []byte, t Target) []byte {
+	{
+		b = append(b, `{"targets":[`...)
+		b = appendString(b, t.Labels.Get("__address__"))
+		b = append(b, `],"labels":{`...)
+		first := true
+		t.Labels.Range(func(l labels.Label) {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendString(b, l.Name)
+			b = append(b, ':')
+			b = appendString(b, l.Value)
+		})
+		b = append(b, "}}"...)
+	}
 	return b
 }
 
-func encodeGroups(targets []Target) []byte {
-	var buf bytes.Buffer
-	_ = json.NewEncoder(&buf).Encode(groups(targets))
-	return buf.Bytes()
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, escaped as encoding/json escapes
+// it with HTML escaping on: invalid UTF-8 becomes U+FFFD.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // groups is the HTTP SD form of targets: one group per target.

@@ -22,6 +22,10 @@ func FuzzServeHTTP(f *testing.F) {
 	} {
 		f.Add(http.MethodGet, seed, "Accept", "application/json")
 	}
+	for _, seed := range []string{`"t0000000000000000"`, "*", `W/"x", "y"`, ",,", `"`} {
+		f.Add(http.MethodGet, "/jobs/plain/targets?collector_id=c-0", "If-None-Match", seed)
+		f.Add(http.MethodGet, "/scrape_configs", "If-None-Match", seed)
+	}
 	f.Add(http.MethodHead, "/jobs", forwardedHeader, "c-1")
 	f.Add(http.MethodPost, "/scrape_configs", "Content-Type", "application/json")
 	f.Add(http.MethodGet, "/jobs/plain/targets?collector_id=c-0", "If-None-Match", `"abc"`)
@@ -44,6 +48,9 @@ func FuzzServeHTTP(f *testing.F) {
 		h.ServeHTTP(rec, req)
 		if rec.Code >= 500 {
 			t.Fatalf("%s %q (%s: %q): %d %s", method, target, name, value, rec.Code, rec.Body.String())
+		}
+		if rec.Code == http.StatusNotModified && rec.Body.Len() != 0 {
+			t.Fatalf("%s %q: 304 with a body", method, target)
 		}
 		if rec.Code != http.StatusOK && rec.Code != http.StatusNotModified && rec.Body.Len() == 0 && method != http.MethodHead {
 			t.Fatalf("%s %q: %d without a reason", method, target, rec.Code)
@@ -72,7 +79,7 @@ func FuzzRelayedAnswer(f *testing.F) {
 		epoch  string
 		body   string
 	}{
-		{"/scrape_configs", 200, "3", string(good.scrapeConfigs)},
+		{"/scrape_configs", 200, "3", string(good.scrapeConfigs(false).body)},
 		{"/scrape_configs", 200, "3", `{"plain": null}`},
 		{"/scrape_configs", 200, "3", `{"plain": {"job_name": "plain", "scrape_interval": "forever"}}`},
 		{"/scrape_configs", 200, "", "not json"},

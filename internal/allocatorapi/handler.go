@@ -55,6 +55,11 @@ const EpochHeader = "X-Embedded-Ta-Epoch"
 
 // Handler serves the allocator API and the status page.
 //
+// Answers about shares and scrape configs carry an ETag, a hash of the body,
+// and a request whose If-None-Match names it gets 304 Not Modified without a
+// body. The stock client does not send it; a follower relaying to the leader
+// does, for the answers it keeps a copy of, and serves that copy on a 304.
+//
 // The leader answers from its Allocation. A follower relays each request to
 // the leader and remembers the last successful answers about its own share
 // (/scrape_configs and its own targets per job). While no leader answers, it
@@ -68,7 +73,7 @@ type Handler struct {
 	logger *zap.Logger
 
 	mu      sync.Mutex
-	last    map[string][]byte // request URI → body, own share only
+	last    map[string]answer // request URI → answer, own share only
 	applied int               // the newest epoch relayed
 	lease   int               // the Lease's epoch when last checked
 }
@@ -76,7 +81,7 @@ type Handler struct {
 // NewHandler returns a handler for src; client relays requests to the leader
 // over scheme ("http" or "https").
 func NewHandler(src Source, client *http.Client, scheme string, logger *zap.Logger) *Handler {
-	return &Handler{src: src, client: client, scheme: scheme, logger: logger, last: map[string][]byte{}}
+	return &Handler{src: src, client: client, scheme: scheme, logger: logger, last: map[string]answer{}}
 }
 
 // request is a parsed, validated API request.
@@ -166,12 +171,9 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, a 
 	case "targets_page":
 		h.targetsPage(w, a)
 	case "scrape_configs":
-		body := a.scrapeConfigs
-		if verified(r) {
-			body = a.scrapeConfigsSecret // a verified client certificate sees secrets
-		}
-		h.keep(r, req, body)
-		writeJSON(w, body)
+		ans := a.scrapeConfigs(verified(r)) // a verified client certificate sees secrets
+		h.keep(r, req, ans)
+		writeAnswer(w, r, ans)
 	case "jobs":
 		links := make(map[string]map[string]string, len(a.Jobs()))
 		for _, name := range a.Jobs() {
@@ -193,11 +195,37 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, a 
 		case !a.IsMember(req.collector):
 			httpError(w, http.StatusNotFound, "unknown collector_id %q: not a member of the group", req.collector)
 		default:
-			body := a.share(req.job, req.collector)
-			h.keep(r, req, body)
-			writeJSON(w, body)
+			h.writeShare(w, r, req, a.shareOf(req.job, req.collector))
 		}
 	}
+}
+
+// bodies are buffers for answers assembled from their targets' elements.
+var bodies = sync.Pool{New: func() any { return new([]byte) }}
+
+// writeShare answers with a share: 304 if the client holds it, else the
+// answer assembled into a pooled buffer. This replica's own share is kept.
+func (h *Handler) writeShare(w http.ResponseWriter, r *http.Request, req request, s *Share) {
+	etag, size := s.tag()
+	if h.ownShare(req) {
+		if kept, ok := h.kept(r, req); !ok || kept.etag != etag {
+			h.keep(r, req, answer{body: s.body(), etag: etag})
+		}
+	}
+	if matches(r.Header.Get("If-None-Match"), etag) {
+		w.Header().Set("ETag", etag)
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	buf := bodies.Get().(*[]byte)
+	if cap(*buf) < size {
+		*buf = make([]byte, 0, size)
+	}
+	body := s.appendTo((*buf)[:0])
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	writeAnswer(w, r, answer{body: body, etag: etag})
+	*buf = body[:0]
+	bodies.Put(buf)
 }
 
 type collectorTargets struct {
@@ -215,13 +243,24 @@ func (h *Handler) ownShare(req request) bool {
 
 // keep remembers an answer about this replica's own share, whoever gave it:
 // a leader that loses its term (an API-server outage) serves from it too.
-func (h *Handler) keep(r *http.Request, req request, body []byte) {
+func (h *Handler) keep(r *http.Request, req request, ans answer) {
 	if !h.ownShare(req) {
 		return
 	}
 	h.mu.Lock()
-	h.last[copyKey(r)] = body
+	h.last[copyKey(r)] = ans
 	h.mu.Unlock()
+}
+
+// kept returns the last copy of an answer about this replica's own share.
+func (h *Handler) kept(r *http.Request, req request) (answer, bool) {
+	if !h.ownShare(req) {
+		return answer{}, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ans, ok := h.last[copyKey(r)]
+	return ans, ok
 }
 
 // copyKey keys the last copy by request and by whether the client may see
@@ -243,7 +282,14 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, req request) {
 		h.fallback(w, r, req, errors.New("the group has no leader"))
 		return
 	}
-	status, header, body, err := h.forward(r, leader)
+	// Ask for the answer only if it differs from the copy this replica
+	// holds; without a copy, pass the client's condition on.
+	copied, haveCopy := h.kept(r, req)
+	condition := r.Header.Get("If-None-Match")
+	if haveCopy && copied.etag != "" {
+		condition = copied.etag
+	}
+	status, header, body, err := h.forward(r, leader, condition)
 	if err == nil {
 		err = h.current(header)
 	}
@@ -255,16 +301,25 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, req request) {
 		h.fallback(w, r, req, err)
 		return
 	}
-	if status == http.StatusOK {
-		h.keep(r, req, body)
-	}
 	for _, k := range []string{"Content-Type", "Allow", EpochHeader} {
 		if v := header.Get(k); v != "" {
 			w.Header().Set(k, v)
 		}
 	}
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	switch {
+	case status == http.StatusNotModified && haveCopy && copied.etag != "":
+		writeAnswer(w, r, copied) // the leader confirmed the copy
+	case status == http.StatusOK && h.ownShare(req):
+		ans := answer{body: body, etag: header.Get("ETag")}
+		h.keep(r, req, ans)
+		writeAnswer(w, r, ans)
+	default:
+		if v := header.Get("ETag"); v != "" {
+			w.Header().Set("ETag", v)
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write(body)
+	}
 }
 
 // readable checks that an answer about the own share reads as the stock
@@ -320,13 +375,16 @@ func (h *Handler) current(header http.Header) error {
 	return nil
 }
 
-func (h *Handler) forward(r *http.Request, leader string) (int, http.Header, []byte, error) {
+func (h *Handler) forward(r *http.Request, leader, ifNoneMatch string) (int, http.Header, []byte, error) {
 	u := url.URL{Scheme: h.scheme, Host: leader, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	out, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
 	if err != nil {
 		return 0, nil, nil, err
 	}
 	out.Header.Set(forwardedHeader, h.src.Identity())
+	if ifNoneMatch != "" {
+		out.Header.Set("If-None-Match", ifNoneMatch)
+	}
 	resp, err := h.client.Do(out)
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("ask leader at %s: %w", leader, err)
@@ -351,12 +409,9 @@ func (h *Handler) fallback(w http.ResponseWriter, r *http.Request, req request, 
 		httpError(w, http.StatusServiceUnavailable, "no leader answers: %v", cause)
 		return
 	}
-	h.mu.Lock()
-	body, ok := h.last[copyKey(r)]
-	h.mu.Unlock()
-	if ok {
+	if ans, ok := h.kept(r, req); ok {
 		w.Header().Set(StaleHeader, "true")
-		writeJSON(w, body)
+		writeAnswer(w, r, ans)
 		return
 	}
 	h.logger.Debug("No leader answers and no copy yet: answering an empty share", zap.Error(cause))
@@ -365,6 +420,33 @@ func (h *Handler) fallback(w http.ResponseWriter, r *http.Request, req request, 
 	} else {
 		writeJSON(w, []byte("[]\n"))
 	}
+}
+
+// writeAnswer writes an encoded answer with its ETag, or 304 Not Modified
+// when the request's If-None-Match names that tag.
+func writeAnswer(w http.ResponseWriter, r *http.Request, ans answer) {
+	if ans.etag != "" {
+		w.Header().Set("ETag", ans.etag)
+		if matches(r.Header.Get("If-None-Match"), ans.etag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	writeJSON(w, ans.body)
+}
+
+// matches reports whether an If-None-Match header names etag (weak
+// comparison, as RFC 9110 asks for If-None-Match) or is "*".
+func matches(ifNoneMatch, etag string) bool {
+	for ifNoneMatch != "" {
+		var tag string
+		tag, ifNoneMatch, _ = strings.Cut(ifNoneMatch, ",")
+		tag = strings.TrimSpace(tag)
+		if tag == "*" || strings.TrimPrefix(tag, "W/") == strings.TrimPrefix(etag, "W/") {
+			return true
+		}
+	}
+	return false
 }
 
 func writeJSON(w http.ResponseWriter, body []byte) {

@@ -73,7 +73,7 @@ func (h *Handler) page(w http.ResponseWriter, a *Allocation) {
 		data.Collectors = append(data.Collectors, pageCollector{Name: "(unassigned)", Jobs: c[0], Targets: c[1]})
 	}
 	for _, name := range a.Jobs() {
-		data.Jobs = append(data.Jobs, pageJob{Name: name, Link: jobLink(name), Targets: len(a.AllTargets(name))})
+		data.Jobs = append(data.Jobs, pageJob{Name: name, Link: jobLink(name), Targets: a.TargetCount(name)})
 	}
 	render(w, "page", data)
 }

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/config"
@@ -64,6 +65,13 @@ type Snapshot struct {
 
 // managerName labels the discovery manager's metrics (name="...").
 const managerName = "target_allocator"
+
+// maxBatch is the longest the discovery manager holds changes before it
+// sends them: it waits 100 ms after a quiet spell and backs off to maxBatch
+// while changes keep coming. Prometheus's default, 5 s, would make a change
+// wait up to 5 s before the leader sees it; a snapshot costs the leader in
+// proportion to what changed, so a second is cheap.
+const maxBatch = time.Second
 
 // Discoverer runs service discovery for the jobs of one config.
 type Discoverer struct {
@@ -207,7 +215,7 @@ func (d *Discoverer) tryManager(ctx context.Context, logger *slog.Logger, reg *r
 	if err != nil {
 		return nil, fmt.Errorf("discovery: register SD metrics: %w", err)
 	}
-	mgr := discovery.NewManager(ctx, logger, reg, sdMetrics, discovery.Name(managerName))
+	mgr := discovery.NewManager(ctx, logger, reg, sdMetrics, discovery.Name(managerName), discovery.Updatert(maxBatch))
 	if mgr == nil {
 		// NewManager logs its error and returns nil; the one it can have is
 		// a failed metrics registration.

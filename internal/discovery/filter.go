@@ -3,9 +3,11 @@ package discovery
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/model/labels"
@@ -62,6 +64,7 @@ var (
 type filter struct {
 	strategy FilterStrategy
 	jobs     map[string]*jobTargets
+	gen      uint64 // updates so far
 	lb       *labels.Builder
 	sb       labels.ScratchBuilder
 	digest   *xxhash.Digest
@@ -69,9 +72,13 @@ type filter struct {
 
 // jobTargets are one job's targets after an update.
 type jobTargets struct {
-	byGroup map[*targetgroup.Group]groupTargets
+	byGroup map[*targetgroup.Group]*groupTargets
+	// all are the targets of every group, sorted by compareTargets, with
+	// those of equal identity as many times as groups hold them.
+	all []Target
 	// sorted are all of them sorted by Hash, one per Hash: Prometheus
-	// scrapes targets with the same identity once.
+	// scrapes targets with the same identity once. It is all itself when
+	// no two targets share an identity.
 	sorted []Target
 	// failed counts the targets Prometheus would not scrape (no address,
 	// bad interval): dropped, or kept under FilterNone. err is one of them.
@@ -83,6 +90,7 @@ type groupTargets struct {
 	targets []Target
 	failed  int
 	err     error
+	gen     uint64 // the last update that saw the group
 }
 
 func newFilter(strategy FilterStrategy) *filter {
@@ -98,42 +106,171 @@ func newFilter(strategy FilterStrategy) *filter {
 // whether any group changed since the last update.
 func (f *filter) update(job *config.ScrapeConfig, groups []*targetgroup.Group) (*jobTargets, bool) {
 	last := f.jobs[job.JobName]
-	if last != nil && len(last.byGroup) == len(groups) && !slices.ContainsFunc(groups, func(g *targetgroup.Group) bool {
-		_, ok := last.byGroup[g]
-		return !ok
-	}) {
+	if last == nil {
+		next := &jobTargets{byGroup: make(map[*targetgroup.Group]*groupTargets, len(groups))}
+		for _, g := range groups {
+			if _, ok := next.byGroup[g]; !ok {
+				gt := f.group(job, g)
+				next.byGroup[g] = &gt
+				next.all = append(next.all, gt.targets...)
+				next.failed += gt.failed
+			}
+		}
+		next.err = firstErr(next.byGroup)
+		slices.SortFunc(next.all, compareTargets)
+		return f.finish(job.JobName, next), true
+	}
+	// One lookup per group: the groups seen are marked with this update's
+	// generation, those not seen are gone. The map is updated in place: only
+	// the filter reads it.
+	f.gen++
+	seen := 0
+	var fresh []*targetgroup.Group
+	for _, g := range groups {
+		gt, ok := last.byGroup[g]
+		switch {
+		case !ok:
+			fresh = append(fresh, g)
+		case gt.gen != f.gen:
+			gt.gen = f.gen
+			seen++
+		}
+	}
+	if len(fresh) == 0 && seen == len(last.byGroup) {
 		return last, false
 	}
-	next := &jobTargets{byGroup: make(map[*targetgroup.Group]groupTargets, len(groups))}
-	n := 0
-	for _, g := range groups {
-		gt, ok := groupTargets{}, false
-		if last != nil {
-			gt, ok = last.byGroup[g]
+	next := &jobTargets{byGroup: last.byGroup, failed: last.failed, err: last.err}
+	// Merge the targets of the groups that came and went into the sorted
+	// list rather than sort it anew: a copy instead of a sort.
+	var came, gone []Target
+	// Groups that went, by source, while fresh ones may bring them back
+	// unchanged: file_sd and http_sd send every group anew on each refresh.
+	var went map[string]wentGroup
+	drop := func(gt *groupTargets) {
+		gone = append(gone, gt.targets...)
+		next.failed -= gt.failed
+	}
+	if seen < len(last.byGroup) {
+		for g, gt := range next.byGroup {
+			if gt.gen == f.gen {
+				continue
+			}
+			delete(next.byGroup, g)
+			if len(fresh) == 0 {
+				drop(gt)
+				continue
+			}
+			if went == nil {
+				went = map[string]wentGroup{}
+			}
+			if other, ok := went[g.Source]; ok {
+				drop(other.targets) // two providers' groups of one source
+			}
+			went[g.Source] = wentGroup{g, gt}
 		}
-		if !ok {
-			gt = f.group(job, g)
+	}
+	for _, g := range fresh {
+		if _, ok := next.byGroup[g]; ok {
+			continue // twice in groups
 		}
-		next.byGroup[g] = gt
-		n += len(gt.targets)
+		if old, ok := went[g.Source]; ok && sameGroup(old.group, g) {
+			delete(went, g.Source)
+			old.targets.gen = f.gen
+			next.byGroup[g] = old.targets // the same labels relabel the same
+			continue
+		}
+		gt := f.group(job, g)
+		gt.gen = f.gen
+		next.byGroup[g] = &gt
+		came = append(came, gt.targets...)
 		next.failed += gt.failed
-		if next.err == nil {
-			next.err = gt.err
+	}
+	for _, old := range went {
+		drop(old.targets)
+	}
+	if len(came) == 0 && len(gone) == 0 {
+		return last, false // every group came back as it was
+	}
+	if next.failed == 0 {
+		next.err = nil
+	} else if next.err == nil || len(gone) > 0 {
+		next.err = firstErr(next.byGroup) // the last one may have gone with its group
+	}
+	slices.SortFunc(came, compareTargets)
+	slices.SortFunc(gone, compareTargets)
+	next.all = mergeTargets(last.all, gone, came)
+	return f.finish(job.JobName, next), true
+}
+
+// finish derives the job's targets of one identity each and keeps next.
+func (f *filter) finish(job string, next *jobTargets) *jobTargets {
+	if next.all == nil {
+		next.all = []Target{}
+	}
+	next.sorted = next.all
+	if hasDuplicates(next.all) {
+		next.sorted = slices.Clip(slices.CompactFunc(slices.Clone(next.all), func(a, b Target) bool { return a.Hash == b.Hash }))
+	}
+	f.jobs[job] = next
+	return next
+}
+
+// compareTargets orders targets by Hash, then by labels, so that of several
+// targets with one identity the first in label order is kept.
+func compareTargets(a, b Target) int {
+	if c := cmp.Compare(a.Hash, b.Hash); c != 0 {
+		return c
+	}
+	return labels.Compare(a.Labels, b.Labels)
+}
+
+// mergeTargets returns all, sorted by compareTargets, without one of each
+// of gone and with came, both sorted the same way.
+func mergeTargets(all, gone, came []Target) []Target {
+	out := make([]Target, 0, max(len(all)-len(gone), 0)+len(came))
+	g, c := 0, 0
+	for _, t := range all {
+		for g < len(gone) && compareTargets(gone[g], t) < 0 {
+			g++ // not there: cannot happen
+		}
+		if g < len(gone) && compareTargets(gone[g], t) == 0 {
+			g++
+			continue
+		}
+		for ; c < len(came) && compareTargets(came[c], t) < 0; c++ {
+			out = append(out, came[c])
+		}
+		out = append(out, t)
+	}
+	return append(out, came[c:]...)
+}
+
+type wentGroup struct {
+	group   *targetgroup.Group
+	targets *groupTargets
+}
+
+// sameGroup reports whether two groups hold the same labels.
+func sameGroup(a, b *targetgroup.Group) bool {
+	return maps.Equal(a.Labels, b.Labels) && slices.EqualFunc(a.Targets, b.Targets, func(x, y model.LabelSet) bool { return maps.Equal(x, y) })
+}
+
+func firstErr(groups map[*targetgroup.Group]*groupTargets) error {
+	for _, gt := range groups {
+		if gt.err != nil {
+			return gt.err
 		}
 	}
-	next.sorted = make([]Target, 0, n)
-	for _, g := range groups {
-		next.sorted = append(next.sorted, next.byGroup[g].targets...)
-	}
-	slices.SortFunc(next.sorted, func(a, b Target) int {
-		if c := cmp.Compare(a.Hash, b.Hash); c != 0 {
-			return c
+	return nil
+}
+
+func hasDuplicates(sorted []Target) bool {
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i].Hash == sorted[i-1].Hash {
+			return true
 		}
-		return labels.Compare(a.Labels, b.Labels)
-	})
-	next.sorted = slices.Clip(slices.CompactFunc(next.sorted, func(a, b Target) bool { return a.Hash == b.Hash }))
-	f.jobs[job.JobName] = next
-	return next, true
+	}
+	return false
 }
 
 // group relabels one target group with Prometheus's own code

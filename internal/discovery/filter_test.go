@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -276,5 +277,49 @@ func TestFilterUpdate(t *testing.T) {
 		assert.True(t, regrouped)
 		want, _ := newFilter(FilterRelabelConfig).update(job, next)
 		assert.Equal(t, want.sorted, got.sorted)
+	}
+}
+
+// Updates merged into the last targets give what a fresh filter gives, over
+// random changes of groups, some of which hold the same targets as others
+// (one identity, other metadata: the first in label order is kept).
+func TestFilterUpdateMerges(t *testing.T) {
+	job, _ := staticJob(t, "scrape_configs: [{job_name: pods}]")
+	r := rand.New(rand.NewPCG(1, 2))
+	twin := func(i int, restarted bool) *targetgroup.Group {
+		g := pod(i, restarted)
+		g.Source = "twin/" + g.Source
+		g.Labels = g.Labels.Clone()
+		g.Labels["__meta_twin"] = model.LabelValue(fmt.Sprint(r.IntN(3)))
+		return g
+	}
+	var groups []*targetgroup.Group
+	for i := range 200 {
+		groups = append(groups, pod(i, false))
+		if i%10 == 0 {
+			groups = append(groups, twin(i, false))
+		}
+	}
+	f := newFilter(FilterRelabelConfig)
+	f.update(job, groups)
+	for round := range 50 {
+		next := slices.Clone(groups)
+		for i := range next {
+			switch r.IntN(20) {
+			case 0:
+				next[i] = pod(i, r.IntN(2) == 0)
+			case 1:
+				next[i] = twin(i%200, r.IntN(2) == 0)
+			case 2, 3: // sent anew as it was, as file_sd and http_sd do
+				g := *next[i]
+				next[i] = &g
+			}
+		}
+		next = slices.DeleteFunc(next, func(*targetgroup.Group) bool { return r.IntN(50) == 0 })
+		groups = next
+		got, _ := f.update(job, groups)
+		want, _ := newFilter(FilterRelabelConfig).update(job, groups)
+		require.Equal(t, want.sorted, got.sorted, "round %d", round)
+		require.Equal(t, want.all, got.all, "round %d", round)
 	}
 }

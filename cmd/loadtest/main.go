@@ -1,0 +1,424 @@
+// Command loadtest measures a leader at scale: `make loadtest` (not part of
+// `make test`).
+//
+// It starts itself again as the leader process (leader.go: the real
+// discovery, allocation and API code, members from an in-process list) and
+// polls it as M members' stock receivers would: every member asks for its
+// share of every job every -poll over loopback HTTP. It prints the leader's
+// resident memory, its CPU per second of steady state, the latency and size
+// of the answers with and without If-None-Match, and, for changes of a
+// fraction of the targets, the time from the discovery mechanism sending the
+// change to the allocation that holds it and to every member's answer
+// holding it.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+type options struct {
+	role                   string
+	targets, members, jobs int
+	perGroup               int
+	source, strategy       string
+	poll, steady           time.Duration
+	changes                int
+	fraction               float64
+	gomaxprocs             int
+	heapProfile            string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.role, "role", "driver", "driver, or leader (started by the driver)")
+	flag.IntVar(&o.targets, "targets", 10_000, "targets in all")
+	flag.IntVar(&o.members, "members", 10, "members of the group (in-process, no member Leases)")
+	flag.IntVar(&o.jobs, "jobs", 1, "scrape jobs the targets are spread over")
+	flag.IntVar(&o.perGroup, "per-group", 10, "targets per target group (a Kubernetes EndpointSlice holds up to 100)")
+	flag.StringVar(&o.source, "source", "inprocess", "inprocess (an SD mechanism that sends the changed groups, as Kubernetes SD does) or file (file_sd)")
+	flag.StringVar(&o.strategy, "strategy", "consistent-hashing", "allocation strategy")
+	flag.DurationVar(&o.poll, "poll", 5*time.Second, "how often each member asks for each job's share (http_sd refresh_interval)")
+	flag.DurationVar(&o.steady, "steady", 20*time.Second, "length of each steady-state window")
+	flag.IntVar(&o.changes, "changes", 5, "changes to measure")
+	flag.Float64Var(&o.fraction, "change", 0.01, "fraction of the targets a change restarts")
+	flag.IntVar(&o.gomaxprocs, "leader-gomaxprocs", 0, "GOMAXPROCS of the leader process; 0 leaves Go's default")
+	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the leader's heap profile here at the end")
+	flag.Parse()
+	log.SetFlags(0)
+	var err error
+	if o.role == "leader" {
+		err = runLeader(o)
+	} else {
+		err = drive(o)
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// child is the leader process and what it reports.
+type child struct {
+	cmd       *exec.Cmd
+	stdin     io.WriteCloser
+	addr      string
+	published chan event
+	changed   chan event
+	heap      chan int64
+}
+
+type event struct {
+	at      time.Time
+	n       int // targets
+	moved   int
+	pending bool
+}
+
+func start(o options) (*child, error) {
+	args := []string{"-role=leader", "-targets=" + strconv.Itoa(o.targets), "-members=" + strconv.Itoa(o.members),
+		"-jobs=" + strconv.Itoa(o.jobs), "-per-group=" + strconv.Itoa(o.perGroup), "-source=" + o.source, "-strategy=" + o.strategy}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Stderr = os.Stderr
+	if o.gomaxprocs > 0 {
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(o.gomaxprocs))
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{cmd: cmd, stdin: stdin, published: make(chan event, 64), changed: make(chan event, 64), heap: make(chan int64, 1)}
+	ready := make(chan string, 1)
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			f := strings.Fields(s.Text())
+			switch {
+			case len(f) == 2 && f[0] == "ready":
+				ready <- f[1]
+			case len(f) == 5 && f[0] == "published":
+				c.published <- event{at: unixNano(f[1]), n: atoi(f[2]), moved: atoi(f[3]), pending: f[4] == "1"}
+			case len(f) == 2 && f[0] == "heap":
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				c.heap <- n
+			case len(f) == 3 && f[0] == "changed":
+				c.changed <- event{at: unixNano(f[1]), n: atoi(f[2])}
+			}
+		}
+		close(ready)
+	}()
+	addr, ok := <-ready
+	if !ok {
+		return nil, fmt.Errorf("the leader process stopped: %v", cmd.Wait())
+	}
+	c.addr = addr
+	return c, nil
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+func unixNano(s string) time.Time { n, _ := strconv.ParseInt(s, 10, 64); return time.Unix(0, n) }
+
+// usage is the leader process's resources.
+type usage struct {
+	rss, hwm int64 // bytes
+	cpu      time.Duration
+}
+
+func (c *child) usage() usage {
+	var u usage
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 2 && (f[0] == "VmRSS:" || f[0] == "VmHWM:") {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				if f[0] == "VmRSS:" {
+					u.rss = kb << 10
+				} else {
+					u.hwm = kb << 10
+				}
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid)); err == nil {
+		// Fields after the command name, which is in parentheses: utime and
+		// stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		if len(f) > 12 {
+			ticks := atoi(f[11]) + atoi(f[12])
+			u.cpu = time.Duration(ticks) * 10 * time.Millisecond
+		}
+	}
+	return u
+}
+
+// poller is the members' stock receivers: each member asks for its share of
+// every job every poll interval, optionally with If-None-Match.
+type poller struct {
+	addr    string
+	members int
+	jobs    int
+	client  *http.Client
+
+	mu        sync.Mutex
+	etags     map[string]string
+	latencies []time.Duration
+	bytes     int64
+	polls     int
+	status    map[int]int
+}
+
+func newPoller(addr string, members, jobs int) *poller {
+	return &poller{addr: addr, members: members, jobs: jobs, etags: map[string]string{},
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: members * jobs, DisableCompression: true}, Timeout: time.Minute}}
+}
+
+func (p *poller) url(member, job int) string {
+	return fmt.Sprintf("http://%s/jobs/job-%d/targets?collector_id=%s", p.addr, job, memberName(member))
+}
+
+// get asks once and records it; it returns the status and the time taken.
+func (p *poller) get(member, job int, conditional bool) (int, time.Duration, error) {
+	u := p.url(member, job)
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	p.mu.Lock()
+	etag := p.etags[u]
+	p.mu.Unlock()
+	if conditional && etag != "" {
+		req.Header.Set("If-None-Match", etag)
+	}
+	start := time.Now()
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	if err != nil {
+		return 0, 0, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if resp.StatusCode == http.StatusOK {
+		p.etags[u] = resp.Header.Get("ETag")
+	}
+	p.latencies = append(p.latencies, took)
+	p.bytes += n
+	p.polls++
+	p.status[resp.StatusCode]++
+	return resp.StatusCode, took, nil
+}
+
+func (p *poller) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.latencies, p.bytes, p.polls, p.status = nil, 0, 0, map[int]int{}
+}
+
+// run polls until stop is closed, each member's polls spread over the interval.
+func (p *poller) run(interval time.Duration, conditional bool, stop <-chan struct{}) {
+	var wg sync.WaitGroup
+	for m := range p.members {
+		wg.Go(func() {
+			offset := time.Duration(float64(interval) * float64(m) / float64(p.members))
+			select {
+			case <-time.After(offset):
+			case <-stop:
+				return
+			}
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			for {
+				for j := range p.jobs {
+					if _, _, err := p.get(m, j, conditional); err != nil {
+						log.Printf("poll: %v", err)
+					}
+				}
+				select {
+				case <-t.C:
+				case <-stop:
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func percentile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(int(math.Ceil(q*float64(len(s))))-1, len(s)-1)]
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+func drive(o options) error {
+	fmt.Printf("loadtest: %d targets in %d job(s), groups of %d, ~10 labels a target; %d members (in-process list, no member Leases); source %s; strategy %s\n",
+		o.targets, o.jobs, o.perGroup, o.members, o.source, o.strategy)
+	fmt.Printf("machine: %s, %d CPUs, %s; driver and leader share it\n", cpuModel(), runtime.NumCPU(), memTotal())
+	if o.gomaxprocs > 0 {
+		fmt.Printf("leader GOMAXPROCS=%d\n", o.gomaxprocs)
+	}
+	for _, k := range []string{"GOGC", "GOMEMLIMIT"} {
+		if v := os.Getenv(k); v != "" {
+			fmt.Printf("%s=%s\n", k, v)
+		}
+	}
+	began := time.Now()
+	c, err := start(o)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = c.stdin.Close()
+		_ = c.cmd.Wait()
+	}()
+	// The first allocation with every target (file_sd delivers its files
+	// over several updates).
+	want := o.jobs * max(o.targets/o.perGroup/o.jobs, 1) * o.perGroup
+	var first event
+	for first = range c.published {
+		if !first.pending && first.n >= want {
+			break
+		}
+	}
+	u := c.usage()
+	fmt.Printf("first allocation: %d targets, %.2fs after the leader process started; leader RSS %s\n", first.n, first.at.Sub(began).Seconds(), mib(u.rss))
+
+	p := newPoller(c.addr, o.members, o.jobs)
+	p.reset()
+	// Every member asks once: every answer is encoded.
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for m := range o.members {
+		wg.Go(func() {
+			for j := range o.jobs {
+				if _, _, err := p.get(m, j, false); err != nil {
+					log.Printf("first poll: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	u = c.usage()
+	fmt.Printf("first answers: %d in %.2fs (each encoded on its first request), %.0f bytes an answer; leader RSS %s\n",
+		p.polls, time.Since(t0).Seconds(), float64(p.bytes)/float64(max(p.polls, 1)), mib(u.rss))
+
+	for _, conditional := range []bool{false, true} {
+		name := "stock client (no If-None-Match)"
+		if conditional {
+			name = "with If-None-Match"
+		}
+		p.reset()
+		before := c.usage()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { p.run(o.poll, conditional, stop); close(done) }()
+		time.Sleep(o.steady)
+		close(stop)
+		<-done
+		after := c.usage()
+		p.mu.Lock()
+		fmt.Printf("steady state, %s, every member polls every job every %s for %s: %d polls %v, answer p50 %s p99 %s, %.0f bytes a poll, leader CPU %.3f s/s, RSS %s\n",
+			name, o.poll, o.steady, p.polls, p.status, percentile(p.latencies, 0.5).Round(10*time.Microsecond), percentile(p.latencies, 0.99).Round(10*time.Microsecond),
+			float64(p.bytes)/float64(max(p.polls, 1)), (after.cpu-before.cpu).Seconds()/o.steady.Seconds(), mib(after.rss))
+		p.mu.Unlock()
+	}
+
+	// Changes: the discovery mechanism sends them; the leader publishes; then
+	// every member asks (conditionally), as their next polls would.
+	var toAlloc, toAnswers []time.Duration
+	for i := range o.changes {
+		time.Sleep(6 * time.Second) // past Prometheus's discovery manager's 5 s batching
+		if _, err := fmt.Fprintf(c.stdin, "change %g\n", o.fraction); err != nil {
+			return err
+		}
+		ch := <-c.changed
+		var pub event
+		for pub = range c.published {
+			if pub.at.After(ch.at) {
+				break
+			}
+		}
+		p.reset()
+		for m := range o.members {
+			wg.Go(func() {
+				for j := range o.jobs {
+					if _, _, err := p.get(m, j, true); err != nil {
+						log.Printf("poll after change: %v", err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		answered := time.Now()
+		toAlloc = append(toAlloc, pub.at.Sub(ch.at))
+		toAnswers = append(toAnswers, answered.Sub(ch.at))
+		p.mu.Lock()
+		fmt.Printf("change %d: %d targets restarted; allocation after %s (%d targets moved between members); every member's answer after %s (%v)\n",
+			i+1, ch.n, pub.at.Sub(ch.at).Round(time.Millisecond), pub.moved, answered.Sub(ch.at).Round(time.Millisecond), p.status)
+		p.mu.Unlock()
+	}
+	u = c.usage()
+	if len(toAlloc) > 0 {
+		fmt.Printf("changes of %g %%: discovery to allocation median %s max %s; to every member's answer median %s max %s\n",
+			100*o.fraction, percentile(toAlloc, 0.5).Round(time.Millisecond), slices.Max(toAlloc).Round(time.Millisecond),
+			percentile(toAnswers, 0.5).Round(time.Millisecond), slices.Max(toAnswers).Round(time.Millisecond))
+	}
+	fmt.Printf("leader RSS %s, peak %s, CPU %.1f s in all\n", mib(u.rss), mib(u.hwm), u.cpu.Seconds())
+	if _, err := fmt.Fprintln(c.stdin, "heap"); err != nil {
+		return err
+	}
+	fmt.Printf("leader live heap after a collection: %s\n", mib(<-c.heap))
+	if o.heapProfile != "" {
+		if _, err := fmt.Fprintln(c.stdin, "heapprofile", o.heapProfile); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+		}
+	}
+	return runtime.GOARCH
+}
+
+func memTotal() string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return fmt.Sprintf("%.0f GiB RAM", float64(kb)/(1<<20))
+		}
+	}
+	return "unknown RAM"
+}

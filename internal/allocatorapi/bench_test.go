@@ -1,0 +1,81 @@
+package allocatorapi
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"go.uber.org/zap"
+)
+
+// benchAllocation is one job whose collector c-0 owns n targets of about
+// ten labels each, as Kubernetes pod discovery gives them.
+func benchAllocation(n int) *Allocation {
+	targets := make([]Target, n)
+	for i := range targets {
+		targets[i] = Target{Job: "pods", Owner: "c-0", Hash: uint64(i), Labels: labels.FromStrings(
+			"__address__", fmt.Sprintf("10.%d.%d.%d:8080", i>>16&255, i>>8&255, i&255),
+			"__meta_kubernetes_namespace", "default",
+			"__meta_kubernetes_pod_name", "app-"+strconv.Itoa(i),
+			"__meta_kubernetes_pod_node_name", "node-"+strconv.Itoa(i%100),
+			"__meta_kubernetes_pod_phase", "Running",
+			"__meta_kubernetes_pod_ip", fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255),
+			"__meta_kubernetes_pod_container_name", "app",
+			"__meta_kubernetes_pod_label_app", "app",
+			"__meta_kubernetes_pod_label_tier", "backend",
+			"__meta_kubernetes_pod_annotation_prometheus_io_scrape", "true",
+		)}
+	}
+	a, err := NewAllocation(1, "c-0", []string{"c-0", "c-1"}, nil, targets)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// BenchmarkAnswer measures a member's targets answer at 10k targets: every
+// target encoded (as when all of them are new), a request (the answer
+// assembled from its targets' elements), and one whose If-None-Match names
+// the current answer (304, no body).
+func BenchmarkAnswer(b *testing.B) {
+	const n = 10_000
+	target := "/jobs/pods/targets?collector_id=c-0"
+	b.Run(fmt.Sprintf("encode,targets=%d", n), func(b *testing.B) {
+		a := benchAllocation(n)
+		ts := a.Targets("pods", "c-0")
+		b.ReportAllocs()
+		var size int
+		for b.Loop() {
+			encoded := make([]Target, len(ts))
+			for i, t := range ts {
+				encoded[i] = NewTarget(t.Job, t.Labels, t.Owner, t.Hash)
+			}
+			_, size = NewShare(encoded).tag()
+		}
+		b.ReportMetric(float64(size), "bytes/answer")
+	})
+	for _, tc := range []struct {
+		name string
+		etag bool
+	}{{"unchanged", false}, {"not-modified", true}} {
+		b.Run(fmt.Sprintf("%s,targets=%d", tc.name, n), func(b *testing.B) {
+			a := benchAllocation(n)
+			h := NewHandler(&source{identity: "c-1", allocation: a}, http.DefaultClient, "http", zap.NewNop())
+			r := httptest.NewRequest(http.MethodGet, target, nil)
+			if tc.etag {
+				r.Header.Set("If-None-Match", a.share("pods", "c-0").etag)
+			}
+			b.ReportAllocs()
+			var sent int
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, r)
+				sent = rec.Body.Len()
+			}
+			b.ReportMetric(float64(sent), "bytes/answer")
+		})
+	}
+}

@@ -1,0 +1,256 @@
+package allocatorapi
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+)
+
+// The hand-written encoder writes what encoding/json writes for the same
+// groups, for label values that need escaping too.
+func TestAnswersAreEncodedAsEncodingJSON(t *testing.T) {
+	values := []string{"", "plain", `quote " backslash \`, "<html> & co", "tab\tnew\nline\rcr\bbs\fff",
+		"\x00\x01\x1f\x7f", "ünïcödé ✓ 🙂", "bad \xff utf8 \xc3", "sep \u2028 \u2029", "/jobs/a+b%2F"}
+	var targets []Target
+	for i, v := range values {
+		targets = append(targets, Target{Job: "j", Labels: labels.FromStrings("__address__", v, "__meta_"+string(rune('a'+i)), v, "z", "1")})
+	}
+	for n := range len(targets) + 1 {
+		var want bytes.Buffer
+		require.NoError(t, json.NewEncoder(&want).Encode(groups(targets[:n])))
+		assert.Equal(t, want.String(), string(appendGroups(nil, targets[:n])), "%d targets", n)
+		encoded := make([]Target, n)
+		for i, tg := range targets[:n] {
+			encoded[i] = NewTarget(tg.Job, tg.Labels, "c-0", uint64(i))
+		}
+		s := NewShare(encoded)
+		assert.Equal(t, want.String(), string(s.body()), "%d targets, assembled", n)
+		_, size := s.tag()
+		assert.Equal(t, want.Len(), size)
+	}
+}
+
+func verifiedRequest(target string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, target, nil)
+	r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{}}}}
+	return r
+}
+
+func serve(h http.Handler, r *http.Request) (*http.Response, string) {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	resp := rec.Result()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+func conditional(target, ifNoneMatch string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, target, nil)
+	r.Header.Set("If-None-Match", ifNoneMatch)
+	return r
+}
+
+// An answer names its version in an ETag; a client that already holds it
+// gets 304 and no body.
+func TestLeaderAnswersConditionalRequests(t *testing.T) {
+	h := leaderHandler(t)
+	for _, target := range []string{"/scrape_configs", "/jobs/plain/targets?collector_id=c-1", "/jobs/plain/targets?collector_id=c-2"} {
+		t.Run(target, func(t *testing.T) {
+			resp, body := get(t, h, target)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			etag := resp.Header.Get("ETag")
+			require.NotEmpty(t, etag)
+			for _, header := range []string{etag, "W/" + etag, `"other", ` + etag, "*"} {
+				resp, got := serve(h, conditional(target, header))
+				assert.Equal(t, http.StatusNotModified, resp.StatusCode, header)
+				assert.Empty(t, got)
+				assert.Equal(t, etag, resp.Header.Get("ETag"))
+				assert.Equal(t, "3", resp.Header.Get(EpochHeader))
+			}
+			resp, got := serve(h, conditional(target, `"other"`))
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Equal(t, body, got)
+		})
+	}
+	resp, _ := serve(h, conditional("/jobs/plain/targets?collector_id=c-9", "*"))
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "no 304 for what does not exist")
+}
+
+// The scrape configs with secret values and without them have different
+// ETags, so that neither stands in for the other, even where both are the
+// same bytes.
+func TestSecretAndRedactedTagsDiffer(t *testing.T) {
+	h := leaderHandler(t)
+	plain, redacted := serve(h, httptest.NewRequest(http.MethodGet, "/scrape_configs", nil))
+	verified, secret := serve(h, verifiedRequest("/scrape_configs"))
+	require.Contains(t, secret, "hunter2")
+	require.NotContains(t, redacted, "hunter2")
+	assert.NotEqual(t, plain.Header.Get("ETag"), verified.Header.Get("ETag"))
+
+	r := verifiedRequest("/scrape_configs")
+	r.Header.Set("If-None-Match", plain.Header.Get("ETag"))
+	resp, body := serve(h, r)
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "a redacted copy is not the secret answer")
+	assert.Contains(t, body, "hunter2")
+
+	a, err := NewAllocation(1, "c-0", []string{"c-0"}, nil, nil)
+	require.NoError(t, err)
+	assert.Equal(t, a.scrapeConfigs(false).body, a.scrapeConfigs(true).body)
+	assert.NotEqual(t, a.scrapeConfigs(false).etag, a.scrapeConfigs(true).etag)
+}
+
+// A share that did not change between two allocations is encoded once.
+func TestUnchangedSharesAreEncodedOnce(t *testing.T) {
+	a := testAllocation(t)
+	before := a.share("plain", "c-1")
+	changed := NewShare([]Target{{Job: "plain", Labels: labels.FromStrings("__address__", "10.0.0.1:80"), Owner: "c-0"}})
+	jobs := map[string]*Job{}
+	for name, j := range a.jobs {
+		jobs[name] = j
+	}
+	jobs["plain"] = a.jobs["plain"].With(map[string]*Share{"c-0": changed})
+	b := Assemble(4, "c-0", a.Members, a.configs, jobs)
+
+	after := b.share("plain", "c-1")
+	assert.Same(t, a.shareOf("plain", "c-1"), b.shareOf("plain", "c-1"), "the unchanged share is not encoded again")
+	assert.Equal(t, before.body, after.body)
+	assert.Equal(t, before.etag, after.etag)
+	assert.NotEqual(t, a.share("plain", "c-0").etag, b.share("plain", "c-0").etag)
+	assert.Equal(t, 1, len(b.Targets("plain", "c-0")))
+	assert.Equal(t, 3, b.TargetCount("plain"))
+}
+
+// recorder counts what a leader sends.
+type recorder struct {
+	h http.Handler
+
+	mu       sync.Mutex
+	statuses []int
+	bytes    int
+	asked    []string // If-None-Match of each request
+}
+
+func (c *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := httptest.NewRecorder()
+	c.h.ServeHTTP(rec, r)
+	c.mu.Lock()
+	c.statuses = append(c.statuses, rec.Code)
+	c.bytes += rec.Body.Len()
+	c.asked = append(c.asked, r.Header.Get("If-None-Match"))
+	c.mu.Unlock()
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
+}
+
+func (c *recorder) last() (status int, ifNoneMatch string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.statuses[len(c.statuses)-1], c.asked[len(c.asked)-1]
+}
+
+// A follower that holds the current answer about its own share asks the
+// leader conditionally, gets 304 and serves its copy; the stock client,
+// which never sends If-None-Match, sees the same 200 and body as before.
+func TestFollowerRelaysConditionally(t *testing.T) {
+	leaderSrc := &source{identity: "c-0", allocation: testAllocation(t)}
+	rec := &recorder{h: NewHandler(leaderSrc, http.DefaultClient, "http", zap.NewNop())}
+	leader := httptest.NewServer(rec)
+	defer leader.Close()
+	h := NewHandler(&source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3}, leader.Client(), "http", zap.NewNop())
+
+	for _, own := range []string{"/jobs/plain/targets?collector_id=c-1", "/scrape_configs"} {
+		t.Run(own, func(t *testing.T) {
+			resp, first := get(t, h, own)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			etag := resp.Header.Get("ETag")
+			require.NotEmpty(t, etag)
+			status, asked := rec.last()
+			assert.Equal(t, http.StatusOK, status)
+			assert.Empty(t, asked, "no copy yet: an unconditional request")
+
+			resp, again := get(t, h, own)
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Equal(t, first, again)
+			assert.Equal(t, etag, resp.Header.Get("ETag"))
+			assert.Equal(t, "3", resp.Header.Get(EpochHeader))
+			assert.Empty(t, resp.Header.Get(StaleHeader))
+			status, asked = rec.last()
+			assert.Equal(t, http.StatusNotModified, status, "the leader sends no body for an answer the follower holds")
+			assert.Equal(t, etag, asked)
+
+			resp, body := serve(h, conditional(own, etag))
+			assert.Equal(t, http.StatusNotModified, resp.StatusCode, "a conditional client of the follower gets 304 too")
+			assert.Empty(t, body)
+		})
+	}
+
+	// Another member's share is not kept: the client's condition goes through.
+	other := "/jobs/plain/targets?collector_id=c-0"
+	resp, _ := get(t, h, other)
+	etag := resp.Header.Get("ETag")
+	resp, body := serve(h, conditional(other, etag))
+	assert.Equal(t, http.StatusNotModified, resp.StatusCode)
+	assert.Empty(t, body)
+	assert.Equal(t, etag, resp.Header.Get("ETag"))
+
+	// A new allocation: the follower's copy is out of date and replaced.
+	own := "/jobs/plain/targets?collector_id=c-1"
+	_, old := get(t, h, own)
+	next := testAllocation(t)
+	next.jobs["plain"] = next.jobs["plain"].With(map[string]*Share{"c-1": NewShare([]Target{{Job: "plain", Labels: labels.FromStrings("__address__", "10.0.0.1:80"), Owner: "c-1"}})})
+	leaderSrc.mu.Lock()
+	leaderSrc.allocation = next
+	leaderSrc.mu.Unlock()
+	resp, body = get(t, h, own)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.NotEqual(t, old, body)
+	assert.Contains(t, body, "10.0.0.1:80")
+	status, _ := rec.last()
+	assert.Equal(t, http.StatusOK, status)
+
+	// The leader is gone: the copy is served, and still honours If-None-Match.
+	leader.Close()
+	resp, body = serve(h, conditional(own, resp.Header.Get("ETag")))
+	assert.Equal(t, http.StatusNotModified, resp.StatusCode)
+	assert.Equal(t, "true", resp.Header.Get(StaleHeader))
+	assert.Empty(t, body)
+	resp, body = get(t, h, own)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, body, "10.0.0.1:80")
+}
+
+// A 304 from a leader of an older epoch than the Lease shows is not taken
+// as a confirmation of anything: the follower serves its copy as stale.
+func TestFollowerRejectsStaleNotModified(t *testing.T) {
+	rec := &recorder{h: leaderHandler(t)} // epoch 3
+	leader := httptest.NewServer(rec)
+	defer leader.Close()
+	follower := &source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3}
+	h := NewHandler(follower, leader.Client(), "http", zap.NewNop())
+	own := "/jobs/plain/targets?collector_id=c-1"
+	_, current := get(t, h, own)
+
+	follower.mu.Lock()
+	follower.epoch = 4
+	follower.mu.Unlock()
+	resp, body := get(t, h, own)
+	status, _ := rec.last()
+	assert.Equal(t, http.StatusNotModified, status)
+	assert.Equal(t, "true", resp.Header.Get(StaleHeader))
+	assert.Equal(t, current, body)
+}

@@ -1,0 +1,282 @@
+package leader
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"testing"
+
+	promconfig "github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/embedded-ta/embedded-ta/internal/allocation"
+	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
+	"github.com/embedded-ta/embedded-ta/internal/discovery"
+)
+
+// fleet is a test's source of snapshots: jobs of targets it changes at random.
+type fleet struct {
+	r    *rand.Rand
+	jobs map[string][]discovery.Target
+	next int
+}
+
+func newFleet(seed uint64, jobs, perJob int) *fleet {
+	f := &fleet{r: rand.New(rand.NewPCG(seed, 3)), jobs: map[string][]discovery.Target{}}
+	for j := range jobs {
+		name := "job-" + strconv.Itoa(j)
+		ts := make([]discovery.Target, perJob)
+		for i := range ts {
+			ts[i] = f.target(name)
+		}
+		f.jobs[name] = sortTargets(ts)
+	}
+	return f
+}
+
+func (f *fleet) target(job string) discovery.Target {
+	f.next++
+	addr := fmt.Sprintf("10.%d.%d.%d:9100", f.next>>16&255, f.next>>8&255, f.next&255)
+	return discovery.Target{
+		Job:    job,
+		Labels: labels.FromStrings("__address__", addr, "__meta_pod", "pod-"+strconv.Itoa(f.next), "__meta_rev", "0"),
+		Hash:   f.r.Uint64(),
+		Node:   "node-" + strconv.Itoa(f.r.IntN(5)),
+	}
+}
+
+func sortTargets(ts []discovery.Target) []discovery.Target {
+	slices.SortFunc(ts, func(a, b discovery.Target) int { return cmp.Compare(a.Hash, b.Hash) })
+	return ts
+}
+
+// change replaces, relabels and moves to other nodes a share of one job's
+// targets, and returns the snapshot: other jobs keep their slices.
+func (f *fleet) change(share float64) discovery.Snapshot {
+	names := slices.Sorted(maps.Keys(f.jobs))
+	f.changeJob(names[f.r.IntN(len(names))], share)
+	return f.snapshot()
+}
+
+// changeAll changes a share of every job's targets.
+func (f *fleet) changeAll(share float64) discovery.Snapshot {
+	for name := range f.jobs {
+		f.changeJob(name, share)
+	}
+	return f.snapshot()
+}
+
+func (f *fleet) changeJob(name string, share float64) {
+	var ts []discovery.Target
+	for _, t := range f.jobs[name] {
+		switch x := f.r.Float64(); {
+		case x < share/3: // gone, and another one comes
+			ts = append(ts, f.target(name))
+		case x < 2*share/3: // new metadata
+			t.Labels = labels.NewBuilder(t.Labels).Set("__meta_rev", strconv.Itoa(f.next)).Labels()
+			f.next++
+			ts = append(ts, t)
+		case x < share: // rescheduled to another node
+			t.Node = "node-" + strconv.Itoa(f.r.IntN(5))
+			ts = append(ts, t)
+		default:
+			ts = append(ts, t)
+		}
+	}
+	f.jobs[name] = sortTargets(ts)
+}
+
+func (f *fleet) snapshot() discovery.Snapshot {
+	snap := discovery.Snapshot{Jobs: map[string][]discovery.Target{}}
+	for n, ts := range f.jobs {
+		snap.Jobs[n] = ts
+	}
+	return snap
+}
+
+func members(n int) []allocation.Member {
+	out := make([]allocation.Member, n)
+	for i := range out {
+		out[i] = allocation.Member{Name: "collector-" + strconv.Itoa(i), Node: "node-" + strconv.Itoa(i%5)}
+	}
+	return out
+}
+
+// want computes the allocation from scratch: a fresh allocator over the
+// whole snapshot, every target asked for its owner.
+func want(t *testing.T, strategy string, ms []allocation.Member, snap discovery.Snapshot, configs map[string]*promconfig.ScrapeConfig) *allocatorapi.Allocation {
+	t.Helper()
+	a, err := allocation.New(strategy, allocation.WithFallback(allocation.ConsistentHashing))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetMembers(ms); err != nil {
+		t.Fatal(err)
+	}
+	var all []allocation.Target
+	for _, ts := range snap.Jobs {
+		for _, tg := range ts {
+			all = append(all, allocation.Target{Hash: tg.Hash, Node: tg.Node})
+		}
+	}
+	a.SetTargets(all)
+	var targets []allocatorapi.Target
+	for _, ts := range snap.Jobs {
+		for _, tg := range ts {
+			owner, _ := a.Owner(tg.Hash)
+			targets = append(targets, apiTarget(tg, owner))
+		}
+	}
+	names := make([]string, len(ms))
+	for i, m := range ms {
+		names[i] = m.Name
+	}
+	out, err := allocatorapi.NewAllocation(1, "collector-0", names, configs, targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// same fails unless two allocations serve the same answers.
+func same(t *testing.T, step string, got, want *allocatorapi.Allocation) {
+	t.Helper()
+	if !slices.Equal(got.Jobs(), want.Jobs()) || !slices.Equal(got.Members, want.Members) {
+		t.Fatalf("%s: jobs %v members %v, want %v %v", step, got.Jobs(), got.Members, want.Jobs(), want.Members)
+	}
+	for _, job := range want.Jobs() {
+		for _, m := range append(slices.Clone(want.Members), "") {
+			g, w := got.Targets(job, m), want.Targets(job, m)
+			if len(g) != len(w) {
+				t.Fatalf("%s: job %s collector %q: %d targets, want %d", step, job, m, len(g), len(w))
+			}
+			for i := range g {
+				if g[i].Hash != w[i].Hash || !labels.Equal(g[i].Labels, w[i].Labels) || g[i].Owner != w[i].Owner {
+					t.Fatalf("%s: job %s collector %q: target %d is %v, want %v", step, job, m, i, g[i], w[i])
+				}
+			}
+		}
+		if got.TargetCount(job) != want.TargetCount(job) {
+			t.Fatalf("%s: job %s: %d targets, want %d", step, job, got.TargetCount(job), want.TargetCount(job))
+		}
+	}
+}
+
+// Followed by its changes, the state serves what a computation from
+// scratch serves, through target changes (added, gone, relabeled,
+// rescheduled), members joining and leaving, with bounds that bind (few
+// targets a member) and not.
+func TestStateFollowsChanges(t *testing.T) {
+	for _, strategy := range allocation.Strategies() {
+		for _, perJob := range []int{7, 300} {
+			t.Run(fmt.Sprintf("%s/%d", strategy, perJob), func(t *testing.T) {
+				configs := map[string]*promconfig.ScrapeConfig{"configured-only": {JobName: "configured-only"}}
+				f := newFleet(uint64(perJob), 4, perJob)
+				alloc, err := allocation.New(strategy, allocation.WithFallback(allocation.ConsistentHashing))
+				if err != nil {
+					t.Fatal(err)
+				}
+				s, err := newState(alloc, configs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ms := members(6)
+				if _, err := s.setMembers(ms); err != nil {
+					t.Fatal(err)
+				}
+				snap := f.snapshot()
+				s.setTargets(snap)
+				same(t, "first", s.allocation(1, "collector-0"), want(t, strategy, ms, snap, configs))
+				for step := range 40 {
+					switch step % 8 {
+					case 3:
+						ms = append(ms, allocation.Member{Name: "joiner-" + strconv.Itoa(step), Node: "node-1"})
+						if changed, err := s.setMembers(ms); err != nil || !changed {
+							t.Fatalf("join: %v %v", changed, err)
+						}
+					case 6:
+						ms = slices.Delete(slices.Clone(ms), 0, 1)
+						if changed, err := s.setMembers(slices.Clone(ms)); err != nil || !changed {
+							t.Fatalf("leave: %v %v", changed, err)
+						}
+					default:
+						snap = f.change(0.1)
+						s.setTargets(snap)
+					}
+					if strategy == allocation.LeastWeighted {
+						// Its assignment depends on the order of events: check
+						// that every target is served once, by a member.
+						checkServedOnce(t, s.allocation(1, "collector-0"), snap)
+						continue
+					}
+					same(t, fmt.Sprintf("step %d", step), s.allocation(1, "collector-0"), want(t, strategy, ms, snap, configs))
+				}
+				reversed := slices.Clone(ms)
+				slices.Reverse(reversed)
+				if changed, _ := s.setMembers(reversed); changed {
+					t.Fatal("the same members in another order are no change")
+				}
+			})
+		}
+	}
+}
+
+func checkServedOnce(t *testing.T, a *allocatorapi.Allocation, snap discovery.Snapshot) {
+	t.Helper()
+	for job, ts := range snap.Jobs {
+		seen := map[uint64]int{}
+		for _, m := range a.Members {
+			for _, tg := range a.Targets(job, m) {
+				seen[tg.Hash]++
+			}
+		}
+		if len(seen) != len(ts) {
+			t.Fatalf("job %s: %d targets served, want %d", job, len(seen), len(ts))
+		}
+		for h, n := range seen {
+			if n != 1 {
+				t.Fatalf("job %s: target %x served %d times", job, h, n)
+			}
+		}
+	}
+}
+
+// New scrape configs (Prometheus Operator CRs coming and going) change the
+// jobs served: a new job is served at once, without targets; a job no longer
+// configured is served until discovery stops sending it.
+func TestStateTakesNewScrapeConfigs(t *testing.T) {
+	alloc, err := allocation.New(allocation.ConsistentHashing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newState(alloc, map[string]*promconfig.ScrapeConfig{"job-0": {JobName: "job-0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.setMembers(members(3)); err != nil {
+		t.Fatal(err)
+	}
+	f := newFleet(1, 1, 20)
+	s.setTargets(f.snapshot())
+	if err := s.setScrapeConfigs(map[string]*promconfig.ScrapeConfig{"job-new": {JobName: "job-new"}}); err != nil {
+		t.Fatal(err)
+	}
+	a := s.allocation(1, "collector-0")
+	if got := a.Jobs(); !slices.Equal(got, []string{"job-0", "job-new"}) {
+		t.Fatalf("jobs %v, want job-0 until discovery drops it, and job-new", got)
+	}
+	if a.TargetCount("job-0") != 20 || a.TargetCount("job-new") != 0 {
+		t.Fatalf("targets %d and %d, want 20 and 0", a.TargetCount("job-0"), a.TargetCount("job-new"))
+	}
+	s.setTargets(discovery.Snapshot{Jobs: map[string][]discovery.Target{"job-new": {}}})
+	a = s.allocation(2, "collector-0")
+	if got := a.Jobs(); !slices.Equal(got, []string{"job-new"}) {
+		t.Fatalf("jobs %v, want job-new only", got)
+	}
+	if len(s.where) != 0 || s.perCollector()["collector-0"] != 0 {
+		t.Fatalf("%d targets left behind", len(s.where))
+	}
+}
