@@ -47,6 +47,8 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	}()
 	changes, unsubscribe := e.notifier.subscribe()
 	defer unsubscribe()
+	crJobs, stopCR := e.watchPrometheusCR(ctx)
+	defer stopCR()
 
 	a := allocator{ext: e, alloc: alloc, configs: scrapeConfigsByJob(e.s.prometheus)}
 	a.setMembers()
@@ -55,15 +57,24 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	// member drop its targets); members answer theirs from their last copy.
 	a.publish(ctx, time.Now(), true)
 	discovered := false
+	crKnown := crJobs == nil // with prometheus_cr, shares wait for its jobs
 	for {
 		var start time.Time
 		select {
 		case <-ctx.Done():
 			return
+		case jobs := <-crJobs:
+			start = time.Now()
+			a.setPrometheusCRJobs(disc, jobs)
+			crKnown = true
+			if !discovered {
+				a.publish(ctx, start, true)
+				continue
+			}
 		case snap := <-disc.Snapshots():
 			start = time.Now()
 			a.setTargets(snap)
-			discovered = true
+			discovered = crKnown
 		case <-changes:
 			start = time.Now()
 			if !a.setMembers() || !discovered {

@@ -1,0 +1,101 @@
+package targetallocatorextension // import "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+
+import (
+	"context"
+	"fmt"
+	"maps"
+
+	promconfig "github.com/prometheus/prometheus/config"
+	"go.uber.org/zap"
+
+	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/kube"
+	"github.com/embedded-ta/embedded-ta/internal/promcr"
+)
+
+// preparePrometheusCR resolves, at Start, what the leader needs to watch
+// Prometheus Operator resources (prometheus_cr).
+func (e *allocatorExtension) preparePrometheusCR() error {
+	if !e.cfg.PrometheusCR.Enabled {
+		return nil
+	}
+	rest, err := kube.RESTConfig(e.cfg.AuthType, e.cfg.Context)
+	if err != nil {
+		return fmt.Errorf("auth_type %s: %w", e.cfg.AuthType, err)
+	}
+	rest.UserAgent = "otelcol-embedded-ta/" + e.s.identity
+	o := promcr.Options{
+		Config:    e.cfg.PrometheusCR,
+		Namespace: e.s.namespace,
+		Name:      e.s.group,
+		REST:      rest,
+		Logger:    e.set.Logger.With(zap.String("prometheus_cr", e.s.group)),
+	}
+	// Outside a cluster, the jobs' Kubernetes service discovery reads the
+	// same kubeconfig (its current context).
+	if e.cfg.AuthType == kube.AuthKubeConfig {
+		o.KubeconfigFile = kube.KubeconfigFile()
+	}
+	e.promCR = &o
+	return nil
+}
+
+// watchPrometheusCR starts the watch of Prometheus Operator resources for
+// one term; it returns their jobs' updates (nil when prometheus_cr is off)
+// and a function that stops the watch and waits for it.
+func (e *allocatorExtension) watchPrometheusCR(ctx context.Context) (<-chan []*promconfig.ScrapeConfig, func()) {
+	if e.promCR == nil {
+		return nil, func() {}
+	}
+	w, err := promcr.New(*e.promCR)
+	if err != nil {
+		e.set.Logger.Error("Cannot watch Prometheus Operator resources", zap.Error(err))
+		return nil, func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := w.Run(ctx); err != nil && ctx.Err() == nil {
+			e.set.Logger.Error("Watch of Prometheus Operator resources stopped", zap.Error(err))
+		}
+	}()
+	return w.Updates(), func() {
+		cancel()
+		<-done
+	}
+}
+
+// setPrometheusCRJobs makes the jobs of Prometheus Operator resources, next
+// to those of config.scrape_configs, the jobs that discovery runs and that
+// allocations carry.
+func (a *allocator) setPrometheusCRJobs(disc *discovery.Discoverer, cr []*promconfig.ScrapeConfig) {
+	static, _ := a.ext.s.prometheus.GetScrapeConfigs() // loaded and checked at startup
+	configs := make(map[string]*promconfig.ScrapeConfig, len(static)+len(cr))
+	jobs := make([]*promconfig.ScrapeConfig, 0, len(static)+len(cr))
+	for _, sc := range static {
+		configs[sc.JobName] = sc
+		jobs = append(jobs, sc)
+	}
+	for _, sc := range cr {
+		if _, taken := configs[sc.JobName]; taken {
+			a.ext.set.Logger.Warn("A job of config.scrape_configs has the name of a Prometheus Operator resource's job; the resource's is ignored", zap.String("job", sc.JobName))
+			continue
+		}
+		configs[sc.JobName] = sc
+		jobs = append(jobs, sc)
+	}
+	a.configs = configs
+	// Targets of jobs that are gone leave with them; discovery sends the
+	// new jobs' targets.
+	targets := discovery.Snapshot{Jobs: maps.Clone(a.targets.Jobs)}
+	for job := range targets.Jobs {
+		if _, ok := configs[job]; !ok {
+			delete(targets.Jobs, job)
+		}
+	}
+	if a.targets.Jobs != nil {
+		a.setTargets(targets)
+	}
+	disc.SetJobs(jobs)
+}
