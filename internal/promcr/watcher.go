@@ -1,6 +1,7 @@
 package promcr
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -120,7 +121,10 @@ func New(o Options) (*Watcher, error) {
 			ProbeSelector:                   c.ProbeSelector.kube(),
 			ProbeNamespaceSelector:          c.ProbeNamespaceSelector.kube(),
 			ServiceDiscoveryRole:            new(monitoringv1.EndpointSliceRole),
-		}},
+		},
+			// Means nothing here, but the generated global section needs one.
+			EvaluationInterval: monitoringv1.Duration(c.interval().String()),
+		},
 	}
 	logger := o.Logger
 	gen, err := promoperator.NewConfigGenerator(slogger(logger), prom,
@@ -423,6 +427,10 @@ func (w *Watcher) report(seen map[string]string) {
 // parse loads each generated job on its own with Prometheus's loader, so
 // that one the loader refuses is skipped, not all.
 func (w *Watcher) parse(doc []byte) (map[string]job, error) {
+	// The generated relabelings keep the targets of the shard that the
+	// config reloader of a Prometheus pod substitutes for $(SHARD). Here
+	// allocation shards, and the jobs are one shard's: 0 (of 1).
+	doc = bytes.ReplaceAll(doc, []byte("$("+operator.ShardEnvVar+")"), []byte("0"))
 	var generated struct {
 		Global        map[string]any `yaml:"global"`
 		ScrapeConfigs []any          `yaml:"scrape_configs"`
