@@ -6,8 +6,10 @@ package promcr // import "github.com/embedded-ta/embedded-ta/internal/promcr"
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"go.opentelemetry.io/collector/confmap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -51,6 +53,25 @@ type LabelSelectorRequirement struct {
 	Key      string   `mapstructure:"key"`
 	Operator string   `mapstructure:"operator"`
 	Values   []string `mapstructure:"values"`
+}
+
+// Unmarshal reads matchLabels and matchExpressions in any case: Target
+// Allocator config files, written with yaml.v2, say matchlabels.
+func (s *LabelSelector) Unmarshal(conf *confmap.Conf) error {
+	raw := conf.ToStringMap()
+	for key, value := range raw {
+		for _, want := range []string{"matchLabels", "matchExpressions"} {
+			if key != want && strings.EqualFold(key, want) {
+				if _, both := raw[want]; both {
+					return fmt.Errorf("%s and %s: set one of them", key, want)
+				}
+				delete(raw, key)
+				raw[want] = value
+			}
+		}
+	}
+	type plain LabelSelector // without this method
+	return confmap.NewFromStringMap(raw).Unmarshal((*plain)(s))
 }
 
 // kube returns the selector as Kubernetes has it; unset selects everything.
