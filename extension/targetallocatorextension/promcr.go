@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 
 	promconfig "github.com/prometheus/prometheus/config"
 	"go.uber.org/zap"
@@ -12,6 +13,10 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/kube"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
 )
+
+// promCRRetry is how long the leader waits before it tries again to watch
+// Prometheus Operator resources.
+const promCRRetry = 5 * time.Second
 
 // preparePrometheusCR resolves, at Start, what the leader needs to watch
 // Prometheus Operator resources (prometheus_cr).
@@ -56,8 +61,18 @@ func (e *allocatorExtension) watchPrometheusCR(ctx context.Context) (<-chan []*p
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := w.Run(ctx); err != nil && ctx.Err() == nil {
-			e.set.Logger.Error("Watch of Prometheus Operator resources stopped", zap.Error(err))
+		// Run fails only to start (no RBAC on namespaces, say): retry.
+		for {
+			err := w.Run(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			e.set.Logger.Error("Cannot watch Prometheus Operator resources; retrying", zap.Error(err), zap.Duration("in", promCRRetry))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(promCRRetry):
+			}
 		}
 	}()
 	return w.Updates(), func() {
