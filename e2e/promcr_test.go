@@ -353,8 +353,9 @@ func TestPrometheusCRScrapedOnceWithExampleRBAC(t *testing.T) {
 	}
 
 	// stopped waits until the targets are no longer scraped while the others still are.
-	stopped := func(gone, kept map[string]*demotarget.Target) {
+	stopped := func(what string, gone, kept map[string]*demotarget.Target) {
 		t.Helper()
+		since := time.Now()
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
 			now := time.Now()
 			for addr, tg := range gone {
@@ -365,6 +366,15 @@ func TestPrometheusCRScrapedOnceWithExampleRBAC(t *testing.T) {
 				assert.LessOrEqual(c, tg.MaxGap(now.Add(-3*time.Second), now), 3*time.Second, "%s is no longer scraped", addr)
 			}
 		}, 60*time.Second, 500*time.Millisecond)
+		last := since
+		for _, tg := range gone {
+			for _, at := range tg.Scrapes() {
+				if at.After(last) {
+					last = at
+				}
+			}
+		}
+		t.Logf("measured: after %s, the last scrape of what it no longer selects came %s later", what, last.Sub(since).Round(100*time.Millisecond))
 	}
 	// Editing the PodMonitor's selector: the pods it no longer selects are no longer scraped.
 	pm, err := mon.MonitoringV1().PodMonitors(apps).Get(ctx, "pods", metav1.GetOptions{})
@@ -383,13 +393,13 @@ func TestPrometheusCRScrapedOnceWithExampleRBAC(t *testing.T) {
 	for addr, tg := range webTargets {
 		kept[addr] = tg
 	}
-	stopped(gone, kept)
+	stopped("the PodMonitor's selector edit", gone, kept)
 
 	// Deleting the ServiceMonitor: its targets are no longer scraped.
 	require.NoError(t, mon.MonitoringV1().ServiceMonitors(apps).Delete(ctx, "web", metav1.DeleteOptions{}))
 	for addr := range webTargets {
 		delete(kept, addr)
 	}
-	stopped(webTargets, kept)
+	stopped("the ServiceMonitor's deletion", webTargets, kept)
 
 }

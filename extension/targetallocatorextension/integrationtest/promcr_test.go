@@ -222,6 +222,7 @@ func TestPrometheusOperatorResources(t *testing.T) {
 	pm, err := mon.MonitoringV1().PodMonitors(ns).Get(ctx, "pods", metav1.GetOptions{})
 	require.NoError(t, err)
 	pm.Spec.Selector.MatchLabels["half"] = "0"
+	edited := time.Now()
 	_, err = mon.MonitoringV1().PodMonitors(ns).Update(ctx, pm, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	half := map[string]bool{}
@@ -238,8 +239,10 @@ func TestPrometheusOperatorResources(t *testing.T) {
 			assert.Equal(c, webTargets, keys(a[webJob]), "the other jobs keep their targets")
 		}
 	}, 30*time.Second, 200*time.Millisecond)
+	t.Logf("measured: PodMonitor selector edit reached a follower's answers after %s", time.Since(edited).Round(100*time.Millisecond))
 
 	// Deleting the ServiceMonitor removes its job.
+	deleted := time.Now()
 	require.NoError(t, mon.MonitoringV1().ServiceMonitors(ns).Delete(ctx, "web", metav1.DeleteOptions{}))
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		a, err := assignment(follower)
@@ -253,6 +256,7 @@ func TestPrometheusOperatorResources(t *testing.T) {
 			assert.NotContains(c, configs, webJob)
 		}
 	}, 30*time.Second, 200*time.Millisecond)
+	t.Logf("measured: ServiceMonitor deletion reached a follower's answers after %s", time.Since(deleted).Round(100*time.Millisecond))
 
 	// Fixing an invalid resource brings its job.
 	_, err = core.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
