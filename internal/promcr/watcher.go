@@ -153,8 +153,16 @@ func slogger(logger *zap.Logger) *slog.Logger {
 // were listed (or could not be within 30 s).
 func (w *Watcher) Updates() <-chan []*config.ScrapeConfig { return w.out }
 
-// Run watches until ctx is done and returns once everything it started has stopped.
-func (w *Watcher) Run(ctx context.Context) error {
+// Run watches until ctx is done and returns once everything it started has
+// stopped. If it cannot start (no RBAC on namespaces, say), it returns the
+// error, having sent an empty update if it never sent one: the jobs of
+// config.scrape_configs must not wait for a watch that may never work.
+func (w *Watcher) Run(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil && !w.published {
+			w.publish(map[string]job{})
+		}
+	}()
 	resources, err := w.installed(ctx)
 	if err != nil {
 		return err
@@ -305,6 +313,9 @@ func (w *Watcher) installed(ctx context.Context) ([]resource, error) {
 // update regenerates the jobs and publishes them if they changed.
 func (w *Watcher) update(ctx context.Context, resources []resource, nsInformer cache.SharedIndexInformer) {
 	jobs, err := w.generate(ctx, resources, nsInformer)
+	if ctx.Err() != nil {
+		return
+	}
 	if err != nil {
 		w.logger.Error("Cannot generate scrape configs from Prometheus Operator resources", zap.Error(err))
 		return
@@ -320,6 +331,11 @@ func (w *Watcher) update(ctx context.Context, resources []resource, nsInformer c
 	if !changed && w.published {
 		return
 	}
+	w.publish(jobs)
+}
+
+// publish sends jobs as the latest update.
+func (w *Watcher) publish(jobs map[string]job) {
 	w.jobs = jobs
 	w.published = true
 	out := make([]*config.ScrapeConfig, 0, len(jobs))
