@@ -14,9 +14,9 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
 )
 
-// promCRRetry is how long the leader waits before it tries again to watch
-// Prometheus Operator resources.
-const promCRRetry = 5 * time.Second
+// promCRRetry is how long the leader first waits before it tries again to
+// watch Prometheus Operator resources; it doubles up to promCRMaxRetry.
+const promCRRetry, promCRMaxRetry = 5 * time.Second, 5 * time.Minute
 
 // preparePrometheusCR resolves, at Start, what the leader needs to watch
 // Prometheus Operator resources (prometheus_cr).
@@ -61,17 +61,18 @@ func (e *allocatorExtension) watchPrometheusCR(ctx context.Context) (<-chan []*p
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		// Run fails only to start (no RBAC on namespaces, say): retry.
-		for {
+		// Run fails only to start (no RBAC on namespaces, say): retry,
+		// less and less often.
+		for wait := promCRRetry; ; wait = min(2*wait, promCRMaxRetry) {
 			err := w.Run(ctx)
 			if ctx.Err() != nil {
 				return
 			}
-			e.set.Logger.Error("Cannot watch Prometheus Operator resources; retrying", zap.Error(err), zap.Duration("in", promCRRetry))
+			e.set.Logger.Error("Cannot watch Prometheus Operator resources; retrying", zap.Error(err), zap.Duration("in", wait))
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(promCRRetry):
+			case <-time.After(wait):
 			}
 		}
 	}()

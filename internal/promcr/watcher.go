@@ -168,6 +168,18 @@ func (w *Watcher) Run(ctx context.Context) (err error) {
 		return err
 	}
 	allow, deny := w.namespaces()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// The namespace selectors need the namespaces and their labels; without
+	// that permission nothing else starts.
+	lw, _, err := listwatch.NewNamespaceListWatchFromClient(ctx, slogger(w.logger),
+		semver.MustParse("1.22.0"), w.core.CoreV1(), w.core.AuthorizationV1().SelfSubjectAccessReviews(), allow, deny)
+	if err != nil {
+		return fmt.Errorf("prometheus_cr: watch namespaces: %w", err)
+	}
 	factory := informers.NewMonitoringInformerFactories(allow, deny, w.mon, resync, nil)
 	trigger := make(chan struct{}, 1)
 	poke := func() {
@@ -181,11 +193,6 @@ func (w *Watcher) Run(ctx context.Context) (err error) {
 		UpdateFunc: func(any, any) { poke() },
 		DeleteFunc: func(any) { poke() },
 	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
 	var synced []cache.InformerSynced
 	for i := range resources {
 		r := &resources[i]
@@ -198,12 +205,6 @@ func (w *Watcher) Run(ctx context.Context) (err error) {
 			synced = append(synced, inf.Informer().HasSynced)
 			wg.Go(func() { inf.Informer().RunWithContext(ctx) })
 		}
-	}
-	// The namespace selectors need the namespaces and their labels.
-	lw, _, err := listwatch.NewNamespaceListWatchFromClient(ctx, slogger(w.logger),
-		semver.MustParse("1.22.0"), w.core.CoreV1(), w.core.AuthorizationV1().SelfSubjectAccessReviews(), allow, deny)
-	if err != nil {
-		return fmt.Errorf("prometheus_cr: watch namespaces: %w", err)
 	}
 	nsInformer := cache.NewSharedIndexInformer(lw, &corev1.Namespace{}, resync, cache.Indexers{})
 	_, _ = nsInformer.AddEventHandler(handler)

@@ -20,6 +20,7 @@ import (
 
 	tae "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/internal/demotarget"
+	"github.com/embedded-ta/embedded-ta/internal/kubetest"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
 )
 
@@ -276,4 +277,23 @@ func TestPrometheusOperatorResources(t *testing.T) {
 			assert.Equal(c, webTargets, keys(a[fixed]))
 		}
 	}, 30*time.Second, 200*time.Millisecond)
+}
+
+// Without any permission on Prometheus Operator resources, the jobs of
+// config.scrape_configs are allocated all the same, and the leader says
+// what it cannot do.
+func TestPrometheusCRWithoutRBACKeepsConfigJobs(t *testing.T) {
+	controlPlane.InstallPrometheusOperatorCRDs(t)
+	ns := controlPlane.Namespace(t)
+	controlPlane.Grant(t, ns, "leases-only", kubetest.LeaseRole("leases-only"))
+	cfg := controlPlane.ServiceAccount(t, ns, "leases-only")
+	r := startReplica(t, cfg, ns, "norbac-0", "norbac", withPrometheusCR, withScrapeConfigs(staticJob("static", "10.9.9.9:9100", "10.9.9.8:9100")))
+	settled(t, []*replica{r}, 10*time.Second)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		a, err := assignment(r)
+		if assert.NoError(c, err) {
+			assert.Len(c, a["static"], 2)
+		}
+	}, 20*time.Second, 200*time.Millisecond)
+	assert.NotEmpty(t, r.logs.FilterMessageSnippet("Cannot watch Prometheus Operator resources").All())
 }
