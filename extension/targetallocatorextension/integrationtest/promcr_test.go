@@ -11,6 +11,7 @@ import (
 	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	monitoringv1alpha1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1alpha1"
 	monitoringclient "github.com/prometheus-operator/prometheus-operator/pkg/client/versioned"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -61,9 +62,9 @@ func port(t *testing.T, addr string) int32 {
 	return int32(n)
 }
 
-// ServiceMonitors and PodMonitors become jobs with the Target Allocator's
-// names; their targets (a Service's EndpointSlices, pods) are each assigned
-// to exactly one member; editing or deleting a resource changes the
+// ServiceMonitors, PodMonitors, ScrapeConfigs and Probes become jobs with
+// the Target Allocator's names; their targets (a Service's EndpointSlices,
+// pods, static targets) are each assigned to exactly one member; editing or deleting a resource changes the
 // allocation without a restart; invalid resources are skipped with a log
 // line that names them, and the others keep working.
 func TestPrometheusOperatorResources(t *testing.T) {
@@ -151,6 +152,25 @@ func TestPrometheusOperatorResources(t *testing.T) {
 		require.NoError(t, err)
 	}
 
+	// A ScrapeConfig with static targets, a Probe of static URLs.
+	_, err = mon.MonitoringV1alpha1().ScrapeConfigs(ns).Create(ctx, &monitoringv1alpha1.ScrapeConfig{
+		ObjectMeta: metav1.ObjectMeta{Name: "static"},
+		Spec: monitoringv1alpha1.ScrapeConfigSpec{StaticConfigs: []monitoringv1alpha1.StaticConfig{{
+			Targets: []monitoringv1alpha1.Target{"10.8.0.1:9100", "10.8.0.2:9100"},
+		}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = mon.MonitoringV1().Probes(ns).Create(ctx, &monitoringv1.Probe{
+		ObjectMeta: metav1.ObjectMeta{Name: "sites"},
+		Spec: monitoringv1.ProbeSpec{
+			ProberSpec: monitoringv1.ProberSpec{URL: "blackbox.example:9115"},
+			Targets: monitoringv1.ProbeTargets{StaticConfig: &monitoringv1.ProbeTargetStaticConfig{
+				Targets: []string{"https://a.example", "https://b.example"},
+			}},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
 	replicas := startGroup(t, ns, "promcr", 3, withPrometheusCR, withScrapeConfigs(staticJob("static", "10.9.9.9:9100")))
 	leader := settled(t, replicas, 10*time.Second)
 	follower := without(replicas, leader)[0]
@@ -164,6 +184,8 @@ func TestPrometheusOperatorResources(t *testing.T) {
 
 	webJob := "serviceMonitor/" + ns + "/web/0"
 	podJob := "podMonitor/" + ns + "/pods/0"
+	scJob := "scrapeConfig/" + ns + "/static"
+	probeJob := "probe/" + ns + "/sites"
 	keys := func(m map[string]string) map[string]bool {
 		out := map[string]bool{}
 		for k := range m {
@@ -182,20 +204,23 @@ func TestPrometheusOperatorResources(t *testing.T) {
 		assert.Equal(c, webTargets, keys(a[webJob]))
 		assert.Equal(c, podTargets, keys(a[podJob]))
 		assert.Len(c, a["static"], 1)
+		assert.Equal(c, map[string]bool{"10.8.0.1:9100": true, "10.8.0.2:9100": true}, keys(a[scJob]))
+		assert.Equal(c, map[string]bool{"https://a.example": true, "https://b.example": true}, keys(a[probeJob]))
 	}, 30*time.Second, 200*time.Millisecond)
 	names := make([]string, 0, len(a))
 	for job := range a {
 		names = append(names, job)
 	}
 	slices.Sort(names)
-	assert.Equal(t, []string{podJob, webJob, "static"}, names, "the invalid ServiceMonitors have no job")
+	assert.Equal(t, []string{podJob, probeJob, scJob, webJob, "static"}, names, "the invalid ServiceMonitors have no job")
 	members := map[string]bool{}
 	for _, owners := range a {
 		for _, owner := range owners {
 			members[owner] = true
 		}
 	}
-	t.Logf("measured: %d ServiceMonitor and %d PodMonitor targets over members %v", len(a[webJob]), len(a[podJob]), members)
+	t.Logf("measured: %d ServiceMonitor, %d PodMonitor, %d ScrapeConfig and %d Probe targets over members %v",
+		len(a[webJob]), len(a[podJob]), len(a[scJob]), len(a[probeJob]), members)
 	assert.Greater(t, len(members), 1, "the targets are spread over the members")
 
 	// The Secret's password is in the scrape config, redacted over plain HTTP.
