@@ -426,7 +426,8 @@ func rejections[T operator.ConfigurationResource](kind string, sel operator.Type
 	}
 }
 
-// report logs each rejected resource once per reason, and when it is fixed.
+// report logs each rejected resource once per reason, and when it is fixed
+// or gone.
 func (w *Watcher) report(seen map[string]string) {
 	for _, key := range slices.Sorted(maps.Keys(seen)) {
 		if w.rejected[key] != seen[key] {
@@ -435,7 +436,7 @@ func (w *Watcher) report(seen map[string]string) {
 	}
 	for key := range w.rejected {
 		if _, ok := seen[key]; !ok {
-			w.logger.Info("No longer skipping "+key, zap.String("resource", key))
+			w.logger.Info("No longer skipping "+key+" (fixed or deleted)", zap.String("resource", key))
 		}
 	}
 	w.rejected = seen
