@@ -17,6 +17,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
+	"github.com/embedded-ta/embedded-ta/internal/promcr"
 )
 
 // Config is the target_allocator extension's configuration. Identity, group,
@@ -63,6 +64,9 @@ type Config struct {
 	FilterStrategy *string `mapstructure:"filter_strategy"`
 	// Config is a Prometheus configuration: global and scrape_configs.
 	Config map[string]any `mapstructure:"config"`
+	// PrometheusCR watches Prometheus Operator resources (ServiceMonitor,
+	// PodMonitor, Probe, ScrapeConfig) and allocates their jobs' targets.
+	PrometheusCR promcr.Config `mapstructure:"prometheus_cr"`
 	// CollectorSelector is a Target Allocator key that has no meaning here:
 	// the members are the replicas of the group. It is refused with advice.
 	CollectorSelector any `mapstructure:"collector_selector"`
@@ -172,6 +176,9 @@ func (cfg *Config) resolve() (settings, error) {
 	}
 	if err := cfg.filterStrategy().Validate(); err != nil {
 		errs = append(errs, err) // names filter_strategy
+	}
+	if err := cfg.PrometheusCR.Validate(); err != nil {
+		errs = append(errs, err) // names prometheus_cr::<key>
 	}
 	prom, err := discovery.LoadConfig(cfg.Config)
 	if err != nil {

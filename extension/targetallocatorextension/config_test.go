@@ -13,6 +13,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
+	"github.com/embedded-ta/embedded-ta/internal/promcr"
 )
 
 func loadConfig(t *testing.T, name string) (*Config, error) {
@@ -57,6 +58,27 @@ func TestTargetAllocatorConfigCarriesOver(t *testing.T) {
 	assert.Equal(t, "otc0", s.prometheus.ScrapeConfigs[0].JobName)
 	assert.Equal(t, "10s", s.prometheus.ScrapeConfigs[0].ScrapeInterval.String(), "global scrape_interval applies")
 	assert.Equal(t, "30s", s.prometheus.ScrapeConfigs[1].ScrapeInterval.String())
+}
+
+// prometheus_cr carries over from a Target Allocator config file.
+func TestPrometheusCRConfig(t *testing.T) {
+	cfg, err := loadConfig(t, "prometheus_cr")
+	require.NoError(t, err)
+	require.NoError(t, confmap.Validate(cfg))
+	assert.Equal(t, promcr.Config{
+		Enabled:                         true,
+		ScrapeInterval:                  15 * time.Second,
+		DenyNamespaces:                  []string{"kube-system"},
+		ServiceMonitorSelector:          &promcr.LabelSelector{MatchLabels: map[string]string{"team": "web"}},
+		ServiceMonitorNamespaceSelector: &promcr.LabelSelector{MatchLabels: map[string]string{"monitored": "true"}},
+		PodMonitorSelector: &promcr.LabelSelector{MatchExpressions: []promcr.LabelSelectorRequirement{
+			{Key: "app", Operator: "In", Values: []string{"a", "b"}},
+		}},
+		ProbeSelector: &promcr.LabelSelector{},
+	}, cfg.PrometheusCR)
+
+	def := createDefaultConfig().(*Config)
+	assert.Equal(t, promcr.Config{ScrapeInterval: 30 * time.Second}, def.PrometheusCR, "off, with the Target Allocator's interval")
 }
 
 func TestDefaultsFromPod(t *testing.T) {
@@ -125,6 +147,10 @@ func TestInvalidConfig(t *testing.T) {
 		{"auth_no_client_auth", "client::auth: must be set: the API requires authentication (auth)"},
 		{"client_endpoint", "client::endpoint: must not be set"},
 		{"slow_client", "client::timeout: 5s must be less than write_timeout (5s)"},
+		{"prometheus_cr_bad_selector", `prometheus_cr::pod_monitor_selector: "Near" is not a valid label selector operator`},
+		{"prometheus_cr_allow_and_deny", "prometheus_cr::deny_namespaces: cannot be used with allow_namespaces"},
+		{"prometheus_cr_bad_namespace", `prometheus_cr::allow_namespaces: "Not_A_Namespace" is not a valid namespace`},
+		{"prometheus_cr_unknown_key", "invalid keys: service_monitor_selectors"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
+	"github.com/embedded-ta/embedded-ta/internal/promcr"
 )
 
 // allocatorExtension is one replica's target_allocator.
@@ -36,9 +37,11 @@ type allocatorExtension struct {
 	members *membership.Membership
 	// allocation is what the API serves while this replica leads.
 	allocation atomic.Pointer[allocatorapi.Allocation]
-	server     *http.Server
-	cancel     context.CancelFunc
-	done       sync.WaitGroup
+	// promCR is set when prometheus_cr is enabled.
+	promCR *promcr.Options
+	server *http.Server
+	cancel context.CancelFunc
+	done   sync.WaitGroup
 }
 
 var _ Group = (*allocatorExtension)(nil)
@@ -64,6 +67,9 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 		return fmt.Errorf("auth_type %s: %w", e.cfg.AuthType, err)
 	}
 	e.health = newHealth(e, host)
+	if err := e.preparePrometheusCR(); err != nil {
+		return err
+	}
 	if err := e.build(client); err != nil {
 		return err
 	}

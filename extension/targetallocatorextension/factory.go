@@ -10,6 +10,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
+	"github.com/embedded-ta/embedded-ta/internal/promcr"
 )
 
 // DefaultEndpoint is where the allocator API listens unless configured.
@@ -35,7 +36,8 @@ func createDefaultConfig() component.Config {
 		Client:       client,
 		AuthType:     kube.AuthServiceAccount,
 		// client-go's documented defaults for leader election.
-		Lease: LeaseConfig{Duration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second},
+		Lease:        LeaseConfig{Duration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second},
+		PrometheusCR: promcr.Config{ScrapeInterval: promcr.DefaultScrapeInterval},
 	}
 }
 

@@ -18,6 +18,8 @@ func FuzzConfig(f *testing.F) {
 		"identity: a-0\nnamespace: ns\nconfig: {global: {scrape_interval: -1s}}\n",
 		"collector_selector: {matchLabels: {a: b}}\n",
 		"endpoint: ''\nadvertise: ':'\n",
+		"identity: a-0\nnamespace: ns\nprometheus_cr: {enabled: true, scrape_interval: 5s, allow_namespaces: [a], service_monitor_selector: {matchlabels: {a: b}}}\n",
+		"identity: a-0\nnamespace: ns\nprometheus_cr: {enabled: true, deny_namespaces: ['', B], pod_monitor_selector: {matchExpressions: [{key: '', operator: Exists, values: [x]}]}}\n",
 	} {
 		f.Add([]byte(seed))
 	}

@@ -20,7 +20,10 @@ import (
 func (e *allocatorExtension) allocate(ctx context.Context) {
 	changes, unsubscribe := e.notifier.subscribe()
 	defer unsubscribe()
+	crJobs, stopCR := e.watchPrometheusCR(ctx)
+	defer stopCR()
 	cfg := leader.Config{
+		Jobs:       crJobs,
 		Prometheus: e.s.prometheus,
 		Filter:     e.cfg.filterStrategy(),
 		Strategy:   e.cfg.AllocationStrategy,

@@ -82,6 +82,8 @@ type Discoverer struct {
 	reg       prometheus.Registerer
 	out       chan Snapshot
 	running   atomic.Bool
+	// next holds jobs set by SetJobs that Run has not applied yet.
+	next chan []*config.ScrapeConfig
 }
 
 // New returns a Discoverer for the scrape jobs of cfg, which comes from
@@ -109,6 +111,7 @@ func New(cfg *config.Config, filter FilterStrategy, logger *zap.Logger, reg prom
 		logger:    logger,
 		reg:       reg,
 		out:       make(chan Snapshot, 1),
+		next:      make(chan []*config.ScrapeConfig, 1),
 	}
 	if cfg == nil {
 		return d, nil
@@ -122,6 +125,19 @@ func New(cfg *config.Config, filter FilterStrategy, logger *zap.Logger, reg prom
 		d.sdConfigs[job.JobName] = job.ServiceDiscoveryConfigs
 	}
 	return d, nil
+}
+
+// SetJobs replaces the jobs, while Run runs or before it does: Run applies
+// them to its discovery manager, which keeps the SD mechanisms of jobs whose
+// config is unchanged, and sends a Snapshot with exactly these jobs. Only
+// the latest call counts. A job keeps its discovered targets when its config
+// is the same pointer as before.
+func (d *Discoverer) SetJobs(jobs []*config.ScrapeConfig) {
+	select {
+	case <-d.next:
+	default:
+	}
+	d.next <- jobs
 }
 
 // Snapshots delivers a Snapshot after each change in the discovered targets.
@@ -168,15 +184,31 @@ func (d *Discoverer) Run(ctx context.Context) error {
 
 	d.logger.Info("Service discovery started", zap.Int("jobs", len(d.jobs)))
 	s := newSnapshotter(d)
+	var groups map[string][]*targetgroup.Group
 	for {
 		select {
-		case groups, ok := <-mgr.SyncCh():
+		case g, ok := <-mgr.SyncCh():
 			if ok {
+				groups = g
 				if snap, changed := s.update(groups); changed {
 					d.publish(snap)
 				}
 				continue
 			}
+		case jobs := <-d.next:
+			if err := d.apply(mgr, s, jobs); err != nil {
+				d.logger.Error("Cannot apply the new jobs to service discovery", zap.Error(err))
+				continue
+			}
+			// Before the first discovery there is nothing to tell: a
+			// snapshot now would claim that every job has no targets.
+			if groups == nil {
+				continue
+			}
+			if snap, changed := s.update(groups); changed {
+				d.publish(snap)
+			}
+			continue
 		case <-ctx.Done():
 		}
 		// The manager's Run returns once it has cancelled the SD mechanisms;
@@ -187,6 +219,28 @@ func (d *Discoverer) Run(ctx context.Context) error {
 		d.logger.Info("Service discovery stopped")
 		return nil
 	}
+}
+
+// apply makes jobs the Discoverer's jobs; it belongs to Run's goroutine.
+func (d *Discoverer) apply(mgr *discovery.Manager, s *snapshotter, jobs []*config.ScrapeConfig) error {
+	next := make(map[string]*config.ScrapeConfig, len(jobs))
+	sdConfigs := make(map[string]discovery.Configs, len(jobs))
+	for _, job := range jobs {
+		next[job.JobName] = job
+		sdConfigs[job.JobName] = job.ServiceDiscoveryConfigs
+	}
+	if err := mgr.ApplyConfig(sdConfigs); err != nil {
+		return err
+	}
+	for name, job := range d.jobs {
+		if next[name] != job {
+			s.forget(name)
+		}
+	}
+	d.jobs, d.sdConfigs = next, sdConfigs
+	s.changed = true // jobs may have come or gone
+	d.logger.Info("Service discovery jobs changed", zap.Int("jobs", len(next)))
+	return nil
 }
 
 // newManager creates a discovery manager whose metrics are registered on
@@ -241,6 +295,7 @@ type snapshotter struct {
 	filter   *filter
 	last     Snapshot
 	reported map[string]int // job -> targets Prometheus would not scrape, last logged
+	changed  bool           // the jobs changed since the last snapshot
 }
 
 func newSnapshotter(d *Discoverer) *snapshotter {
@@ -251,7 +306,8 @@ func newSnapshotter(d *Discoverer) *snapshotter {
 // target groups, and whether it differs from the previous one.
 func (s *snapshotter) update(groups map[string][]*targetgroup.Group) (Snapshot, bool) {
 	snap := Snapshot{Jobs: make(map[string][]Target, len(s.d.jobs))}
-	changed := s.last.Jobs == nil
+	changed := s.last.Jobs == nil || s.changed
+	s.changed = false
 	total := 0
 	for name, job := range s.d.jobs {
 		targets, regrouped := s.filter.update(job, groups[name])
@@ -268,6 +324,13 @@ func (s *snapshotter) update(groups map[string][]*targetgroup.Group) (Snapshot, 
 	s.last = snap
 	s.d.logger.Debug("Discovered targets", zap.Int("targets", total), zap.Int("jobs", len(snap.Jobs)))
 	return snap, true
+}
+
+// forget drops what the snapshotter knows of a job whose config changed or
+// that is gone, so that its targets are relabeled anew.
+func (s *snapshotter) forget(job string) {
+	delete(s.filter.jobs, job)
+	delete(s.reported, job)
 }
 
 func sameTarget(a, b Target) bool {

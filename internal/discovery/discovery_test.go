@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -387,4 +388,55 @@ scrape_configs:
 	assert.Equal(t, "discovery", failed[0].LoggerName)
 	assert.Equal(t, "broken", failed[0].ContextMap()["config"])
 	assert.Empty(t, failed[0].Stack, "no stack trace for an SD error")
+}
+
+// SetJobs adds, changes and removes jobs while Run runs; a job whose config
+// is the same pointer keeps its targets and their hashes.
+func TestSetJobs(t *testing.T) {
+	load := func(doc string) []*config.ScrapeConfig {
+		cfg, err := LoadConfig(confmap(t, doc))
+		require.NoError(t, err)
+		jobs, err := cfg.GetScrapeConfigs()
+		require.NoError(t, err)
+		return jobs
+	}
+	static := load(`
+scrape_configs:
+- job_name: static
+  static_configs: [{targets: ["10.0.0.1:80"]}]
+`)
+	d := start(t, `
+scrape_configs:
+- job_name: static
+  static_configs: [{targets: ["10.0.0.9:80"]}]
+`, FilterRelabelConfig)
+	await(t, d, "the first config", hasAddresses("static", "10.0.0.9:80"))
+
+	d.SetJobs(static)
+	first := await(t, d, "the new static job", hasAddresses("static", "10.0.0.1:80"))
+
+	added := load(`
+scrape_configs:
+- job_name: added
+  static_configs: [{targets: ["10.0.1.1:80", "10.0.1.2:80"]}]
+`)
+	d.SetJobs(append(slices.Clone(static), added...))
+	both := await(t, d, "both jobs", func(s Snapshot) bool {
+		return hasAddresses("static", "10.0.0.1:80")(s) && hasAddresses("added", "10.0.1.1:80", "10.0.1.2:80")(s)
+	})
+	assert.Equal(t, first.Jobs["static"][0].Hash, both.Jobs["static"][0].Hash)
+
+	// A changed config of the same job: the relabeling now drops one target.
+	changed := load(`
+scrape_configs:
+- job_name: added
+  static_configs: [{targets: ["10.0.1.1:80", "10.0.1.2:80"]}]
+  relabel_configs: [{source_labels: [__address__], regex: "10.0.1.2:80", action: drop}]
+`)
+	d.SetJobs(append(slices.Clone(static), changed...))
+	await(t, d, "the relabeled job", hasAddresses("added", "10.0.1.1:80"))
+
+	d.SetJobs(static)
+	gone := await(t, d, "the job removed", func(s Snapshot) bool { _, ok := s.Jobs["added"]; return !ok })
+	assert.Equal(t, []string{"static"}, slices.Sorted(maps.Keys(gone.Jobs)))
 }

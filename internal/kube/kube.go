@@ -93,3 +93,9 @@ func kubeConfig(kubeContext string) clientcmd.ClientConfig {
 		&clientcmd.ConfigOverrides{CurrentContext: kubeContext},
 	)
 }
+
+// KubeconfigFile returns the kubeconfig file that auth type kubeConfig
+// reads first: the first of KUBECONFIG's paths, else ~/.kube/config.
+func KubeconfigFile() string {
+	return clientcmd.NewDefaultClientConfigLoadingRules().GetLoadingPrecedence()[0]
+}

@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -267,4 +269,38 @@ func (e *Env) RunningPod(t testing.TB, namespace, name, ip, node string, port in
 		t.Fatalf("set status of pod %s/%s: %v", namespace, name, err)
 	}
 	return pod
+}
+
+// PrometheusOperatorCRDs returns the CRD manifests of the Prometheus
+// Operator resources that prometheus_cr watches, from the module cache's
+// copy of the operator module this module requires.
+func PrometheusOperatorCRDs() ([]string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/prometheus-operator/prometheus-operator").Output()
+	if err != nil {
+		return nil, fmt.Errorf("locate the prometheus-operator module: %w", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "example", "prometheus-operator-crd")
+	var paths []string
+	for _, r := range []string{"servicemonitors", "podmonitors", "probes", "scrapeconfigs"} {
+		p := filepath.Join(dir, "monitoring.coreos.com_"+r+".yaml")
+		if _, err := os.Stat(p); err != nil {
+			return nil, err
+		}
+		paths = append(paths, p)
+	}
+	return paths, nil
+}
+
+// InstallPrometheusOperatorCRDs installs the CRDs of PrometheusOperatorCRDs
+// and waits until the API server serves them. Installing them again is a
+// no-op.
+func (e *Env) InstallPrometheusOperatorCRDs(t testing.TB) {
+	t.Helper()
+	paths, err := PrometheusOperatorCRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := envtest.InstallCRDs(e.Config, envtest.CRDInstallOptions{Paths: paths, ErrorIfPathMissing: true}); err != nil {
+		t.Fatalf("install Prometheus Operator CRDs: %v", err)
+	}
 }

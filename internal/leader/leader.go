@@ -13,6 +13,8 @@ package leader
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,7 +30,11 @@ import (
 type Config struct {
 	// Prometheus holds the scrape configs, from discovery.LoadConfig.
 	Prometheus *promconfig.Config
-	Filter     discovery.FilterStrategy
+	// Jobs, when not nil, delivers more jobs (those of Prometheus Operator
+	// resources), each time all of them: they join Prometheus's jobs, which
+	// win a clash of names. Shares wait for the first delivery.
+	Jobs   <-chan []*promconfig.ScrapeConfig
+	Filter discovery.FilterStrategy
 	// Strategy and Fallback name the allocation strategies.
 	Strategy, Fallback string
 	Logger             *zap.Logger
@@ -110,15 +116,34 @@ func Run(ctx context.Context, cfg Config, group func() Group, changes <-chan str
 	pending.Pending = true
 	publish(pending, Report{PerCollector: s.perCollector()})
 	discovered := false
+	jobsKnown := cfg.Jobs == nil
 	for {
 		var start time.Time
 		select {
 		case <-ctx.Done():
 			return
+		case more := <-cfg.Jobs:
+			start = time.Now()
+			jobs, byName := mergeJobs(configs, more, logger)
+			if err := s.setScrapeConfigs(byName); err != nil {
+				logger.Error("Cannot encode the scrape configs", zap.Error(err))
+				continue
+			}
+			// Discovery sends a snapshot of exactly these jobs: the targets
+			// of jobs that are gone leave with it.
+			disc.SetJobs(jobs)
+			jobsKnown = true
+			if !discovered {
+				g = group()
+				pending := s.allocation(g.Epoch, g.Identity)
+				pending.Pending = true
+				publish(pending, Report{PerCollector: s.perCollector()})
+				continue
+			}
 		case snap := <-disc.Snapshots():
 			start = time.Now()
 			s.setTargets(snap)
-			discovered = true
+			discovered = jobsKnown
 		case <-changes:
 			start = time.Now()
 			changed, err := s.setMembers(group().Members)
@@ -136,6 +161,22 @@ func Run(ctx context.Context, cfg Config, group func() Group, changes <-chan str
 		logger.Debug("Allocated targets", zap.Int("targets", len(s.where)), zap.Int("members", len(s.members)),
 			zap.Int("moved", moved), zap.Duration("took", time.Since(start)))
 	}
+}
+
+// mergeJobs adds more jobs to the configured ones, which win a clash of
+// names, and returns them as a list and by name.
+func mergeJobs(configured map[string]*promconfig.ScrapeConfig, more []*promconfig.ScrapeConfig, logger *zap.Logger) ([]*promconfig.ScrapeConfig, map[string]*promconfig.ScrapeConfig) {
+	byName := maps.Clone(configured)
+	jobs := slices.Collect(maps.Values(configured))
+	for _, sc := range more {
+		if _, taken := byName[sc.JobName]; taken {
+			logger.Warn("A job of config.scrape_configs has the name of a Prometheus Operator resource's job; the resource's is ignored", zap.String("job", sc.JobName))
+			continue
+		}
+		byName[sc.JobName] = sc
+		jobs = append(jobs, sc)
+	}
+	return jobs, byName
 }
 
 // scrapeConfigsByJob indexes the jobs, those of scrape_config_files included.

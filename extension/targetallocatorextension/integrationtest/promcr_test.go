@@ -1,0 +1,324 @@
+package integrationtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	monitoringv1alpha1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1alpha1"
+	monitoringclient "github.com/prometheus-operator/prometheus-operator/pkg/client/versioned"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tae "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+	"github.com/embedded-ta/embedded-ta/internal/demotarget"
+	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+	"github.com/embedded-ta/embedded-ta/internal/promcr"
+)
+
+// withPrometheusCR turns prometheus_cr on with a short scrape interval.
+func withPrometheusCR(c *tae.Config) {
+	c.PrometheusCR = promcr.Config{Enabled: true, ScrapeInterval: time.Second}
+}
+
+// hostIP is a non-loopback IPv4 address of this machine: Endpoint(Slice)
+// addresses may not be loopback addresses, pod IPs may.
+func hostIP(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	require.NoError(t, err)
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	t.Fatal("no non-loopback IPv4 address to serve EndpointSlice targets on")
+	return ""
+}
+
+// startTarget serves a real scrape target at host:0 and returns it.
+func startTarget(t *testing.T, host string) *demotarget.Target {
+	t.Helper()
+	target, err := demotarget.Start(net.JoinHostPort(host, "0"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = target.Close() })
+	return target
+}
+
+func port(t *testing.T, addr string) int32 {
+	_, p, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	n, err := strconv.Atoi(p)
+	require.NoError(t, err)
+	return int32(n)
+}
+
+// ServiceMonitors, PodMonitors, ScrapeConfigs and Probes become jobs with
+// the Target Allocator's names; their targets (a Service's EndpointSlices,
+// pods, static targets) are each assigned to exactly one member; editing or deleting a resource changes the
+// allocation without a restart; invalid resources are skipped with a log
+// line that names them, and the others keep working.
+func TestPrometheusOperatorResources(t *testing.T) {
+	controlPlane.InstallPrometheusOperatorCRDs(t)
+	ctx := context.Background()
+	ns := controlPlane.Namespace(t)
+	mon, err := monitoringclient.NewForConfig(controlPlane.Config)
+	require.NoError(t, err)
+	core := controlPlane.Client
+
+	// A Service whose EndpointSlices point at real targets on this host.
+	ip := hostIP(t)
+	_, err = core.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"app": "web"}},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "metrics", Port: 80}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	webTargets := map[string]bool{}
+	for i := range 4 {
+		target := startTarget(t, ip)
+		webTargets[target.Addr] = true
+		_, err := core.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: fmt.Sprintf("web-%d", i), Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: new(true)}}},
+			Ports:       []discoveryv1.EndpointPort{{Name: new("metrics"), Port: new(port(t, target.Addr))}},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	// The ServiceMonitor authenticates with a Secret's basic auth.
+	_, err = core.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-auth"},
+		Data:       map[string][]byte{"user": []byte("scraper"), "password": []byte("hunter2")},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	basicAuth := &monitoringv1.BasicAuth{
+		Username: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "web-auth"}, Key: "user"},
+		Password: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "web-auth"}, Key: "password"},
+	}
+	serviceMonitor := func(name string, endpoint monitoringv1.Endpoint) *monitoringv1.ServiceMonitor {
+		return &monitoringv1.ServiceMonitor{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: monitoringv1.ServiceMonitorSpec{
+				Selector:  metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				Endpoints: []monitoringv1.Endpoint{endpoint},
+			},
+		}
+	}
+	web := serviceMonitor("web", monitoringv1.Endpoint{Port: "metrics", HTTPConfigWithProxyAndTLSFiles: monitoringv1.HTTPConfigWithProxyAndTLSFiles{
+		HTTPConfigWithTLSFiles: monitoringv1.HTTPConfigWithTLSFiles{HTTPConfigWithoutTLS: monitoringv1.HTTPConfigWithoutTLS{BasicAuth: basicAuth}},
+	}})
+	_, err = mon.MonitoringV1().ServiceMonitors(ns).Create(ctx, web, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	// Pods with loopback pod IPs, each a real target.
+	podTargets := map[string]bool{}
+	for i := range 4 {
+		target := startTarget(t, fmt.Sprintf("127.0.0.%d", 40+i))
+		podTargets[target.Addr] = true
+		host, _, _ := net.SplitHostPort(target.Addr)
+		controlPlane.RunningPod(t, ns, fmt.Sprintf("app-%d", i), host, "node-a", port(t, target.Addr),
+			map[string]string{"app": "pods", "half": strconv.Itoa(i % 2)})
+	}
+	_, err = mon.MonitoringV1().PodMonitors(ns).Create(ctx, &monitoringv1.PodMonitor{
+		ObjectMeta: metav1.ObjectMeta{Name: "pods"},
+		Spec: monitoringv1.PodMonitorSpec{
+			Selector:            metav1.LabelSelector{MatchLabels: map[string]string{"app": "pods"}},
+			PodMetricsEndpoints: []monitoringv1.PodMetricsEndpoint{{Port: new("metrics")}},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	// Two invalid ServiceMonitors: a bad relabeling regex, an unknown Secret.
+	badRegex := serviceMonitor("bad-regex", monitoringv1.Endpoint{Port: "metrics", RelabelConfigs: []monitoringv1.RelabelConfig{{
+		SourceLabels: []monitoringv1.LabelName{"__address__"}, Regex: "([", Action: "keep",
+	}}})
+	noSecret := serviceMonitor("no-secret", monitoringv1.Endpoint{Port: "metrics", HTTPConfigWithProxyAndTLSFiles: monitoringv1.HTTPConfigWithProxyAndTLSFiles{
+		HTTPConfigWithTLSFiles: monitoringv1.HTTPConfigWithTLSFiles{HTTPConfigWithoutTLS: monitoringv1.HTTPConfigWithoutTLS{BasicAuth: &monitoringv1.BasicAuth{
+			Username: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "missing"}, Key: "user"},
+			Password: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "missing"}, Key: "password"},
+		}}},
+	}})
+	for _, sm := range []*monitoringv1.ServiceMonitor{badRegex, noSecret} {
+		_, err = mon.MonitoringV1().ServiceMonitors(ns).Create(ctx, sm, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+
+	// A ScrapeConfig with static targets, a Probe of static URLs.
+	_, err = mon.MonitoringV1alpha1().ScrapeConfigs(ns).Create(ctx, &monitoringv1alpha1.ScrapeConfig{
+		ObjectMeta: metav1.ObjectMeta{Name: "static"},
+		Spec: monitoringv1alpha1.ScrapeConfigSpec{StaticConfigs: []monitoringv1alpha1.StaticConfig{{
+			Targets: []monitoringv1alpha1.Target{"10.8.0.1:9100", "10.8.0.2:9100"},
+		}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = mon.MonitoringV1().Probes(ns).Create(ctx, &monitoringv1.Probe{
+		ObjectMeta: metav1.ObjectMeta{Name: "sites"},
+		Spec: monitoringv1.ProbeSpec{
+			ProberSpec: monitoringv1.ProberSpec{URL: "blackbox.example:9115"},
+			Targets: monitoringv1.ProbeTargets{StaticConfig: &monitoringv1.ProbeTargetStaticConfig{
+				Targets: []string{"https://a.example", "https://b.example"},
+			}},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	replicas := startGroup(t, ns, "promcr", 3, withPrometheusCR, withScrapeConfigs(staticJob("static", "10.9.9.9:9100")))
+	leader := settled(t, replicas, 10*time.Second)
+	follower := without(replicas, leader)[0]
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, e := range leader.logs.All() {
+				t.Logf("leader: %s %s %v", e.Level, e.Message, e.ContextMap())
+			}
+		}
+	})
+
+	webJob := "serviceMonitor/" + ns + "/web/0"
+	podJob := "podMonitor/" + ns + "/pods/0"
+	scJob := "scrapeConfig/" + ns + "/static"
+	probeJob := "probe/" + ns + "/sites"
+	keys := func(m map[string]string) map[string]bool {
+		out := map[string]bool{}
+		for k := range m {
+			out[k] = true
+		}
+		return out
+	}
+	// assignment fails if a target has two owners.
+	var a map[string]map[string]string
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		var err error
+		a, err = assignment(follower)
+		if !assert.NoError(c, err) {
+			return
+		}
+		assert.Equal(c, webTargets, keys(a[webJob]))
+		assert.Equal(c, podTargets, keys(a[podJob]))
+		assert.Len(c, a["static"], 1)
+		assert.Equal(c, map[string]bool{"10.8.0.1:9100": true, "10.8.0.2:9100": true}, keys(a[scJob]))
+		assert.Equal(c, map[string]bool{"https://a.example": true, "https://b.example": true}, keys(a[probeJob]))
+	}, 30*time.Second, 200*time.Millisecond)
+	names := make([]string, 0, len(a))
+	for job := range a {
+		names = append(names, job)
+	}
+	slices.Sort(names)
+	assert.Equal(t, []string{podJob, probeJob, scJob, webJob, "static"}, names, "the invalid ServiceMonitors have no job")
+	members := map[string]bool{}
+	for _, owners := range a {
+		for _, owner := range owners {
+			members[owner] = true
+		}
+	}
+	t.Logf("measured: %d ServiceMonitor, %d PodMonitor, %d ScrapeConfig and %d Probe targets over members %v",
+		len(a[webJob]), len(a[podJob]), len(a[scJob]), len(a[probeJob]), members)
+	assert.Greater(t, len(members), 1, "the targets are spread over the members")
+
+	// The Secret's password is in the scrape config, redacted over plain HTTP.
+	var configs map[string]map[string]any
+	getJSON(t, follower.url()+"/scrape_configs", &configs)
+	require.Contains(t, configs, webJob)
+	auth, _ := configs[webJob]["basic_auth"].(map[string]any)
+	assert.Equal(t, "scraper", auth["username"])
+	assert.Equal(t, "<secret>", auth["password"])
+	assert.Equal(t, "1s", configs[podJob]["scrape_interval"])
+
+	// Each invalid resource is named in one log line with its reason.
+	for _, name := range []string{"bad-regex", "no-secret"} {
+		want := "Skipping ServiceMonitor " + ns + "/" + name + ": "
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			assert.NotEmpty(c, leader.logs.FilterMessageSnippet(want).All(), "no log line %q", want)
+		}, 5*time.Second, 100*time.Millisecond)
+		line := leader.logs.FilterMessageSnippet(want).All()[0].Message
+		t.Logf("log: %s", line)
+	}
+	assert.Contains(t, leader.logs.FilterMessageSnippet("bad-regex").All()[0].Message, "regex")
+	assert.Contains(t, leader.logs.FilterMessageSnippet("no-secret").All()[0].Message, "missing")
+
+	// Editing the PodMonitor's selector changes its targets.
+	pm, err := mon.MonitoringV1().PodMonitors(ns).Get(ctx, "pods", metav1.GetOptions{})
+	require.NoError(t, err)
+	pm.Spec.Selector.MatchLabels["half"] = "0"
+	edited := time.Now()
+	_, err = mon.MonitoringV1().PodMonitors(ns).Update(ctx, pm, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	half := map[string]bool{}
+	for addr := range podTargets {
+		host, _, _ := net.SplitHostPort(addr)
+		if last := host[strings.LastIndex(host, ".")+1:]; last == "40" || last == "42" {
+			half[addr] = true
+		}
+	}
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		a, err := assignment(follower)
+		if assert.NoError(c, err) {
+			assert.Equal(c, half, keys(a[podJob]))
+			assert.Equal(c, webTargets, keys(a[webJob]), "the other jobs keep their targets")
+		}
+	}, 30*time.Second, 200*time.Millisecond)
+	t.Logf("measured: PodMonitor selector edit reached a follower's answers after %s", time.Since(edited).Round(100*time.Millisecond))
+
+	// Deleting the ServiceMonitor removes its job.
+	deleted := time.Now()
+	require.NoError(t, mon.MonitoringV1().ServiceMonitors(ns).Delete(ctx, "web", metav1.DeleteOptions{}))
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		a, err := assignment(follower)
+		if assert.NoError(c, err) {
+			assert.NotContains(c, a, webJob)
+			assert.Equal(c, half, keys(a[podJob]))
+			assert.Len(c, a["static"], 1)
+		}
+		var configs map[string]any
+		if assert.NoError(c, fetchJSON(follower.url()+"/scrape_configs", &configs)) {
+			assert.NotContains(c, configs, webJob)
+		}
+	}, 30*time.Second, 200*time.Millisecond)
+	t.Logf("measured: ServiceMonitor deletion reached a follower's answers after %s", time.Since(deleted).Round(100*time.Millisecond))
+
+	// Fixing an invalid resource brings its job.
+	_, err = core.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "missing"},
+		Data:       map[string][]byte{"user": []byte("u"), "password": []byte("p")},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	sm, err := mon.MonitoringV1().ServiceMonitors(ns).Get(ctx, "no-secret", metav1.GetOptions{})
+	require.NoError(t, err)
+	sm.Labels = map[string]string{"touched": "yes"} // an event; Secrets are not watched
+	_, err = mon.MonitoringV1().ServiceMonitors(ns).Update(ctx, sm, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	fixed := "serviceMonitor/" + ns + "/no-secret/0"
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		a, err := assignment(follower)
+		if assert.NoError(c, err) {
+			assert.Equal(c, webTargets, keys(a[fixed]))
+		}
+	}, 30*time.Second, 200*time.Millisecond)
+}
+
+// Without any permission on Prometheus Operator resources, the jobs of
+// config.scrape_configs are allocated all the same, and the leader says
+// what it cannot do.
+func TestPrometheusCRWithoutRBACKeepsConfigJobs(t *testing.T) {
+	controlPlane.InstallPrometheusOperatorCRDs(t)
+	ns := controlPlane.Namespace(t)
+	controlPlane.Grant(t, ns, "leases-only", kubetest.LeaseRole("leases-only"))
+	cfg := controlPlane.ServiceAccount(t, ns, "leases-only")
+	r := startReplica(t, cfg, ns, "norbac-0", "norbac", withPrometheusCR, withScrapeConfigs(staticJob("static", "10.9.9.9:9100", "10.9.9.8:9100")))
+	settled(t, []*replica{r}, 10*time.Second)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		a, err := assignment(r)
+		if assert.NoError(c, err) {
+			assert.Len(c, a["static"], 2)
+		}
+	}, 20*time.Second, 200*time.Millisecond)
+	assert.NotEmpty(t, r.logs.FilterMessageSnippet("Cannot watch Prometheus Operator resources").All())
+}

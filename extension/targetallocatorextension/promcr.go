@@ -1,0 +1,81 @@
+package targetallocatorextension // import "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	promconfig "github.com/prometheus/prometheus/config"
+	"go.uber.org/zap"
+
+	"github.com/embedded-ta/embedded-ta/internal/kube"
+	"github.com/embedded-ta/embedded-ta/internal/promcr"
+)
+
+// promCRRetry is how long the leader first waits before it tries again to
+// watch Prometheus Operator resources; it doubles up to promCRMaxRetry.
+const promCRRetry, promCRMaxRetry = 5 * time.Second, 5 * time.Minute
+
+// preparePrometheusCR resolves, at Start, what the leader needs to watch
+// Prometheus Operator resources (prometheus_cr).
+func (e *allocatorExtension) preparePrometheusCR() error {
+	if !e.cfg.PrometheusCR.Enabled {
+		return nil
+	}
+	rest, err := kube.RESTConfig(e.cfg.AuthType, e.cfg.Context)
+	if err != nil {
+		return fmt.Errorf("auth_type %s: %w", e.cfg.AuthType, err)
+	}
+	rest.UserAgent = "otelcol-embedded-ta/" + e.s.identity
+	o := promcr.Options{
+		Config:    e.cfg.PrometheusCR,
+		Namespace: e.s.namespace,
+		Name:      e.s.group,
+		REST:      rest,
+		Logger:    e.set.Logger.With(zap.String("prometheus_cr", e.s.group)),
+	}
+	// Outside a cluster, the jobs' Kubernetes service discovery reads the
+	// same kubeconfig (its current context).
+	if e.cfg.AuthType == kube.AuthKubeConfig {
+		o.KubeconfigFile = kube.KubeconfigFile()
+	}
+	e.promCR = &o
+	return nil
+}
+
+// watchPrometheusCR starts the watch of Prometheus Operator resources for
+// one term; it returns their jobs' updates (nil when prometheus_cr is off)
+// and a function that stops the watch and waits for it.
+func (e *allocatorExtension) watchPrometheusCR(ctx context.Context) (<-chan []*promconfig.ScrapeConfig, func()) {
+	if e.promCR == nil {
+		return nil, func() {}
+	}
+	w, err := promcr.New(*e.promCR)
+	if err != nil {
+		e.set.Logger.Error("Cannot watch Prometheus Operator resources", zap.Error(err))
+		return nil, func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Run fails only to start (no RBAC on namespaces, say): retry,
+		// less and less often.
+		for wait := promCRRetry; ; wait = min(2*wait, promCRMaxRetry) {
+			err := w.Run(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			e.set.Logger.Error("Cannot watch Prometheus Operator resources; retrying", zap.Error(err), zap.Duration("in", wait))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
+	return w.Updates(), func() {
+		cancel()
+		<-done
+	}
+}
