@@ -101,6 +101,27 @@ func scraped(exporter string) ([]string, error) {
 	return out, sc.Err()
 }
 
+// scrapedOnce checks that the replicas' exporters together show exactly
+// want (job/instance pairs), each on one replica, and returns who has which.
+func scrapedOnce(c *assert.CollectT, procs []*process, want []string) map[string]string {
+	owners := map[string]string{}
+	var all []string
+	for _, p := range procs {
+		series, err := scraped(p.exporter)
+		if !assert.NoError(c, err) {
+			return nil
+		}
+		for _, s := range series {
+			assert.NotContains(c, owners, s, "%s is scraped twice", s)
+			owners[s] = p.name
+		}
+		all = append(all, series...)
+	}
+	slices.Sort(all)
+	assert.Equal(c, want, all)
+	return owners
+}
+
 // share asks a replica's API for a member's targets in job, as the stock client does.
 func share(t *testing.T, endpoint, job, collector string) []string {
 	t.Helper()
@@ -158,21 +179,7 @@ func TestStockReceiverScrapesItsShare(t *testing.T) {
 	// Every target is scraped by exactly one replica: the one the API names.
 	var owners map[string]string
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		owners = map[string]string{}
-		var all []string
-		for _, p := range procs {
-			series, err := scraped(p.exporter)
-			if !assert.NoError(c, err) {
-				return
-			}
-			for _, s := range series {
-				assert.NotContains(c, owners, s, "%s is scraped twice", s)
-				owners[s] = p.name
-			}
-			all = append(all, series...)
-		}
-		slices.Sort(all)
-		assert.Equal(c, want, all)
+		owners = scrapedOnce(c, procs, want)
 	}, 60*time.Second, 500*time.Millisecond)
 
 	for _, p := range procs {

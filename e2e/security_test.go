@@ -87,21 +87,7 @@ func securedGroup(t *testing.T, config, scheme string, client *http.Client, want
 	}
 	settled(t, procs, 60*time.Second)
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		owners := map[string]string{}
-		var all []string
-		for _, p := range procs {
-			series, err := scraped(p.exporter)
-			if !assert.NoError(c, err) {
-				return
-			}
-			for _, s := range series {
-				assert.NotContains(c, owners, s, "%s is scraped twice", s)
-				owners[s] = p.name
-			}
-			all = append(all, series...)
-		}
-		slices.Sort(all)
-		assert.Equal(c, want, all)
+		owners := scrapedOnce(c, procs, want)
 		scrapers := map[string]bool{}
 		for _, owner := range owners {
 			scrapers[owner] = true
