@@ -29,7 +29,7 @@ type TargetGroup struct {
 
 // Encode returns the element of a target of labels ls.
 func Encode(ls labels.Labels) Element {
-	var sorted []labels.Label
+	sorted := make([]labels.Label, 0, ls.Len())
 	ls.Range(func(l labels.Label) { sorted = append(sorted, l) })
 	return EncodeSorted(sorted)
 }
