@@ -74,7 +74,7 @@ func expectedOwners(t *testing.T, members []string) map[string]string {
 		for _, tg := range ts {
 			owner, ok := alloc.Owner(tg.Hash)
 			require.True(t, ok)
-			out[job+" "+tg.Labels.Get("__address__")] = owner
+			out[job+" "+tg.Labels().Get("__address__")] = owner
 		}
 	}
 	return out

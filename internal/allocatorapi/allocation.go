@@ -14,7 +14,6 @@ import (
 	"maps"
 	"slices"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -22,44 +21,37 @@ import (
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
 	"go.yaml.in/yaml/v2"
+
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
 )
 
 // Target is one allocated target: its job, its discovered labels (served as
-// they are: the receiver relabels them itself) and the member that owns it,
-// "" when no member may take it (per-node without fallback).
+// they are: the receiver relabels them itself) in their encoded form, and
+// the member that owns it, "" when no member may take it (per-node without
+// fallback).
 type Target struct {
-	Job    string
-	Labels labels.Labels
-	Owner  string
+	Job   string
+	Owner string
 	// Hash is the target's identity in allocation; the leader keeps each
 	// share sorted by it. It is not served.
 	Hash uint64
-
-	group []byte // the target's element of an HTTP SD answer
+	// Element is the target's element of an HTTP SD answer, its labels'
+	// only form: a share's answer is a concatenation of elements, and a
+	// target is encoded once, by discovery, not once per answer it is in.
+	Element httpsd.Element
 }
 
-// NewTarget returns a target with its element of an HTTP SD answer encoded:
-// a share's answer is then a concatenation, and a target is encoded once,
-// not once per answer it is in.
+// NewTarget returns a target of labels ls, encoded.
 func NewTarget(job string, ls labels.Labels, owner string, hash uint64) Target {
-	t := Target{Job: job, Labels: ls, Owner: owner, Hash: hash}
-	t.group = encodeGroup(t)
-	return t
+	return Target{Job: job, Owner: owner, Hash: hash, Element: httpsd.Encode(ls)}
 }
 
-// encodeGroup returns t's group in a buffer of about its size: without
-// escapes, exactly.
-func encodeGroup(t Target) []byte {
-	n := len(`{"targets":[""],"labels":{}}`) + len(t.Labels.Get("__address__"))
-	t.Labels.Range(func(l labels.Label) { n += len(l.Name) + len(l.Value) + len(`"":"",`) })
-	return appendGroup(make([]byte, 0, n), t)
-}
+// Labels returns the target's discovered labels, decoded from its element
+// (see httpsd.Element.Labels).
+func (t Target) Labels() labels.Labels { return t.Element.Labels() }
 
 // TargetGroup is one element of an HTTP SD answer.
-type TargetGroup struct {
-	Targets []string          `json:"targets"`
-	Labels  map[string]string `json:"labels"`
-}
+type TargetGroup = httpsd.TargetGroup
 
 // Allocation is what the leader serves: immutable once built. It is made of
 // Shares, one per job and collector, each encoded once, on first use, and
@@ -121,13 +113,8 @@ type Share struct {
 }
 
 // NewShare returns the share of targets, served in this order; it takes
-// ownership of the slice, and encodes the targets not made by NewTarget.
+// ownership of the slice.
 func NewShare(targets []Target) *Share {
-	for i := range targets {
-		if targets[i].group == nil {
-			targets[i].group = encodeGroup(targets[i])
-		}
-	}
 	return &Share{targets: targets}
 }
 
@@ -143,8 +130,8 @@ func (s *Share) Targets() []Target {
 func (s *Share) tag() (string, int) {
 	s.once.Do(func() {
 		d := xxhash.New()
-		s.pieces(func(p []byte) {
-			_, _ = d.Write(p)
+		s.pieces(func(p string) {
+			_, _ = d.WriteString(p)
 			s.size += len(p)
 		})
 		s.etag = fmt.Sprintf(`"t%016x"`, d.Sum64())
@@ -153,11 +140,11 @@ func (s *Share) tag() (string, int) {
 }
 
 var (
-	open, comma, closing, empty = []byte("["), []byte(","), []byte("]\n"), []byte("[]\n")
+	open, comma, closing, empty = "[", ",", "]\n", "[]\n"
 )
 
 // pieces hands the pieces of the answer to put, in order.
-func (s *Share) pieces(put func([]byte)) {
+func (s *Share) pieces(put func(string)) {
 	if len(s.targets) == 0 {
 		put(empty)
 		return
@@ -167,14 +154,14 @@ func (s *Share) pieces(put func([]byte)) {
 		if i > 0 {
 			put(comma)
 		}
-		put(t.group)
+		put(string(t.Element))
 	}
 	put(closing)
 }
 
 // appendTo appends the answer to b.
 func (s *Share) appendTo(b []byte) []byte {
-	s.pieces(func(p []byte) { b = append(b, p...) })
+	s.pieces(func(p string) { b = append(b, p...) })
 	return b
 }
 
@@ -421,106 +408,13 @@ func (a *Allocation) scrapeConfigs(secret bool) answer {
 	return a.configs.redacted
 }
 
-// appendGroups appends the HTTP SD form of targets, one group per target, as
-// encoding/json's Encoder would write []TargetGroup (labels sorted by name,
-// HTML characters escaped, a newline at the end), without its reflection and
-// maps: at a million targets the answers are the leader's largest cost.
-func appendGroups(b []byte, targets []Target) []byte {
-	if len(targets) == 0 {
-		return append(b, "[]\n"...)
-	}
-	b = append(b, '[')
-	for i, t := range targets {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendGroup(b, t)
-	}
-	return append(b, "]\n"...)
-}
-
-// appendGroup appends one target's group.
-func appendGroup(b []byte, t Target) []byte {
-	{
-		b = append(b, `{"targets":[`...)
-		b = appendString(b, t.Labels.Get("__address__"))
-		b = append(b, `],"labels":{`...)
-		first := true
-		t.Labels.Range(func(l labels.Label) {
-			if !first {
-				b = append(b, ',')
-			}
-			first = false
-			b = appendString(b, l.Name)
-			b = append(b, ':')
-			b = appendString(b, l.Value)
-		})
-		b = append(b, "}}"...)
-	}
-	return b
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string, escaped as encoding/json escapes
-// it with HTML escaping on: invalid UTF-8 becomes U+FFFD.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-// groups is the HTTP SD form of targets: one group per target.
-func groups(targets []Target) []TargetGroup {
-	out := make([]TargetGroup, 0, len(targets))
+// groups is the HTTP SD form of targets, one group per target, for
+// encoding/json: their elements as they are, which encoding/json writes
+// unchanged (they are compact, with HTML characters escaped).
+func groups(targets []Target) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(targets))
 	for _, t := range targets {
-		out = append(out, TargetGroup{Targets: []string{t.Labels.Get("__address__")}, Labels: t.Labels.Map()})
+		out = append(out, json.RawMessage(t.Element))
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -23,23 +24,45 @@ import (
 func TestAnswersAreEncodedAsEncodingJSON(t *testing.T) {
 	values := []string{"", "plain", `quote " backslash \`, "<html> & co", "tab\tnew\nline\rcr\bbs\fff",
 		"\x00\x01\x1f\x7f", "ünïcödé ✓ 🙂", "bad \xff utf8 \xc3", "sep \u2028 \u2029", "/jobs/a+b%2F"}
-	var targets []Target
+	var ls []labels.Labels
 	for i, v := range values {
-		targets = append(targets, Target{Job: "j", Labels: labels.FromStrings("__address__", v, "__meta_"+string(rune('a'+i)), v, "z", "1")})
+		ls = append(ls, labels.FromStrings("__address__", v, "__meta_"+string(rune('a'+i)), v, "z", "1"))
 	}
-	for n := range len(targets) + 1 {
+	for n := range len(ls) + 1 {
+		// encoding/json's form of the labels, not of the elements.
+		tgs := make([]TargetGroup, 0, n)
+		for _, l := range ls[:n] {
+			tgs = append(tgs, TargetGroup{Targets: []string{l.Get("__address__")}, Labels: l.Map()})
+		}
 		var want bytes.Buffer
-		require.NoError(t, json.NewEncoder(&want).Encode(groups(targets[:n])))
-		assert.Equal(t, want.String(), string(appendGroups(nil, targets[:n])), "%d targets", n)
+		require.NoError(t, json.NewEncoder(&want).Encode(tgs))
 		encoded := make([]Target, n)
-		for i, tg := range targets[:n] {
-			encoded[i] = NewTarget(tg.Job, tg.Labels, "c-0", uint64(i))
+		for i, l := range ls[:n] {
+			encoded[i] = NewTarget("j", l, "c-0", uint64(i))
 		}
 		s := NewShare(encoded)
 		assert.Equal(t, want.String(), string(s.body()), "%d targets, assembled", n)
 		_, size := s.tag()
 		assert.Equal(t, want.Len(), size)
+		// The all-collectors route hands the elements to encoding/json.
+		var all bytes.Buffer
+		require.NoError(t, json.NewEncoder(&all).Encode(groups(encoded)))
+		assert.Equal(t, want.String(), all.String(), "%d targets, through encoding/json", n)
+		// The labels decode from the elements, invalid UTF-8 as U+FFFD.
+		for i, l := range ls[:n] {
+			assert.Equal(t, validUTF8(l), encoded[i].Labels(), "target %d", i)
+		}
 	}
+}
+
+// validUTF8 returns ls with each invalid byte of UTF-8 replaced by U+FFFD,
+// as encoding/json replaces it.
+func validUTF8(ls labels.Labels) labels.Labels {
+	fix := func(s string) string { return string([]rune(s)) }
+	var sb labels.ScratchBuilder
+	ls.Range(func(l labels.Label) { sb.Add(fix(l.Name), fix(l.Value)) })
+	sb.Sort()
+	return sb.Labels()
 }
 
 func verifiedRequest(target string) *http.Request {
@@ -115,7 +138,7 @@ func TestSecretAndRedactedTagsDiffer(t *testing.T) {
 func TestUnchangedSharesAreEncodedOnce(t *testing.T) {
 	a := testAllocation(t)
 	before := a.share("plain", "c-1")
-	changed := NewShare([]Target{{Job: "plain", Labels: labels.FromStrings("__address__", "10.0.0.1:80"), Owner: "c-0"}})
+	changed := NewShare([]Target{NewTarget("plain", labels.FromStrings("__address__", "10.0.0.1:80"), "c-0", 0)})
 	jobs := map[string]*Job{}
 	for name, j := range a.jobs {
 		jobs[name] = j
@@ -212,7 +235,7 @@ func TestFollowerRelaysConditionally(t *testing.T) {
 	own := "/jobs/plain/targets?collector_id=c-1"
 	_, old := get(t, h, own)
 	next := testAllocation(t)
-	next.jobs["plain"] = next.jobs["plain"].With(map[string]*Share{"c-1": NewShare([]Target{{Job: "plain", Labels: labels.FromStrings("__address__", "10.0.0.1:80"), Owner: "c-1"}})})
+	next.jobs["plain"] = next.jobs["plain"].With(map[string]*Share{"c-1": NewShare([]Target{NewTarget("plain", labels.FromStrings("__address__", "10.0.0.1:80"), "c-1", 0)})})
 	leaderSrc.mu.Lock()
 	leaderSrc.allocation = next
 	leaderSrc.mu.Unlock()
@@ -253,4 +276,22 @@ func TestFollowerRejectsStaleNotModified(t *testing.T) {
 	assert.Equal(t, http.StatusNotModified, status)
 	assert.Equal(t, "true", resp.Header.Get(StaleHeader))
 	assert.Equal(t, current, body)
+}
+
+// An answer larger than a chunk is written in pieces: the same bytes as the
+// assembled answer, with its length and ETag.
+func TestLargeAnswerWrittenInChunks(t *testing.T) {
+	a := benchAllocation(3000)
+	h := NewHandler(&source{identity: "c-1", allocation: a}, http.DefaultClient, "http", zap.NewNop())
+	resp, body := serve(h, httptest.NewRequest(http.MethodGet, "/jobs/pods/targets?collector_id=c-0", nil))
+	want := a.share("pods", "c-0")
+	require.Greater(t, len(want.body), 4*chunk)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, string(want.body), body)
+	assert.Equal(t, strconv.Itoa(len(want.body)), resp.Header.Get("Content-Length"))
+	assert.Equal(t, want.etag, resp.Header.Get("ETag"))
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	var groups []TargetGroup
+	require.NoError(t, json.Unmarshal([]byte(body), &groups))
+	assert.Len(t, groups, 3000)
 }

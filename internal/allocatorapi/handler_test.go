@@ -65,11 +65,9 @@ func testAllocation(t testing.TB) *Allocation {
 		}
 		configs[job] = sc
 		for k, owner := range []string{"c-0", "c-1", "c-1"} {
-			targets = append(targets, Target{
-				Job:    job,
-				Labels: labels.FromStrings("__address__", "127.0.0.1:"+string(rune('0'+i))+string(rune('0'+k)), "__meta_x", "y"),
-				Owner:  owner,
-			})
+			targets = append(targets, NewTarget(job,
+				labels.FromStrings("__address__", "127.0.0.1:"+string(rune('0'+i))+string(rune('0'+k)), "__meta_x", "y"),
+				owner, 0))
 		}
 	}
 	a, err := NewAllocation(3, "c-0", []string{"c-1", "c-0", "c-2"}, configs, targets)

@@ -31,17 +31,21 @@ import (
 	// It is the set discovery/install registers, minus what the build tags
 	// remove.
 	_ "github.com/prometheus/prometheus/plugins"
+
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
 )
 
 // Target is one discovered target that the filter kept.
 type Target struct {
 	Job string
-	// Labels are the target's discovered labels: group labels merged with
-	// target labels (a target label wins), __address__ and __meta_* included,
-	// before relabeling and without the job's defaults. This is what the
-	// allocator HTTP API serves; the collector's receiver adds the job's
-	// defaults and applies relabel_configs itself.
-	Labels labels.Labels
+	// Element holds the target's discovered labels, encoded as its element
+	// of an HTTP SD answer: group labels merged with target labels (a target
+	// label wins), __address__ and __meta_* included, before relabeling and
+	// without the job's defaults. This is what the allocator HTTP API serves;
+	// the collector's receiver adds the job's defaults and applies
+	// relabel_configs itself. It is the labels' only form the leader keeps;
+	// Labels decodes them.
+	Element httpsd.Element
 	// Hash identifies the target for allocation: the job name and the labels
 	// after relabeling (Prometheus's target identity), so that a change in
 	// metadata alone does not move a target. Targets that relabeling drops,
@@ -54,6 +58,15 @@ type Target struct {
 	// set), else "".
 	Node string
 }
+
+// NewTarget returns a target of discovered labels ls, encoded.
+func NewTarget(job string, ls labels.Labels, hash uint64, node string) Target {
+	return Target{Job: job, Element: httpsd.Encode(ls), Hash: hash, Node: node}
+}
+
+// Labels returns the target's discovered labels, decoded from its element
+// (see httpsd.Element.Labels): for the rare uses that need them.
+func (t Target) Labels() labels.Labels { return t.Element.Labels() }
 
 // Snapshot is every job's targets at one moment: every configured job has an
 // entry, possibly empty, and a job's targets are sorted by Hash, one per Hash.
@@ -334,7 +347,7 @@ func (s *snapshotter) forget(job string) {
 }
 
 func sameTarget(a, b Target) bool {
-	return a.Hash == b.Hash && a.Node == b.Node && labels.Equal(a.Labels, b.Labels)
+	return a.Hash == b.Hash && a.Node == b.Node && a.Element == b.Element
 }
 
 // report logs a job's targets that Prometheus would not scrape when their

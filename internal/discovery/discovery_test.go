@@ -95,7 +95,7 @@ func await(t testing.TB, d *Discoverer, what string, ok func(Snapshot) bool) Sna
 func addresses(s Snapshot, job string) []string {
 	var out []string
 	for _, t := range s.Jobs[job] {
-		out = append(out, t.Labels.Get("__address__"))
+		out = append(out, t.Labels().Get("__address__"))
 	}
 	slices.Sort(out)
 	return out
@@ -111,7 +111,7 @@ func describe(s Snapshot) string {
 	for job, targets := range s.Jobs {
 		fmt.Fprintf(&b, "\n  %s:", job)
 		for _, t := range targets {
-			fmt.Fprintf(&b, "\n    %016x node=%q %s", t.Hash, t.Node, t.Labels)
+			fmt.Fprintf(&b, "\n    %016x node=%q %s", t.Hash, t.Node, t.Labels())
 		}
 	}
 	return b.String()
@@ -120,7 +120,7 @@ func describe(s Snapshot) string {
 func byAddress(targets []Target) map[string]Target {
 	out := map[string]Target{}
 	for _, t := range targets {
-		out[t.Labels.Get("__address__")] = t
+		out[t.Labels().Get("__address__")] = t
 	}
 	return out
 }
@@ -152,8 +152,8 @@ scrape_configs:
 	web := byAddress(s.Jobs["web"])
 	// Discovered labels: group labels merged with target labels, as Prometheus
 	// merges them, without the job's defaults (the receiver adds those).
-	assert.Equal(t, labels.FromStrings("__address__", "10.0.0.1:80", "__meta_zone", "a", "team", "web"), web["10.0.0.1:80"].Labels)
-	assert.Equal(t, labels.FromStrings("__address__", "10.0.0.3:80"), web["10.0.0.3:80"].Labels)
+	assert.Equal(t, labels.FromStrings("__address__", "10.0.0.1:80", "__meta_zone", "a", "team", "web"), web["10.0.0.1:80"].Labels())
+	assert.Equal(t, labels.FromStrings("__address__", "10.0.0.3:80"), web["10.0.0.3:80"].Labels())
 	for _, target := range s.Jobs["web"] {
 		assert.Equal(t, "web", target.Job)
 		assert.Empty(t, target.Node)
@@ -169,7 +169,7 @@ func hashes(s Snapshot) map[string]uint64 {
 	out := map[string]uint64{}
 	for job, targets := range s.Jobs {
 		for _, t := range targets {
-			out[job+"/"+t.Labels.Get("__address__")] = t.Hash
+			out[job+"/"+t.Labels().Get("__address__")] = t.Hash
 		}
 	}
 	return out
@@ -245,8 +245,8 @@ scrape_configs:
 
 	s := await(t, d, "the file's targets", hasAddresses("files", "127.0.0.1:9100", "127.0.0.2:9100"))
 	target := s.Jobs["files"][0]
-	assert.Equal(t, "prod", target.Labels.Get("env"))
-	assert.Equal(t, file, target.Labels.Get("__meta_filepath"))
+	assert.Equal(t, "prod", target.Labels().Get("env"))
+	assert.Equal(t, file, target.Labels().Get("__meta_filepath"))
 
 	write(`[{"targets": ["127.0.0.2:9100", "127.0.0.3:9100"], "labels": {"env": "prod"}}]`)
 	await(t, d, "the rewritten file's targets", hasAddresses("files", "127.0.0.2:9100", "127.0.0.3:9100"))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
@@ -12,6 +13,8 @@ import (
 	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/scrape"
+
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
 )
 
 // FilterStrategy says which discovered targets are allocated.
@@ -66,8 +69,9 @@ type filter struct {
 	jobs     map[string]*jobTargets
 	gen      uint64 // updates so far
 	lb       *labels.Builder
-	sb       labels.ScratchBuilder
-	digest   *xxhash.Digest
+	// discovered is a buffer for a target's discovered labels.
+	discovered []labels.Label
+	digest     *xxhash.Digest
 }
 
 // jobTargets are one job's targets after an update.
@@ -216,12 +220,23 @@ func (f *filter) finish(job string, next *jobTargets) *jobTargets {
 }
 
 // compareTargets orders targets by Hash, then by labels, so that of several
-// targets with one identity the first in label order is kept.
+// targets with one identity the first in label order is kept, then by Node
+// and Element (which differ for equal decoded labels only where invalid
+// UTF-8 was decoded as U+FFFD). Labels are decoded only for targets of one
+// Hash with different elements, which is rare.
 func compareTargets(a, b Target) int {
 	if c := cmp.Compare(a.Hash, b.Hash); c != 0 {
 		return c
 	}
-	return labels.Compare(a.Labels, b.Labels)
+	if a.Element != b.Element {
+		if c := labels.Compare(a.Labels(), b.Labels()); c != 0 {
+			return c
+		}
+	}
+	if c := cmp.Compare(a.Node, b.Node); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Element, b.Element)
 }
 
 // mergeTargets returns all, sorted by compareTargets, without one of each
@@ -281,18 +296,20 @@ func hasDuplicates(sorted []Target) bool {
 func (f *filter) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTargets {
 	var out groupTargets
 	for i, t := range g.Targets {
-		// Target labels win over group labels, as in Prometheus.
-		f.sb.Reset()
+		// Target labels win over group labels, as in Prometheus. The
+		// discovered labels are kept only encoded (Target.Element): the
+		// slice is reused, and its strings are Prometheus's.
+		discovered := f.discovered[:0]
 		for name, value := range t {
-			f.sb.Add(string(name), string(value))
+			discovered = append(discovered, labels.Label{Name: string(name), Value: string(value)})
 		}
 		for name, value := range g.Labels {
 			if _, ok := t[name]; !ok {
-				f.sb.Add(string(name), string(value))
+				discovered = append(discovered, labels.Label{Name: string(name), Value: string(value)})
 			}
 		}
-		f.sb.Sort()
-		discovered := f.sb.Labels()
+		slices.SortFunc(discovered, func(a, b labels.Label) int { return strings.Compare(a.Name, b.Name) })
+		f.discovered = discovered
 
 		scraped, err := scrape.PopulateLabels(f.lb, job, t, g.Labels)
 		if err != nil {
@@ -304,13 +321,17 @@ func (f *filter) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTarg
 		var hash uint64
 		switch {
 		case err == nil && !scraped.IsEmpty():
-			hash = f.hash(job.JobName, keptMark, scraped)
+			hash = f.hash(job.JobName, keptMark, scraped.Range)
 		case f.strategy == FilterRelabelConfig:
 			continue
 		default:
-			hash = f.hash(job.JobName, unkeptMark, discovered)
+			hash = f.hash(job.JobName, unkeptMark, func(put func(labels.Label)) {
+				for _, l := range discovered {
+					put(l)
+				}
+			})
 		}
-		out.targets = append(out.targets, Target{Job: job.JobName, Labels: discovered, Hash: hash, Node: node(discovered)})
+		out.targets = append(out.targets, Target{Job: job.JobName, Element: httpsd.EncodeSorted(discovered), Hash: hash, Node: node(discovered)})
 	}
 	return out
 }
@@ -319,12 +340,12 @@ func (f *filter) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTarg
 // rather than taken from labels.Labels.Hash, whose value is Prometheus's
 // business and may differ between its label implementations (build tags):
 // every leader must compute the same hash for the same target.
-func (f *filter) hash(job string, mark []byte, ls labels.Labels) uint64 {
+func (f *filter) hash(job string, mark []byte, each func(func(labels.Label))) uint64 {
 	d := f.digest
 	d.Reset()
 	_, _ = d.WriteString(job)
 	_, _ = d.Write(mark)
-	ls.Range(func(l labels.Label) {
+	each(func(l labels.Label) {
 		_, _ = d.WriteString(l.Name)
 		_, _ = d.Write(sep)
 		_, _ = d.WriteString(l.Value)
@@ -333,10 +354,13 @@ func (f *filter) hash(job string, mark []byte, ls labels.Labels) uint64 {
 	return d.Sum64()
 }
 
-func node(ls labels.Labels) string {
+// node returns the target's node, of its discovered labels sorted by name.
+// The value is Prometheus's string, not a copy.
+func node(discovered []labels.Label) string {
 	for _, name := range nodeLabels {
-		if v := ls.Get(name); v != "" {
-			return v
+		i, ok := slices.BinarySearchFunc(discovered, name, func(l labels.Label, name string) int { return strings.Compare(l.Name, name) })
+		if ok && discovered[i].Value != "" {
+			return discovered[i].Value
 		}
 	}
 	return ""

@@ -120,14 +120,14 @@ func assertSameAsPrometheus(t *testing.T, job *config.ScrapeConfig, groups []*ta
 	for _, target := range got {
 		// Ours lack only the job's defaults.
 		i := slices.IndexFunc(want, func(w labels.Labels) bool {
-			return target.Labels.Len() <= w.Len() && target.Labels.Validate(func(l labels.Label) error {
+			return target.Labels().Len() <= w.Len() && target.Labels().Validate(func(l labels.Label) error {
 				if w.Get(l.Name) != l.Value {
 					return fmt.Errorf("differs")
 				}
 				return nil
 			}) == nil
 		})
-		require.GreaterOrEqual(t, i, 0, "%s is not a Prometheus target", target.Labels)
+		require.GreaterOrEqual(t, i, 0, "%s is not a Prometheus target", target.Labels())
 		want = slices.Delete(want, i, i+1)
 	}
 }
@@ -148,7 +148,7 @@ scrape_configs:
 		res, _ := newFilter(filter).update(job, groups)
 		got := res.sorted
 		require.Len(t, got, 2)
-		assert.Equal(t, "a", byAddress(got)["10.0.0.1:80"].Labels.Get("__meta_source"), "the first in label order wins")
+		assert.Equal(t, "a", byAddress(got)["10.0.0.1:80"].Labels().Get("__meta_source"), "the first in label order wins")
 	}
 }
 
@@ -175,7 +175,9 @@ func TestNode(t *testing.T) {
 		{"none", map[string]string{"node": "n4"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.want, node(labels.FromMap(tc.labels)))
+			var sorted []labels.Label
+			labels.FromMap(tc.labels).Range(func(l labels.Label) { sorted = append(sorted, l) })
+			assert.Equal(t, tc.want, node(sorted))
 		})
 	}
 }

@@ -53,9 +53,9 @@ scrape_configs:
 	targets := byAddress(s.Jobs["pods"])
 	web0 := targets["127.0.0.2:8080"]
 	assert.Equal(t, "node-a", web0.Node)
-	assert.Equal(t, "web-0", web0.Labels.Get("__meta_kubernetes_pod_name"))
-	assert.Equal(t, ns, web0.Labels.Get("__meta_kubernetes_namespace"))
-	assert.Equal(t, "metrics", web0.Labels.Get("__meta_kubernetes_pod_container_port_name"))
+	assert.Equal(t, "web-0", web0.Labels().Get("__meta_kubernetes_pod_name"))
+	assert.Equal(t, ns, web0.Labels().Get("__meta_kubernetes_namespace"))
+	assert.Equal(t, "metrics", web0.Labels().Get("__meta_kubernetes_pod_container_port_name"))
 	assert.Empty(t, targets["127.0.0.3:8080"].Node, "a pod without a node")
 
 	// A new pod label is metadata: the target's labels change, its hash does not.
@@ -63,7 +63,7 @@ scrape_configs:
 		[]byte(`{"metadata":{"labels":{"version":"2"}}}`), metav1.PatchOptions{})
 	require.NoError(t, err)
 	s = await(t, d, "web-0's new label", func(s Snapshot) bool {
-		return byAddress(s.Jobs["pods"])["127.0.0.2:8080"].Labels.Get("__meta_kubernetes_pod_label_version") == "2"
+		return byAddress(s.Jobs["pods"])["127.0.0.2:8080"].Labels().Get("__meta_kubernetes_pod_label_version") == "2"
 	})
 	assert.Equal(t, web0.Hash, byAddress(s.Jobs["pods"])["127.0.0.2:8080"].Hash)
 

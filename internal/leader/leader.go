@@ -157,8 +157,8 @@ func Run(ctx context.Context, cfg Config, group func() Group, changes <-chan str
 		g = group()
 		moved := s.takeMoved()
 		a := s.allocation(g.Epoch, g.Identity)
-		publish(a, Report{Start: start, Targets: len(s.where), Moved: moved, PerCollector: s.perCollector()})
-		logger.Debug("Allocated targets", zap.Int("targets", len(s.where)), zap.Int("members", len(s.members)),
+		publish(a, Report{Start: start, Targets: s.total, Moved: moved, PerCollector: s.perCollector()})
+		logger.Debug("Allocated targets", zap.Int("targets", s.total), zap.Int("members", len(s.members)),
 			zap.Int("moved", moved), zap.Duration("took", time.Since(start)))
 	}
 }

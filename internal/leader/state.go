@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	promconfig "github.com/prometheus/prometheus/config"
-	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
@@ -25,6 +24,10 @@ import (
 // allocation costs O(jobs + changed shares). A membership change asks the
 // allocator for every target's owner once, O(n), and rebuilds only the shares
 // that targets moved in or out of.
+//
+// Each target's owner is kept beside the job's targets, one int32 a target
+// (not in a map by hash: at 1M targets that map held ~60 MB), so that a
+// target that leaves its share is known to leave it.
 type state struct {
 	alloc    allocation.Allocator
 	configs  *allocatorapi.ScrapeConfigs
@@ -32,7 +35,8 @@ type state struct {
 	members  []allocation.Member
 	names    []string // of members, sorted
 	jobs     map[string]*jobState
-	where    map[uint64]place // every target's job and owner
+	index    map[string]int32 // of names: owner index in names
+	total    int              // targets of every job
 	counts   map[string]int   // targets per owner, "" for unassigned
 	moved    int              // targets that changed owner since takeMoved
 	delta    map[shareKey]*shareDelta
@@ -40,10 +44,30 @@ type state struct {
 
 type jobState struct {
 	targets []discovery.Target // as discovery sent them: sorted by Hash, one per Hash
-	api     *allocatorapi.Job
+	// owners are the targets' owners, by index: an index in the state's
+	// names, or unassigned.
+	owners []int32
+	api    *allocatorapi.Job
 }
 
-type place struct{ job, owner string }
+// unassigned is the owner index of targets that no member may take ("").
+const unassigned = -1
+
+// ownerName returns the name of the owner of index i in names.
+func ownerName(names []string, i int32) string {
+	if i == unassigned {
+		return ""
+	}
+	return names[i]
+}
+
+// ownerIndex returns the index of owner in names, unassigned for "".
+func (s *state) ownerIndex(owner string) int32 {
+	if i, ok := s.index[owner]; ok {
+		return i
+	}
+	return unassigned
+}
 
 type shareKey struct{ job, owner string }
 
@@ -58,7 +82,6 @@ func newState(alloc allocation.Allocator, configs map[string]*promconfig.ScrapeC
 	s := &state{
 		alloc:  alloc,
 		jobs:   map[string]*jobState{},
-		where:  map[uint64]place{},
 		counts: map[string]int{},
 		delta:  map[shareKey]*shareDelta{},
 	}
@@ -107,24 +130,42 @@ func (s *state) setMembers(members []allocation.Member) (bool, error) {
 		return false, err
 	}
 	s.members = sorted
+	old := s.names
 	s.names = make([]string, len(sorted))
+	s.index = make(map[string]int32, len(sorted))
 	for i, m := range sorted {
 		s.names[i] = m.Name
+		s.index[m.Name] = int32(i)
 	}
-	for h := range s.where {
-		s.follow(h)
+	for name, js := range s.jobs {
+		for i, t := range js.targets {
+			was := ownerName(old, js.owners[i])
+			owner, _ := s.alloc.Owner(t.Hash)
+			js.owners[i] = s.ownerIndex(owner)
+			if owner != was {
+				s.leave(name, was, t.Hash)
+				s.enter(name, owner, t)
+				s.moved++
+			}
+		}
 	}
 	return true, nil
 }
 
 // setTargets brings the targets to those of snap.
 func (s *state) setTargets(snap discovery.Snapshot) {
+	type entry struct {
+		name string
+		js   *jobState
+		i    int // in js.targets
+	}
 	var added []allocation.Target
 	var removed []uint64
-	var entering []discovery.Target
-	add := func(t discovery.Target) {
-		added = append(added, allocation.Target{Hash: t.Hash, Node: t.Node})
-		entering = append(entering, t)
+	var entering []entry
+	leaving := func(job string, js *jobState, i int) {
+		removed = append(removed, js.targets[i].Hash)
+		s.leave(job, ownerName(s.names, js.owners[i]), js.targets[i].Hash)
+		s.total--
 	}
 	for name, ts := range snap.Jobs {
 		js := s.job(name)
@@ -132,56 +173,61 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 			continue
 		}
 		old := js.targets
+		owners := make([]int32, len(ts))
+		add := func(j int) {
+			added = append(added, allocation.Target{Hash: ts[j].Hash, Node: ts[j].Node})
+			entering = append(entering, entry{name, js, j})
+			owners[j] = unassigned // until the allocator is updated
+		}
 		i, j := 0, 0
 		for i < len(old) || j < len(ts) {
 			switch {
 			case j == len(ts) || i < len(old) && old[i].Hash < ts[j].Hash:
-				removed = append(removed, old[i].Hash)
+				leaving(name, js, i)
 				i++
 			case i == len(old) || ts[j].Hash < old[i].Hash:
-				add(ts[j])
+				add(j)
 				j++
 			default:
 				switch {
 				case old[i].Node != ts[j].Node: // per-node places it anew
-					removed = append(removed, old[i].Hash)
-					add(ts[j])
-				case !labels.Equal(old[i].Labels, ts[j].Labels): // new metadata, same owner
-					p := s.where[ts[j].Hash]
-					s.leave(name, p.owner, ts[j].Hash)
-					s.enter(name, p.owner, ts[j])
+					leaving(name, js, i)
+					add(j)
+				case old[i].Element != ts[j].Element: // new metadata, same owner
+					owner := ownerName(s.names, js.owners[i])
+					s.leave(name, owner, ts[j].Hash)
+					s.enter(name, owner, ts[j])
+					owners[j] = js.owners[i]
+				default:
+					owners[j] = js.owners[i]
 				}
 				i++
 				j++
 			}
 		}
-		js.targets = ts
+		js.targets, js.owners = ts, owners
 	}
 	for name, js := range s.jobs {
 		if _, ok := snap.Jobs[name]; ok {
 			continue
 		}
-		for _, t := range js.targets {
-			removed = append(removed, t.Hash)
+		for i := range js.targets {
+			leaving(name, js, i)
 		}
-		js.targets = nil
+		js.targets, js.owners = nil, nil
 		if !s.jobNames[name] {
 			defer delete(s.jobs, name) // once its shares are emptied below
 		}
 	}
 
 	displaced := s.alloc.Displaced()
-	for _, h := range removed {
-		if p, ok := s.where[h]; ok {
-			s.leave(p.job, p.owner, h)
-			delete(s.where, h)
-		}
-	}
 	s.alloc.Update(added, removed)
-	for _, t := range entering {
+	for _, e := range entering {
+		t := e.js.targets[e.i]
 		owner, _ := s.alloc.Owner(t.Hash)
-		s.where[t.Hash] = place{t.Job, owner}
-		s.enter(t.Job, owner, t)
+		e.js.owners[e.i] = s.ownerIndex(owner)
+		s.enter(e.name, owner, t)
+		s.total++
 	}
 	for _, h := range append(displaced, s.alloc.Displaced()...) {
 		s.follow(h)
@@ -190,23 +236,23 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 
 // follow moves a known target to its owner in the allocator, if that changed.
 func (s *state) follow(h uint64) {
-	p, ok := s.where[h]
-	if !ok {
+	for name, js := range s.jobs {
+		i, found := slices.BinarySearchFunc(js.targets, h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
+		if !found {
+			continue
+		}
+		t := js.targets[i]
+		was := ownerName(s.names, js.owners[i])
+		owner, _ := s.alloc.Owner(h)
+		if owner == was {
+			return
+		}
+		s.leave(name, was, h)
+		s.enter(name, owner, t)
+		js.owners[i] = s.ownerIndex(owner)
+		s.moved++
 		return
 	}
-	owner, _ := s.alloc.Owner(h)
-	if owner == p.owner {
-		return
-	}
-	ts := s.jobs[p.job].targets
-	i, found := slices.BinarySearchFunc(ts, h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
-	if !found {
-		return // cannot happen: where and the jobs' targets change together
-	}
-	s.leave(p.job, p.owner, h)
-	s.enter(p.job, owner, ts[i])
-	s.where[h] = place{p.job, owner}
-	s.moved++
 }
 
 func (s *state) shareDelta(job, owner string) *shareDelta {
@@ -294,7 +340,7 @@ func merge(old []allocatorapi.Target, d *shareDelta, owner string) []allocatorap
 }
 
 func apiTarget(t discovery.Target, owner string) allocatorapi.Target {
-	return allocatorapi.NewTarget(t.Job, t.Labels, owner, t.Hash)
+	return allocatorapi.Target{Job: t.Job, Owner: owner, Hash: t.Hash, Element: t.Element}
 }
 
 // sameSlice reports whether a and b are the same slice: discovery shares the

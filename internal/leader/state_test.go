@@ -40,12 +40,9 @@ func newFleet(seed uint64, jobs, perJob int) *fleet {
 func (f *fleet) target(job string) discovery.Target {
 	f.next++
 	addr := fmt.Sprintf("10.%d.%d.%d:9100", f.next>>16&255, f.next>>8&255, f.next&255)
-	return discovery.Target{
-		Job:    job,
-		Labels: labels.FromStrings("__address__", addr, "__meta_pod", "pod-"+strconv.Itoa(f.next), "__meta_rev", "0"),
-		Hash:   f.r.Uint64(),
-		Node:   "node-" + strconv.Itoa(f.r.IntN(5)),
-	}
+	return discovery.NewTarget(job,
+		labels.FromStrings("__address__", addr, "__meta_pod", "pod-"+strconv.Itoa(f.next), "__meta_rev", "0"),
+		f.r.Uint64(), "node-"+strconv.Itoa(f.r.IntN(5)))
 }
 
 func sortTargets(ts []discovery.Target) []discovery.Target {
@@ -76,7 +73,7 @@ func (f *fleet) changeJob(name string, share float64) {
 		case x < share/3: // gone, and another one comes
 			ts = append(ts, f.target(name))
 		case x < 2*share/3: // new metadata
-			t.Labels = labels.NewBuilder(t.Labels).Set("__meta_rev", strconv.Itoa(f.next)).Labels()
+			t = discovery.NewTarget(t.Job, labels.NewBuilder(t.Labels()).Set("__meta_rev", strconv.Itoa(f.next)).Labels(), t.Hash, t.Node)
 			f.next++
 			ts = append(ts, t)
 		case x < share: // rescheduled to another node
@@ -154,7 +151,7 @@ func same(t *testing.T, step string, got, want *allocatorapi.Allocation) {
 				t.Fatalf("%s: job %s collector %q: %d targets, want %d", step, job, m, len(g), len(w))
 			}
 			for i := range g {
-				if g[i].Hash != w[i].Hash || !labels.Equal(g[i].Labels, w[i].Labels) || g[i].Owner != w[i].Owner {
+				if g[i].Hash != w[i].Hash || g[i].Element != w[i].Element || !labels.Equal(g[i].Labels(), w[i].Labels()) || g[i].Owner != w[i].Owner {
 					t.Fatalf("%s: job %s collector %q: target %d is %v, want %v", step, job, m, i, g[i], w[i])
 				}
 			}
@@ -276,7 +273,7 @@ func TestStateTakesNewScrapeConfigs(t *testing.T) {
 	if got := a.Jobs(); !slices.Equal(got, []string{"job-new"}) {
 		t.Fatalf("jobs %v, want job-new only", got)
 	}
-	if len(s.where) != 0 || s.perCollector()["collector-0"] != 0 {
-		t.Fatalf("%d targets left behind", len(s.where))
+	if s.total != 0 || s.perCollector()["collector-0"] != 0 {
+		t.Fatalf("%d targets left behind", s.total)
 	}
 }
