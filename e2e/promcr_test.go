@@ -27,7 +27,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
@@ -142,27 +141,6 @@ func caPEM(t *testing.T) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-func hostIPv4(t *testing.T) string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	require.NoError(t, err)
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
-			return n.IP.String()
-		}
-	}
-	t.Fatal("no non-loopback IPv4 address to serve EndpointSlice targets on")
-	return ""
-}
-
-func servedPort(t *testing.T, addr string) int32 {
-	_, p, err := net.SplitHostPort(addr)
-	require.NoError(t, err)
-	n, err := strconv.Atoi(p)
-	require.NoError(t, err)
-	return int32(n)
-}
-
 // Real otelcol-embedded-ta processes, with exactly the Role of examples/rbac
 // and the ClusterRole of examples/rbac-prometheus-cr, scrape the targets of
 // a ServiceMonitor (a Service's EndpointSlices, with basic auth from a
@@ -182,28 +160,19 @@ func TestPrometheusCRScrapedOnceWithExampleRBAC(t *testing.T) {
 	core := controlPlane.Client
 
 	// Service web: EndpointSlices with real targets on this host's address.
-	ip := hostIPv4(t)
-	_, err = core.CoreV1().Services(apps).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"app": "web"}},
-		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "metrics", Port: 80}}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	ip := kubetest.HostIPv4(t)
 	webTargets := map[string]*demotarget.Target{}
 	want := map[string]bool{}
-	for i := range 3 {
+	var webAddrs []string
+	for range 3 {
 		target, err := demotarget.Start(net.JoinHostPort(ip, "0"))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = target.Close() })
 		webTargets[target.Addr] = target
+		webAddrs = append(webAddrs, target.Addr)
 		want["web "+target.Addr] = true // the ServiceMonitor's job label is the Service's name
-		_, err = core.DiscoveryV1().EndpointSlices(apps).Create(ctx, &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: fmt.Sprintf("web-%d", i), Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: new(true)}}},
-			Ports:       []discoveryv1.EndpointPort{{Name: new("metrics"), Port: new(servedPort(t, target.Addr))}},
-		}, metav1.CreateOptions{})
-		require.NoError(t, err)
 	}
+	controlPlane.Service(t, apps, "web", "metrics", map[string]string{"app": "web"}, webAddrs...)
 	_, err = core.CoreV1().Secrets(apps).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-auth"},
 		Data:       map[string][]byte{"user": []byte("scraper"), "password": []byte("hunter2")},

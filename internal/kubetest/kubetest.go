@@ -10,15 +10,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -211,6 +214,65 @@ func (e *Env) Grant(t testing.TB, namespace, serviceAccount string, role *rbacv1
 	}
 	if _, err := e.Client.RbacV1().RoleBindings(namespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create role binding: %v", err)
+	}
+}
+
+// HostIPv4 is a non-loopback IPv4 address of this machine, to serve
+// targets behind EndpointSlices on: their addresses may not be loopback
+// addresses (pod IPs may). A machine without one fails the test.
+func HostIPv4(t testing.TB) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatalf("interface addresses: %v", err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	t.Fatal("no non-loopback IPv4 address to serve EndpointSlice targets on")
+	return ""
+}
+
+// Port is the port of addr (host:port), for a pod's or an EndpointSlice's port.
+func Port(t testing.TB, addr string) int32 {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err == nil {
+		var n int
+		if n, err = strconv.Atoi(p); err == nil {
+			return int32(n)
+		}
+	}
+	t.Fatalf("port of %q: %v", addr, err)
+	return 0
+}
+
+// Service creates Service name with labels and one port named port, and
+// an EndpointSlice <name>-<i> of one ready endpoint for each of addrs
+// (host:port, hosts from HostIPv4), as the EndpointSlice controller would.
+func (e *Env) Service(t testing.TB, namespace, name, port string, labels map[string]string, addrs ...string) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := e.Client.CoreV1().Services(namespace).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: port, Port: 80}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create service %s: %v", name, err)
+	}
+	for i, addr := range addrs {
+		host, _, _ := net.SplitHostPort(addr)
+		_, err := e.Client.DiscoveryV1().EndpointSlices(namespace).Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", name, i), Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(port), Port: ptr.To(Port(t, addr))}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create endpoint slice of %s: %v", name, err)
+		}
 	}
 }
 

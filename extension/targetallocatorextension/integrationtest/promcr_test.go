@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tae "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
@@ -30,21 +29,6 @@ func withPrometheusCR(c *tae.Config) {
 	c.PrometheusCR = promcr.Config{Enabled: true, ScrapeInterval: time.Second}
 }
 
-// hostIP is a non-loopback IPv4 address of this machine: Endpoint(Slice)
-// addresses may not be loopback addresses, pod IPs may.
-func hostIP(t *testing.T) string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	require.NoError(t, err)
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
-			return n.IP.String()
-		}
-	}
-	t.Fatal("no non-loopback IPv4 address to serve EndpointSlice targets on")
-	return ""
-}
-
 // startTarget serves a real scrape target at host:0 and returns it.
 func startTarget(t *testing.T, host string) *demotarget.Target {
 	t.Helper()
@@ -52,14 +36,6 @@ func startTarget(t *testing.T, host string) *demotarget.Target {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = target.Close() })
 	return target
-}
-
-func port(t *testing.T, addr string) int32 {
-	_, p, err := net.SplitHostPort(addr)
-	require.NoError(t, err)
-	n, err := strconv.Atoi(p)
-	require.NoError(t, err)
-	return int32(n)
 }
 
 // ServiceMonitors, PodMonitors, ScrapeConfigs and Probes become jobs with
@@ -76,24 +52,15 @@ func TestPrometheusOperatorResources(t *testing.T) {
 	core := controlPlane.Client
 
 	// A Service whose EndpointSlices point at real targets on this host.
-	ip := hostIP(t)
-	_, err = core.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"app": "web"}},
-		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "metrics", Port: 80}}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	ip := kubetest.HostIPv4(t)
 	webTargets := map[string]bool{}
-	for i := range 4 {
+	var webAddrs []string
+	for range 4 {
 		target := startTarget(t, ip)
 		webTargets[target.Addr] = true
-		_, err := core.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: fmt.Sprintf("web-%d", i), Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: new(true)}}},
-			Ports:       []discoveryv1.EndpointPort{{Name: new("metrics"), Port: new(port(t, target.Addr))}},
-		}, metav1.CreateOptions{})
-		require.NoError(t, err)
+		webAddrs = append(webAddrs, target.Addr)
 	}
+	controlPlane.Service(t, ns, "web", "metrics", map[string]string{"app": "web"}, webAddrs...)
 	// The ServiceMonitor authenticates with a Secret's basic auth.
 	_, err = core.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-auth"},
@@ -125,7 +92,7 @@ func TestPrometheusOperatorResources(t *testing.T) {
 		target := startTarget(t, fmt.Sprintf("127.0.0.%d", 40+i))
 		podTargets[target.Addr] = true
 		host, _, _ := net.SplitHostPort(target.Addr)
-		controlPlane.RunningPod(t, ns, fmt.Sprintf("app-%d", i), host, "node-a", port(t, target.Addr),
+		controlPlane.RunningPod(t, ns, fmt.Sprintf("app-%d", i), host, "node-a", kubetest.Port(t, target.Addr),
 			map[string]string{"app": "pods", "half": strconv.Itoa(i % 2)})
 	}
 	_, err = mon.MonitoringV1().PodMonitors(ns).Create(ctx, &monitoringv1.PodMonitor{
