@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/demotarget"
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
 )
@@ -109,7 +111,7 @@ func (f *fleet) converge(t *testing.T, since time.Time, within time.Duration) ti
 		_, err := agreed(f.procs, names(f.procs))
 		if err == nil {
 			var got map[string]string
-			if got, err = ownShares(f.procs); err == nil && !mapsEqual(got, f.want) {
+			if got, err = ownShares(f.procs); err == nil && !maps.Equal(got, f.want) {
 				err = fmt.Errorf("replicas answer %v, want %v", got, f.want)
 			}
 		}
@@ -122,18 +124,6 @@ func (f *fleet) converge(t *testing.T, since time.Time, within time.Duration) ti
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // ownShares asks each replica for its own share of every job, as its
@@ -149,7 +139,7 @@ func ownShares(procs []*process) (map[string]string, error) {
 			if err != nil {
 				return nil, err
 			}
-			var groups []demotargetGroup
+			var groups []allocatorapi.TargetGroup
 			err = json.NewDecoder(resp.Body).Decode(&groups)
 			resp.Body.Close()
 			if err != nil || resp.StatusCode != http.StatusOK {
@@ -170,10 +160,6 @@ func ownShares(procs []*process) (map[string]string, error) {
 		}
 	}
 	return out, nil
-}
-
-type demotargetGroup struct {
-	Targets []string `json:"targets"`
 }
 
 // fault runs inject against a settled fleet: inject returns when the fault

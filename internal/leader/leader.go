@@ -112,9 +112,13 @@ func Run(ctx context.Context, cfg Config, group func() Group, changes <-chan str
 	// Until the first discovery the allocation is pending: the scrape configs
 	// and jobs are served, the shares are not (an empty share would make every
 	// member drop its targets); members answer theirs from their last copy.
-	pending := s.allocation(g.Epoch, g.Identity)
-	pending.Pending = true
-	publish(pending, Report{PerCollector: s.perCollector()})
+	publishPending := func() {
+		g = group()
+		pending := s.allocation(g.Epoch, g.Identity)
+		pending.Pending = true
+		publish(pending, Report{PerCollector: s.perCollector()})
+	}
+	publishPending()
 	discovered := false
 	jobsKnown := cfg.Jobs == nil
 	for {
@@ -134,10 +138,7 @@ func Run(ctx context.Context, cfg Config, group func() Group, changes <-chan str
 			disc.SetJobs(jobs)
 			jobsKnown = true
 			if !discovered {
-				g = group()
-				pending := s.allocation(g.Epoch, g.Identity)
-				pending.Pending = true
-				publish(pending, Report{PerCollector: s.perCollector()})
+				publishPending() // with the new scrape configs
 				continue
 			}
 		case snap := <-disc.Snapshots():
