@@ -3,14 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -33,6 +26,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/internal/demotarget"
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+	"github.com/embedded-ta/embedded-ta/internal/testpki"
 )
 
 // crClusterRole reads the ClusterRole of examples/rbac-prometheus-cr.
@@ -129,16 +123,12 @@ func exportedSeries(procs []*process) (map[string]string, error) {
 	return owners, nil
 }
 
-// caPEM is a self-signed CA certificate, for a ServiceMonitor's TLS CA.
+// caPEM is a CA certificate, for a ServiceMonitor's TLS CA.
 func caPEM(t *testing.T) []byte {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, err := os.ReadFile(testpki.New(t).CAFile)
 	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
-		BasicConstraintsValid: true, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return b
 }
 
 // Real otelcol-embedded-ta processes, with exactly the Role of examples/rbac
