@@ -9,16 +9,19 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"go.uber.org/zap"
+
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+	"github.com/embedded-ta/embedded-ta/internal/shares/sharestest"
 )
 
 // benchAllocation is one job whose collector c-0 owns n targets of about
 // ten labels each, as Kubernetes pod discovery gives them.
-func benchAllocation(n int) *Allocation {
-	targets := make([]Target, n)
+func benchAllocation(n int) *shares.Allocation {
+	targets := make([]shares.Target, n)
 	for i, ls := range benchLabels(n) {
-		targets[i] = NewTarget("pods", ls, "c-0", uint64(i))
+		targets[i] = sharestest.Target("pods", ls, "c-0", uint64(i))
 	}
-	a, err := NewAllocation(1, "c-0", []string{"c-0", "c-1"}, nil, targets)
+	a, err := sharestest.New(1, "c-0", []string{"c-0", "c-1"}, nil, targets)
 	if err != nil {
 		panic(err)
 	}
@@ -56,11 +59,11 @@ func BenchmarkAnswer(b *testing.B) {
 		b.ReportAllocs()
 		var size int
 		for b.Loop() {
-			encoded := make([]Target, len(ls))
+			encoded := make([]shares.Target, len(ls))
 			for i := range ls {
-				encoded[i] = NewTarget("pods", ls[i], "c-0", uint64(i))
+				encoded[i] = sharestest.Target("pods", ls[i], "c-0", uint64(i))
 			}
-			_, size = NewShare(encoded).tag()
+			_, size = shares.NewShare(encoded).ETag()
 		}
 		b.ReportMetric(float64(size), "bytes/answer")
 	})
@@ -73,7 +76,7 @@ func BenchmarkAnswer(b *testing.B) {
 			h := NewHandler(&source{identity: "c-1", allocation: a}, http.DefaultClient, "http", zap.NewNop())
 			r := httptest.NewRequest(http.MethodGet, target, nil)
 			if tc.etag {
-				r.Header.Set("If-None-Match", a.share("pods", "c-0").etag)
+				r.Header.Set("If-None-Match", shareETag(a, "pods", "c-0"))
 			}
 			b.ReportAllocs()
 			var sent int
@@ -99,4 +102,9 @@ func (d *discard) WriteHeader(int)     {}
 func (d *discard) Write(p []byte) (int, error) {
 	d.n += len(p)
 	return len(p), nil
+}
+
+func shareETag(a *shares.Allocation, job, member string) string {
+	etag, _ := a.Share(job, member).ETag()
+	return etag
 }

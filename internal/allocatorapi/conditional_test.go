@@ -13,10 +13,15 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+	"github.com/embedded-ta/embedded-ta/internal/shares/sharestest"
 )
 
 // The hand-written encoder writes what encoding/json writes for the same
@@ -30,23 +35,23 @@ func TestAnswersAreEncodedAsEncodingJSON(t *testing.T) {
 	}
 	for n := range len(ls) + 1 {
 		// encoding/json's form of the labels, not of the elements.
-		tgs := make([]TargetGroup, 0, n)
+		tgs := make([]httpsd.TargetGroup, 0, n)
 		for _, l := range ls[:n] {
-			tgs = append(tgs, TargetGroup{Targets: []string{l.Get("__address__")}, Labels: l.Map()})
+			tgs = append(tgs, httpsd.TargetGroup{Targets: []string{l.Get("__address__")}, Labels: l.Map()})
 		}
 		var want bytes.Buffer
 		require.NoError(t, json.NewEncoder(&want).Encode(tgs))
-		encoded := make([]Target, n)
+		encoded := make([]shares.Target, n)
 		for i, l := range ls[:n] {
-			encoded[i] = NewTarget("j", l, "c-0", uint64(i))
+			encoded[i] = sharestest.Target("j", l, "c-0", uint64(i))
 		}
-		s := NewShare(encoded)
-		assert.Equal(t, want.String(), string(s.body()), "%d targets, assembled", n)
-		_, size := s.tag()
+		s := shares.NewShare(encoded)
+		assert.Equal(t, want.String(), string(s.Answer().Body), "%d targets, assembled", n)
+		_, size := s.ETag()
 		assert.Equal(t, want.Len(), size)
 		// The all-collectors route hands the elements to encoding/json.
 		var all bytes.Buffer
-		require.NoError(t, json.NewEncoder(&all).Encode(groups(encoded)))
+		require.NoError(t, json.NewEncoder(&all).Encode(elements(encoded)))
 		assert.Equal(t, want.String(), all.String(), "%d targets, through encoding/json", n)
 		// The labels decode from the elements, invalid UTF-8 as U+FFFD.
 		for i, l := range ls[:n] {
@@ -127,32 +132,6 @@ func TestSecretAndRedactedTagsDiffer(t *testing.T) {
 	resp, body := serve(h, r)
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "a redacted copy is not the secret answer")
 	assert.Contains(t, body, "hunter2")
-
-	a, err := NewAllocation(1, "c-0", []string{"c-0"}, nil, nil)
-	require.NoError(t, err)
-	assert.Equal(t, a.scrapeConfigs(false).body, a.scrapeConfigs(true).body)
-	assert.NotEqual(t, a.scrapeConfigs(false).etag, a.scrapeConfigs(true).etag)
-}
-
-// A share that did not change between two allocations is encoded once.
-func TestUnchangedSharesAreEncodedOnce(t *testing.T) {
-	a := testAllocation(t)
-	before := a.share("plain", "c-1")
-	changed := NewShare([]Target{NewTarget("plain", labels.FromStrings("__address__", "10.0.0.1:80"), "c-0", 0)})
-	jobs := map[string]*Job{}
-	for name, j := range a.jobs {
-		jobs[name] = j
-	}
-	jobs["plain"] = a.jobs["plain"].With(map[string]*Share{"c-0": changed})
-	b := Assemble(4, "c-0", a.Members, a.configs, jobs)
-
-	after := b.share("plain", "c-1")
-	assert.Same(t, a.shareOf("plain", "c-1"), b.shareOf("plain", "c-1"), "the unchanged share is not encoded again")
-	assert.Equal(t, before.body, after.body)
-	assert.Equal(t, before.etag, after.etag)
-	assert.NotEqual(t, a.share("plain", "c-0").etag, b.share("plain", "c-0").etag)
-	assert.Equal(t, 1, len(b.Targets("plain", "c-0")))
-	assert.Equal(t, 3, b.TargetCount("plain"))
 }
 
 // recorder counts what a leader sends.
@@ -234,8 +213,7 @@ func TestFollowerRelaysConditionally(t *testing.T) {
 	// A new allocation: the follower's copy is out of date and replaced.
 	own := "/jobs/plain/targets?collector_id=c-1"
 	_, old := get(t, h, own)
-	next := testAllocation(t)
-	next.jobs["plain"] = next.jobs["plain"].With(map[string]*Share{"c-1": NewShare([]Target{NewTarget("plain", labels.FromStrings("__address__", "10.0.0.1:80"), "c-1", 0)})})
+	next := testAllocation(t, sharestest.Target("plain", labels.FromStrings("__address__", "10.0.0.1:80"), "c-1", 0))
 	leaderSrc.mu.Lock()
 	leaderSrc.allocation = next
 	leaderSrc.mu.Unlock()
@@ -284,14 +262,14 @@ func TestLargeAnswerWrittenInChunks(t *testing.T) {
 	a := benchAllocation(3000)
 	h := NewHandler(&source{identity: "c-1", allocation: a}, http.DefaultClient, "http", zap.NewNop())
 	resp, body := serve(h, httptest.NewRequest(http.MethodGet, "/jobs/pods/targets?collector_id=c-0", nil))
-	want := a.share("pods", "c-0")
-	require.Greater(t, len(want.body), 4*chunk)
+	want := a.Share("pods", "c-0").Answer()
+	require.Greater(t, len(want.Body), 4*chunk)
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Equal(t, string(want.body), body)
-	assert.Equal(t, strconv.Itoa(len(want.body)), resp.Header.Get("Content-Length"))
-	assert.Equal(t, want.etag, resp.Header.Get("ETag"))
+	assert.Equal(t, string(want.Body), body)
+	assert.Equal(t, strconv.Itoa(len(want.Body)), resp.Header.Get("Content-Length"))
+	assert.Equal(t, want.ETag, resp.Header.Get("ETag"))
 	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
-	var groups []TargetGroup
+	var groups []httpsd.TargetGroup
 	require.NoError(t, json.Unmarshal([]byte(body), &groups))
 	assert.Len(t, groups, 3000)
 }

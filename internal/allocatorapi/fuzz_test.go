@@ -79,7 +79,7 @@ func FuzzRelayedAnswer(f *testing.F) {
 		epoch  string
 		body   string
 	}{
-		{"/scrape_configs", 200, "3", string(good.scrapeConfigs(false).body)},
+		{"/scrape_configs", 200, "3", string(good.ScrapeConfigs(false).Body)},
 		{"/scrape_configs", 200, "3", `{"plain": null}`},
 		{"/scrape_configs", 200, "3", `{"plain": {"job_name": "plain", "scrape_interval": "forever"}}`},
 		{"/scrape_configs", 200, "", "not json"},
@@ -104,9 +104,9 @@ func FuzzRelayedAnswer(f *testing.F) {
 		}))
 		defer leader.Close()
 		h := NewHandler(&source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3}, leader.Client(), "http", zap.NewNop())
-		route, req := "/jobs/plain/targets?collector_id=c-1", request{route: "targets"}
+		route, req := "/jobs/plain/targets?collector_id=c-1", request{route: routeTargets}
 		if scrapeConfigs {
-			route, req = "/scrape_configs", request{route: "scrape_configs"}
+			route, req = "/scrape_configs", request{route: routeScrapeConfigs}
 		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, route, nil))

@@ -22,55 +22,59 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+	"github.com/embedded-ta/embedded-ta/internal/shares/sharestest"
+	"github.com/embedded-ta/embedded-ta/internal/status"
 )
 
-// source is a replica as the handler sees it.
+// source is a member as the handler sees it.
 type source struct {
 	mu         sync.Mutex
 	identity   string
-	allocation *Allocation
+	allocation *shares.Allocation
 	leader     string
 	epoch      int
 }
 
-func (s *source) Identity() string { return s.identity }
-func (s *source) Allocation() *Allocation {
+func (s *source) Allocation() *shares.Allocation {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.allocation
 }
-func (s *source) LeaderEndpoint() string {
+func (s *source) View() status.View {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.leader
+	v := status.View{Identity: s.identity, Group: "g", Leader: "c-0", LeaderEndpoint: s.leader, Epoch: s.epoch}
+	if s.leader != "" && s.identity == "c-0" {
+		v.Leader = "elsewhere" // a test's leader is another handler
+	}
+	return v
 }
-func (s *source) Epoch() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.epoch
-}
-func (s *source) Group() GroupInfo { return GroupInfo{Identity: s.identity, Group: "g", Leader: "c-0"} }
 
 // Job names the stock client must be able to round-trip.
 var oddJobs = []string{"plain", "with/slash", "with+plus", "with space", "with%percent", "serviceMonitor/ns/name/0"}
 
-func testAllocation(t testing.TB) *Allocation {
+// testAllocation is an allocation of three targets in each of the odd jobs,
+// one of c-0's and two of c-1's, and the extra targets.
+func testAllocation(t testing.TB, extra ...shares.Target) *shares.Allocation {
 	t.Helper()
 	configs := map[string]*config.ScrapeConfig{}
-	var targets []Target
+	targets := extra
 	for i, job := range oddJobs {
 		sc := &config.ScrapeConfig{JobName: job, MetricsPath: "/metrics", Scheme: "http"}
 		if job == "plain" {
 			sc.HTTPClientConfig.BasicAuth = &commonconfig.BasicAuth{Username: "user", Password: "hunter2"}
 		}
 		configs[job] = sc
-		for k, owner := range []string{"c-0", "c-1", "c-1"} {
-			targets = append(targets, NewTarget(job,
+		for k, member := range []string{"c-0", "c-1", "c-1"} {
+			targets = append(targets, sharestest.Target(job,
 				labels.FromStrings("__address__", "127.0.0.1:"+string(rune('0'+i))+string(rune('0'+k)), "__meta_x", "y"),
-				owner, 0))
+				member, 0))
 		}
 	}
-	a, err := NewAllocation(3, "c-0", []string{"c-1", "c-0", "c-2"}, configs, targets)
+	a, err := sharestest.New(3, "c-0", []string{"c-1", "c-0", "c-2"}, configs, targets)
 	require.NoError(t, err)
 	return a
 }
@@ -112,7 +116,7 @@ func TestLeaderAnswersTheTAShapes(t *testing.T) {
 			resp, body := get(t, h, "/jobs/"+url.QueryEscape(job)+"/targets?collector_id=c-1")
 			require.Equal(t, http.StatusOK, resp.StatusCode, body)
 			assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
-			var groups []TargetGroup
+			var groups []httpsd.TargetGroup
 			require.NoError(t, json.Unmarshal([]byte(body), &groups))
 			require.Len(t, groups, 2)
 			for _, g := range groups {
@@ -127,7 +131,7 @@ func TestLeaderAnswersTheTAShapes(t *testing.T) {
 	assert.JSONEq(t, "[]", body, "a member without targets gets an empty list")
 
 	_, body = get(t, h, "/jobs/plain/targets")
-	var per map[string]collectorTargets
+	var per map[string]memberTargets
 	require.NoError(t, json.Unmarshal([]byte(body), &per))
 	assert.Len(t, per, 3)
 	assert.Len(t, per["c-1"].Targets, 2)
@@ -184,10 +188,11 @@ func TestStatusPage(t *testing.T) {
 	resp, body := get(t, h, "/")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Contains(t, resp.Header.Get("Content-Type"), "text/html")
-	assert.Contains(t, body, "<th>Collector</th><th>Job Count</th><th>Target Count</th>")
-	// c-1 owns 2 targets in each of the 6 jobs, c-2 none.
-	assert.Contains(t, body, "<tr><td>c-1</td><td>6</td><td>12</td></tr>")
-	assert.Contains(t, body, "<tr><td>c-2</td><td>0</td><td>0</td></tr>")
+	assert.Contains(t, body, "<th>Member (collector_id)</th><th>Endpoint</th><th>Node</th><th>Lease age</th><th>Job Count</th><th>Target Count</th>")
+	// c-1 has 2 targets in each of the 6 jobs, c-2 none; the test's view
+	// holds no member Leases.
+	assert.Contains(t, body, "<tr><td>c-1</td><td></td><td></td><td>(no Lease seen)</td><td>6</td><td>12</td></tr>")
+	assert.Contains(t, body, "<tr><td>c-2</td><td></td><td></td><td>(no Lease seen)</td><td>0</td><td>0</td></tr>")
 	assert.Contains(t, body, "with/slash")
 
 	_, body = get(t, h, "/targets")

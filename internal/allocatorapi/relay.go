@@ -1,0 +1,239 @@
+package allocatorapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+
+	"github.com/goccy/go-yaml"
+	"github.com/prometheus/prometheus/config"
+	"go.uber.org/zap"
+
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+	"github.com/embedded-ta/embedded-ta/internal/status"
+)
+
+// maxRelayed bounds a leader's answer that a follower relays, in bytes.
+const maxRelayed = 64 << 20
+
+// forwardedHeader marks a request a follower relays, so that it is never
+// relayed twice (two members that each believe the other leads).
+const forwardedHeader = "X-Embedded-Ta-Forwarded"
+
+// StaleHeader marks an answer a member serves from its copy because no
+// leader answered.
+const StaleHeader = "X-Embedded-Ta-Stale"
+
+// Relay is a follower's side of the API. It relays each request to the
+// leader and keeps a copy of the last answers about its member's own share
+// (/scrape_configs and its targets per job), replaced only by an answer the
+// receiver can read and of a current epoch. While no leader answers, it
+// serves those from the copy and 503 with a reason for everything else, so a
+// stock client keeps its jobs and targets; before it ever had a copy, it
+// answers an empty share, so that a stock client's startup is not blocked.
+type Relay struct {
+	client *http.Client
+	scheme string
+	logger *zap.Logger
+
+	mu      sync.Mutex
+	copies  map[string]shares.Answer // by copyKey
+	applied int                      // the newest epoch relayed
+	lease   int                      // the leader Lease's epoch when last checked
+}
+
+func newRelay(client *http.Client, scheme string, logger *zap.Logger) *Relay {
+	return &Relay{client: client, scheme: scheme, logger: logger, copies: map[string]shares.Answer{}}
+}
+
+// copyKey keys a copy by request and by whether the client may see secrets,
+// so that a copy with secret values never reaches a plain client.
+func copyKey(r *http.Request) string {
+	if verified(r) {
+		return r.URL.RequestURI() + "\x00secret"
+	}
+	return r.URL.RequestURI()
+}
+
+// keep remembers an answer about the member's own share, whoever gave it.
+func (l *Relay) keep(r *http.Request, ans shares.Answer) {
+	l.mu.Lock()
+	l.copies[copyKey(r)] = ans
+	l.mu.Unlock()
+}
+
+// keepShare keeps a share's answer unless the copy already holds it.
+func (l *Relay) keepShare(r *http.Request, s *shares.Share) {
+	etag, _ := s.ETag()
+	if kept, ok := l.copy(r); !ok || kept.ETag != etag {
+		l.keep(r, s.Answer())
+	}
+}
+
+// copy returns the copy of an answer about the member's own share.
+func (l *Relay) copy(r *http.Request) (shares.Answer, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ans, ok := l.copies[copyKey(r)]
+	return ans, ok
+}
+
+// serve forwards req to the leader, falling back to the copy.
+func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view status.View) {
+	if r.Header.Get(forwardedHeader) != "" {
+		httpError(w, http.StatusServiceUnavailable, "%s does not lead its group", view.Identity)
+		return
+	}
+	if view.LeaderEndpoint == "" || view.Leader == view.Identity {
+		// No leader, or the last record names this member: nobody to ask.
+		l.fallback(w, r, req, view, errors.New("the group has no leader"))
+		return
+	}
+	own := req.ownShare(view.Identity)
+	// Ask for the answer only if it differs from the copy; without a copy,
+	// pass the client's condition on.
+	copied, haveCopy := l.copy(r)
+	haveCopy = own && haveCopy && copied.ETag != ""
+	condition := r.Header.Get("If-None-Match")
+	if haveCopy {
+		condition = copied.ETag
+	}
+	code, header, body, err := l.forward(r, view, condition)
+	if err == nil {
+		err = l.current(header, view.Epoch)
+	}
+	if err == nil && code == http.StatusOK && own {
+		err = readable(req, body) // a copy is only ever replaced by an answer the receiver can read
+	}
+	if err != nil {
+		l.fallback(w, r, req, view, err)
+		return
+	}
+	for _, k := range []string{"Content-Type", "Allow", EpochHeader} {
+		if v := header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
+	}
+	switch {
+	case code == http.StatusNotModified && haveCopy:
+		writeAnswer(w, r, copied) // the leader confirmed the copy
+	case code == http.StatusOK && own:
+		ans := shares.Answer{Body: body, ETag: header.Get("ETag")}
+		l.keep(r, ans)
+		writeAnswer(w, r, ans)
+	default:
+		if v := header.Get("ETag"); v != "" {
+			w.Header().Set("ETag", v)
+		}
+		w.WriteHeader(code)
+		_, _ = w.Write(body)
+	}
+}
+
+// readable checks that an answer about the own share reads as the stock
+// prometheus receiver reads it: scrape configs as YAML (JSON is YAML) into
+// Prometheus scrape configs, targets as HTTP SD target groups.
+func readable(req request, body []byte) error {
+	if req.route == routeScrapeConfigs {
+		var configs map[string]*config.ScrapeConfig
+		if err := yaml.Unmarshal(body, &configs); err != nil {
+			return fmt.Errorf("the leader's scrape configs do not parse: %w", err)
+		}
+		for job, sc := range configs {
+			if sc == nil {
+				return fmt.Errorf("the leader's scrape configs have none for job %q", job)
+			}
+		}
+		return nil
+	}
+	var groups []httpsd.TargetGroup
+	if err := json.Unmarshal(body, &groups); err != nil {
+		return fmt.Errorf("the leader's targets do not parse: %w", err)
+	}
+	return nil
+}
+
+// current checks that an answer is of the epoch the Lease shows (lease), or
+// newer, and not older than an answer this member already relayed: a
+// follower whose view of the Lease lags never goes back to a deposed
+// leader's assignment. Epochs only grow, unless the Lease is deleted and
+// made anew.
+func (l *Relay) current(header http.Header, lease int) error {
+	v := header.Get(EpochHeader)
+	if v == "" {
+		return nil // not from an allocation: an error page, say
+	}
+	epoch, err := strconv.Atoi(v)
+	if err != nil {
+		return fmt.Errorf("bad %s %q from the leader", EpochHeader, v)
+	}
+	if epoch < lease {
+		return fmt.Errorf("stale leader: its answer is of epoch %d, the Lease is at %d", epoch, lease)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lease < l.lease {
+		l.applied = lease // the Lease was deleted and made anew: epochs count again
+	}
+	l.lease = lease
+	if epoch < l.applied {
+		return fmt.Errorf("stale leader: its answer is of epoch %d, this member already relayed epoch %d", epoch, l.applied)
+	}
+	l.applied = max(l.applied, epoch)
+	return nil
+}
+
+func (l *Relay) forward(r *http.Request, view status.View, ifNoneMatch string) (int, http.Header, []byte, error) {
+	leader := view.LeaderEndpoint
+	u := url.URL{Scheme: l.scheme, Host: leader, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	out.Header.Set(forwardedHeader, view.Identity)
+	if ifNoneMatch != "" {
+		out.Header.Set("If-None-Match", ifNoneMatch)
+	}
+	resp, err := l.client.Do(out)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("ask leader at %s: %w", leader, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxRelayed+1))
+	switch {
+	case err != nil:
+		return 0, nil, nil, fmt.Errorf("read leader's answer from %s: %w", leader, err)
+	case len(body) > maxRelayed:
+		return 0, nil, nil, fmt.Errorf("leader's answer from %s exceeds %d bytes", leader, maxRelayed)
+	case resp.StatusCode >= 500:
+		return 0, nil, nil, fmt.Errorf("leader at %s answered %s: %s", leader, resp.Status, bytes.TrimSpace(body))
+	}
+	return resp.StatusCode, resp.Header, body, nil
+}
+
+// fallback answers when no leader does: the own share from the copy, an
+// empty own share before there ever was one, 503 for anything else.
+func (l *Relay) fallback(w http.ResponseWriter, r *http.Request, req request, view status.View, cause error) {
+	if !req.ownShare(view.Identity) {
+		httpError(w, http.StatusServiceUnavailable, "no leader answers: %v", cause)
+		return
+	}
+	if ans, ok := l.copy(r); ok {
+		w.Header().Set(StaleHeader, "true")
+		writeAnswer(w, r, ans)
+		return
+	}
+	l.logger.Debug("No leader answers and no copy yet: answering an empty share", zap.Error(cause))
+	if req.route == routeScrapeConfigs {
+		writeJSON(w, []byte("{}\n"))
+	} else {
+		writeJSON(w, []byte("[]\n"))
+	}
+}

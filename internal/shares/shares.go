@@ -1,0 +1,295 @@
+// Package shares holds what a leader publishes: the allocation of its
+// group's targets to its members, as immutable snapshots. An allocation is
+// made of jobs, each job of shares (one member's targets in that job), each
+// share encoded once as the HTTP SD answer the allocator API serves, with its
+// ETag; the scrape configs are encoded once per config set. The leader makes
+// a new allocation after each change; everything that did not change is
+// shared with the previous one, not copied or encoded again.
+//
+// Nothing here serves HTTP or knows of Kubernetes: the API (internal/allocatorapi)
+// answers from an allocation, the status page and telemetry read its Summary.
+package shares
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+)
+
+// Target is one allocated target: its job, the member it is assigned to (""
+// when no member may take it: per-node without fallback), its identity in
+// allocation and its discovered labels, served as they are (the receiver
+// relabels them itself) in their encoded form.
+type Target struct {
+	Job    string
+	Member string
+	// Hash is the target's identity in allocation; each share is kept sorted
+	// by it. It is not served.
+	Hash uint64
+	// Element is the target's element of an HTTP SD answer, its labels'
+	// only form: a share's answer is a concatenation of elements, and a
+	// target is encoded once, by discovery, not once per answer it is in.
+	Element httpsd.Element
+}
+
+// Labels returns the target's discovered labels, decoded from its element.
+func (t Target) Labels() labels.Labels { return t.Element.Labels() }
+
+// Answer is an encoded body and its strong entity tag.
+type Answer struct {
+	Body []byte
+	ETag string
+}
+
+// newAnswer tags body with a hash of it, after a mark that tells apart
+// answers of the same bytes that must not stand in for each other (secret
+// and redacted scrape configs).
+func newAnswer(mark string, body []byte) Answer {
+	return Answer{Body: body, ETag: fmt.Sprintf(`"%s%016x"`, mark, xxhash.Sum64(body))}
+}
+
+// Share is one member's targets in one job, immutable. Its answer is the
+// concatenation of its targets' elements, assembled on demand (a copy, not
+// an encoding); its ETag is computed once, on first use.
+type Share struct {
+	targets []Target
+	once    sync.Once
+	etag    string
+	size    int
+}
+
+// NewShare returns the share of targets, served in this order; it takes
+// ownership of the slice.
+func NewShare(targets []Target) *Share { return &Share{targets: targets} }
+
+// empty answers a member without targets in a job.
+var empty = NewShare(nil)
+
+// Targets returns the share's targets; the caller must not modify them.
+func (s *Share) Targets() []Target { return s.targets }
+
+// ETag returns the answer's entity tag and its size in bytes.
+func (s *Share) ETag() (string, int) {
+	s.once.Do(func() {
+		d := xxhash.New()
+		s.Pieces(func(p string) {
+			_, _ = d.WriteString(p)
+			s.size += len(p)
+		})
+		s.etag = fmt.Sprintf(`"t%016x"`, d.Sum64())
+	})
+	return s.etag, s.size
+}
+
+// Pieces hands the pieces of the answer to put, in order: a writer can send
+// them in chunks and never hold the whole answer.
+func (s *Share) Pieces(put func(string)) {
+	if len(s.targets) == 0 {
+		put("[]\n")
+		return
+	}
+	put("[")
+	for i, t := range s.targets {
+		if i > 0 {
+			put(",")
+		}
+		put(string(t.Element))
+	}
+	put("]\n")
+}
+
+// Answer returns the answer, assembled, with its ETag.
+func (s *Share) Answer() Answer {
+	etag, size := s.ETag()
+	b := make([]byte, 0, size)
+	s.Pieces(func(p string) { b = append(b, p...) })
+	return Answer{Body: b, ETag: etag}
+}
+
+// Job is one job's shares by member ("" for targets no member may take),
+// immutable once built.
+type Job struct {
+	shares map[string]*Share
+	count  int
+}
+
+// NewJob returns a job of the given shares; it takes ownership of the map.
+func NewJob(shares map[string]*Share) *Job {
+	j := &Job{shares: shares}
+	for _, s := range shares {
+		j.count += len(s.targets)
+	}
+	return j
+}
+
+// Share returns member's share, an empty one when it has none.
+func (j *Job) Share(member string) *Share {
+	if s, ok := j.shares[member]; ok {
+		return s
+	}
+	return empty
+}
+
+// With returns a job whose shares are j's with those of changed replaced;
+// an empty share removes the member's. It costs one map copy per member,
+// not per target.
+func (j *Job) With(changed map[string]*Share) *Job {
+	shares := maps.Clone(j.shares)
+	for m, s := range changed {
+		if len(s.targets) == 0 {
+			delete(shares, m)
+		} else {
+			shares[m] = s
+		}
+	}
+	return NewJob(shares)
+}
+
+// Allocation is what a leader publishes, immutable: its jobs' shares and
+// the group's scrape configs. The API serves it; the status page and
+// telemetry read its Summary.
+type Allocation struct {
+	// Epoch is the leadership epoch the allocation was made in.
+	Epoch int
+	// Leader is the identity of the member that made it.
+	Leader string
+	// Members are the identities of the group's members, sorted.
+	Members []string
+	// Pending is true until the leader's first discovery: the scrape configs
+	// and jobs are known, the targets are not, and no share is answered from
+	// this allocation (an empty one would make every member drop its targets).
+	Pending bool
+	// Changed is when the change that led to this allocation arrived (zero
+	// for a pending allocation), and Moved counts the targets whose member it
+	// changed.
+	Changed time.Time
+	Moved   int
+
+	configs  *ScrapeConfigs
+	jobs     map[string]*Job
+	jobNames []string
+
+	summary     Summary
+	summaryOnce sync.Once
+}
+
+// New returns an allocation of encoded scrape configs and jobs; it takes
+// ownership of the jobs map. Its cost is in the number of jobs: the jobs and
+// their shares are shared, not copied.
+func New(epoch int, leader string, members []string, configs *ScrapeConfigs, jobs map[string]*Job) *Allocation {
+	return &Allocation{
+		Epoch:    epoch,
+		Leader:   leader,
+		Members:  slices.Sorted(slices.Values(members)),
+		configs:  configs,
+		jobs:     jobs,
+		jobNames: slices.Sorted(maps.Keys(jobs)),
+	}
+}
+
+// Jobs returns the job names, sorted.
+func (a *Allocation) Jobs() []string { return a.jobNames }
+
+// HasJob reports whether job exists.
+func (a *Allocation) HasJob(name string) bool { _, ok := a.jobs[name]; return ok }
+
+// IsMember reports whether identity names a member of the group.
+func (a *Allocation) IsMember(identity string) bool {
+	_, ok := slices.BinarySearch(a.Members, identity)
+	return ok
+}
+
+// Share returns member's share of job, an empty one when it has none.
+func (a *Allocation) Share(job, member string) *Share {
+	if j, ok := a.jobs[job]; ok {
+		return j.Share(member)
+	}
+	return empty
+}
+
+// Job returns the job's shares, nil when there is no such job.
+func (a *Allocation) Job(name string) *Job { return a.jobs[name] }
+
+// Targets returns every target of job: by member, members in order, then
+// the unassigned ones.
+func (a *Allocation) Targets(job string) []Target {
+	j, ok := a.jobs[job]
+	if !ok {
+		return nil
+	}
+	out := make([]Target, 0, j.count)
+	for _, m := range a.Members {
+		out = append(out, j.Share(m).targets...)
+	}
+	return append(out, j.Share("").targets...)
+}
+
+// ScrapeConfigs returns the /scrape_configs answer, with secret values when
+// secret is true.
+func (a *Allocation) ScrapeConfigs(secret bool) Answer {
+	if secret {
+		return a.configs.secret
+	}
+	return a.configs.redacted
+}
+
+// Summary counts an allocation's targets by member and by job: what the
+// status page, /status and the self-metrics show.
+type Summary struct {
+	// Members are the group's members, in order, each with its counts.
+	Members []MemberCount `json:"members"`
+	Jobs    []JobCount    `json:"jobs"`
+	// Targets counts every target; Unassigned those no member may take.
+	Targets    int `json:"targets"`
+	Unassigned int `json:"unassigned"`
+}
+
+// MemberCount is one member's part of an allocation.
+type MemberCount struct {
+	Identity string `json:"identity"`
+	// Jobs counts the jobs the member has targets in.
+	Jobs    int `json:"job_count"`
+	Targets int `json:"target_count"`
+}
+
+// JobCount is one job's size.
+type JobCount struct {
+	Name    string `json:"name"`
+	Targets int    `json:"target_count"`
+}
+
+// Summary returns the allocation's counts, computed on first use.
+func (a *Allocation) Summary() Summary {
+	a.summaryOnce.Do(func() {
+		s := Summary{Members: make([]MemberCount, len(a.Members)), Jobs: make([]JobCount, len(a.jobNames))}
+		index := make(map[string]int, len(a.Members))
+		for i, m := range a.Members {
+			s.Members[i].Identity = m
+			index[m] = i
+		}
+		for i, name := range a.jobNames {
+			j := a.jobs[name]
+			s.Jobs[i] = JobCount{Name: name, Targets: j.count}
+			s.Targets += j.count
+			for m, share := range j.shares {
+				k, member := index[m]
+				switch {
+				case m == "":
+					s.Unassigned += len(share.targets)
+				case member && len(share.targets) > 0:
+					s.Members[k].Jobs++
+					s.Members[k].Targets += len(share.targets)
+				}
+			}
+		}
+		a.summary = s
+	})
+	return a.summary
+}
