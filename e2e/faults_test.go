@@ -21,8 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/demotarget"
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
 )
 
@@ -139,7 +139,7 @@ func ownShares(procs []*process) (map[string]string, error) {
 			if err != nil {
 				return nil, err
 			}
-			var groups []allocatorapi.TargetGroup
+			var groups []httpsd.TargetGroup
 			err = json.NewDecoder(resp.Body).Decode(&groups)
 			resp.Body.Close()
 			if err != nil || resp.StatusCode != http.StatusOK {

@@ -19,6 +19,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+	"github.com/embedded-ta/embedded-ta/internal/status"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	promdiscovery "github.com/prometheus/prometheus/discovery"
@@ -244,7 +247,7 @@ func runLeader(o options) error {
 		return err
 	}
 
-	var current atomic.Pointer[allocatorapi.Allocation]
+	var current atomic.Pointer[shares.Allocation]
 	src := &apiSource{current: &current}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -265,23 +268,27 @@ func runLeader(o options) error {
 	for i := range members {
 		members[i] = allocation.Member{Name: memberName(i)}
 	}
-	group := func() leader.Group { return leader.Group{Epoch: 1, Identity: members[0].Name, Members: members} }
+	term, err := leader.New(leader.Config{
+		Epoch: 1, Identity: members[0].Name, Members: func() []allocation.Member { return members },
+		Prometheus: cfg, Filter: discovery.FilterRelabelConfig, Strategy: o.strategy,
+	})
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
+	go term.Run(ctx)
 	go func() {
 		defer close(done)
-		leader.Run(ctx, leader.Config{Prometheus: cfg, Filter: discovery.FilterRelabelConfig, Strategy: o.strategy},
-			group, nil, func(a *allocatorapi.Allocation, r leader.Report) {
-				current.Store(a)
-				if a != nil {
-					pending := 0
-					if a.Pending {
-						pending = 1
-					}
-					say("published %d %d %d %d", time.Now().UnixNano(), r.Targets, r.Moved, pending)
-				}
-			})
+		for a := range term.Allocations() {
+			current.Store(a)
+			pending := 0
+			if a.Pending {
+				pending = 1
+			}
+			say("published %d %d %d %d", time.Now().UnixNano(), a.Summary().Targets, a.Moved, pending)
+		}
 	}()
 	say("ready %s", ln.Addr())
 
@@ -348,13 +355,10 @@ func memberName(i int) string { return fmt.Sprintf("member-%03d", i) }
 
 // apiSource is the leader as the API handler sees it.
 type apiSource struct {
-	current *atomic.Pointer[allocatorapi.Allocation]
+	current *atomic.Pointer[shares.Allocation]
 }
 
-func (s *apiSource) Identity() string                     { return memberName(0) }
-func (s *apiSource) Allocation() *allocatorapi.Allocation { return s.current.Load() }
-func (s *apiSource) LeaderEndpoint() string               { return "" }
-func (s *apiSource) Epoch() int                           { return 1 }
-func (s *apiSource) Group() allocatorapi.GroupInfo {
-	return allocatorapi.GroupInfo{Identity: memberName(0), Group: "loadtest", Leader: memberName(0), Epoch: 1}
+func (s *apiSource) Allocation() *shares.Allocation { return s.current.Load() }
+func (s *apiSource) View() status.View {
+	return status.View{Identity: memberName(0), Group: "loadtest", Leader: memberName(0), IsLeader: true, Epoch: 1}
 }

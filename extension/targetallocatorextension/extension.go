@@ -16,11 +16,11 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/skew"
-	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
 // allocatorExtension is one replica's target_allocator.
@@ -30,13 +30,14 @@ type allocatorExtension struct {
 	s         settings
 	telemetry *metadata.TelemetryBuilder
 
-	health   *health
-	notifier notifier
+	health *health
 
 	elector *election.Elector
 	members *membership.Membership
-	// allocation is what the API serves while this replica leads.
-	allocation atomic.Pointer[allocatorapi.Allocation]
+	// membersChanged wakes the leader's term after a change of members.
+	membersChanged chan struct{}
+	// allocation is what the API serves while this member leads.
+	allocation atomic.Pointer[shares.Allocation]
 	// promCR is set when prometheus_cr is enabled.
 	promCR *promcr.Options
 	server *http.Server
@@ -55,7 +56,7 @@ func newExtension(cfg *Config, set extension.Settings) (*allocatorExtension, err
 	if err != nil {
 		return nil, err
 	}
-	return &allocatorExtension{cfg: cfg, set: set, s: s, telemetry: tb}, nil
+	return &allocatorExtension{cfg: cfg, set: set, s: s, telemetry: tb, membersChanged: make(chan struct{}, 1)}, nil
 }
 
 // Start joins the group, campaigns for leadership and serves the API. It
@@ -116,7 +117,10 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 		Clock:         skew.Clock(e.s.identity),
 		OnChange: func(members []membership.Member) {
 			e.telemetry.TargetallocatorMembers.Record(context.Background(), int64(len(members)))
-			e.notifier.notify()
+			select {
+			case e.membersChanged <- struct{}{}:
+			default: // a wake-up is pending: the term reads the members then
+			}
 		},
 		OnAPIResult: e.health.set,
 	})
@@ -138,12 +142,10 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 			OnStoppedLeading: func() {
 				e.set.Logger.Info("Stopped leading", zap.String("group", e.s.group))
 				e.telemetry.TargetallocatorLeader.Record(context.Background(), 0)
-				e.notifier.notify()
 			},
 			OnNewLeader: func(l election.Leader) {
 				e.set.Logger.Info("New leader", zap.String("group", e.s.group), zap.String("leader", l.Identity), zap.Int("epoch", l.Transitions))
 				e.telemetry.TargetallocatorLeaderChanges.Add(context.Background(), 1)
-				e.notifier.notify()
 			},
 			OnAPIResult: e.health.set,
 		},
@@ -156,7 +158,6 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 func (e *allocatorExtension) lead(ctx context.Context) {
 	e.set.Logger.Info("Started leading", zap.String("group", e.s.group))
 	e.telemetry.TargetallocatorLeader.Record(context.Background(), 1)
-	e.notifier.notify()
 	var allocated sync.WaitGroup
 	allocated.Go(func() { e.allocate(ctx) })
 	defer allocated.Wait()
@@ -194,67 +195,5 @@ func (e *allocatorExtension) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("leave group %s: %w", e.s.group, ctx.Err())
-	}
-}
-
-// View implements Group.
-func (e *allocatorExtension) View() View {
-	v := View{
-		Identity:  e.s.identity,
-		Group:     e.s.group,
-		Namespace: e.s.namespace,
-		Endpoint:  e.s.advertise,
-		Members:   []MemberView{},
-	}
-	if e.elector == nil {
-		return v
-	}
-	l := e.elector.Leader()
-	v.Leader, v.Epoch, v.IsLeader = l.Identity, l.Transitions, e.elector.IsLeader()
-	v.LeaderLease = LeaseView{Name: e.s.group, AcquireTime: l.AcquireTime, RenewTime: l.RenewTime, LeaseDuration: l.LeaseDuration.String()}
-	v.Joined = e.members.Joined()
-	now := time.Now()
-	for _, m := range e.members.Members() {
-		v.Members = append(v.Members, memberView(m, now))
-		if m.Identity == v.Leader {
-			v.LeaderEndpoint = m.Endpoint
-		}
-	}
-	return v
-}
-
-// Subscribe implements Group.
-func (e *allocatorExtension) Subscribe() (<-chan struct{}, func()) { return e.notifier.subscribe() }
-
-// notifier wakes subscribers after a change; each has a one-slot channel, so
-// notifications coalesce and never block.
-type notifier struct {
-	mu   sync.Mutex
-	subs map[chan struct{}]struct{}
-}
-
-func (n *notifier) subscribe() (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.subs == nil {
-		n.subs = map[chan struct{}]struct{}{}
-	}
-	n.subs[ch] = struct{}{}
-	return ch, func() {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		delete(n.subs, ch)
-	}
-}
-
-func (n *notifier) notify() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for ch := range n.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
 	}
 }

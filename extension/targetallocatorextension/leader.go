@@ -7,51 +7,74 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
-	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/leader"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
-// allocate runs while this replica leads: it discovers the targets, keeps
-// the assignment up to date with targets and members, and publishes each new
-// allocation for the API (internal/leader). It stops, and withdraws the
-// allocation, when leadership ends.
+// allocate runs while this member leads: a term of internal/leader discovers
+// the targets and sends each new allocation, which the API serves from then
+// on. When leadership ends, the term stops and the allocation is withdrawn.
 func (e *allocatorExtension) allocate(ctx context.Context) {
-	changes, unsubscribe := e.notifier.subscribe()
-	defer unsubscribe()
 	crJobs, stopCR := e.watchPrometheusCR(ctx)
 	defer stopCR()
-	cfg := leader.Config{
-		Jobs:       crJobs,
-		Prometheus: e.s.prometheus,
-		Filter:     e.cfg.filterStrategy(),
-		Strategy:   e.cfg.AllocationStrategy,
-		Fallback:   e.cfg.AllocationFallbackStrategy,
-		Logger:     e.set.Logger,
-		Registerer: prometheus.NewRegistry(),
-	}
-	leader.Run(ctx, cfg, e.leaderGroup, changes, func(a *allocatorapi.Allocation, r leader.Report) {
-		e.allocation.Store(a)
-		if a == nil || r.Start.IsZero() {
-			return
-		}
-		tb := e.telemetry
-		tb.TargetallocatorAllocationDuration.Record(ctx, time.Since(r.Start).Seconds())
-		tb.TargetallocatorTargetsMoved.Add(ctx, int64(r.Moved))
-		tb.TargetallocatorTargets.Record(ctx, int64(r.Targets))
-		for m, n := range r.PerCollector {
-			tb.TargetallocatorTargetsPerCollector.Record(ctx, int64(n), metric.WithAttributes(attribute.String("collector_id", m)))
-		}
+	term, err := leader.New(leader.Config{
+		Epoch:          e.elector.Leader().Transitions,
+		Identity:       e.s.identity,
+		Members:        e.allocationMembers,
+		MembersChanged: e.membersChanged,
+		Jobs:           crJobs,
+		Prometheus:     e.s.prometheus,
+		Filter:         e.cfg.filterStrategy(),
+		Strategy:       e.cfg.AllocationStrategy,
+		Fallback:       e.cfg.AllocationFallbackStrategy,
+		Logger:         e.set.Logger,
+		Registerer:     prometheus.NewRegistry(),
 	})
+	if err != nil {
+		e.set.Logger.Error("Cannot allocate targets while leading", zap.Error(err))
+		return
+	}
+	go term.Run(ctx)
+	for a := range term.Allocations() { // closed once Run has stopped
+		e.allocation.Store(a)
+		e.record(ctx, a)
+	}
+	e.allocation.Store(nil)
 }
 
-// leaderGroup is the group as the leader's term sees it.
-func (e *allocatorExtension) leaderGroup() leader.Group {
-	view := e.View()
-	g := leader.Group{Epoch: view.Epoch, Identity: view.Identity, Members: make([]allocation.Member, 0, len(view.Members))}
-	for _, m := range view.Members {
-		g.Members = append(g.Members, allocation.Member{Name: m.Identity, Node: m.Node})
+// record reports an allocation in the component's telemetry.
+func (e *allocatorExtension) record(ctx context.Context, a *shares.Allocation) {
+	if a.Pending {
+		return
 	}
-	return g
+	tb := e.telemetry
+	sum := a.Summary()
+	tb.TargetallocatorAllocationDuration.Record(ctx, time.Since(a.Changed).Seconds())
+	tb.TargetallocatorTargetsMoved.Add(ctx, int64(a.Moved))
+	tb.TargetallocatorTargets.Record(ctx, int64(sum.Targets))
+	for _, m := range sum.Members {
+		tb.TargetallocatorTargetsPerCollector.Record(ctx, int64(m.Targets), metric.WithAttributes(attribute.String("collector_id", m.Identity)))
+	}
+}
+
+// allocationMembers are the group's members as allocation sees them.
+func (e *allocatorExtension) allocationMembers() []allocation.Member {
+	members := e.members.Members()
+	out := make([]allocation.Member, len(members))
+	for i, m := range members {
+		out[i] = allocation.Member{Name: m.Identity, Node: m.Node}
+	}
+	return out
+}
+
+// Allocation implements allocatorapi.Source: the allocation to answer from
+// while this member leads, else nil.
+func (e *allocatorExtension) Allocation() *shares.Allocation {
+	if e.elector == nil || !e.elector.IsLeader() {
+		return nil
+	}
+	return e.allocation.Load()
 }

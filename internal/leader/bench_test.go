@@ -30,7 +30,7 @@ func benchState(b *testing.B, n, m int) (*state, *fleet) {
 	a := s.allocation(1, "collector-0")
 	for _, job := range a.Jobs() {
 		for _, c := range a.Members {
-			a.Answer(job, c)
+			a.Share(job, c).Answer()
 		}
 	}
 	return s, f
@@ -64,7 +64,7 @@ func BenchmarkChange(b *testing.B) {
 				b.StopTimer()
 				for _, job := range a.Jobs() {
 					for _, c := range a.Members {
-						a.Answer(job, c)
+						a.Share(job, c).Answer()
 					}
 				}
 				b.StartTimer()

@@ -1,18 +1,21 @@
 // Package leader is a leader's term: it runs service discovery, keeps the
-// allocation up to date with the targets and the members, and publishes
-// each new allocation for the API.
+// allocation up to date with the targets and the members, and sends each new
+// allocation (internal/shares) on a channel, as Prometheus's discovery
+// manager sends its target groups. It serves nothing: the allocator API
+// answers from what it sends.
 //
 // A change costs in proportion to what it changes: discovery hands over
 // whole snapshots, but a job whose targets did not change is passed over by
 // a pointer comparison, a changed job is diffed in one merge of two sorted
 // lists, the allocator is updated with the difference only, and only the
-// shares (one job, one collector) whose targets changed are rebuilt; the
+// shares (one job, one member) whose targets changed are rebuilt; the
 // others, and their encoded answers, are shared with the previous
 // allocation. See state.go.
 package leader
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -22,12 +25,20 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
-	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
 // Config is what a term needs.
 type Config struct {
+	// Epoch is the term's leadership epoch and Identity the leader's: every
+	// allocation of the term carries them.
+	Epoch    int
+	Identity string
+	// Members returns the group's members, in any order; MembersChanged
+	// wakes the term after they change.
+	Members        func() []allocation.Member
+	MembersChanged <-chan struct{}
 	// Prometheus holds the scrape configs, from discovery.LoadConfig.
 	Prometheus *promconfig.Config
 	// Jobs, when not nil, delivers more jobs (those of Prometheus Operator
@@ -38,65 +49,62 @@ type Config struct {
 	// Strategy and Fallback name the allocation strategies.
 	Strategy, Fallback string
 	Logger             *zap.Logger
-	// Registerer takes the discovery metrics while the term lasts; nil keeps
-	// them private.
+	// Registerer takes the discovery metrics of this term; it must be the
+	// term's own (a fresh registry).
 	Registerer prometheus.Registerer
 }
 
-// Group is the group as the leader sees it at one moment.
-type Group struct {
-	Epoch    int
-	Identity string
-	// Members in any order.
-	Members []allocation.Member
+// Term is one leader's term.
+type Term struct {
+	cfg     Config
+	disc    *discovery.Discoverer
+	state   *state
+	configs map[string]*promconfig.ScrapeConfig
+	out     chan *shares.Allocation
 }
 
-// Report describes one published allocation, for telemetry.
-type Report struct {
-	// Start is when the change that led to it arrived; zero for the pending
-	// allocation published before the first discovery.
-	Start time.Time
-	// Targets counts all targets, Moved those that changed owner.
-	Targets, Moved int
-	// PerCollector counts each member's targets.
-	PerCollector map[string]int
-}
-
-// Run runs a term until ctx is done. group returns the group's current
-// state; changes wakes Run after a change in the members; publish receives
-// each allocation (never nil), in order, from Run's goroutine, and nil when
-// the term ends.
-func Run(ctx context.Context, cfg Config, group func() Group, changes <-chan struct{}, publish func(*allocatorapi.Allocation, Report)) {
-	defer publish(nil, Report{})
-	logger := cfg.Logger
-	if logger == nil {
-		logger = zap.NewNop()
+// New prepares a term: discovery, the allocator and the encoded scrape
+// configs. Run starts it.
+func New(cfg Config) (*Term, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
 	}
-	disc, err := discovery.New(cfg.Prometheus, cfg.Filter, logger, cfg.Registerer)
+	disc, err := discovery.New(cfg.Prometheus, cfg.Filter, cfg.Logger, cfg.Registerer)
 	if err != nil {
-		logger.Error("Cannot start service discovery", zap.Error(err))
-		return
+		return nil, fmt.Errorf("service discovery: %w", err)
 	}
 	alloc, err := allocation.New(cfg.Strategy, allocation.WithFallback(cfg.Fallback))
 	if err != nil {
-		logger.Error("Cannot create the allocator", zap.Error(err))
-		return
+		return nil, fmt.Errorf("allocation strategy: %w", err)
 	}
 	configs, err := scrapeConfigsByJob(cfg.Prometheus)
 	if err != nil {
-		logger.Error("Cannot read the scrape configs", zap.Error(err))
-		return
+		return nil, fmt.Errorf("scrape configs: %w", err)
 	}
 	s, err := newState(alloc, configs)
 	if err != nil {
-		logger.Error("Cannot encode the scrape configs", zap.Error(err))
-		return
+		return nil, fmt.Errorf("encode the scrape configs: %w", err)
 	}
+	return &Term{cfg: cfg, disc: disc, state: s, configs: configs, out: make(chan *shares.Allocation)}, nil
+}
+
+// Allocations receives each allocation of the term, in order, never nil; it
+// is closed when Run returns. Its reader must keep up: Run waits for it.
+func (t *Term) Allocations() <-chan *shares.Allocation { return t.out }
+
+// Run runs the term until ctx is done.
+//
+// Until the first discovery the allocation is pending: the scrape configs
+// and jobs are served, the shares are not (an empty share would make every
+// member drop its targets); members answer theirs from their last copy.
+func (t *Term) Run(ctx context.Context) {
+	defer close(t.out)
+	logger, s := t.cfg.Logger, t.state
 	discCtx, stopDiscovery := context.WithCancel(ctx)
 	discDone := make(chan struct{})
 	go func() {
 		defer close(discDone)
-		if err := disc.Run(discCtx); err != nil && discCtx.Err() == nil {
+		if err := t.disc.Run(discCtx); err != nil && discCtx.Err() == nil {
 			logger.Error("Service discovery stopped", zap.Error(err))
 		}
 	}()
@@ -105,62 +113,74 @@ func Run(ctx context.Context, cfg Config, group func() Group, changes <-chan str
 		<-discDone
 	}()
 
-	g := group()
-	if _, err := s.setMembers(g.Members); err != nil {
+	if _, err := s.setMembers(t.cfg.Members()); err != nil {
 		logger.Error("Cannot set members", zap.Error(err))
 	}
-	// Until the first discovery the allocation is pending: the scrape configs
-	// and jobs are served, the shares are not (an empty share would make every
-	// member drop its targets); members answer theirs from their last copy.
-	publishPending := func() {
-		g = group()
-		pending := s.allocation(g.Epoch, g.Identity)
-		pending.Pending = true
-		publish(pending, Report{PerCollector: s.perCollector()})
+	if !t.send(ctx, t.pending()) {
+		return
 	}
-	publishPending()
 	discovered := false
-	jobsKnown := cfg.Jobs == nil
+	jobsKnown := t.cfg.Jobs == nil
 	for {
-		var start time.Time
+		var changed time.Time
 		select {
 		case <-ctx.Done():
 			return
-		case more := <-cfg.Jobs:
-			start = time.Now()
-			jobs, byName := mergeJobs(configs, more, logger)
+		case more := <-t.cfg.Jobs:
+			changed = time.Now()
+			jobs, byName := mergeJobs(t.configs, more, logger)
 			if err := s.setScrapeConfigs(byName); err != nil {
 				logger.Error("Cannot encode the scrape configs", zap.Error(err))
 				continue
 			}
 			// Discovery sends a snapshot of exactly these jobs: the targets
 			// of jobs that are gone leave with it.
-			disc.SetJobs(jobs)
+			t.disc.SetJobs(jobs)
 			jobsKnown = true
 			if !discovered {
-				publishPending() // with the new scrape configs
+				if !t.send(ctx, t.pending()) { // with the new scrape configs
+					return
+				}
 				continue
 			}
-		case snap := <-disc.Snapshots():
-			start = time.Now()
+		case snap := <-t.disc.Snapshots():
+			changed = time.Now()
 			s.setTargets(snap)
 			discovered = jobsKnown
-		case <-changes:
-			start = time.Now()
-			changed, err := s.setMembers(group().Members)
+		case <-t.cfg.MembersChanged:
+			changed = time.Now()
+			moved, err := s.setMembers(t.cfg.Members())
 			if err != nil {
 				logger.Error("Cannot set members", zap.Error(err))
 			}
-			if !changed || !discovered {
+			if !moved || !discovered {
 				continue
 			}
 		}
-		g = group()
-		moved := s.takeMoved()
-		a := s.allocation(g.Epoch, g.Identity)
-		publish(a, Report{Start: start, Targets: s.total, Moved: moved, PerCollector: s.perCollector()})
-		logger.Debug("Allocated targets", zap.Int("targets", s.total), zap.Int("members", len(s.members)),
-			zap.Int("moved", moved), zap.Duration("took", time.Since(start)))
+		a := s.allocation(t.cfg.Epoch, t.cfg.Identity)
+		a.Changed, a.Moved = changed, s.takeMoved()
+		logger.Debug("Allocated targets", zap.Int("members", len(a.Members)), zap.Int("moved", a.Moved),
+			zap.Duration("took", time.Since(changed)))
+		if !t.send(ctx, a) {
+			return
+		}
+	}
+}
+
+// pending returns the allocation served before the first discovery.
+func (t *Term) pending() *shares.Allocation {
+	a := t.state.allocation(t.cfg.Epoch, t.cfg.Identity)
+	a.Pending = true
+	return a
+}
+
+// send hands a to the reader; false when the term ends first.
+func (t *Term) send(ctx context.Context, a *shares.Allocation) bool {
+	select {
+	case t.out <- a:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

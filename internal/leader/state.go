@@ -9,8 +9,8 @@ import (
 	promconfig "github.com/prometheus/prometheus/config"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
-	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
 // state follows targets and members by their changes and builds
@@ -22,54 +22,52 @@ import (
 // comparison); the allocator's Update costs O(k·m) scores; each changed share
 // is rebuilt by one merge, O(its size + its changes log its changes); an
 // allocation costs O(jobs + changed shares). A membership change asks the
-// allocator for every target's owner once, O(n), and rebuilds only the shares
+// allocator for every target's member once, O(n), and rebuilds only the shares
 // that targets moved in or out of.
 //
-// Each target's owner is kept beside the job's targets, one int32 a target
+// Each target's member is kept beside the job's targets, one int32 a target
 // (not in a map by hash: at 1M targets that map held ~60 MB), so that a
 // target that leaves its share is known to leave it.
 type state struct {
 	alloc    allocation.Allocator
-	configs  *allocatorapi.ScrapeConfigs
+	configs  *shares.ScrapeConfigs
 	jobNames map[string]bool // configured jobs: served even without targets
 	members  []allocation.Member
 	names    []string // of members, sorted
 	jobs     map[string]*jobState
-	index    map[string]int32 // of names: owner index in names
-	total    int              // targets of every job
-	counts   map[string]int   // targets per owner, "" for unassigned
-	moved    int              // targets that changed owner since takeMoved
+	index    map[string]int32 // of names: member index in names
+	moved    int              // targets that changed member since takeMoved
 	delta    map[shareKey]*shareDelta
 }
 
 type jobState struct {
 	targets []discovery.Target // as discovery sent them: sorted by Hash, one per Hash
-	// owners are the targets' owners, by index: an index in the state's
+	// members are the targets' members, by index: an index in the state's
 	// names, or unassigned.
-	owners []int32
-	api    *allocatorapi.Job
+	members []int32
+	job     *shares.Job
 }
 
-// unassigned is the owner index of targets that no member may take ("").
+// unassigned is the member index of targets that no member may take ("").
 const unassigned = -1
 
-// ownerName returns the name of the owner of index i in names.
-func ownerName(names []string, i int32) string {
+// memberName returns the name of the member of index i in names.
+func memberName(names []string, i int32) string {
 	if i == unassigned {
 		return ""
 	}
 	return names[i]
 }
 
-// ownerIndex returns the index of owner in names, unassigned for "".
-func (s *state) ownerIndex(owner string) int32 {
-	if i, ok := s.index[owner]; ok {
+// memberIndex returns the index of member in names, unassigned for "".
+func (s *state) memberIndex(member string) int32 {
+	if i, ok := s.index[member]; ok {
 		return i
 	}
 	return unassigned
 }
 
-type shareKey struct{ job, owner string }
+type shareKey struct{ job, member string }
 
 // shareDelta is what changes in one share: hashes that leave it (the old
 // entry is dropped) and targets that enter it (replacing any old entry).
@@ -80,10 +78,9 @@ type shareDelta struct {
 
 func newState(alloc allocation.Allocator, configs map[string]*promconfig.ScrapeConfig) (*state, error) {
 	s := &state{
-		alloc:  alloc,
-		jobs:   map[string]*jobState{},
-		counts: map[string]int{},
-		delta:  map[shareKey]*shareDelta{},
+		alloc: alloc,
+		jobs:  map[string]*jobState{},
+		delta: map[shareKey]*shareDelta{},
 	}
 	return s, s.setScrapeConfigs(configs)
 }
@@ -92,7 +89,7 @@ func newState(alloc allocation.Allocator, configs map[string]*promconfig.ScrapeC
 // configured is served until discovery, re-applied with the new configs,
 // no longer sends it.
 func (s *state) setScrapeConfigs(configs map[string]*promconfig.ScrapeConfig) error {
-	encoded, err := allocatorapi.NewScrapeConfigs(configs)
+	encoded, err := shares.NewScrapeConfigs(configs)
 	if err != nil {
 		return err
 	}
@@ -113,14 +110,14 @@ func (s *state) setScrapeConfigs(configs map[string]*promconfig.ScrapeConfig) er
 func (s *state) job(name string) *jobState {
 	js, ok := s.jobs[name]
 	if !ok {
-		js = &jobState{api: allocatorapi.NewJob(map[string]*allocatorapi.Share{})}
+		js = &jobState{job: shares.NewJob(map[string]*shares.Share{})}
 		s.jobs[name] = js
 	}
 	return js
 }
 
 // setMembers hands the members to the allocator if they changed, moves the
-// targets whose owner changed, and reports whether they did.
+// targets whose member changed, and reports whether they did.
 func (s *state) setMembers(members []allocation.Member) (bool, error) {
 	sorted := slices.SortedFunc(slices.Values(members), func(a, b allocation.Member) int { return strings.Compare(a.Name, b.Name) })
 	if s.names != nil && slices.Equal(sorted, s.members) {
@@ -139,12 +136,12 @@ func (s *state) setMembers(members []allocation.Member) (bool, error) {
 	}
 	for name, js := range s.jobs {
 		for i, t := range js.targets {
-			was := ownerName(old, js.owners[i])
-			owner, _ := s.alloc.Owner(t.Hash)
-			js.owners[i] = s.ownerIndex(owner)
-			if owner != was {
+			was := memberName(old, js.members[i])
+			member, _ := s.alloc.Owner(t.Hash)
+			js.members[i] = s.memberIndex(member)
+			if member != was {
 				s.leave(name, was, t.Hash)
-				s.enter(name, owner, t)
+				s.enter(name, member, t)
 				s.moved++
 			}
 		}
@@ -164,8 +161,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 	var entering []entry
 	leaving := func(job string, js *jobState, i int) {
 		removed = append(removed, js.targets[i].Hash)
-		s.leave(job, ownerName(s.names, js.owners[i]), js.targets[i].Hash)
-		s.total--
+		s.leave(job, memberName(s.names, js.members[i]), js.targets[i].Hash)
 	}
 	for name, ts := range snap.Jobs {
 		js := s.job(name)
@@ -173,11 +169,11 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 			continue
 		}
 		old := js.targets
-		owners := make([]int32, len(ts))
+		members := make([]int32, len(ts))
 		add := func(j int) {
 			added = append(added, allocation.Target{Hash: ts[j].Hash, Node: ts[j].Node})
 			entering = append(entering, entry{name, js, j})
-			owners[j] = unassigned // until the allocator is updated
+			members[j] = unassigned // until the allocator is updated
 		}
 		i, j := 0, 0
 		for i < len(old) || j < len(ts) {
@@ -193,19 +189,19 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 				case old[i].Node != ts[j].Node: // per-node places it anew
 					leaving(name, js, i)
 					add(j)
-				case old[i].Element != ts[j].Element: // new metadata, same owner
-					owner := ownerName(s.names, js.owners[i])
-					s.leave(name, owner, ts[j].Hash)
-					s.enter(name, owner, ts[j])
-					owners[j] = js.owners[i]
+				case old[i].Element != ts[j].Element: // new metadata, same member
+					member := memberName(s.names, js.members[i])
+					s.leave(name, member, ts[j].Hash)
+					s.enter(name, member, ts[j])
+					members[j] = js.members[i]
 				default:
-					owners[j] = js.owners[i]
+					members[j] = js.members[i]
 				}
 				i++
 				j++
 			}
 		}
-		js.targets, js.owners = ts, owners
+		js.targets, js.members = ts, members
 	}
 	for name, js := range s.jobs {
 		if _, ok := snap.Jobs[name]; ok {
@@ -214,7 +210,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 		for i := range js.targets {
 			leaving(name, js, i)
 		}
-		js.targets, js.owners = nil, nil
+		js.targets, js.members = nil, nil
 		if !s.jobNames[name] {
 			defer delete(s.jobs, name) // once its shares are emptied below
 		}
@@ -224,17 +220,16 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 	s.alloc.Update(added, removed)
 	for _, e := range entering {
 		t := e.js.targets[e.i]
-		owner, _ := s.alloc.Owner(t.Hash)
-		e.js.owners[e.i] = s.ownerIndex(owner)
-		s.enter(e.name, owner, t)
-		s.total++
+		member, _ := s.alloc.Owner(t.Hash)
+		e.js.members[e.i] = s.memberIndex(member)
+		s.enter(e.name, member, t)
 	}
 	for _, h := range append(displaced, s.alloc.Displaced()...) {
 		s.follow(h)
 	}
 }
 
-// follow moves a known target to its owner in the allocator, if that changed.
+// follow moves a known target to its member in the allocator, if that changed.
 func (s *state) follow(h uint64) {
 	for name, js := range s.jobs {
 		i, found := slices.BinarySearchFunc(js.targets, h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
@@ -242,21 +237,21 @@ func (s *state) follow(h uint64) {
 			continue
 		}
 		t := js.targets[i]
-		was := ownerName(s.names, js.owners[i])
-		owner, _ := s.alloc.Owner(h)
-		if owner == was {
+		was := memberName(s.names, js.members[i])
+		member, _ := s.alloc.Owner(h)
+		if member == was {
 			return
 		}
 		s.leave(name, was, h)
-		s.enter(name, owner, t)
-		js.owners[i] = s.ownerIndex(owner)
+		s.enter(name, member, t)
+		js.members[i] = s.memberIndex(member)
 		s.moved++
 		return
 	}
 }
 
-func (s *state) shareDelta(job, owner string) *shareDelta {
-	k := shareKey{job, owner}
+func (s *state) shareDelta(job, member string) *shareDelta {
+	k := shareKey{job, member}
 	d, ok := s.delta[k]
 	if !ok {
 		d = &shareDelta{out: map[uint64]struct{}{}, in: map[uint64]discovery.Target{}}
@@ -265,65 +260,55 @@ func (s *state) shareDelta(job, owner string) *shareDelta {
 	return d
 }
 
-func (s *state) leave(job, owner string, h uint64) {
-	d := s.shareDelta(job, owner)
+func (s *state) leave(job, member string, h uint64) {
+	d := s.shareDelta(job, member)
 	d.out[h] = struct{}{}
 	delete(d.in, h)
-	s.counts[owner]--
 }
 
-func (s *state) enter(job, owner string, t discovery.Target) {
-	s.shareDelta(job, owner).in[t.Hash] = t
-	s.counts[owner]++
+func (s *state) enter(job, member string, t discovery.Target) {
+	s.shareDelta(job, member).in[t.Hash] = t
 }
 
-// takeMoved returns how many targets changed owner since its last call.
+// takeMoved returns how many targets changed member since its last call.
 func (s *state) takeMoved() int {
 	n := s.moved
 	s.moved = 0
 	return n
 }
 
-func (s *state) perCollector() map[string]int {
-	out := make(map[string]int, len(s.names))
-	for _, m := range s.names {
-		out[m] = s.counts[m]
-	}
-	return out
-}
-
 // allocation rebuilds the changed shares and returns the allocation to serve.
-func (s *state) allocation(epoch int, identity string) *allocatorapi.Allocation {
-	changed := map[string]map[string]*allocatorapi.Share{}
+func (s *state) allocation(epoch int, identity string) *shares.Allocation {
+	changed := map[string]map[string]*shares.Share{}
 	for k, d := range s.delta {
 		js, ok := s.jobs[k.job]
 		if !ok {
 			continue
 		}
 		if changed[k.job] == nil {
-			changed[k.job] = map[string]*allocatorapi.Share{}
+			changed[k.job] = map[string]*shares.Share{}
 		}
-		changed[k.job][k.owner] = allocatorapi.NewShare(merge(js.api.Share(k.owner).Targets(), d, k.owner))
+		changed[k.job][k.member] = shares.NewShare(merge(js.job.Share(k.member).Targets(), d, k.member))
 	}
 	clear(s.delta)
-	for name, shares := range changed {
-		s.jobs[name].api = s.jobs[name].api.With(shares)
+	for name, byMember := range changed {
+		s.jobs[name].job = s.jobs[name].job.With(byMember)
 	}
-	jobs := make(map[string]*allocatorapi.Job, len(s.jobs))
+	jobs := make(map[string]*shares.Job, len(s.jobs))
 	for name, js := range s.jobs {
-		jobs[name] = js.api
+		jobs[name] = js.job
 	}
-	return allocatorapi.Assemble(epoch, identity, s.names, s.configs, jobs)
+	return shares.New(epoch, identity, s.names, s.configs, jobs)
 }
 
 // merge applies a share's changes to its targets, keeping them sorted by hash.
-func merge(old []allocatorapi.Target, d *shareDelta, owner string) []allocatorapi.Target {
+func merge(old []shares.Target, d *shareDelta, member string) []shares.Target {
 	in := slices.SortedFunc(maps.Values(d.in), func(a, b discovery.Target) int { return cmp.Compare(a.Hash, b.Hash) })
-	out := make([]allocatorapi.Target, 0, max(len(old)-len(d.out), 0)+len(in))
+	out := make([]shares.Target, 0, max(len(old)-len(d.out), 0)+len(in))
 	j := 0
 	for _, t := range old {
 		for ; j < len(in) && in[j].Hash < t.Hash; j++ {
-			out = append(out, apiTarget(in[j], owner))
+			out = append(out, sharesTarget(in[j], member))
 		}
 		if _, gone := d.out[t.Hash]; gone {
 			continue
@@ -334,13 +319,13 @@ func merge(old []allocatorapi.Target, d *shareDelta, owner string) []allocatorap
 		out = append(out, t)
 	}
 	for ; j < len(in); j++ {
-		out = append(out, apiTarget(in[j], owner))
+		out = append(out, sharesTarget(in[j], member))
 	}
 	return out
 }
 
-func apiTarget(t discovery.Target, owner string) allocatorapi.Target {
-	return allocatorapi.Target{Job: t.Job, Owner: owner, Hash: t.Hash, Element: t.Element}
+func sharesTarget(t discovery.Target, member string) shares.Target {
+	return shares.Target{Job: t.Job, Member: member, Hash: t.Hash, Element: t.Element}
 }
 
 // sameSlice reports whether a and b are the same slice: discovery shares the

@@ -13,8 +13,9 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
-	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+	"github.com/embedded-ta/embedded-ta/internal/shares/sharestest"
 )
 
 // fleet is a test's source of snapshots: jobs of targets it changes at random.
@@ -103,8 +104,8 @@ func members(n int) []allocation.Member {
 }
 
 // want computes the allocation from scratch: a fresh allocator over the
-// whole snapshot, every target asked for its owner.
-func want(t *testing.T, strategy string, ms []allocation.Member, snap discovery.Snapshot, configs map[string]*promconfig.ScrapeConfig) *allocatorapi.Allocation {
+// whole snapshot, every target asked for its member.
+func want(t *testing.T, strategy string, ms []allocation.Member, snap discovery.Snapshot, configs map[string]*promconfig.ScrapeConfig) *shares.Allocation {
 	t.Helper()
 	a, err := allocation.New(strategy, allocation.WithFallback(allocation.ConsistentHashing))
 	if err != nil {
@@ -120,18 +121,18 @@ func want(t *testing.T, strategy string, ms []allocation.Member, snap discovery.
 		}
 	}
 	a.SetTargets(all)
-	var targets []allocatorapi.Target
+	var targets []shares.Target
 	for _, ts := range snap.Jobs {
 		for _, tg := range ts {
-			owner, _ := a.Owner(tg.Hash)
-			targets = append(targets, apiTarget(tg, owner))
+			member, _ := a.Owner(tg.Hash)
+			targets = append(targets, sharesTarget(tg, member))
 		}
 	}
 	names := make([]string, len(ms))
 	for i, m := range ms {
 		names[i] = m.Name
 	}
-	out, err := allocatorapi.NewAllocation(1, "collector-0", names, configs, targets)
+	out, err := sharestest.New(1, "collector-0", names, configs, targets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,25 +140,25 @@ func want(t *testing.T, strategy string, ms []allocation.Member, snap discovery.
 }
 
 // same fails unless two allocations serve the same answers.
-func same(t *testing.T, step string, got, want *allocatorapi.Allocation) {
+func same(t *testing.T, step string, got, want *shares.Allocation) {
 	t.Helper()
 	if !slices.Equal(got.Jobs(), want.Jobs()) || !slices.Equal(got.Members, want.Members) {
 		t.Fatalf("%s: jobs %v members %v, want %v %v", step, got.Jobs(), got.Members, want.Jobs(), want.Members)
 	}
 	for _, job := range want.Jobs() {
 		for _, m := range append(slices.Clone(want.Members), "") {
-			g, w := got.Targets(job, m), want.Targets(job, m)
+			g, w := got.Share(job, m).Targets(), want.Share(job, m).Targets()
 			if len(g) != len(w) {
-				t.Fatalf("%s: job %s collector %q: %d targets, want %d", step, job, m, len(g), len(w))
+				t.Fatalf("%s: job %s member %q: %d targets, want %d", step, job, m, len(g), len(w))
 			}
 			for i := range g {
-				if g[i].Hash != w[i].Hash || g[i].Element != w[i].Element || !labels.Equal(g[i].Labels(), w[i].Labels()) || g[i].Owner != w[i].Owner {
-					t.Fatalf("%s: job %s collector %q: target %d is %v, want %v", step, job, m, i, g[i], w[i])
+				if g[i].Hash != w[i].Hash || g[i].Element != w[i].Element || !labels.Equal(g[i].Labels(), w[i].Labels()) || g[i].Member != w[i].Member {
+					t.Fatalf("%s: job %s member %q: target %d is %v, want %v", step, job, m, i, g[i], w[i])
 				}
 			}
 		}
-		if got.TargetCount(job) != want.TargetCount(job) {
-			t.Fatalf("%s: job %s: %d targets, want %d", step, job, got.TargetCount(job), want.TargetCount(job))
+		if targetCount(got, job) != targetCount(want, job) {
+			t.Fatalf("%s: job %s: %d targets, want %d", step, job, targetCount(got, job), targetCount(want, job))
 		}
 	}
 }
@@ -221,12 +222,12 @@ func TestStateFollowsChanges(t *testing.T) {
 	}
 }
 
-func checkServedOnce(t *testing.T, a *allocatorapi.Allocation, snap discovery.Snapshot) {
+func checkServedOnce(t *testing.T, a *shares.Allocation, snap discovery.Snapshot) {
 	t.Helper()
 	for job, ts := range snap.Jobs {
 		seen := map[uint64]int{}
 		for _, m := range a.Members {
-			for _, tg := range a.Targets(job, m) {
+			for _, tg := range a.Share(job, m).Targets() {
 				seen[tg.Hash]++
 			}
 		}
@@ -265,15 +266,17 @@ func TestStateTakesNewScrapeConfigs(t *testing.T) {
 	if got := a.Jobs(); !slices.Equal(got, []string{"job-0", "job-new"}) {
 		t.Fatalf("jobs %v, want job-0 until discovery drops it, and job-new", got)
 	}
-	if a.TargetCount("job-0") != 20 || a.TargetCount("job-new") != 0 {
-		t.Fatalf("targets %d and %d, want 20 and 0", a.TargetCount("job-0"), a.TargetCount("job-new"))
+	if targetCount(a, "job-0") != 20 || targetCount(a, "job-new") != 0 {
+		t.Fatalf("targets %d and %d, want 20 and 0", targetCount(a, "job-0"), targetCount(a, "job-new"))
 	}
 	s.setTargets(discovery.Snapshot{Jobs: map[string][]discovery.Target{"job-new": {}}})
 	a = s.allocation(2, "collector-0")
 	if got := a.Jobs(); !slices.Equal(got, []string{"job-new"}) {
 		t.Fatalf("jobs %v, want job-new only", got)
 	}
-	if s.total != 0 || s.perCollector()["collector-0"] != 0 {
-		t.Fatalf("%d targets left behind", s.total)
+	if n := a.Summary().Targets; n != 0 {
+		t.Fatalf("%d targets left behind", n)
 	}
 }
+
+func targetCount(a *shares.Allocation, job string) int { return len(a.Targets(job)) }
