@@ -146,7 +146,9 @@ func (t *Term) Run(ctx context.Context) {
 		case snap := <-t.disc.Snapshots():
 			changed = time.Now()
 			s.setTargets(snap)
-			discovered = jobsKnown
+			if discovered = jobsKnown; !discovered {
+				continue // the resources' jobs are still to come
+			}
 		case <-t.cfg.MembersChanged:
 			changed = time.Now()
 			moved, err := s.setMembers(t.cfg.Members())

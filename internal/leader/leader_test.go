@@ -1,0 +1,142 @@
+package leader
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	promconfig "github.com/prometheus/prometheus/config"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/embedded-ta/embedded-ta/internal/allocation"
+	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+)
+
+// staticConfig is a Prometheus config of jobs with n static targets each.
+func staticConfig(t *testing.T, n int, jobs ...string) *promconfig.Config {
+	t.Helper()
+	var scrapeConfigs []any
+	for _, job := range jobs {
+		var targets []any
+		for i := range n {
+			targets = append(targets, fmt.Sprintf("127.0.0.1:%d", 9000+i))
+		}
+		scrapeConfigs = append(scrapeConfigs, map[string]any{"job_name": job, "static_configs": []any{map[string]any{"targets": targets}}})
+	}
+	cfg, err := discovery.LoadConfig(map[string]any{"scrape_configs": scrapeConfigs})
+	require.NoError(t, err)
+	return cfg
+}
+
+// next returns the term's next allocation; the wait guards against a hang,
+// it measures nothing.
+func next(t *testing.T, term *Term) *shares.Allocation {
+	t.Helper()
+	select {
+	case a, ok := <-term.Allocations():
+		require.True(t, ok, "the term ended")
+		return a
+	case <-time.After(30 * time.Second):
+		t.Fatal("no allocation")
+		return nil
+	}
+}
+
+func memberList(names ...string) []allocation.Member {
+	out := make([]allocation.Member, len(names))
+	for i, n := range names {
+		out[i] = allocation.Member{Name: n}
+	}
+	return out
+}
+
+// A term sends a pending allocation first (scrape configs, no shares), then
+// one per change, each of the term's epoch; a change of members moves
+// targets to the newcomer; the channel closes when the term ends.
+func TestTermSendsAllocations(t *testing.T) {
+	members := memberList("m-0", "m-1")
+	changed := make(chan struct{}, 1)
+	term, err := New(Config{
+		Epoch: 7, Identity: "m-0",
+		Members:        func() []allocation.Member { return slices.Clone(members) },
+		MembersChanged: changed,
+		Prometheus:     staticConfig(t, 30, "a", "b"),
+		Filter:         discovery.FilterRelabelConfig,
+		Strategy:       allocation.ConsistentHashing,
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go term.Run(ctx)
+
+	a := next(t, term)
+	assert.True(t, a.Pending, "the first allocation waits for discovery")
+	assert.Equal(t, []string{"a", "b"}, a.Jobs())
+	assert.Equal(t, 7, a.Epoch)
+	assert.Equal(t, "m-0", a.Leader)
+
+	a = next(t, term)
+	require.False(t, a.Pending)
+	assert.Equal(t, 60, a.Summary().Targets)
+	assert.Equal(t, []string{"m-0", "m-1"}, a.Members)
+	assert.False(t, a.Changed.IsZero())
+
+	members = append(members, allocation.Member{Name: "m-2"})
+	changed <- struct{}{}
+	b := next(t, term)
+	assert.Equal(t, []string{"m-0", "m-1", "m-2"}, b.Members)
+	sum := b.Summary()
+	assert.Positive(t, sum.Members[2].Targets, "the newcomer gets targets")
+	assert.Equal(t, sum.Members[2].Targets, b.Moved, "only the newcomer's targets moved")
+	for _, job := range []string{"a", "b"} {
+		for _, m := range []string{"m-0", "m-1"} {
+			for _, target := range b.Share(job, m).Targets() {
+				assert.Contains(t, a.Share(job, m).Targets(), target, "a target moved between the old members")
+			}
+		}
+	}
+
+	cancel()
+	for range term.Allocations() {
+	}
+}
+
+// With Prometheus Operator jobs to come, every allocation stays pending
+// until they arrive, even after discovery has reported the configured jobs:
+// shares published before would lack the resources' targets.
+func TestTermWaitsForResourceJobs(t *testing.T) {
+	jobs := make(chan []*promconfig.ScrapeConfig, 1)
+	term, err := New(Config{
+		Epoch: 1, Identity: "m-0",
+		Members:    func() []allocation.Member { return memberList("m-0") },
+		Prometheus: staticConfig(t, 3, "static"),
+		Jobs:       jobs,
+		Filter:     discovery.FilterRelabelConfig,
+		Strategy:   allocation.ConsistentHashing,
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go term.Run(ctx)
+
+	require.True(t, next(t, term).Pending)
+	select {
+	case a := <-term.Allocations():
+		t.Fatalf("an allocation before the resources' jobs arrived (pending %v)", a.Pending)
+	case <-time.After(2 * time.Second): // discovery reports the static job in about 100 ms
+	}
+
+	cr := staticConfig(t, 2, "serviceMonitor/ns/app/0").ScrapeConfigs[0]
+	jobs <- []*promconfig.ScrapeConfig{cr}
+	a := next(t, term)
+	assert.True(t, a.Pending, "the new scrape configs are served at once, the shares once discovered")
+	assert.Equal(t, []string{"serviceMonitor/ns/app/0", "static"}, a.Jobs())
+	for a = next(t, term); a.Summary().Targets < 5; a = next(t, term) {
+		require.False(t, a.Pending)
+	}
+	assert.Equal(t, []shares.JobCount{{Name: "serviceMonitor/ns/app/0", Targets: 2}, {Name: "static", Targets: 3}}, a.Summary().Jobs)
+}
