@@ -59,7 +59,7 @@ func expectedOwners(t *testing.T, members []string) map[string]string {
 	require.NoError(t, err)
 	var ms []allocation.Member
 	for _, m := range members {
-		ms = append(ms, allocation.Member{Name: m})
+		ms = append(ms, allocation.Member{Identity: m})
 	}
 	require.NoError(t, alloc.SetMembers(ms))
 	var targets []allocation.Target
@@ -72,7 +72,7 @@ func expectedOwners(t *testing.T, members []string) map[string]string {
 	out := map[string]string{}
 	for job, ts := range snap.Jobs {
 		for _, tg := range ts {
-			owner, ok := alloc.Owner(tg.Hash)
+			owner, ok := alloc.MemberOf(tg.Hash)
 			require.True(t, ok)
 			out[job+" "+tg.Labels().Get("__address__")] = owner
 		}

@@ -266,10 +266,10 @@ func runLeader(o options) error {
 	}
 	members := make([]allocation.Member, o.members)
 	for i := range members {
-		members[i] = allocation.Member{Name: memberName(i)}
+		members[i] = allocation.Member{Identity: memberName(i)}
 	}
 	term, err := leader.New(leader.Config{
-		Epoch: 1, Identity: members[0].Name, Members: func() []allocation.Member { return members },
+		Epoch: 1, Identity: members[0].Identity, Members: func() []allocation.Member { return members },
 		Prometheus: cfg, Filter: discovery.FilterRelabelConfig, Strategy: o.strategy,
 	})
 	if err != nil {

@@ -65,7 +65,7 @@ func (e *allocatorExtension) allocationMembers() []allocation.Member {
 	members := e.members.Members()
 	out := make([]allocation.Member, len(members))
 	for i, m := range members {
-		out[i] = allocation.Member{Name: m.Identity, Node: m.Node}
+		out[i] = allocation.Member{Identity: m.Identity, Node: m.Node}
 	}
 	return out
 }

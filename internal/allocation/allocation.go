@@ -47,10 +47,10 @@ type Target struct {
 	Node string
 }
 
-// Member is one member of the group: a collector replica that scrapes targets.
+// Member is one member of the group: a collector that scrapes its share of the targets.
 type Member struct {
-	Name string // unique and non-empty; the collector_id of the API
-	Node string // the node the member runs on, or ""; only per-node reads it
+	Identity string // unique and non-empty; the collector_id of the API
+	Node     string // the node the member runs on, or ""; only per-node reads it
 }
 
 // Allocator keeps an assignment of targets to members up to date.
@@ -58,13 +58,13 @@ type Member struct {
 // The mutating methods take the whole member set, the whole target set, or a
 // change of the target set; SetTargets costs a pass over its targets, Update
 // a cost in proportion to its change. They do not report what moved: the
-// assignment they leave behind is read with Owner, Assignment and Unassigned,
+// assignment they leave behind is read with MemberOf, Assignment and Unassigned,
 // and a caller that needs the difference compares two Assignment snapshots,
 // which it builds anyway to serve them.
 type Allocator interface {
 	// Strategy returns the strategy's name.
 	Strategy() string
-	// SetMembers replaces the members. It fails, changing nothing, if a name is
+	// SetMembers replaces the members. It fails, changing nothing, if an identity is
 	// empty or appears twice.
 	SetMembers(members []Member) error
 	// SetTargets replaces the targets. Targets already present keep their
@@ -74,9 +74,9 @@ type Allocator interface {
 	// targets, at a cost in proportion to the change. Unknown hashes in removed
 	// and known ones in added are ignored.
 	Update(added []Target, removed []uint64)
-	// Owner returns the member the target is assigned to; ok is false when the
+	// MemberOf returns the member the target is assigned to; ok is false when the
 	// target is unknown or unassigned.
-	Owner(hash uint64) (member string, ok bool)
+	MemberOf(hash uint64) (member string, ok bool)
 	// Assignment returns the hashes of each member's targets, in no particular
 	// order. Every member has an entry, possibly empty.
 	Assignment() map[string][]uint64
@@ -150,7 +150,7 @@ type memberSet struct {
 
 func newMemberSet(members []Member) (memberSet, error) {
 	sorted := slices.Clone(members)
-	slices.SortFunc(sorted, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(sorted, func(a, b Member) int { return strings.Compare(a.Identity, b.Identity) })
 	s := memberSet{
 		names: make([]string, len(sorted)),
 		nodes: make([]string, len(sorted)),
@@ -158,14 +158,14 @@ func newMemberSet(members []Member) (memberSet, error) {
 		index: make(map[string]int32, len(sorted)),
 	}
 	for i, m := range sorted {
-		if m.Name == "" {
-			return memberSet{}, fmt.Errorf("member %d has an empty name", i)
+		if m.Identity == "" {
+			return memberSet{}, fmt.Errorf("member %d has an empty identity", i)
 		}
-		if i > 0 && sorted[i-1].Name == m.Name {
-			return memberSet{}, fmt.Errorf("member %q appears twice", m.Name)
+		if i > 0 && sorted[i-1].Identity == m.Identity {
+			return memberSet{}, fmt.Errorf("member %q appears twice", m.Identity)
 		}
-		s.names[i], s.nodes[i], s.seeds[i] = m.Name, m.Node, mix(fnv1a(m.Name))
-		s.index[m.Name] = int32(i)
+		s.names[i], s.nodes[i], s.seeds[i] = m.Identity, m.Node, mix(fnv1a(m.Identity))
+		s.index[m.Identity] = int32(i)
 	}
 	return s, nil
 }

@@ -46,12 +46,12 @@ func TestSetMembersRejectsBadNames(t *testing.T) {
 		members []Member
 		want    string
 	}{
-		{"empty", []Member{{Name: "a"}, {Name: ""}}, "empty name"},
-		{"twice", []Member{{Name: "a"}, {Name: "b"}, {Name: "a"}}, `member "a" appears twice`},
+		{"empty", []Member{{Identity: "a"}, {Identity: ""}}, "empty identity"},
+		{"twice", []Member{{Identity: "a"}, {Identity: "b"}, {Identity: "a"}}, `member "a" appears twice`},
 	} {
 		for _, a := range allStrategies(t) {
 			t.Run(tc.name+"/"+a.Strategy(), func(t *testing.T) {
-				if err := a.SetMembers([]Member{{Name: "x"}}); err != nil {
+				if err := a.SetMembers([]Member{{Identity: "x"}}); err != nil {
 					t.Fatal(err)
 				}
 				a.SetTargets(testTargets(10, "job"))
@@ -110,7 +110,7 @@ func checkComplete(t *testing.T, a Allocator, targets []Target) {
 		t.Fatalf("%d targets assigned, want %d", len(seen), len(targets))
 	}
 	for _, tg := range targets {
-		if o, ok := a.Owner(tg.Hash); !ok || o != seen[tg.Hash] {
+		if o, ok := a.MemberOf(tg.Hash); !ok || o != seen[tg.Hash] {
 			t.Fatalf("Owner(%x) = %q, %v; Assignment says %q", tg.Hash, o, ok, seen[tg.Hash])
 		}
 	}
@@ -127,7 +127,7 @@ func TestRemovedTargetsAreGone(t *testing.T) {
 			a.Update(nil, append(hashes(targets[:10]), 12345)) // an unknown hash is ignored
 			a.SetTargets(targets[20:])
 			checkComplete(t, a, targets[20:])
-			if _, ok := a.Owner(targets[15].Hash); ok {
+			if _, ok := a.MemberOf(targets[15].Hash); ok {
 				t.Fatal("a removed target still has an owner")
 			}
 		})
@@ -160,7 +160,7 @@ func mustNew(t testing.TB, strategy string, opts ...Option) Allocator {
 func testMembers(n int) []Member {
 	ms := make([]Member, n)
 	for i := range ms {
-		ms[i] = Member{Name: "collector-" + strconv.Itoa(i)}
+		ms[i] = Member{Identity: "collector-" + strconv.Itoa(i)}
 	}
 	return ms
 }
@@ -191,7 +191,7 @@ func hashes(ts []Target) []uint64 {
 func owners(a Allocator, targets []Target) []string {
 	out := make([]string, len(targets))
 	for i, tg := range targets {
-		out[i], _ = a.Owner(tg.Hash)
+		out[i], _ = a.MemberOf(tg.Hash)
 	}
 	return out
 }

@@ -45,7 +45,7 @@ func BenchmarkJoin(b *testing.B) {
 	for _, strategy := range membershipStrategies {
 		b.Run("strategy="+strategy, func(b *testing.B) {
 			benchMembership(b, strategy, func(ms []Member) ([]Member, []Member) {
-				return ms, append(ms[:len(ms):len(ms)], Member{Name: "newcomer", Node: "node-newcomer"})
+				return ms, append(ms[:len(ms):len(ms)], Member{Identity: "newcomer", Node: "node-newcomer"})
 			})
 		})
 	}
@@ -150,7 +150,7 @@ func benchNew(b *testing.B, strategy string) Allocator {
 func benchMembers(m int) []Member {
 	ms := make([]Member, m)
 	for i := range ms {
-		ms[i] = Member{Name: fmt.Sprintf("collector-%d", i), Node: fmt.Sprintf("node-%d", i)}
+		ms[i] = Member{Identity: fmt.Sprintf("collector-%d", i), Node: fmt.Sprintf("node-%d", i)}
 	}
 	return ms
 }
@@ -182,7 +182,7 @@ func benchTargets(n, m int) []Target {
 func benchOwners(a Allocator, targets []Target) []string {
 	out := make([]string, len(targets))
 	for i, tg := range targets {
-		out[i], _ = a.Owner(tg.Hash)
+		out[i], _ = a.MemberOf(tg.Hash)
 	}
 	return out
 }

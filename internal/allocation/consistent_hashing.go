@@ -149,7 +149,7 @@ func (c *consistentHashing) Update(added []Target, removed []uint64) {
 	c.rebalance()
 }
 
-func (c *consistentHashing) Owner(hash uint64) (string, bool) {
+func (c *consistentHashing) MemberOf(hash uint64) (string, bool) {
 	i, ok := c.t.lookup(hash)
 	if !ok || c.t.slots[i].owner < 0 {
 		return "", false

@@ -34,7 +34,7 @@ func TestConsistentHashingDeterministic(t *testing.T) {
 			winding := mustNew(t, ConsistentHashing) // a long way round
 			rest := shuffled(targets, 3)
 			winding.Update(rest[:len(rest)/3], nil)
-			if err := winding.SetMembers(append(testMembers(tc.members + 5)[tc.members/2:], Member{Name: "gone"})); err != nil {
+			if err := winding.SetMembers(append(testMembers(tc.members + 5)[tc.members/2:], Member{Identity: "gone"})); err != nil {
 				t.Fatal(err)
 			}
 			winding.Update(append(rest[len(rest)/3:], testTargets(20, "other")...), hashes(rest[:len(rest)/6]))
@@ -146,7 +146,7 @@ func TestConsistentHashingJoin(t *testing.T) {
 				targets := testTargets(tc.members*tc.perMember, job)
 				a, _ := chWith(t, testMembers(tc.members), targets)
 				was, wasDisplaced := owners(a, targets), displacedSet(a)
-				if err := a.SetMembers(append(testMembers(tc.members), Member{Name: "newcomer"})); err != nil {
+				if err := a.SetMembers(append(testMembers(tc.members), Member{Identity: "newcomer"})); err != nil {
 					t.Fatal(err)
 				}
 				is, isDisplaced := owners(a, targets), displacedSet(a)
@@ -189,7 +189,7 @@ func TestConsistentHashingLeave(t *testing.T) {
 				members := testMembers(tc.members)
 				a, _ := chWith(t, members, targets)
 				was, wasDisplaced := owners(a, targets), displacedSet(a)
-				leaver := members[tc.members/2].Name
+				leaver := members[tc.members/2].Identity
 				if err := a.SetMembers(slices.Delete(slices.Clone(members), tc.members/2, tc.members/2+1)); err != nil {
 					t.Fatal(err)
 				}

@@ -93,7 +93,7 @@ func (l *leastWeighted) give(slots []keyed) {
 	}
 }
 
-func (l *leastWeighted) Owner(hash uint64) (string, bool) {
+func (l *leastWeighted) MemberOf(hash uint64) (string, bool) {
 	i, ok := l.t.lookup(hash)
 	if !ok || l.t.slots[i].owner < 0 {
 		return "", false

@@ -58,7 +58,7 @@ func TestLeastWeighted(t *testing.T) {
 					members = s.members
 					var ms []Member
 					for _, name := range members {
-						ms = append(ms, Member{Name: name})
+						ms = append(ms, Member{Identity: name})
 					}
 					if err := a.SetMembers(ms); err != nil {
 						t.Fatal(err)

@@ -110,7 +110,7 @@ func (p *perNode) Update(added []Target, removed []uint64) {
 	}
 }
 
-func (p *perNode) Owner(hash uint64) (string, bool) {
+func (p *perNode) MemberOf(hash uint64) (string, bool) {
 	i, ok := p.t.lookup(hash)
 	switch {
 	case !ok:
@@ -118,7 +118,7 @@ func (p *perNode) Owner(hash uint64) (string, bool) {
 	case p.t.slots[i].owner >= 0:
 		return p.members.names[p.t.slots[i].owner], true
 	case p.fallback != nil:
-		return p.fallback.Owner(hash)
+		return p.fallback.MemberOf(hash)
 	}
 	return "", false
 }

@@ -7,7 +7,7 @@ import (
 )
 
 func TestPerNode(t *testing.T) {
-	members := []Member{{Name: "a", Node: "n1"}, {Name: "b", Node: "n2"}, {Name: "c", Node: "n2"}, {Name: "d"}}
+	members := []Member{{Identity: "a", Node: "n1"}, {Identity: "b", Node: "n2"}, {Identity: "c", Node: "n2"}, {Identity: "d"}}
 	// 100 targets on each of n1, n2, n3 (no member) and on no node.
 	var targets []Target
 	for i, node := range []string{"n1", "n2", "n3", ""} {
@@ -36,13 +36,13 @@ func TestPerNode(t *testing.T) {
 			a.SetTargets(targets)
 
 			for _, tg := range onNode("n1") {
-				if o, _ := a.Owner(tg.Hash); o != "a" {
+				if o, _ := a.MemberOf(tg.Hash); o != "a" {
 					t.Fatalf("a target on n1 went to %q, want a, the member on n1", o)
 				}
 			}
 			shared := map[string]int{}
 			for _, tg := range onNode("n2") {
-				o, _ := a.Owner(tg.Hash)
+				o, _ := a.MemberOf(tg.Hash)
 				shared[o]++
 			}
 			if len(shared) != 2 || shared["b"] < 30 || shared["c"] < 30 {
@@ -54,7 +54,7 @@ func TestPerNode(t *testing.T) {
 					t.Fatalf("%d targets unassigned, want the %d without a member on their node", len(got), len(unplaced))
 				}
 				for _, tg := range unplaced {
-					if o, ok := a.Owner(tg.Hash); ok {
+					if o, ok := a.MemberOf(tg.Hash); ok {
 						t.Fatalf("a target without a member on its node went to %s", o)
 					}
 				}
@@ -63,7 +63,7 @@ func TestPerNode(t *testing.T) {
 			checkComplete(t, a, targets)
 			spread := map[string]int{}
 			for _, tg := range unplaced {
-				o, _ := a.Owner(tg.Hash)
+				o, _ := a.MemberOf(tg.Hash)
 				spread[o]++
 			}
 			if len(spread) != len(members) {
@@ -73,7 +73,7 @@ func TestPerNode(t *testing.T) {
 			// A member joins on n3: it takes the targets on n3, the fallback
 			// gives up those, and targets placed by node do not move.
 			was := owners(a, targets)
-			if err := a.SetMembers(append(slices.Clone(members), Member{Name: "e", Node: "n3"})); err != nil {
+			if err := a.SetMembers(append(slices.Clone(members), Member{Identity: "e", Node: "n3"})); err != nil {
 				t.Fatal(err)
 			}
 			for i, o := range owners(a, targets) {
@@ -94,7 +94,7 @@ func TestPerNode(t *testing.T) {
 			}
 			checkComplete(t, a, targets)
 			for _, tg := range onNode("n1") {
-				if o, _ := a.Owner(tg.Hash); o == "a" {
+				if o, _ := a.MemberOf(tg.Hash); o == "a" {
 					t.Fatal("a target is still with a member that left")
 				}
 			}
@@ -106,7 +106,7 @@ func TestPerNode(t *testing.T) {
 func TestPerNodeDeterministic(t *testing.T) {
 	var members []Member
 	for i := range 6 {
-		members = append(members, Member{Name: fmt.Sprint("m", i), Node: fmt.Sprint("n", i%2)})
+		members = append(members, Member{Identity: fmt.Sprint("m", i), Node: fmt.Sprint("n", i%2)})
 	}
 	targets := testTargets(600, "pn")
 	for i := range targets {

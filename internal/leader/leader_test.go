@@ -49,7 +49,7 @@ func next(t *testing.T, term *Term) *shares.Allocation {
 func memberList(names ...string) []allocation.Member {
 	out := make([]allocation.Member, len(names))
 	for i, n := range names {
-		out[i] = allocation.Member{Name: n}
+		out[i] = allocation.Member{Identity: n}
 	}
 	return out
 }
@@ -85,7 +85,7 @@ func TestTermSendsAllocations(t *testing.T) {
 	assert.Equal(t, []string{"m-0", "m-1"}, a.Members)
 	assert.False(t, a.Changed.IsZero())
 
-	members = append(members, allocation.Member{Name: "m-2"})
+	members = append(members, allocation.Member{Identity: "m-2"})
 	changed <- struct{}{}
 	b := next(t, term)
 	assert.Equal(t, []string{"m-0", "m-1", "m-2"}, b.Members)

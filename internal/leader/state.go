@@ -119,7 +119,7 @@ func (s *state) job(name string) *jobState {
 // setMembers hands the members to the allocator if they changed, moves the
 // targets whose member changed, and reports whether they did.
 func (s *state) setMembers(members []allocation.Member) (bool, error) {
-	sorted := slices.SortedFunc(slices.Values(members), func(a, b allocation.Member) int { return strings.Compare(a.Name, b.Name) })
+	sorted := slices.SortedFunc(slices.Values(members), func(a, b allocation.Member) int { return strings.Compare(a.Identity, b.Identity) })
 	if s.names != nil && slices.Equal(sorted, s.members) {
 		return false, nil
 	}
@@ -131,13 +131,13 @@ func (s *state) setMembers(members []allocation.Member) (bool, error) {
 	s.names = make([]string, len(sorted))
 	s.index = make(map[string]int32, len(sorted))
 	for i, m := range sorted {
-		s.names[i] = m.Name
-		s.index[m.Name] = int32(i)
+		s.names[i] = m.Identity
+		s.index[m.Identity] = int32(i)
 	}
 	for name, js := range s.jobs {
 		for i, t := range js.targets {
 			was := memberName(old, js.members[i])
-			member, _ := s.alloc.Owner(t.Hash)
+			member, _ := s.alloc.MemberOf(t.Hash)
 			js.members[i] = s.memberIndex(member)
 			if member != was {
 				s.leave(name, was, t.Hash)
@@ -220,7 +220,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 	s.alloc.Update(added, removed)
 	for _, e := range entering {
 		t := e.js.targets[e.i]
-		member, _ := s.alloc.Owner(t.Hash)
+		member, _ := s.alloc.MemberOf(t.Hash)
 		e.js.members[e.i] = s.memberIndex(member)
 		s.enter(e.name, member, t)
 	}
@@ -238,7 +238,7 @@ func (s *state) follow(h uint64) {
 		}
 		t := js.targets[i]
 		was := memberName(s.names, js.members[i])
-		member, _ := s.alloc.Owner(h)
+		member, _ := s.alloc.MemberOf(h)
 		if member == was {
 			return
 		}

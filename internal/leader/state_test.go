@@ -98,7 +98,7 @@ func (f *fleet) snapshot() discovery.Snapshot {
 func members(n int) []allocation.Member {
 	out := make([]allocation.Member, n)
 	for i := range out {
-		out[i] = allocation.Member{Name: "collector-" + strconv.Itoa(i), Node: "node-" + strconv.Itoa(i%5)}
+		out[i] = allocation.Member{Identity: "collector-" + strconv.Itoa(i), Node: "node-" + strconv.Itoa(i%5)}
 	}
 	return out
 }
@@ -124,13 +124,13 @@ func want(t *testing.T, strategy string, ms []allocation.Member, snap discovery.
 	var targets []shares.Target
 	for _, ts := range snap.Jobs {
 		for _, tg := range ts {
-			member, _ := a.Owner(tg.Hash)
+			member, _ := a.MemberOf(tg.Hash)
 			targets = append(targets, sharesTarget(tg, member))
 		}
 	}
 	names := make([]string, len(ms))
 	for i, m := range ms {
-		names[i] = m.Name
+		names[i] = m.Identity
 	}
 	out, err := sharestest.New(1, "collector-0", names, configs, targets)
 	if err != nil {
@@ -191,7 +191,7 @@ func TestStateFollowsChanges(t *testing.T) {
 				for step := range 40 {
 					switch step % 8 {
 					case 3:
-						ms = append(ms, allocation.Member{Name: "joiner-" + strconv.Itoa(step), Node: "node-1"})
+						ms = append(ms, allocation.Member{Identity: "joiner-" + strconv.Itoa(step), Node: "node-1"})
 						if changed, err := s.setMembers(ms); err != nil || !changed {
 							t.Fatalf("join: %v %v", changed, err)
 						}
