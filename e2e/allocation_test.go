@@ -205,7 +205,8 @@ func TestStockReceiverScrapesItsShare(t *testing.T) {
 		assert.Positive(t, counts[p.name], "%s has no target", p.name)
 	}
 
-	// The status page, asked of a follower, is the leader's: Collector | Job Count | Target Count.
+	// The status page, asked of a follower, is the leader's: one row a member,
+	// its endpoint, node and lease age, then its job and target counts.
 	resp, err := http.Get("http://" + follower.endpoint + "/")
 	require.NoError(t, err)
 	page, _ := io.ReadAll(resp.Body)
@@ -217,15 +218,16 @@ func TestStockReceiverScrapesItsShare(t *testing.T) {
 				jobsOf[s[:strings.LastIndex(s, "/")]] = true
 			}
 		}
-		row := fmt.Sprintf("<tr><td>%s</td><td>%d</td><td>%d</td></tr>", p.name, len(jobsOf), counts[p.name])
-		assert.Contains(t, string(page), row)
+		row := fmt.Sprintf(`<tr><td>%s</td><td>[^<]+</td><td>[^<]*</td><td>[^<]+</td><td>%d</td><td>%d</td></tr>`,
+			regexp.QuoteMeta(p.name), len(jobsOf), counts[p.name])
+		assert.Regexp(t, row, string(page))
 	}
 
 	// The leader's self-metrics count the same.
 	v, err := leader.metric("otelcol_targetallocator_targets")
 	require.NoError(t, err)
 	assert.Equal(t, float64(len(want)), v)
-	v, err = leader.metric("otelcol_targetallocator_targets_per_collector")
+	v, err = leader.metric("otelcol_targetallocator_targets_per_member")
 	require.NoError(t, err)
-	assert.Equal(t, float64(len(want)), v, "targets per collector add up")
+	assert.Equal(t, float64(len(want)), v, "targets per member add up")
 }
