@@ -2,14 +2,14 @@
 //
 // It is a pure state machine: members and targets in, assignment out. It does
 // no I/O, reads no clock, starts no goroutine and knows nothing of Kubernetes or
-// Prometheus. An Allocator is not safe for concurrent use; its owner serialises
+// Prometheus. An Allocator is not safe for concurrent use; its user serialises
 // calls.
 //
 // Three strategies carry the names and meaning of the OpenTelemetry Target
 // Allocator's allocation_strategy values:
 //
 //   - consistent-hashing (the default): the assignment is a function of the set
-//     of member names and the set of target hashes only, so every replica, and a
+//     of member names and the set of target hashes only, so every member, and a
 //     new leader after a failover, computes the same answer. See
 //     consistent_hashing.go for the algorithm and its guarantees.
 //   - least-weighted: a new target goes to the member with the fewest targets;
@@ -86,10 +86,10 @@ type Allocator interface {
 	Unassigned() []uint64
 	// Displaced returns the hashes of the targets that an Update may move
 	// though it neither adds nor removes them (those the load bounds keep off
-	// their first choice), in no particular order. A target whose owner an
+	// their first choice), in no particular order. A target whose member an
 	// Update changes is among its added targets, or in Displaced before or
 	// after it: a caller that follows the assignment by changes asks for no
-	// owner beyond those. It is short: bounds rarely bind.
+	// member beyond those. It is short: bounds rarely bind.
 	Displaced() []uint64
 }
 
@@ -191,8 +191,8 @@ func (s memberSet) remap(next memberSet) (old2new []int32, added []int32) {
 	return old2new, added
 }
 
-// assignment builds the result of Assignment from per-slot hashes and owners.
-func (s memberSet) assignment(n int, slot func(i int) (hash uint64, owner int32)) map[string][]uint64 {
+// assignment builds the result of Assignment from per-slot hashes and members.
+func (s memberSet) assignment(n int, slot func(i int) (hash uint64, member int32)) map[string][]uint64 {
 	counts := make([]int, s.len())
 	for i := range n {
 		if _, o := slot(i); o >= 0 {

@@ -91,7 +91,7 @@ func TestEveryTargetAssignedOnce(t *testing.T) {
 	}
 }
 
-// checkComplete fails unless every target has exactly one owner, a member.
+// checkComplete fails unless every target is assigned to exactly one member.
 func checkComplete(t *testing.T, a Allocator, targets []Target) {
 	t.Helper()
 	if u := a.Unassigned(); len(u) > 0 {
@@ -128,7 +128,7 @@ func TestRemovedTargetsAreGone(t *testing.T) {
 			a.SetTargets(targets[20:])
 			checkComplete(t, a, targets[20:])
 			if _, ok := a.MemberOf(targets[15].Hash); ok {
-				t.Fatal("a removed target still has an owner")
+				t.Fatal("a removed target is still assigned")
 			}
 		})
 	}
@@ -187,8 +187,8 @@ func hashes(ts []Target) []uint64 {
 	return out
 }
 
-// owners returns each target's owner, "" for none.
-func owners(a Allocator, targets []Target) []string {
+// membersOf returns each target's member, "" for none.
+func membersOf(a Allocator, targets []Target) []string {
 	out := make([]string, len(targets))
 	for i, tg := range targets {
 		out[i], _ = a.MemberOf(tg.Hash)
@@ -233,7 +233,7 @@ func TestUpdateMovesOnlyAddedAndDisplaced(t *testing.T) {
 				a.SetTargets(current)
 				bound := 0
 				for round := range 30 {
-					before := owners(a, pool)
+					before := membersOf(a, pool)
 					displaced := a.Displaced()
 					bound += len(displaced)
 					// Replace a random tenth of the current targets with others of the pool.
@@ -259,7 +259,7 @@ func TestUpdateMovesOnlyAddedAndDisplaced(t *testing.T) {
 					for _, tg := range added {
 						may[tg.Hash] = true
 					}
-					after := owners(a, pool)
+					after := membersOf(a, pool)
 					for i, tg := range pool {
 						if before[i] != "" && after[i] != "" && before[i] != after[i] && !may[tg.Hash] {
 							t.Fatalf("round %d: target %x moved from %s to %s, neither added nor displaced", round, tg.Hash, before[i], after[i])

@@ -40,7 +40,7 @@ func BenchmarkAllocate(b *testing.B) {
 var membershipStrategies = []string{ConsistentHashing, PerNode}
 
 // BenchmarkJoin times one member joining; moved% is the share of targets that
-// changed owner, ideal% is 1/(N+1).
+// changed member, ideal% is 1/(N+1).
 func BenchmarkJoin(b *testing.B) {
 	for _, strategy := range membershipStrategies {
 		b.Run("strategy="+strategy, func(b *testing.B) {

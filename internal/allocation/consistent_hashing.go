@@ -51,9 +51,9 @@ type consistentHashing struct {
 }
 
 type chSlot struct {
-	hash  uint64
-	home  int32 // first choice among the members; -1 without members
-	owner int32 // home, unless the bounds moved the target
+	hash   uint64
+	home   int32 // first choice among the members; -1 without members
+	member int32 // home, unless the bounds moved the target
 }
 
 func (s chSlot) key() uint64 { return s.hash }
@@ -117,12 +117,12 @@ func (c *consistentHashing) SetMembers(members []Member) error {
 				}
 			}
 		}
-		s.home, s.owner = h, h
+		s.home, s.member = h, h
 		if h >= 0 {
 			c.homeLoad[h]++
 		}
 	}
-	c.displaced = c.displaced[:0] // every owner is its home again
+	c.displaced = c.displaced[:0] // every member is its home again
 	c.rebalance()
 	return nil
 }
@@ -141,7 +141,7 @@ func (c *consistentHashing) Update(added []Target, removed []uint64) {
 	for i := first; i < len(c.t.slots); i++ {
 		s := &c.t.slots[i]
 		h := c.home(mix(s.hash))
-		s.home, s.owner = h, h
+		s.home, s.member = h, h
 		if h >= 0 {
 			c.homeLoad[h]++
 		}
@@ -151,15 +151,15 @@ func (c *consistentHashing) Update(added []Target, removed []uint64) {
 
 func (c *consistentHashing) MemberOf(hash uint64) (string, bool) {
 	i, ok := c.t.lookup(hash)
-	if !ok || c.t.slots[i].owner < 0 {
+	if !ok || c.t.slots[i].member < 0 {
 		return "", false
 	}
-	return c.members.names[c.t.slots[i].owner], true
+	return c.members.names[c.t.slots[i].member], true
 }
 
 func (c *consistentHashing) Assignment() map[string][]uint64 {
 	return c.members.assignment(len(c.t.slots), func(i int) (uint64, int32) {
-		return c.t.slots[i].hash, c.t.slots[i].owner
+		return c.t.slots[i].hash, c.t.slots[i].member
 	})
 }
 
@@ -191,11 +191,11 @@ func loadBounds(targets, members int) (lo, hi int) {
 	return lo, hi
 }
 
-// rebalance computes the owners from the homes.
+// rebalance computes the members from the homes.
 func (c *consistentHashing) rebalance() {
 	for _, h := range c.displaced {
 		if i, ok := c.t.lookup(h); ok {
-			c.t.slots[i].owner = c.t.slots[i].home
+			c.t.slots[i].member = c.t.slots[i].home
 		}
 	}
 	c.displaced = c.displaced[:0]
@@ -212,7 +212,7 @@ func (c *consistentHashing) rebalance() {
 		moved = c.raiseLoads(lo, moved)
 	}
 	for _, i := range moved {
-		if s := c.t.slots[i]; s.owner != s.home {
+		if s := c.t.slots[i]; s.member != s.home {
 			c.displaced = append(c.displaced, s.hash)
 		}
 	}
@@ -221,13 +221,13 @@ func (c *consistentHashing) rebalance() {
 }
 
 // capLoads brings every member down to hi by deferred acceptance, and returns
-// moved with the slots whose owner it set appended.
+// moved with the slots whose member it set appended.
 func (c *consistentHashing) capLoads(hi int, moved []int32) []int32 {
 	// A member's targets are ranked once it is full: those it owned at the
 	// start, bucketed here by a counting sort, and those it accepted since.
 	start := make([]int32, len(c.load)+1)
 	for _, s := range c.t.slots {
-		start[s.owner+1]++
+		start[s.member+1]++
 	}
 	for m := range c.load {
 		start[m+1] += start[m]
@@ -235,8 +235,8 @@ func (c *consistentHashing) capLoads(hi int, moved []int32) []int32 {
 	owned := make([]int32, len(c.t.slots))
 	next := slices.Clone(start)
 	for i, s := range c.t.slots {
-		owned[next[s.owner]] = int32(i)
-		next[s.owner]++
+		owned[next[s.member]] = int32(i)
+		next[s.member]++
 	}
 	accepted := make(map[int32][]int32)
 	held := make(map[int32]*weakestFirst)
@@ -269,7 +269,7 @@ func (c *consistentHashing) capLoads(hi int, moved []int32) []int32 {
 		h := holdings(m)
 		for c.load[m] > hi {
 			w := h.pop()
-			c.t.slots[w.slot].owner = -1
+			c.t.slots[w.slot].member = -1
 			c.load[m]--
 			offers = append(offers, offer{w.slot, m, w.score})
 		}
@@ -281,7 +281,7 @@ func (c *consistentHashing) capLoads(hi int, moved []int32) []int32 {
 		m, score := c.nextChoice(mix(s.hash), o.after, o.scored)
 		me := candidate{score, s.hash, o.slot}
 		if c.load[m] < hi {
-			s.owner = m
+			s.member = m
 			c.load[m]++
 			moved = append(moved, o.slot)
 			if h, ok := held[m]; ok {
@@ -294,9 +294,9 @@ func (c *consistentHashing) capLoads(hi int, moved []int32) []int32 {
 		h := holdings(m)
 		if w := h.top(); weaker(w, me) {
 			h.replaceTop(me)
-			s.owner = m
+			s.member = m
 			moved = append(moved, o.slot)
-			c.t.slots[w.slot].owner = -1
+			c.t.slots[w.slot].member = -1
 			offers = append(offers, offer{w.slot, m, w.score})
 		} else {
 			offers = append(offers, offer{o.slot, m, score})
@@ -327,18 +327,18 @@ func (c *consistentHashing) nextChoice(k uint64, after int32, scored uint64) (in
 
 // raiseLoads brings every member up to lo: in name order, a member below lo
 // takes the targets that score it highest from members above lo. It returns
-// moved with the slots whose owner it set appended.
+// moved with the slots whose member it set appended.
 func (c *consistentHashing) raiseLoads(lo int, moved []int32) []int32 {
 	for d := range int32(len(c.load)) {
 		seed := c.members.seeds[d]
 		for c.load[d] < lo {
-			// Gather the need best candidates; if owners reaching lo rule some
+			// Gather the need best candidates; if members reaching lo rule some
 			// out, gather again: later ones score lower, so the order of
 			// taking is the same as one target at a time.
 			need := lo - c.load[d]
 			best := weakestFirst{}
 			for i, s := range c.t.slots {
-				if s.owner < 0 || s.owner == d || c.load[s.owner] <= lo {
+				if s.member < 0 || s.member == d || c.load[s.member] <= lo {
 					continue
 				}
 				cd := candidate{mix(mix(s.hash) ^ seed), s.hash, int32(i)}
@@ -365,9 +365,9 @@ func (c *consistentHashing) raiseLoads(lo int, moved []int32) []int32 {
 				if c.load[d] >= lo {
 					break
 				}
-				if c.load[s.owner] > lo {
-					c.load[s.owner]--
-					s.owner = d
+				if c.load[s.member] > lo {
+					c.load[s.member]--
+					s.member = d
 					c.load[d]++
 					moved = append(moved, cd.slot)
 				}

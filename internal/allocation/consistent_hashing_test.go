@@ -23,7 +23,7 @@ func TestConsistentHashingDeterministic(t *testing.T) {
 				t.Fatal(err)
 			}
 			straight.SetTargets(targets)
-			want := owners(straight, targets)
+			want := membersOf(straight, targets)
 
 			reversed := mustNew(t, ConsistentHashing) // targets first, everything shuffled
 			reversed.SetTargets(shuffled(targets, 1))
@@ -49,7 +49,7 @@ func TestConsistentHashingDeterministic(t *testing.T) {
 			winding.SetTargets(shuffled(targets, 6))
 
 			for name, a := range map[string]Allocator{"reversed": reversed, "winding": winding} {
-				if got := owners(a, targets); !slices.Equal(got, want) {
+				if got := membersOf(a, targets); !slices.Equal(got, want) {
 					t.Errorf("%s: assignment differs from a straight one in %d of %d targets",
 						name, differences(got, want), len(targets))
 				}
@@ -71,7 +71,7 @@ func TestConsistentHashingStable(t *testing.T) {
 	a.SetTargets(targets)
 	want := []string{"collector-0", "collector-2", "collector-3", "collector-0", "collector-1", "collector-1",
 		"collector-0", "collector-2", "collector-1", "collector-2", "collector-1", "collector-3"}
-	if got := owners(a, targets); !slices.Equal(got, want) {
+	if got := membersOf(a, targets); !slices.Equal(got, want) {
 		t.Fatalf("assignment changed:\n got %q\nwant %q", got, want)
 	}
 }
@@ -145,11 +145,11 @@ func TestConsistentHashingJoin(t *testing.T) {
 			t.Run(fmt.Sprintf("members=%d/targets=%d/job=%s", tc.members, tc.members*tc.perMember, job), func(t *testing.T) {
 				targets := testTargets(tc.members*tc.perMember, job)
 				a, _ := chWith(t, testMembers(tc.members), targets)
-				was, wasDisplaced := owners(a, targets), displacedSet(a)
+				was, wasDisplaced := membersOf(a, targets), displacedSet(a)
 				if err := a.SetMembers(append(testMembers(tc.members), Member{Identity: "newcomer"})); err != nil {
 					t.Fatal(err)
 				}
-				is, isDisplaced := owners(a, targets), displacedSet(a)
+				is, isDisplaced := membersOf(a, targets), displacedSet(a)
 				moved, toNewcomer := 0, 0
 				for i, tg := range targets {
 					switch {
@@ -188,12 +188,12 @@ func TestConsistentHashingLeave(t *testing.T) {
 				targets := testTargets(tc.members*tc.perMember, job)
 				members := testMembers(tc.members)
 				a, _ := chWith(t, members, targets)
-				was, wasDisplaced := owners(a, targets), displacedSet(a)
+				was, wasDisplaced := membersOf(a, targets), displacedSet(a)
 				leaver := members[tc.members/2].Identity
 				if err := a.SetMembers(slices.Delete(slices.Clone(members), tc.members/2, tc.members/2+1)); err != nil {
 					t.Fatal(err)
 				}
-				is, isDisplaced := owners(a, targets), displacedSet(a)
+				is, isDisplaced := membersOf(a, targets), displacedSet(a)
 				own, others := 0, 0
 				for i, tg := range targets {
 					switch {
@@ -226,11 +226,11 @@ func TestConsistentHashingUnrelatedTargets(t *testing.T) {
 		t.Run(fmt.Sprintf("members=%d/targets=%d", tc.members, tc.members*tc.perMember), func(t *testing.T) {
 			targets := testTargets(tc.members*tc.perMember, "unrelated")
 			a, _ := chWith(t, testMembers(tc.members), targets)
-			was, wasDisplaced := owners(a, targets), displacedSet(a)
+			was, wasDisplaced := membersOf(a, targets), displacedSet(a)
 			k := len(targets) / 100
 			a.Update(testTargets(k, "new"), hashes(targets[:k])) // 1 % replaced
 			kept := targets[k:]
-			is, isDisplaced := owners(a, kept), displacedSet(a)
+			is, isDisplaced := membersOf(a, kept), displacedSet(a)
 			moved := 0
 			for i, tg := range kept {
 				if is[i] == was[k+i] {
@@ -313,7 +313,7 @@ func TestConsistentHashingIncrementalEqualsFull(t *testing.T) {
 					}
 				}
 				full, _ := chWith(t, members, ts)
-				if got, want := owners(a, ts), owners(full, ts); !slices.Equal(got, want) {
+				if got, want := membersOf(a, ts), membersOf(full, ts); !slices.Equal(got, want) {
 					t.Fatalf("step %d: incremental and full assignments differ in %d of %d targets", step, differences(got, want), len(ts))
 				}
 			}
@@ -332,7 +332,7 @@ func TestConsistentHashingMatchesReference(t *testing.T) {
 		members, targets := 1+r.IntN(12), r.IntN(120)
 		ms, ts := testMembers(members), testTargets(targets, strconv.Itoa(r.IntN(1000)))
 		a, _ := chWith(t, ms, ts)
-		if got, want := owners(a, ts), referenceAssignment(ms, ts); !slices.Equal(got, want) {
+		if got, want := membersOf(a, ts), referenceAssignment(ms, ts); !slices.Equal(got, want) {
 			t.Fatalf("%d members, %d targets: differs from the reference in %d targets", members, targets, differences(got, want))
 		}
 	}
@@ -358,13 +358,13 @@ func referenceAssignment(members []Member, targets []Target) []string {
 		return cmp.Compare(a.m, b.m)
 	})
 	lo, hi := loadBounds(len(targets), len(members))
-	owner, load := make([]int, len(targets)), make([]int, len(members))
-	for i := range owner {
-		owner[i] = -1
+	member, load := make([]int, len(targets)), make([]int, len(members))
+	for i := range member {
+		member[i] = -1
 	}
 	for _, p := range pairs {
-		if owner[p.t] < 0 && load[p.m] < hi {
-			owner[p.t] = p.m
+		if member[p.t] < 0 && load[p.m] < hi {
+			member[p.t] = p.m
 			load[p.m]++
 		}
 	}
@@ -372,20 +372,20 @@ func referenceAssignment(members []Member, targets []Target) []string {
 		for load[d] < lo {
 			best := -1
 			for t := range targets {
-				if o := owner[t]; o == d || load[o] <= lo {
+				if o := member[t]; o == d || load[o] <= lo {
 					continue
 				}
 				if best < 0 || score(t, d) > score(best, d) || score(t, d) == score(best, d) && targets[t].Hash < targets[best].Hash {
 					best = t
 				}
 			}
-			load[owner[best]]--
-			owner[best] = d
+			load[member[best]]--
+			member[best] = d
 			load[d]++
 		}
 	}
 	out := make([]string, len(targets))
-	for i, o := range owner {
+	for i, o := range member {
 		out[i] = set.names[o]
 	}
 	return out

@@ -17,8 +17,8 @@ type leastWeighted struct {
 }
 
 type lwSlot struct {
-	hash  uint64
-	owner int32 // -1 while there is no member
+	hash   uint64
+	member int32 // -1 while there is no member
 }
 
 func (s lwSlot) key() uint64 { return s.hash }
@@ -42,11 +42,11 @@ func (l *leastWeighted) SetMembers(members []Member) error {
 	var orphans []keyed
 	for i := range l.t.slots {
 		s := &l.t.slots[i]
-		if s.owner >= 0 {
-			s.owner = old2new[s.owner]
+		if s.member >= 0 {
+			s.member = old2new[s.member]
 		}
-		if s.owner >= 0 {
-			l.load[s.owner]++
+		if s.member >= 0 {
+			l.load[s.member]++
 		} else {
 			orphans = append(orphans, keyed{mix(s.hash), int32(i)})
 		}
@@ -61,11 +61,11 @@ func (l *leastWeighted) SetTargets(targets []Target) {
 
 func (l *leastWeighted) Update(added []Target, removed []uint64) {
 	for _, h := range removed {
-		if s, ok := l.t.remove(h); ok && s.owner >= 0 {
-			l.load[s.owner]--
+		if s, ok := l.t.remove(h); ok && s.member >= 0 {
+			l.load[s.member]--
 		}
 	}
-	first := l.t.addAll(added, true, func(h uint64, _ int32) lwSlot { return lwSlot{hash: h, owner: -1} })
+	first := l.t.addAll(added, true, func(h uint64, _ int32) lwSlot { return lwSlot{hash: h, member: -1} })
 	slots := make([]keyed, len(l.t.slots)-first)
 	for i := range slots {
 		slots[i].i = int32(first + i)
@@ -87,7 +87,7 @@ func (l *leastWeighted) give(slots []keyed) {
 	}
 	for _, it := range slots {
 		m := h.members[0]
-		l.t.slots[it.i].owner = m
+		l.t.slots[it.i].member = m
 		l.load[m]++
 		h.down(0)
 	}
@@ -95,15 +95,15 @@ func (l *leastWeighted) give(slots []keyed) {
 
 func (l *leastWeighted) MemberOf(hash uint64) (string, bool) {
 	i, ok := l.t.lookup(hash)
-	if !ok || l.t.slots[i].owner < 0 {
+	if !ok || l.t.slots[i].member < 0 {
 		return "", false
 	}
-	return l.members.names[l.t.slots[i].owner], true
+	return l.members.names[l.t.slots[i].member], true
 }
 
 func (l *leastWeighted) Assignment() map[string][]uint64 {
 	return l.members.assignment(len(l.t.slots), func(i int) (uint64, int32) {
-		return l.t.slots[i].hash, l.t.slots[i].owner
+		return l.t.slots[i].hash, l.t.slots[i].member
 	})
 }
 
@@ -113,7 +113,7 @@ func (l *leastWeighted) Displaced() []uint64 { return nil }
 func (l *leastWeighted) Unassigned() []uint64 {
 	var out []uint64
 	for _, s := range l.t.slots {
-		if s.owner < 0 {
+		if s.member < 0 {
 			out = append(out, s.hash)
 		}
 	}

@@ -53,7 +53,7 @@ func TestLeastWeighted(t *testing.T) {
 			var members []string
 			next := 0
 			for i, s := range tc.steps {
-				was := owners(a, present)
+				was := membersOf(a, present)
 				if s.members != nil {
 					members = s.members
 					var ms []Member
@@ -85,7 +85,7 @@ func TestLeastWeighted(t *testing.T) {
 					t.Fatalf("step %d: loads %v, want %v", i, got, s.want)
 				}
 				// Only the targets of members that left, or of none, move.
-				for j, o := range owners(a, kept) {
+				for j, o := range membersOf(a, kept) {
 					if keptWas[j] != "" && o != keptWas[j] && slices.Contains(members, keptWas[j]) {
 						t.Fatalf("step %d: a target of %s moved to %s", i, keptWas[j], o)
 					}
@@ -106,7 +106,7 @@ func TestLeastWeightedBatchOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		a.SetTargets(shuffled(targets, seed))
-		got = append(got, owners(a, targets))
+		got = append(got, membersOf(a, targets))
 	}
 	if !slices.Equal(got[0], got[1]) || !slices.Equal(got[0], got[2]) {
 		t.Fatal("the assignment depends on the order of the batch")

@@ -16,9 +16,9 @@ type perNode struct {
 }
 
 type pnSlot struct {
-	hash  uint64
-	node  string
-	owner int32 // -1: no member on the node; the fallback's, if any
+	hash   uint64
+	node   string
+	member int32 // -1: no member on the node; the fallback's, if any
 }
 
 func (s pnSlot) key() uint64 { return s.hash }
@@ -68,9 +68,9 @@ func (p *perNode) SetMembers(members []Member) error {
 	var fromFallback []uint64
 	for i := range p.t.slots {
 		s := &p.t.slots[i]
-		was := s.owner >= 0
-		s.owner = p.place(s.hash, s.node)
-		switch now := s.owner >= 0; {
+		was := s.member >= 0
+		s.member = p.place(s.hash, s.node)
+		switch now := s.member >= 0; {
 		case was && !now:
 			toFallback = append(toFallback, Target{Hash: s.hash, Node: s.node})
 		case !was && now:
@@ -94,14 +94,14 @@ func (p *perNode) Update(added []Target, removed []uint64) {
 	var toFallback []Target
 	var fromFallback []uint64
 	for _, h := range removed {
-		if s, ok := p.t.remove(h); ok && s.owner < 0 {
+		if s, ok := p.t.remove(h); ok && s.member < 0 {
 			fromFallback = append(fromFallback, h)
 		}
 	}
 	first := p.t.addAll(added, false, func(h uint64, i int32) pnSlot { return pnSlot{hash: h, node: added[i].Node} })
 	for i := first; i < len(p.t.slots); i++ {
 		s := &p.t.slots[i]
-		if s.owner = p.place(s.hash, s.node); s.owner < 0 {
+		if s.member = p.place(s.hash, s.node); s.member < 0 {
 			toFallback = append(toFallback, Target{Hash: s.hash, Node: s.node})
 		}
 	}
@@ -115,8 +115,8 @@ func (p *perNode) MemberOf(hash uint64) (string, bool) {
 	switch {
 	case !ok:
 		return "", false
-	case p.t.slots[i].owner >= 0:
-		return p.members.names[p.t.slots[i].owner], true
+	case p.t.slots[i].member >= 0:
+		return p.members.names[p.t.slots[i].member], true
 	case p.fallback != nil:
 		return p.fallback.MemberOf(hash)
 	}
@@ -125,7 +125,7 @@ func (p *perNode) MemberOf(hash uint64) (string, bool) {
 
 func (p *perNode) Assignment() map[string][]uint64 {
 	out := p.members.assignment(len(p.t.slots), func(i int) (uint64, int32) {
-		return p.t.slots[i].hash, p.t.slots[i].owner
+		return p.t.slots[i].hash, p.t.slots[i].member
 	})
 	if p.fallback != nil {
 		for name, hashes := range p.fallback.Assignment() {
@@ -150,7 +150,7 @@ func (p *perNode) Unassigned() []uint64 {
 	}
 	var out []uint64
 	for _, s := range p.t.slots {
-		if s.owner < 0 {
+		if s.member < 0 {
 			out = append(out, s.hash)
 		}
 	}

@@ -72,11 +72,11 @@ func TestPerNode(t *testing.T) {
 
 			// A member joins on n3: it takes the targets on n3, the fallback
 			// gives up those, and targets placed by node do not move.
-			was := owners(a, targets)
+			was := membersOf(a, targets)
 			if err := a.SetMembers(append(slices.Clone(members), Member{Identity: "e", Node: "n3"})); err != nil {
 				t.Fatal(err)
 			}
-			for i, o := range owners(a, targets) {
+			for i, o := range membersOf(a, targets) {
 				switch node := targets[i].Node; {
 				case node == "n3" && o != "e":
 					t.Fatalf("a target on n3 went to %s, want e, the member now on n3", o)
@@ -119,7 +119,7 @@ func TestPerNodeDeterministic(t *testing.T) {
 		if err := a.SetMembers(shuffled(members, seed)); err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, owners(a, targets))
+		got = append(got, membersOf(a, targets))
 	}
 	if !slices.Equal(got[0], got[1]) {
 		t.Fatalf("assignments differ in %d targets", differences(got[0], got[1]))
