@@ -1,0 +1,88 @@
+package status_test
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+	"github.com/embedded-ta/embedded-ta/internal/shares/sharestest"
+	"github.com/embedded-ta/embedded-ta/internal/status"
+)
+
+func testDocument(t *testing.T) (status.View, *shares.Allocation) {
+	t.Helper()
+	view := status.View{
+		Identity: "g-1", Group: "g", Namespace: "ns", Leader: "g-0",
+		Members: []status.MemberView{
+			{Identity: "g-0", Endpoint: "10.0.0.1:8080", Node: "n-0", LeaseAge: "1s"},
+			{Identity: "g-1", Endpoint: "10.0.0.2:8080", LeaseAge: "2s"},
+		},
+	}
+	target := func(job, addr, member string, hash uint64) shares.Target {
+		return sharestest.Target(job, labels.FromStrings("__address__", addr, "__meta_x", "<y>"), member, hash)
+	}
+	a, err := sharestest.New(1, "g-0", []string{"g-0", "g-1", "g-2"},
+		map[string]*config.ScrapeConfig{"a/b": {JobName: "a/b"}, "c": {JobName: "c"}},
+		[]shares.Target{target("a/b", "10.0.0.1:80", "g-0", 1), target("a/b", "10.0.0.2:80", "g-1", 2),
+			target("c", "10.0.0.3:80", "g-1", 3), target("c", "10.0.0.4:80", "", 4)})
+	require.NoError(t, err)
+	return view, a
+}
+
+// The page shows one row a member: its Lease as this member sees it, and its
+// part of the allocation; a member the allocation has but no Lease was seen
+// of says so; the unassigned targets have a row of their own.
+func TestPageShowsOneRowAMember(t *testing.T) {
+	view, a := testDocument(t)
+	rec := httptest.NewRecorder()
+	status.WritePage(rec, status.NewDocument(view, a))
+	body := rec.Body.String()
+	assert.Equal(t, "text/html; charset=utf-8", rec.Header().Get("Content-Type"))
+	for _, row := range []string{
+		"<tr><td>g-0</td><td>10.0.0.1:8080</td><td>n-0</td><td>1s</td><td>1</td><td>1</td></tr>",
+		"<tr><td>g-1</td><td>10.0.0.2:8080</td><td></td><td>2s</td><td>2</td><td>2</td></tr>",
+		"<tr><td>g-2</td><td></td><td></td><td>(no Lease seen)</td><td>0</td><td>0</td></tr>",
+		"<tr><td>(unassigned)</td><td></td><td></td><td></td><td>0</td><td>1</td></tr>",
+		`<a href="/jobs/a%2Fb/targets">`,
+	} {
+		assert.Contains(t, body, row)
+	}
+	assert.Equal(t, 1, strings.Count(body, "<h2>Members</h2>"), "one table of members")
+}
+
+// The targets page lists each target with its member and escaped labels.
+func TestTargetsPage(t *testing.T) {
+	view, a := testDocument(t)
+	rec := httptest.NewRecorder()
+	status.WriteTargetsPage(rec, view, a)
+	body := rec.Body.String()
+	assert.Contains(t, body, `<code>__meta_x="&lt;y&gt;"</code>`)
+	assert.Contains(t, body, "<td>c</td><td>10.0.0.4:80</td><td><i>unassigned</i></td>")
+	assert.Equal(t, 4, strings.Count(body, "<tr><td>"), "one row a target")
+}
+
+// /status is the view with the allocation's summary beside it, in the
+// words of the page.
+func TestDocumentJSON(t *testing.T) {
+	view, a := testDocument(t)
+	b, err := json.Marshal(status.NewDocument(view, a))
+	require.NoError(t, err)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal(b, &doc))
+	assert.Equal(t, "g-0", doc["leader"])
+	alloc := doc["allocation"].(map[string]any)
+	assert.Equal(t, 4.0, alloc["targets"])
+	assert.Equal(t, 1.0, alloc["unassigned"])
+	assert.Equal(t, map[string]any{"identity": "g-1", "job_count": 2.0, "target_count": 2.0}, alloc["members"].([]any)[1])
+
+	b, err = json.Marshal(status.NewDocument(view, nil))
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), `"allocation"`, "a follower has no allocation to summarise")
+}
