@@ -2,7 +2,7 @@
 // scenario without a separate Target Allocator. It starts a real control
 // plane (etcd and kube-apiserver from bin/), the seed's six demo targets
 // (127.0.0.1:9090-9092 and 127.0.0.2:9090-9092, each exposing a
-// TargetAllocator_total counter), and three replicas of otelcol-embedded-ta
+// TargetAllocator_total counter), and three members of otelcol-embedded-ta
 // as one StatefulSet-like group, otcta-collector-0..2, each with a prometheus
 // exporter of its own. It prints where the status pages are and the merged
 // scrape result, keeps running until Ctrl-C, and then stops everything it
@@ -33,10 +33,10 @@ import (
 )
 
 const (
-	replicas  = 3
+	members   = 3
 	group     = "otcta-collector"
 	namespace = "default"
-	// Replica i serves the allocator API on 8080+i, its prometheus exporter
+	// Member i serves the allocator API on 8080+i, its prometheus exporter
 	// on 8889+10·i and its own metrics on 8888+10·i.
 	apiPort       = 8080
 	exporterPort  = 8889
@@ -97,9 +97,9 @@ func run() error {
 		for _, p := range procs {
 			_ = p.Wait()
 		}
-		fmt.Println("Stopped the replicas, the targets and the control plane.")
+		fmt.Println("Stopped the members, the targets and the control plane.")
 	}()
-	for i := range replicas {
+	for i := range members {
 		name := fmt.Sprintf("%s-%d", group, i)
 		logPath := filepath.Join(work, name+".log")
 		logFile, err := os.Create(logPath)
@@ -157,15 +157,15 @@ func run() error {
 		for _, line := range listing {
 			fmt.Println(" ", line)
 		}
-		fmt.Println("\nKill a replica's process to watch its targets move; Ctrl-C stops the demo.")
+		fmt.Println("\nKill a member's process to watch its targets move; Ctrl-C stops the demo.")
 	}
 }
 
-// status asks any replica that answers for its view of the group.
+// status asks any member that answers for its view of the group.
 func status() (targetallocatorextension.View, bool) {
 	var v targetallocatorextension.View
 	client := http.Client{Timeout: time.Second}
-	for i := range replicas {
+	for i := range members {
 		resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(apiPort+i) + "/status")
 		if err != nil {
 			continue
@@ -179,12 +179,12 @@ func status() (targetallocatorextension.View, bool) {
 	return v, false
 }
 
-// merged is the union of the replicas' exported demo series, each line
-// prefixed with the replica that scraped it.
+// merged is the union of the members' exported demo series, each line
+// prefixed with the member that scraped it.
 func merged() []string {
 	var out []string
 	client := http.Client{Timeout: time.Second}
-	for i := range replicas {
+	for i := range members {
 		resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(exporterPort+10*i) + "/metrics")
 		if err != nil {
 			continue

@@ -354,7 +354,7 @@ func TestFollowerNeverGoesBackAnEpoch(t *testing.T) {
 	assert.Equal(t, "0", resp.Header.Get(EpochHeader))
 }
 
-// Two replicas that each believe the other leads never relay in a loop.
+// Two members that each believe the other leads never relay in a loop.
 func TestNoRelayLoop(t *testing.T) {
 	a := &source{identity: "c-0"}
 	b := &source{identity: "c-1"}
