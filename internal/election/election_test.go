@@ -1,8 +1,10 @@
 package election
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,7 +14,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -59,6 +61,7 @@ type run struct {
 	clock  *clocktesting.FakeClock
 	cancel context.CancelFunc
 	done   chan struct{}
+	t      *testing.T
 
 	mu       sync.Mutex
 	leading  bool
@@ -69,7 +72,7 @@ type run struct {
 
 func startElector(t *testing.T, client *fake.Clientset) *run {
 	t.Helper()
-	r := &run{client: client, clock: clocktesting.NewFakeClock(t0), done: make(chan struct{})}
+	r := &run{client: client, clock: clocktesting.NewFakeClock(t0), done: make(chan struct{}), t: t}
 	e, err := New(Config{Client: client, Namespace: "ns", Name: "group", Identity: "group-0",
 		LeaseDuration: testDuration, RenewDeadline: testDeadline, RetryPeriod: 2 * time.Second, Clock: r.clock,
 		Callbacks: Callbacks{
@@ -100,10 +103,15 @@ func (r *run) set(f func()) { r.mu.Lock(); f(); r.mu.Unlock() }
 
 func (r *run) get(f func()) { r.mu.Lock(); f(); r.mu.Unlock() }
 
-// stop ends Run and waits for it.
+// stop ends Run and waits for it, and fails the test if Run left a
+// goroutine of its watch's informer running: it must await them.
 func (r *run) stop() {
 	r.cancel()
 	<-r.done
+	buf := make([]byte, 1<<20)
+	if stacks := buf[:runtime.Stack(buf, true)]; bytes.Contains(stacks, []byte("k8s.io/client-go/tools/cache.")) {
+		r.t.Errorf("an informer goroutine outlived Run:\n%s", stacks)
+	}
 }
 
 // step moves the fake clock on once Run waits for it.
@@ -158,7 +166,7 @@ func TestElectorLeadsRenewsAndReleases(t *testing.T) {
 func TestElectorStepsDownWhenRenewalsFail(t *testing.T) {
 	client := fake.NewClientset()
 	var failing atomic.Bool
-	client.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+	client.PrependReactor("update", "leases", func(k8stesting.Action) (bool, kruntime.Object, error) {
 		if !failing.Load() {
 			return false, nil, nil
 		}
@@ -257,7 +265,7 @@ func watched(client *fake.Clientset) <-chan struct{} {
 // A failing watch is reported under OpWatch, naming the Leases watched.
 func TestElectorReportsWatchErrors(t *testing.T) {
 	client := fake.NewClientset()
-	client.PrependReactor("list", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+	client.PrependReactor("list", "leases", func(k8stesting.Action) (bool, kruntime.Object, error) {
 		return true, nil, apierrors.NewForbidden(coordinationv1.Resource("leases"), "", errors.New("no list"))
 	})
 	r := startElector(t, client)

@@ -1,8 +1,10 @@
 package membership
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -13,7 +15,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -62,6 +64,7 @@ type run struct {
 	clock  *clocktesting.FakeClock
 	cancel context.CancelFunc
 	done   chan struct{}
+	t      *testing.T
 
 	mu       sync.Mutex
 	changes  [][]string
@@ -70,7 +73,7 @@ type run struct {
 
 func start(t *testing.T, client *fake.Clientset) *run {
 	t.Helper()
-	r := &run{client: client, clock: clocktesting.NewFakeClock(t0), done: make(chan struct{})}
+	r := &run{client: client, clock: clocktesting.NewFakeClock(t0), done: make(chan struct{}), t: t}
 	cfg := config(client)
 	cfg.Clock = r.clock
 	cfg.OnChange = func(members []Member) {
@@ -97,9 +100,15 @@ func start(t *testing.T, client *fake.Clientset) *run {
 	return r
 }
 
+// stop ends Run and waits for it, and fails the test if Run left a
+// goroutine of its watch's informer running: it must await them.
 func (r *run) stop() {
 	r.cancel()
 	<-r.done
+	buf := make([]byte, 1<<20)
+	if stacks := buf[:runtime.Stack(buf, true)]; bytes.Contains(stacks, []byte("k8s.io/client-go/tools/cache.")) {
+		r.t.Errorf("an informer goroutine outlived Run:\n%s", stacks)
+	}
 }
 
 // step moves the fake clock on once Run waits for it, and waits until this
@@ -209,7 +218,7 @@ func TestRunJoinsWatchesAndLeaves(t *testing.T) {
 func TestJoinedEndsAtRenewDeadline(t *testing.T) {
 	client := fake.NewClientset()
 	var failing atomic.Bool
-	client.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+	client.PrependReactor("update", "leases", func(k8stesting.Action) (bool, kruntime.Object, error) {
 		if !failing.Load() {
 			return false, nil, nil
 		}
@@ -265,7 +274,7 @@ func TestForeignLeaseIsRefused(t *testing.T) {
 // A failing watch is reported under OpWatch, naming the group's Leases.
 func TestReportsWatchErrors(t *testing.T) {
 	client := fake.NewClientset()
-	client.PrependReactor("list", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+	client.PrependReactor("list", "leases", func(k8stesting.Action) (bool, kruntime.Object, error) {
 		return true, nil, apierrors.NewForbidden(coordinationv1.Resource("leases"), "", errors.New("no list"))
 	})
 	r := start(t, client)
