@@ -157,7 +157,7 @@ func (e *Elector) Leader() Leader {
 // acquire blocks until this member leads (true) or ctx is done (false).
 func (e *Elector) acquire(ctx context.Context) bool {
 	// Failed calls are retried ever more slowly, up to RenewDeadline, so
-	// that a struggling API server is not pressed; a won race resets it.
+	// that a struggling API server is not pressed; an answer resets that.
 	backoff := wait.Backoff{Duration: e.cfg.RetryPeriod, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: e.cfg.RenewDeadline}
 	retry := backoff
 	for ctx.Err() == nil {
@@ -172,8 +172,9 @@ func (e *Elector) acquire(ctx context.Context) bool {
 			case err != nil:
 				d = retry.Step()
 			default:
-				// Another member was faster; its record, read or
-				// watched, says how long to wait.
+				// The Lease is held, or another member was faster: the
+				// record read, or the winner's when the watch brings it,
+				// says how long to wait.
 				retry, d = backoff, e.cfg.RetryPeriod
 			}
 		}

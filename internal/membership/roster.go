@@ -59,7 +59,7 @@ func sameMembers(a, b []Member) bool {
 // stale returns the Leases the leader's Sweep deletes at now, by name, with
 // the resource version they were seen at: those of members gone for twice
 // their lease duration, a whole duration past their expiry, such as
-// replicas removed by a scale-down after a crash.
+// members removed by a scale-down after a crash.
 func (r roster) stale(now time.Time) map[string]string {
 	stale := map[string]string{}
 	for name, m := range r {
