@@ -116,7 +116,7 @@ func (cfg *Config) resolve() (settings, error) {
 	if err := cfg.AuthType.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("auth_type: %w", err))
 	}
-	if err := cfg.Lease.validate(); err != nil {
+	if err := election.ValidateTiming(cfg.Lease.Duration, cfg.Lease.RenewDeadline, cfg.Lease.RetryPeriod); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.NetAddr.Endpoint == "" {
@@ -208,20 +208,6 @@ func (cfg *Config) validateClient() []error {
 		errs = append(errs, errors.New("client::auth: must be set: the API requires authentication (auth), and this replica authenticates to its leader"))
 	}
 	return errs
-}
-
-func (l LeaseConfig) validate() error {
-	switch {
-	case l.Duration < time.Second || l.Duration%time.Second != 0:
-		return fmt.Errorf("lease::duration: %s must be a whole number of seconds, at least 1s", l.Duration)
-	case l.RetryPeriod <= 0:
-		return fmt.Errorf("lease::retry_period: %s must be greater than zero", l.RetryPeriod)
-	case l.RenewDeadline <= time.Duration(election.JitterFactor*float64(l.RetryPeriod)):
-		return fmt.Errorf("lease::renew_deadline: %s must be greater than %.1f × lease::retry_period (%s)", l.RenewDeadline, election.JitterFactor, l.RetryPeriod)
-	case l.Duration <= l.RenewDeadline:
-		return fmt.Errorf("lease::renew_deadline: %s must be less than lease::duration (%s)", l.RenewDeadline, l.Duration)
-	}
-	return nil
 }
 
 // defaultAdvertise is POD_IP with the endpoint's port, else the endpoint

@@ -108,11 +108,12 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 	lease := e.cfg.Lease
 	var err error
 	e.members, err = membership.New(membership.Config{
-		Client:        client.CoordinationV1(),
+		Client:        client,
 		Namespace:     e.s.namespace,
 		Group:         e.s.group,
 		Self:          membership.Member{Identity: e.s.identity, Endpoint: e.s.advertise, Node: e.s.node},
 		LeaseDuration: lease.Duration,
+		RenewDeadline: lease.RenewDeadline,
 		RenewPeriod:   lease.RetryPeriod,
 		Clock:         skew.Clock(e.s.identity),
 		OnChange: func(members []membership.Member) {
@@ -128,7 +129,7 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 		return err
 	}
 	e.elector, err = election.New(election.Config{
-		Client:        client.CoordinationV1(),
+		Client:        client,
 		Namespace:     e.s.namespace,
 		Name:          e.s.group,
 		Identity:      e.s.identity,

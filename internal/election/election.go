@@ -1,5 +1,5 @@
-// Package election elects one leader among the replicas of a group through a
-// coordination.k8s.io Lease.
+// Package election elects one leader among the members of a group through
+// a coordination.k8s.io Lease.
 //
 // The Lease holds client-go's leader election record (resourcelock.LeaseLock
 // writes it, with the same optimistic concurrency), so kubectl and anything
@@ -7,21 +7,20 @@
 // client-go's LeaderElector on purpose: that elector polls the Lease every
 // RetryPeriod with a jitter of up to 1.2×, so it observes a renewal up to
 // 2.2×RetryPeriod late and tries to take over up to 2.2×RetryPeriod after
-// expiry. Here a follower watches the Lease, dates every change on arrival
-// and tries to take over the moment the holder's lease runs out, or at once
-// when the holder releases it. Failover after a crash then takes about
+// expiry. Here a member watches the Lease, dates every change on arrival
+// and tries to take over the moment the leader's lease runs out, or at once
+// when the leader releases it. Failover after a crash then takes about
 // LeaseDuration and a graceful handover about a round trip.
 //
-// Clocks: like client-go, a replica judges expiry by its own clock, from the
-// moment it saw the record change, never from the timestamps in the record,
-// so clock offsets between replicas do not matter (clock rate differences
-// do, within the margin LeaseDuration−RenewDeadline).
+// The decisions live in state, which does no I/O and reads no clock; the
+// Elector feeds it what the API server and the local clock say.
 package election
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -29,7 +28,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	coordinationclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	rl "k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/clock"
 
@@ -42,30 +42,25 @@ const (
 	OpWatch = "leader lease watch"
 )
 
-// JitterFactor is client-go's margin between RenewDeadline and RetryPeriod;
-// the same validation keeps lease settings portable between the two.
-const JitterFactor = 1.2
-
-// Config describes one election. All durations must satisfy
-// LeaseDuration > RenewDeadline > JitterFactor×RetryPeriod > 0.
+// Config describes one election. The durations must pass ValidateTiming.
 type Config struct {
-	Client    coordinationclient.LeasesGetter
+	Client    kubernetes.Interface
 	Namespace string
-	// Name of the Lease; one election per name.
+	// Name of the Lease; one election per name, the group's.
 	Name string
-	// Identity of this candidate, written as the Lease's holderIdentity.
+	// Identity of this member, written as the Lease's holderIdentity.
 	Identity string
 	// Labels are set on the Lease.
 	Labels map[string]string
 
-	// LeaseDuration is how long followers wait after the last renewal they
-	// saw before they take over.
+	// LeaseDuration is how long the other members wait after the last
+	// renewal they saw before they take over.
 	LeaseDuration time.Duration
 	// RenewDeadline is how long the leader keeps trying to renew before it
 	// stops leading.
 	RenewDeadline time.Duration
-	// RetryPeriod is the leader's renewal period and the followers' wait
-	// between failed API calls.
+	// RetryPeriod is the leader's renewal period and the first wait after a
+	// failed API call.
 	RetryPeriod time.Duration
 
 	Callbacks Callbacks
@@ -76,10 +71,10 @@ type Config struct {
 // Callbacks are called from the elector's goroutines. None may block for
 // long, except OnStartedLeading, which runs in a goroutine of its own.
 type Callbacks struct {
-	// OnStartedLeading runs when this candidate becomes leader; ctx is
+	// OnStartedLeading runs when this member becomes leader; ctx is
 	// cancelled when it stops leading, and it must then return promptly:
 	// the elector waits for it before it releases the Lease, so that the
-	// leader's work has stopped before another candidate's starts.
+	// leader's work has stopped before another member's starts.
 	OnStartedLeading func(ctx context.Context)
 	// OnStoppedLeading runs after leadership ends and OnStartedLeading has
 	// returned, before the Lease is released on a graceful stop.
@@ -91,34 +86,15 @@ type Callbacks struct {
 	OnAPIResult func(op string, err error)
 }
 
-// Leader is the election record as this replica last observed it.
-type Leader struct {
-	// Identity of the holder; "" when nobody holds the Lease.
-	Identity string
-	// Transitions counts changes of holder: the epoch of the leadership.
-	Transitions   int
-	AcquireTime   time.Time
-	RenewTime     time.Time
-	LeaseDuration time.Duration
-	// ObservedAt is when this replica saw the record change, by its clock.
-	ObservedAt time.Time
-}
-
-// Elector runs one candidate's side of an election.
+// Elector runs one member's side of an election.
 type Elector struct {
-	cfg   Config
-	lock  *rl.LeaseLock
-	clock clock.WithTicker
-
-	// changed wakes the election loop when the watch sees the Lease change.
+	cfg  Config
+	lock *rl.LeaseLock
+	// changed wakes Run when the observed record changes.
 	changed chan struct{}
 
-	mu         sync.Mutex
-	observed   rl.LeaderElectionRecord
-	observedAt time.Time
-	seen       bool
-	leading    bool
-	renewed    time.Time // last successful write of the Lease while leading
+	mu sync.Mutex
+	s  state
 }
 
 // New validates cfg and returns an elector; Run starts it.
@@ -130,166 +106,144 @@ func New(cfg Config) (*Elector, error) {
 		return nil, errors.New("election: lease namespace and name must be set")
 	case cfg.Identity == "":
 		return nil, errors.New("election: identity must be set")
-	case cfg.RetryPeriod <= 0:
-		return nil, errors.New("retry_period must be greater than zero")
-	case cfg.RenewDeadline <= time.Duration(JitterFactor*float64(cfg.RetryPeriod)):
-		return nil, fmt.Errorf("renew_deadline (%s) must be greater than %.1f × retry_period (%s)", cfg.RenewDeadline, JitterFactor, cfg.RetryPeriod)
-	case cfg.LeaseDuration <= cfg.RenewDeadline:
-		return nil, fmt.Errorf("duration (%s) must be greater than renew_deadline (%s)", cfg.LeaseDuration, cfg.RenewDeadline)
+	}
+	if err := ValidateTiming(cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod); err != nil {
+		return nil, fmt.Errorf("election: %w", err)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
 	return &Elector{
-		cfg:   cfg,
-		clock: cfg.Clock,
+		cfg: cfg,
 		lock: &rl.LeaseLock{
 			LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.Name},
-			Client:     cfg.Client,
+			Client:     cfg.Client.CoordinationV1(),
 			LockConfig: rl.ResourceLockConfig{Identity: cfg.Identity},
 			Labels:     cfg.Labels,
 		},
 		changed: make(chan struct{}, 1),
+		s:       state{identity: cfg.Identity, leaseDuration: cfg.LeaseDuration, renewDeadline: cfg.RenewDeadline},
 	}, nil
 }
 
-// Run campaigns until ctx is done, leading whenever it wins. On return the
-// Lease has been released if this candidate held it.
+// Run campaigns until ctx is done, leading whenever it wins. It returns
+// when its goroutines have, the Lease released if this member held it.
 func (e *Elector) Run(ctx context.Context) {
 	watchCtx, stopWatch := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	watching.Go(func() { e.watch(watchCtx) })
+	defer watching.Wait()
 	defer stopWatch()
-	go e.watch(watchCtx)
 	for e.acquire(ctx) {
 		e.lead(ctx)
 	}
 }
 
-// IsLeader reports whether this candidate leads now: it won, and its last
-// renewal is younger than RenewDeadline by its own clock. The second half
-// matters to a process that was frozen (SIGSTOP, a long GC pause, a
-// suspended VM) past its lease: it does not lead the moment it wakes, even
-// before its renewal loop has noticed that another candidate took over.
+// IsLeader reports whether this member leads now, by its own clock: see
+// state.isLeader for why a won election is not enough.
 func (e *Elector) IsLeader() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.leading && e.clock.Since(e.renewed) < e.cfg.RenewDeadline
+	return e.s.isLeader(e.cfg.Clock.Now())
 }
 
 // Leader returns the record as last observed.
 func (e *Elector) Leader() Leader {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.leaderLocked()
+	return e.s.leader
 }
 
-func (e *Elector) leaderLocked() Leader {
-	l := Leader{
-		Identity:      e.observed.HolderIdentity,
-		Transitions:   e.observed.LeaderTransitions,
-		AcquireTime:   e.observed.AcquireTime.Time,
-		RenewTime:     e.observed.RenewTime.Time,
-		LeaseDuration: time.Duration(e.observed.LeaseDurationSeconds) * time.Second,
-		ObservedAt:    e.observedAt,
-	}
-	return l
-}
-
-// acquire blocks until this candidate leads (true) or ctx is done (false).
+// acquire blocks until this member leads (true) or ctx is done (false).
 func (e *Elector) acquire(ctx context.Context) bool {
-	for {
-		wait := e.cfg.RetryPeriod
-		if left := e.leaseLeft(); left <= 0 {
-			ok, err := e.tryAcquire(ctx)
-			if ok {
+	// Failed calls are retried ever more slowly, up to RenewDeadline, so
+	// that a struggling API server is not pressed; an answer resets that.
+	backoff := wait.Backoff{Duration: e.cfg.RetryPeriod, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: e.cfg.RenewDeadline}
+	retry := backoff
+	for ctx.Err() == nil {
+		e.mu.Lock()
+		d := e.s.leaseLeft(e.cfg.Clock.Now())
+		e.mu.Unlock()
+		if d <= 0 {
+			won, err := e.tryAcquire(ctx)
+			switch {
+			case won:
 				return true
+			case err != nil:
+				d = retry.Step()
+			default:
+				// The Lease is held, or another member was faster: the
+				// record read, or the winner's when the watch brings it,
+				// says how long to wait.
+				retry, d = backoff, e.cfg.RetryPeriod
 			}
-			if err == nil {
-				wait = max(e.leaseLeft(), 0)
-			}
-		} else {
-			wait = left
 		}
-		t := e.clock.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !e.sleep(ctx, d) {
 			return false
-		case <-e.changed:
-			t.Stop()
-		case <-t.C():
 		}
 	}
+	return false
 }
 
-// leaseLeft is how long the observed holder's lease has to run; ≤ 0 means
-// this candidate may try to take the Lease.
-func (e *Elector) leaseLeft() time.Duration {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !e.seen || e.observed.HolderIdentity == "" || e.observed.HolderIdentity == e.cfg.Identity {
-		return 0
+// sleep waits for d, a change of the record or the end of ctx (false).
+func (e *Elector) sleep(ctx context.Context, d time.Duration) bool {
+	t := e.cfg.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-e.changed:
+	case <-t.C():
 	}
-	expiry := e.observedAt.Add(time.Duration(e.observed.LeaseDurationSeconds) * time.Second)
-	return expiry.Sub(e.clock.Now())
+	return true
 }
 
+// tryAcquire reads the Lease and, if the state says it may be taken, writes
+// this member's claim. Losing a race to another member is no API error.
 func (e *Elector) tryAcquire(ctx context.Context) (bool, error) {
-	now := metav1.NewMicroTime(e.clock.Now())
-	record := rl.LeaderElectionRecord{
-		HolderIdentity:       e.cfg.Identity,
-		LeaseDurationSeconds: int(e.cfg.LeaseDuration / time.Second),
-		AcquireTime:          metav1.NewTime(now.Time),
-		RenewTime:            metav1.NewTime(now.Time),
-	}
-	old, _, err := e.lock.Get(ctx)
-	switch {
-	case apierrors.IsNotFound(err):
-		err = e.lock.Create(ctx, record)
+	current, _, err := e.lock.Get(ctx)
+	now := e.cfg.Clock.Now()
+	if apierrors.IsNotFound(err) {
+		e.mu.Lock()
+		claim := e.s.claim(nil, now)
+		e.mu.Unlock()
+		err = e.lock.Create(ctx, toRecord(claim))
 		if apierrors.IsAlreadyExists(err) {
-			// Another candidate created it first: a lost race, not an API problem.
 			e.report(nil)
 			return false, nil
 		}
-		e.report(err)
-		if err != nil {
-			return false, fmt.Errorf("create lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err)
-		}
-		e.won(record)
-		return true, nil
-	case err != nil:
-		e.report(err)
-		return false, fmt.Errorf("get lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err)
+		return e.claimed(claim, now, err)
 	}
-	e.observe(*old)
-	if e.leaseLeft() > 0 {
+	if err != nil {
+		e.report(err)
+		return false, fmt.Errorf("get leader lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err)
+	}
+	observed := fromRecord(*current)
+	e.observe(observed)
+	e.mu.Lock()
+	left := e.s.leaseLeft(now)
+	claim := e.s.claim(&observed, now)
+	e.mu.Unlock()
+	if left > 0 {
 		e.report(nil)
 		return false, nil
 	}
-	record.LeaderTransitions = old.LeaderTransitions
-	if old.HolderIdentity == e.cfg.Identity {
-		record.AcquireTime = old.AcquireTime
-	} else {
-		record.LeaderTransitions++
+	err = e.lock.Update(ctx, toRecord(claim))
+	if apierrors.IsConflict(err) {
+		e.report(nil)
+		return false, nil
 	}
-	if err := e.lock.Update(ctx, record); err != nil {
-		// A conflict means another candidate was faster: not an API problem.
-		if apierrors.IsConflict(err) {
-			e.report(nil)
-			return false, nil
-		}
-		e.report(err)
-		return false, fmt.Errorf("update lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err)
-	}
-	e.report(nil)
-	e.won(record)
-	return true, nil
+	return e.claimed(claim, now, err)
 }
 
-func (e *Elector) won(record rl.LeaderElectionRecord) {
-	e.observe(record)
-	e.mu.Lock()
-	e.leading, e.renewed = true, e.clock.Now()
-	e.mu.Unlock()
+// claimed handles the result of writing claim, sent at sent.
+func (e *Elector) claimed(claim Leader, sent time.Time, err error) (bool, error) {
+	e.report(err)
+	if err != nil {
+		return false, fmt.Errorf("take leader lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err)
+	}
+	e.wrote(claim, sent)
+	return true, nil
 }
 
 // lead runs the leader's callbacks and renews the Lease until leadership
@@ -304,7 +258,7 @@ func (e *Elector) lead(ctx context.Context) {
 	cancel()
 	led.Wait()
 	e.mu.Lock()
-	e.leading = false
+	e.s.stoppedLeading()
 	e.mu.Unlock()
 	if f := e.cfg.Callbacks.OnStoppedLeading; f != nil {
 		f()
@@ -314,108 +268,97 @@ func (e *Elector) lead(ctx context.Context) {
 	}
 }
 
-// renew keeps the Lease until ctx is done, another holder shows up, or no
-// renewal succeeded for RenewDeadline.
+// renew renews the Lease every RetryPeriod until ctx is done or the state
+// says this member no longer leads: another holder observed, or no renewal
+// succeeded by its deadline, when a timer wakes it.
 func (e *Elector) renew(ctx context.Context) {
-	ticker := e.clock.NewTicker(e.cfg.RetryPeriod)
-	defer ticker.Stop()
-	lastRenew := e.clock.Now()
+	next := e.cfg.Clock.Now().Add(e.cfg.RetryPeriod)
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-e.changed:
-			if e.Leader().Identity != e.cfg.Identity {
-				return
-			}
-			continue
-		case <-ticker.C():
-		}
-		left := e.cfg.RenewDeadline - e.clock.Since(lastRenew)
-		callCtx, cancel := context.WithTimeout(ctx, max(left, time.Millisecond))
-		err := e.tryRenew(callCtx)
-		cancel()
+		now := e.cfg.Clock.Now()
+		e.mu.Lock()
+		leading, by := e.s.isLeader(now), e.s.renewBy()
+		e.mu.Unlock()
 		switch {
-		case err == nil:
-			lastRenew = e.clock.Now()
-			e.mu.Lock()
-			e.renewed = lastRenew
-			e.mu.Unlock()
-		case errors.Is(err, errLost) || e.clock.Since(lastRenew) >= e.cfg.RenewDeadline:
+		case !leading:
+			return
+		case !now.Before(next):
+			next = now.Add(e.cfg.RetryPeriod)
+			callCtx, cancel := context.WithTimeout(ctx, by.Sub(now))
+			e.tryRenew(callCtx, now)
+			cancel()
+		case !e.sleep(ctx, min(next.Sub(now), by.Sub(now))):
 			return
 		}
 	}
 }
 
-var errLost = errors.New("lease is held by another candidate")
-
-func (e *Elector) tryRenew(ctx context.Context) error {
-	l := e.Leader()
-	record := rl.LeaderElectionRecord{
-		HolderIdentity:       e.cfg.Identity,
-		LeaseDurationSeconds: int(e.cfg.LeaseDuration / time.Second),
-		AcquireTime:          metav1.NewTime(l.AcquireTime),
-		RenewTime:            metav1.NewTime(e.clock.Now()),
-		LeaderTransitions:    l.Transitions,
-	}
-	err := e.lock.Update(ctx, record)
+// tryRenew writes a renewal sent at now. On a conflict it re-reads the
+// Lease: another holder there ends this member's term; its own record (a
+// write whose answer was lost) only needs the write again.
+func (e *Elector) tryRenew(ctx context.Context, now time.Time) {
+	e.mu.Lock()
+	renewal := e.s.renewal(now)
+	e.mu.Unlock()
+	err := e.lock.Update(ctx, toRecord(renewal))
 	if apierrors.IsConflict(err) {
-		// Someone else wrote the Lease: re-read it before judging.
 		current, _, getErr := e.lock.Get(ctx)
 		if getErr != nil {
-			e.report(getErr)
-			return getErr
+			e.report(fmt.Errorf("reread leader lease %s/%s after a conflict: %w", e.cfg.Namespace, e.cfg.Name, getErr))
+			return
 		}
-		e.observe(*current)
-		if current.HolderIdentity != e.cfg.Identity {
+		reread := fromRecord(*current)
+		e.changedBy(func(now time.Time) bool { return e.s.reread(reread, now) })
+		if reread.Identity != e.cfg.Identity {
 			e.report(nil)
-			return errLost
+			return
 		}
-		err = e.lock.Update(ctx, record)
+		err = e.lock.Update(ctx, toRecord(renewal))
 	}
-	e.report(err)
 	if err != nil {
-		return fmt.Errorf("renew lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err)
+		e.report(fmt.Errorf("renew leader lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err))
+		return
 	}
-	e.observe(record)
-	return nil
+	e.report(nil)
+	e.wrote(renewal, now)
 }
 
-// release hands the Lease over at once: an empty holder lets any follower
-// take it without waiting for expiry.
+// release hands the Lease over at once, if this member holds it.
 func (e *Elector) release() {
-	l := e.Leader()
-	if l.Identity != e.cfg.Identity {
+	now := e.cfg.Clock.Now()
+	e.mu.Lock()
+	record, ok := e.s.release(now)
+	e.mu.Unlock()
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RenewDeadline)
 	defer cancel()
-	now := metav1.NewTime(e.clock.Now())
-	record := rl.LeaderElectionRecord{
-		LeaseDurationSeconds: 1,
-		AcquireTime:          now,
-		RenewTime:            now,
-		LeaderTransitions:    l.Transitions,
+	err := e.lock.Update(ctx, toRecord(record))
+	if err != nil {
+		err = fmt.Errorf("release leader lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err)
 	}
-	err := e.lock.Update(ctx, record)
 	e.report(err)
 	if err == nil {
 		e.observe(record)
 	}
 }
 
-// observe records what the Lease says now, dating changes by the local clock.
-func (e *Elector) observe(record rl.LeaderElectionRecord) {
-	e.mu.Lock()
-	if e.seen && sameRecord(e.observed, record) {
-		e.mu.Unlock()
-		return
-	}
-	newHolder := !e.seen || e.observed.HolderIdentity != record.HolderIdentity
-	e.observed, e.observedAt, e.seen = record, e.clock.Now(), true
-	leader := e.leaderLocked()
-	e.mu.Unlock()
+// observe feeds a record read or watched to the state, dated now.
+func (e *Elector) observe(l Leader) {
+	e.changedBy(func(now time.Time) bool { return e.s.observe(l, now) })
+}
 
+// wrote feeds a successful write sent at sent to the state.
+func (e *Elector) wrote(l Leader, sent time.Time) {
+	e.changedBy(func(time.Time) bool { return e.s.wrote(l, sent) })
+}
+
+// changedBy applies change to the state under the lock, wakes Run, and
+// tells OnNewLeader if the holder changed.
+func (e *Elector) changedBy(change func(now time.Time) (newHolder bool)) {
+	e.mu.Lock()
+	newHolder, leader := change(e.cfg.Clock.Now()), e.s.leader
+	e.mu.Unlock()
 	select {
 	case e.changed <- struct{}{}:
 	default:
@@ -423,14 +366,6 @@ func (e *Elector) observe(record rl.LeaderElectionRecord) {
 	if f := e.cfg.Callbacks.OnNewLeader; newHolder && f != nil {
 		f(leader)
 	}
-}
-
-func sameRecord(a, b rl.LeaderElectionRecord) bool {
-	return a.HolderIdentity == b.HolderIdentity &&
-		a.LeaseDurationSeconds == b.LeaseDurationSeconds &&
-		a.LeaderTransitions == b.LeaderTransitions &&
-		a.AcquireTime.Equal(&b.AcquireTime) &&
-		a.RenewTime.Equal(&b.RenewTime)
 }
 
 func (e *Elector) report(err error) {
@@ -446,16 +381,36 @@ func (e *Elector) reportOp(op string, err error) {
 	}
 }
 
-// watch feeds every change of the Lease to observe.
+// watch feeds every change of the Lease to the state until ctx is done.
 func (e *Elector) watch(ctx context.Context) {
 	kube.WatchLeases(ctx, e.cfg.Client, e.cfg.Namespace,
 		metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", e.cfg.Name).String()},
 		func(lease *coordinationv1.Lease, deleted bool) {
 			if deleted {
-				e.observe(rl.LeaderElectionRecord{})
+				e.changedBy(e.s.deleted)
 				return
 			}
-			e.observe(*rl.LeaseSpecToLeaderElectionRecord(&lease.Spec))
+			e.observe(fromRecord(*rl.LeaseSpecToLeaderElectionRecord(&lease.Spec)))
 		},
 		func(err error) { e.reportOp(OpWatch, err) })
+}
+
+func fromRecord(r rl.LeaderElectionRecord) Leader {
+	return Leader{
+		Identity:      r.HolderIdentity,
+		Transitions:   r.LeaderTransitions,
+		AcquireTime:   r.AcquireTime.Time,
+		RenewTime:     r.RenewTime.Time,
+		LeaseDuration: time.Duration(r.LeaseDurationSeconds) * time.Second,
+	}
+}
+
+func toRecord(l Leader) rl.LeaderElectionRecord {
+	return rl.LeaderElectionRecord{
+		HolderIdentity:       l.Identity,
+		LeaseDurationSeconds: int(l.LeaseDuration / time.Second),
+		AcquireTime:          metav1.NewTime(l.AcquireTime),
+		RenewTime:            metav1.NewTime(l.RenewTime),
+		LeaderTransitions:    l.Transitions,
+	}
 }

@@ -6,9 +6,8 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
-	coordinationclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -18,36 +17,26 @@ type LeaseHandler func(lease *coordinationv1.Lease, deleted bool)
 
 // WatchLeases runs an informer over the Leases in namespace that match
 // selector (field and label selectors in metav1.ListOptions form) until ctx
-// is done. onResult receives each failure of the list or watch, naming the
-// Leases watched, and nil with each event, which proves the watch works.
-func WatchLeases(ctx context.Context, client coordinationclient.LeasesGetter, namespace string, selector metav1.ListOptions, handle LeaseHandler, onResult func(error)) {
-	leases := client.Leases(namespace)
-	narrow := func(opts metav1.ListOptions) metav1.ListOptions {
-		opts.FieldSelector, opts.LabelSelector = selector.FieldSelector, selector.LabelSelector
-		return opts
-	}
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			return leases.List(ctx, narrow(opts))
-		},
-		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			return leases.Watch(ctx, narrow(opts))
-		},
-	}
-	informer := cache.NewSharedIndexInformer(lw, &coordinationv1.Lease{}, 0, cache.Indexers{})
-	lease := func(obj any) *coordinationv1.Lease {
+// is done, and returns once the informer's goroutines have. onResult
+// receives each failure of the list or watch, naming the Leases watched,
+// and nil with each event, which proves the watch works.
+func WatchLeases(ctx context.Context, client kubernetes.Interface, namespace string, selector metav1.ListOptions, handle LeaseHandler, onResult func(error)) {
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(opts *metav1.ListOptions) {
+			opts.FieldSelector, opts.LabelSelector = selector.FieldSelector, selector.LabelSelector
+		}))
+	informer := factory.Coordination().V1().Leases().Informer()
+	event := func(obj any, deleted bool) {
+		onResult(nil)
 		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = tomb.Obj
 		}
-		l, _ := obj.(*coordinationv1.Lease)
-		return l
-	}
-	event := func(obj any, deleted bool) {
-		onResult(nil)
-		if l := lease(obj); l != nil {
+		if l, ok := obj.(*coordinationv1.Lease); ok {
 			handle(l, deleted)
 		}
 	}
+	// Neither call fails before the informer starts.
 	_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { event(obj, false) },
 		UpdateFunc: func(_, obj any) { event(obj, false) },
@@ -56,7 +45,9 @@ func WatchLeases(ctx context.Context, client coordinationclient.LeasesGetter, na
 	_ = informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 		onResult(fmt.Errorf("watch leases in namespace %s (%s): %w", namespace, describe(selector), err))
 	})
-	informer.RunWithContext(ctx)
+	factory.StartWithContext(ctx)
+	<-ctx.Done()
+	factory.Shutdown() // waits for the informer's goroutines
 }
 
 func describe(s metav1.ListOptions) string {

@@ -12,7 +12,7 @@ import (
 )
 
 // BenchmarkRenewal is what one member Lease renewal, as the group's watch
-// delivers it, costs every replica: the Lease recorded and the live members
+// delivers it, costs every member: the Lease recorded and the live members
 // recomputed. A renewal changes no member, so OnChange, and with it the
 // leader's allocation, is not called.
 func BenchmarkRenewal(b *testing.B) {
@@ -20,8 +20,8 @@ func BenchmarkRenewal(b *testing.B) {
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
 			changes := 0
 			m, err := New(Config{
-				Client: fake.NewClientset().CoordinationV1(), Namespace: "ns", Group: "g",
-				Self: Member{Identity: "m-0"}, LeaseDuration: 15 * time.Second, RenewPeriod: 2 * time.Second,
+				Client: fake.NewClientset(), Namespace: "ns", Group: "g",
+				Self: Member{Identity: "m-0"}, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RenewPeriod: 2 * time.Second,
 				OnChange: func([]Member) { changes++ },
 			})
 			if err != nil {

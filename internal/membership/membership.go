@@ -1,11 +1,14 @@
 // Package membership keeps the exact list of a group's members.
 //
-// Every replica holds a member Lease of its own, named after its identity
-// and labelled with its group, and renews it; a replica that stops gracefully
-// deletes it. Every replica watches the member Leases of its group, and only
+// Every member holds a member Lease of its own, named after its identity
+// and labelled with its group, and renews it; a member that stops gracefully
+// deletes it. Every member watches the member Leases of its group, and only
 // those: nothing else in the namespace can become a member, whatever its
 // labels or pod selector. A member whose Lease has not been renewed for its
 // lease duration, by the observer's clock, is no longer a member.
+//
+// The decisions live in roster, which does no I/O and reads no clock; the
+// Membership feeds it what the API server and the local clock say.
 package membership
 
 import (
@@ -13,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -21,10 +23,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	coordinationclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
+	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
 )
 
@@ -53,7 +57,7 @@ type Member struct {
 	Node string `json:"node,omitempty"`
 	// RenewTime is the member's last renewal, by the member's clock.
 	RenewTime time.Time `json:"renew_time"`
-	// ObservedAt is when this replica saw that renewal, by its own clock.
+	// ObservedAt is when this member saw that renewal, by its own clock.
 	ObservedAt time.Time `json:"observed_at"`
 	// LeaseDuration is how long the member stays without a renewal.
 	LeaseDuration time.Duration `json:"lease_duration"`
@@ -61,37 +65,41 @@ type Member struct {
 	resourceVersion string
 }
 
-// Config describes this replica's membership in a group.
+// Config describes this member's membership in a group.
 type Config struct {
-	Client    coordinationclient.LeasesGetter
+	Client    kubernetes.Interface
 	Namespace string
 	Group     string
-	// Self is this replica; its RenewTime, ObservedAt and LeaseDuration are ignored.
+	// Self is this member; its RenewTime, ObservedAt and LeaseDuration are ignored.
 	Self Member
-	// LeaseDuration is how long this replica stays a member without renewing.
+	// LeaseDuration is how long the group keeps a member that stopped renewing.
 	LeaseDuration time.Duration
-	// RenewPeriod is how often this replica renews its Lease; it must be
-	// shorter than LeaseDuration.
+	// RenewDeadline is how long this member counts itself joined after its
+	// last renewal; shorter than LeaseDuration, like a leader's.
+	RenewDeadline time.Duration
+	// RenewPeriod is how often this member renews its Lease: the retry
+	// period. The three durations must pass election.ValidateTiming.
 	RenewPeriod time.Duration
 	// OnChange receives the member list whenever it changes.
 	OnChange func([]Member)
 	// OnAPIResult receives the result of every API call, nil for success;
-	// op is OpLease for this replica's Lease, OpWatch for the group's watch.
+	// op is OpLease for this member's Lease, OpWatch for the group's watch.
 	OnAPIResult func(op string, err error)
 	// Clock defaults to the real clock.
 	Clock clock.WithTicker
 }
 
-// Membership publishes this replica's Lease and tracks the group's members.
+// Membership publishes this member's Lease and tracks the group's members.
 type Membership struct {
 	cfg     Config
 	changed chan struct{}
 
 	mu      sync.Mutex
-	seen    map[string]Member // every member Lease of the group, live or not
-	members []Member          // the live ones, by identity
-	own     *coordinationv1.Lease
-	joined  time.Time // last successful renewal of the own Lease
+	roster  roster
+	members []Member              // the live ones, by identity
+	own     *coordinationv1.Lease // the last write of the own Lease; nil: read it first
+	ownUID  *types.UID            // the own Lease's, once written: leave deletes no other
+	renewed time.Time             // when the last successful write of the own Lease was sent
 }
 
 // New validates cfg and returns a Membership; Run starts it.
@@ -101,15 +109,14 @@ func New(cfg Config) (*Membership, error) {
 		return nil, errors.New("membership: no client")
 	case cfg.Namespace == "" || cfg.Group == "" || cfg.Self.Identity == "":
 		return nil, errors.New("membership: namespace, group and identity must be set")
-	case cfg.LeaseDuration < time.Second:
-		return nil, fmt.Errorf("membership: lease duration %s is shorter than a second", cfg.LeaseDuration)
-	case cfg.RenewPeriod <= 0 || cfg.RenewPeriod >= cfg.LeaseDuration:
-		return nil, fmt.Errorf("membership: renew period %s must be positive and shorter than the lease duration %s", cfg.RenewPeriod, cfg.LeaseDuration)
+	}
+	if err := election.ValidateTiming(cfg.LeaseDuration, cfg.RenewDeadline, cfg.RenewPeriod); err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
-	return &Membership{cfg: cfg, changed: make(chan struct{}, 1), seen: map[string]Member{}}, nil
+	return &Membership{cfg: cfg, changed: make(chan struct{}, 1), roster: roster{}}, nil
 }
 
 // Selector selects the member Leases of group.
@@ -124,21 +131,25 @@ func (m *Membership) Members() []Member {
 	return slices.Clone(m.members)
 }
 
-// Joined reports whether this replica's Lease was renewed within its lease duration.
+// Joined reports whether this member's Lease was renewed within RenewDeadline.
 func (m *Membership) Joined() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return !m.joined.IsZero() && m.cfg.Clock.Since(m.joined) < m.cfg.LeaseDuration
+	return joined(m.renewed, m.cfg.Clock.Now(), m.cfg.RenewDeadline)
 }
 
-// Run publishes and renews this replica's Lease and watches the group until
+// Run publishes and renews this member's Lease and watches the group until
 // ctx is done; then it deletes the Lease, so that the group drops this
-// replica at once.
+// member at once. It returns when its goroutines have.
 func (m *Membership) Run(ctx context.Context) {
 	watchCtx, stopWatch := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	watching.Go(func() {
+		kube.WatchLeases(watchCtx, m.cfg.Client, m.cfg.Namespace, Selector(m.cfg.Group), m.observe,
+			func(err error) { m.reportOp(OpWatch, err) })
+	})
+	defer watching.Wait()
 	defer stopWatch()
-	go kube.WatchLeases(watchCtx, m.cfg.Client, m.cfg.Namespace, Selector(m.cfg.Group), m.observe,
-		func(err error) { m.reportOp(OpWatch, err) })
 
 	renew := m.cfg.Clock.NewTicker(m.cfg.RenewPeriod)
 	defer renew.Stop()
@@ -163,19 +174,13 @@ func (m *Membership) Run(ctx context.Context) {
 	}
 }
 
-// observe records a member Lease as the watch sees it.
+// observe feeds a member Lease, as the watch sees it, to the roster.
 func (m *Membership) observe(lease *coordinationv1.Lease, deleted bool) {
 	m.mu.Lock()
 	if deleted {
-		delete(m.seen, lease.Name)
+		m.roster.forget(lease.Name)
 	} else {
-		member := fromLease(lease)
-		if old, ok := m.seen[lease.Name]; ok && old.RenewTime.Equal(member.RenewTime) && old.Endpoint == member.Endpoint && old.Node == member.Node {
-			member.ObservedAt = old.ObservedAt
-		} else {
-			member.ObservedAt = m.cfg.Clock.Now()
-		}
-		m.seen[lease.Name] = member
+		m.roster.observe(lease.Name, fromLease(lease), m.cfg.Clock.Now())
 	}
 	m.mu.Unlock()
 	select {
@@ -187,24 +192,9 @@ func (m *Membership) observe(lease *coordinationv1.Lease, deleted bool) {
 // refresh recomputes the live members, tells OnChange if they changed, and
 // returns when the next one expires.
 func (m *Membership) refresh() (time.Duration, bool) {
-	now := m.cfg.Clock.Now()
 	m.mu.Lock()
-	live := make([]Member, 0, len(m.seen))
-	next, ok := time.Duration(0), false
-	for _, member := range m.seen {
-		left := member.ObservedAt.Add(member.LeaseDuration).Sub(now)
-		if left <= 0 {
-			continue
-		}
-		live = append(live, member)
-		if !ok || left < next {
-			next, ok = left, true
-		}
-	}
-	slices.SortFunc(live, func(a, b Member) int { return strings.Compare(a.Identity, b.Identity) })
-	changed := !slices.EqualFunc(live, m.members, func(a, b Member) bool {
-		return a.Identity == b.Identity && a.Endpoint == b.Endpoint && a.Node == b.Node
-	})
+	live, next, ok := m.roster.live(m.cfg.Clock.Now())
+	changed := !sameMembers(live, m.members)
 	m.members = live
 	m.mu.Unlock()
 	if changed && m.cfg.OnChange != nil {
@@ -230,30 +220,35 @@ func fromLease(l *coordinationv1.Lease) Member {
 	return member
 }
 
-// renew writes this replica's Lease, creating it if needed.
+// renew writes this member's Lease, creating it if needed.
 func (m *Membership) renew(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RenewPeriod)
 	defer cancel()
-	err := m.writeOwn(ctx)
+	sent := m.cfg.Clock.Now()
+	err := m.writeOwn(ctx, sent)
 	m.report(err)
 	if err == nil {
 		m.mu.Lock()
-		m.joined = m.cfg.Clock.Now()
+		m.renewed = sent
 		m.mu.Unlock()
 	}
 }
 
-func (m *Membership) writeOwn(ctx context.Context) error {
-	leases := m.cfg.Client.Leases(m.cfg.Namespace)
+// writeOwn writes this member's Lease renewed at now. It reads the Lease
+// first only when it holds no copy of its last write, and refuses to take
+// over a Lease that is not a member Lease of its group.
+func (m *Membership) writeOwn(ctx context.Context, now time.Time) error {
+	leases := m.cfg.Client.CoordinationV1().Leases(m.cfg.Namespace)
 	name := m.cfg.Self.Identity
 	m.mu.Lock()
 	own := m.own
 	m.mu.Unlock()
+	create := false
 	if own == nil {
 		current, err := leases.Get(ctx, name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			current = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.cfg.Namespace}}
+			current, create = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.cfg.Namespace}}, true
 		case err != nil:
 			return fmt.Errorf("get member lease %s/%s: %w", m.cfg.Namespace, name, err)
 		case current.Labels[LabelGroup] != m.cfg.Group || current.Labels[LabelRole] != RoleMember:
@@ -262,29 +257,25 @@ func (m *Membership) writeOwn(ctx context.Context) error {
 		}
 		own = current
 	}
-	lease := m.leaseFrom(own)
-	var (
-		written *coordinationv1.Lease
-		err     error
-	)
-	if lease.ResourceVersion == "" {
-		written, err = leases.Create(ctx, lease, metav1.CreateOptions{})
+	lease := m.leaseFrom(own, now, create)
+	var err error
+	if create {
+		own, err = leases.Create(ctx, lease, metav1.CreateOptions{})
 	} else {
-		written, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
-	}
-	if err != nil {
-		written = nil // re-read before the next write
+		own, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
 	}
 	m.mu.Lock()
-	m.own = written
-	m.mu.Unlock()
+	defer m.mu.Unlock()
 	if err != nil {
+		m.own = nil // re-read before the next write
 		return fmt.Errorf("write member lease %s/%s: %w", m.cfg.Namespace, name, err)
 	}
+	m.own, m.ownUID = own, &own.UID
 	return nil
 }
 
-func (m *Membership) leaseFrom(current *coordinationv1.Lease) *coordinationv1.Lease {
+// leaseFrom is current, the own Lease as last read or written, renewed at now.
+func (m *Membership) leaseFrom(current *coordinationv1.Lease, now time.Time, create bool) *coordinationv1.Lease {
 	lease := current.DeepCopy()
 	if lease.Labels == nil {
 		lease.Labels = map[string]string{}
@@ -298,29 +289,30 @@ func (m *Membership) leaseFrom(current *coordinationv1.Lease) *coordinationv1.Le
 	if m.cfg.Self.Node != "" {
 		lease.Annotations[AnnotationNode] = m.cfg.Self.Node
 	}
-	now := metav1.NewMicroTime(m.cfg.Clock.Now())
+	renewed := metav1.NewMicroTime(now)
 	lease.Spec.HolderIdentity = ptr.To(m.cfg.Self.Identity)
 	lease.Spec.LeaseDurationSeconds = ptr.To(int32(m.cfg.LeaseDuration / time.Second))
-	lease.Spec.RenewTime = &now
-	if lease.Spec.AcquireTime == nil || current.ResourceVersion == "" {
-		lease.Spec.AcquireTime = &now
+	lease.Spec.RenewTime = &renewed
+	if create || lease.Spec.AcquireTime == nil {
+		lease.Spec.AcquireTime = &renewed
 	}
 	return lease
 }
 
-// leave deletes this replica's Lease.
+// leave deletes this member's Lease, if it ever wrote one: a Lease of the
+// same name that is not its own stays.
 func (m *Membership) leave() {
+	m.mu.Lock()
+	uid := m.ownUID
+	m.mu.Unlock()
+	if uid == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.RenewPeriod)
 	defer cancel()
 	name := m.cfg.Self.Identity
-	m.mu.Lock()
-	own := m.own
-	m.mu.Unlock()
-	opts := metav1.DeleteOptions{}
-	if own != nil {
-		opts.Preconditions = &metav1.Preconditions{UID: &own.UID}
-	}
-	err := m.cfg.Client.Leases(m.cfg.Namespace).Delete(ctx, name, opts)
+	opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: uid}}
+	err := m.cfg.Client.CoordinationV1().Leases(m.cfg.Namespace).Delete(ctx, name, opts)
 	if apierrors.IsNotFound(err) {
 		err = nil
 	}
@@ -330,23 +322,17 @@ func (m *Membership) leave() {
 	m.report(err)
 }
 
-// Sweep deletes the Leases of members that have been gone for a whole lease
-// duration past their expiry, such as replicas removed by a scale-down after
-// a crash. The leader calls it; a concurrent renewal wins over the delete.
+// Sweep deletes the Leases the roster finds stale. The leader calls it; a
+// renewal since the roster saw a Lease wins over the delete, by its
+// resource version.
 func (m *Membership) Sweep(ctx context.Context) error {
-	now := m.cfg.Clock.Now()
 	m.mu.Lock()
-	stale := map[string]string{}
-	for name, member := range m.seen {
-		if now.Sub(member.ObservedAt) > 2*member.LeaseDuration {
-			stale[name] = member.resourceVersion
-		}
-	}
+	stale := m.roster.stale(m.cfg.Clock.Now())
 	m.mu.Unlock()
 	var errs []error
 	for name, version := range stale {
 		opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &version}}
-		err := m.cfg.Client.Leases(m.cfg.Namespace).Delete(ctx, name, opts)
+		err := m.cfg.Client.CoordinationV1().Leases(m.cfg.Namespace).Delete(ctx, name, opts)
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			errs = append(errs, fmt.Errorf("delete expired member lease %s/%s: %w", m.cfg.Namespace, name, err))
 		}
