@@ -15,7 +15,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
-	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/skew"
 	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
@@ -113,7 +112,6 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 		Self:          membership.Member{Identity: e.s.identity, Endpoint: e.s.advertise, Node: e.s.node},
 		LeaseDuration: lease.Duration,
 		RenewPeriod:   lease.RetryPeriod,
-		Clock:         skew.Clock(e.s.identity),
 		OnChange: func(members []membership.Member) {
 			e.telemetry.TargetallocatorMembers.Record(context.Background(), int64(len(members)))
 			e.notifier.notify()
@@ -132,7 +130,6 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 		LeaseDuration: lease.Duration,
 		RenewDeadline: lease.RenewDeadline,
 		RetryPeriod:   lease.RetryPeriod,
-		Clock:         skew.Clock(e.s.identity),
 		Callbacks: election.Callbacks{
 			OnStartedLeading: e.lead,
 			OnStoppedLeading: func() {
