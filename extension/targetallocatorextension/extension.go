@@ -45,22 +45,26 @@ type allocatorExtension struct {
 
 var _ Group = (*allocatorExtension)(nil)
 
+// newExtension reads nothing but cfg: the member's settings are resolved
+// from its environment at Start.
 func newExtension(cfg *Config, set extension.Settings) (*allocatorExtension, error) {
-	s, err := cfg.resolve()
-	if err != nil {
-		return nil, err
-	}
 	tb, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
 	if err != nil {
 		return nil, err
 	}
-	return &allocatorExtension{cfg: cfg, set: set, s: s, telemetry: tb}, nil
+	return &allocatorExtension{cfg: cfg, set: set, telemetry: tb}, nil
 }
 
-// Start joins the group, campaigns for leadership and serves the API. It
-// fails only for what a retry cannot mend (no client configuration, the
+// Start resolves this member's settings, joins the group, campaigns for
+// leadership and serves the API. It fails only for what a retry cannot mend
+// (a setting its environment cannot give, no client configuration, the
 // endpoint taken); API errors are reported as a recoverable status and retried.
 func (e *allocatorExtension) Start(ctx context.Context, host component.Host) error {
+	s, err := e.cfg.resolve(processEnvironment())
+	if err != nil {
+		return err
+	}
+	e.s = s
 	client, err := kube.Client(e.cfg.AuthType, e.cfg.Context, "otelcol-embedded-ta/"+e.s.identity)
 	if err != nil {
 		return fmt.Errorf("auth_type %s: %w", e.cfg.AuthType, err)
@@ -173,6 +177,7 @@ func (e *allocatorExtension) lead(ctx context.Context) {
 
 // Shutdown hands leadership over, leaves the group and stops serving.
 func (e *allocatorExtension) Shutdown(ctx context.Context) error {
+	defer e.telemetry.Shutdown()
 	if e.cancel == nil {
 		return nil
 	}
@@ -185,7 +190,6 @@ func (e *allocatorExtension) Shutdown(ctx context.Context) error {
 		e.done.Wait()
 		close(stopped)
 	}()
-	defer e.telemetry.Shutdown()
 	select {
 	case <-stopped:
 		return nil
