@@ -28,6 +28,8 @@ type allocatorExtension struct {
 	set       extension.Settings
 	s         settings
 	telemetry *metadata.TelemetryBuilder
+	// sd reports the discovery metrics of the leader's term.
+	sd *sdMetrics
 
 	health   *health
 	notifier notifier
@@ -52,7 +54,12 @@ func newExtension(cfg *Config, set extension.Settings) (*allocatorExtension, err
 	if err != nil {
 		return nil, err
 	}
-	return &allocatorExtension{cfg: cfg, set: set, telemetry: tb}, nil
+	sd, err := newSDMetrics(tb)
+	if err != nil {
+		tb.Shutdown()
+		return nil, err
+	}
+	return &allocatorExtension{cfg: cfg, set: set, telemetry: tb, sd: sd}, nil
 }
 
 // Start resolves this member's settings, joins the group, campaigns for

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -29,8 +28,9 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 		Strategy:   e.cfg.AllocationStrategy,
 		Fallback:   e.cfg.AllocationFallbackStrategy,
 		Logger:     e.set.Logger,
-		Registerer: prometheus.NewRegistry(),
+		Registerer: e.sd.term(),
 	}
+	defer e.sd.end()
 	leader.Run(ctx, cfg, e.leaderGroup, changes, func(a *allocatorapi.Allocation, r leader.Report) {
 		e.allocation.Store(a)
 		if a == nil || r.Start.IsZero() {
