@@ -15,7 +15,7 @@ import (
 // sdMetrics reports, as the collector's telemetry, the Prometheus service
 // discovery metrics of the leader's current term. Each term's discovery
 // registers them on a registry of its own (term); the telemetry's callbacks
-// read whichever is current, and report nothing while this replica does not
+// read whichever is current, and report nothing while this member does not
 // lead.
 type sdMetrics struct {
 	current atomic.Pointer[prometheus.Registry]
@@ -55,7 +55,7 @@ func (s *sdMetrics) term() *prometheus.Registry {
 	return r
 }
 
-// end stops reporting the term's metrics: this replica no longer leads.
+// end stops reporting the term's metrics: this member no longer leads.
 func (s *sdMetrics) end() { s.current.Store(nil) }
 
 // observe calls each with every value of the gauge or counter family name in
