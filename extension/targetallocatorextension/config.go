@@ -21,7 +21,8 @@ import (
 )
 
 // Config is the target_allocator extension's configuration. Identity, group,
-// namespace, advertise and node_name default from the pod's environment.
+// namespace, advertise and node_name default from the pod's environment,
+// which Start reads (resolve); Validate reads nothing but the Config.
 type Config struct {
 	// ServerConfig is where the allocator API listens (endpoint, TLS, auth).
 	confighttp.ServerConfig `mapstructure:",squash"`
@@ -89,7 +90,8 @@ type LeaseConfig struct {
 // identityRE matches a StatefulSet pod name: the set's name, "-", an ordinal.
 var identityRE = regexp.MustCompile(`^(.+)-([0-9]+)$`)
 
-// settings are the resolved identity of a replica.
+// settings are what a member runs with: the configured values, and the
+// defaults its environment gives the others.
 type settings struct {
 	identity, group, namespace, advertise, node string
 	prometheus                                  *promconfig.Config
@@ -103,15 +105,11 @@ func (cfg *Config) filterStrategy() discovery.FilterStrategy {
 	return discovery.FilterStrategy(*cfg.FilterStrategy)
 }
 
-// Validate checks the configuration the way Start will use it, so an invalid
-// value stops the collector at startup with the key that is wrong.
+// Validate checks the configuration's own values, naming the key that is
+// wrong. It reads nothing else: what the defaults of identity, group,
+// namespace, advertise and node_name come to is known at Start (resolve),
+// so `otelcol validate` works outside a pod.
 func (cfg *Config) Validate() error {
-	_, err := cfg.resolve()
-	return err
-}
-
-// resolve applies the pod-environment defaults and validates the result.
-func (cfg *Config) resolve() (settings, error) {
 	var errs []error
 	if err := cfg.AuthType.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("auth_type: %w", err))
@@ -122,50 +120,17 @@ func (cfg *Config) resolve() (settings, error) {
 	if cfg.NetAddr.Endpoint == "" {
 		errs = append(errs, errors.New("endpoint: must be set"))
 	}
-
-	s := settings{identity: cfg.Identity, group: cfg.Group, namespace: cfg.Namespace, advertise: cfg.Advertise, node: cfg.NodeName}
-	if s.identity == "" {
-		s.identity = os.Getenv("POD_NAME")
+	if cfg.Identity != "" {
+		errs = append(errs, checkIdentity(cfg.Identity))
 	}
-	if s.identity == "" {
-		s.identity, _ = os.Hostname()
+	if cfg.Group != "" {
+		errs = append(errs, checkGroup(cfg.Group, cfg.Identity))
 	}
-	if msgs := validation.IsDNS1123Subdomain(s.identity); len(msgs) > 0 {
-		errs = append(errs, fmt.Errorf("identity: %q is not a valid Lease name: %v", s.identity, msgs))
+	if cfg.Namespace != "" {
+		errs = append(errs, checkNamespace(cfg.Namespace))
 	}
-	if s.group == "" {
-		m := identityRE.FindStringSubmatch(s.identity)
-		if m == nil {
-			errs = append(errs, fmt.Errorf("group: not set, and identity %q has no \"-<ordinal>\" suffix to derive it from", s.identity))
-		} else {
-			s.group = m[1]
-		}
-	}
-	if s.group != "" {
-		if msgs := validation.IsDNS1123Subdomain(s.group); len(msgs) > 0 {
-			errs = append(errs, fmt.Errorf("group: %q is not a valid Lease name: %v", s.group, msgs))
-		}
-		if s.group == s.identity {
-			errs = append(errs, fmt.Errorf("group: %q equals the identity; the group's leader Lease and the member's Lease would collide", s.group))
-		}
-	}
-	if s.namespace == "" && cfg.AuthType.Validate() == nil {
-		ns, err := kube.Namespace(cfg.AuthType, cfg.Context)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("namespace: not set and not found: %w", err))
-		}
-		s.namespace = ns
-	} else if msgs := validation.IsDNS1123Label(s.namespace); len(msgs) > 0 && s.namespace != "" {
-		errs = append(errs, fmt.Errorf("namespace: %q is not a valid namespace: %v", s.namespace, msgs))
-	}
-	if s.advertise == "" {
-		s.advertise = defaultAdvertise(cfg.NetAddr.Endpoint)
-	}
-	if host, port, err := net.SplitHostPort(s.advertise); err != nil || host == "" || !validPort(port) {
-		errs = append(errs, fmt.Errorf("advertise: %q is not host:port (set advertise or POD_IP)", s.advertise))
-	}
-	if s.node == "" {
-		s.node = os.Getenv("NODE_NAME")
+	if cfg.Advertise != "" {
+		errs = append(errs, checkAdvertise(cfg.Advertise))
 	}
 	errs = append(errs, cfg.validateClient()...)
 	if cfg.CollectorSelector != nil {
@@ -180,12 +145,112 @@ func (cfg *Config) resolve() (settings, error) {
 	if err := cfg.PrometheusCR.Validate(); err != nil {
 		errs = append(errs, err) // names prometheus_cr::<key>
 	}
+	if _, err := discovery.LoadConfig(cfg.Config); err != nil {
+		errs = append(errs, fmt.Errorf("config: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// environment is where the defaults of a member's settings come from: the
+// pod (its downward API variables and service account) or the host. Start
+// reads the process's; tests make their own.
+type environment struct {
+	podName, hostname, podIP, nodeName string
+	// namespace finds the namespace when none is configured (kube.Namespace).
+	namespace func(t kube.AuthType, kubeContext string) (string, error)
+}
+
+// processEnvironment reads the environment of this process.
+func processEnvironment() environment {
+	hostname, _ := os.Hostname()
+	return environment{
+		podName:   os.Getenv("POD_NAME"),
+		hostname:  hostname,
+		podIP:     os.Getenv("POD_IP"),
+		nodeName:  os.Getenv("NODE_NAME"),
+		namespace: kube.Namespace,
+	}
+}
+
+// resolve applies env's defaults to a valid configuration, and checks what
+// they come to, naming the key they stand for.
+func (cfg *Config) resolve(env environment) (settings, error) {
+	s := settings{identity: cfg.Identity, group: cfg.Group, namespace: cfg.Namespace, advertise: cfg.Advertise, node: cfg.NodeName}
+	var errs []error
+	if s.identity == "" {
+		s.identity = env.podName
+	}
+	if s.identity == "" {
+		s.identity = env.hostname
+	}
+	errs = append(errs, checkIdentity(s.identity))
+	if s.group == "" {
+		if m := identityRE.FindStringSubmatch(s.identity); m != nil {
+			s.group = m[1]
+		} else {
+			errs = append(errs, fmt.Errorf("group: not set, and identity %q has no \"-<ordinal>\" suffix to derive it from", s.identity))
+		}
+	}
+	if s.group != "" {
+		errs = append(errs, checkGroup(s.group, s.identity))
+	}
+	if s.namespace == "" {
+		ns, err := env.namespace(cfg.AuthType, cfg.Context)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("namespace: not set and not found: %w", err))
+		} else {
+			s.namespace = ns
+			errs = append(errs, checkNamespace(ns))
+		}
+	}
+	if s.advertise == "" {
+		s.advertise = defaultAdvertise(cfg.NetAddr.Endpoint, env)
+		if err := checkAdvertise(s.advertise); err != nil {
+			errs = append(errs, fmt.Errorf("%w (set advertise or POD_IP)", err))
+		}
+	}
+	if s.node == "" {
+		s.node = env.nodeName
+	}
 	prom, err := discovery.LoadConfig(cfg.Config)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
 	s.prometheus = prom
 	return s, errors.Join(errs...)
+}
+
+func checkIdentity(identity string) error {
+	if msgs := validation.IsDNS1123Subdomain(identity); len(msgs) > 0 {
+		return fmt.Errorf("identity: %q is not a valid Lease name: %v", identity, msgs)
+	}
+	return nil
+}
+
+// checkGroup checks group, the name of the leader Lease, against a member's
+// identity, the name of its own Lease; an identity not yet known is "".
+func checkGroup(group, identity string) error {
+	if msgs := validation.IsDNS1123Subdomain(group); len(msgs) > 0 {
+		return fmt.Errorf("group: %q is not a valid Lease name: %v", group, msgs)
+	}
+	if group == identity {
+		return fmt.Errorf("group: %q equals the identity; the group's leader Lease and the member's Lease would collide", group)
+	}
+	return nil
+}
+
+func checkNamespace(ns string) error {
+	if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+		return fmt.Errorf("namespace: %q is not a valid namespace: %v", ns, msgs)
+	}
+	return nil
+}
+
+func checkAdvertise(advertise string) error {
+	if host, port, err := net.SplitHostPort(advertise); err != nil || host == "" || !validPort(port) {
+		return fmt.Errorf("advertise: %q is not host:port", advertise)
+	}
+	return nil
 }
 
 // validateClient checks that this replica can ask its leader the way the
@@ -212,19 +277,18 @@ func (cfg *Config) validateClient() []error {
 
 // defaultAdvertise is POD_IP with the endpoint's port, else the endpoint
 // itself when it names a host, else the host name with the endpoint's port.
-func defaultAdvertise(endpoint string) string {
+func defaultAdvertise(endpoint string, env environment) string {
 	host, port, err := net.SplitHostPort(endpoint)
 	if err != nil {
 		return endpoint
 	}
-	if ip := os.Getenv("POD_IP"); ip != "" {
-		return net.JoinHostPort(ip, port)
+	if env.podIP != "" {
+		return net.JoinHostPort(env.podIP, port)
 	}
 	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
 		return endpoint
 	}
-	name, _ := os.Hostname()
-	return net.JoinHostPort(name, port)
+	return net.JoinHostPort(env.hostname, port)
 }
 
 func validPort(p string) bool {

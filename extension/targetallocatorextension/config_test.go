@@ -1,7 +1,10 @@
 package targetallocatorextension
 
 import (
+	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
@@ -30,7 +34,6 @@ func loadConfig(t *testing.T, name string) (*Config, error) {
 }
 
 func TestLoadConfig(t *testing.T) {
-	t.Setenv("POD_NAME", "")
 	cfg, err := loadConfig(t, "custom")
 	require.NoError(t, err)
 	require.NoError(t, confmap.Validate(cfg))
@@ -49,7 +52,8 @@ func TestLoadConfig(t *testing.T) {
 func TestTargetAllocatorConfigCarriesOver(t *testing.T) {
 	cfg, err := loadConfig(t, "from_ta")
 	require.NoError(t, err)
-	s, err := cfg.resolve()
+	require.NoError(t, confmap.Validate(cfg))
+	s, err := cfg.resolve(pod("otcta-collector-0"))
 	require.NoError(t, err)
 	assert.Equal(t, "per-node", cfg.AllocationStrategy)
 	assert.Equal(t, "consistent-hashing", cfg.AllocationFallbackStrategy)
@@ -81,14 +85,25 @@ func TestPrometheusCRConfig(t *testing.T) {
 	assert.Equal(t, promcr.Config{ScrapeInterval: 30 * time.Second}, def.PrometheusCR, "off, with the Target Allocator's interval")
 }
 
+// pod is the environment of a StatefulSet's pod: its downward API variables
+// and service account.
+func pod(name string) environment {
+	return environment{
+		podName:  name,
+		hostname: name,
+		podIP:    "10.1.2.3",
+		nodeName: "worker-1",
+		namespace: func(kube.AuthType, string) (string, error) {
+			return "otctargetallocator", nil
+		},
+	}
+}
+
 func TestDefaultsFromPod(t *testing.T) {
-	t.Setenv("POD_NAME", "otcta-collector-2")
-	t.Setenv("POD_NAMESPACE", "otctargetallocator")
-	t.Setenv("POD_IP", "10.1.2.3")
-	t.Setenv("NODE_NAME", "worker-1")
 	cfg, err := loadConfig(t, "derived")
 	require.NoError(t, err)
-	s, err := cfg.resolve()
+	require.NoError(t, confmap.Validate(cfg))
+	s, err := cfg.resolve(pod("otcta-collector-2"))
 	require.NoError(t, err)
 	assert.Empty(t, s.prometheus.ScrapeConfigs)
 	s.prometheus = nil
@@ -120,9 +135,6 @@ func TestMutualTLSConfig(t *testing.T) {
 }
 
 func TestInvalidConfig(t *testing.T) {
-	t.Setenv("POD_NAME", "")
-	t.Setenv("POD_NAMESPACE", "")
-	t.Setenv("POD_IP", "")
 	tests := []struct {
 		name    string
 		wantErr string
@@ -131,7 +143,6 @@ func TestInvalidConfig(t *testing.T) {
 		{"tight_retry", "lease::renew_deadline: 2s must be greater than 1.2 × lease::retry_period (2s)"},
 		{"negative", "lease::retry_period: -1s must be greater than zero"},
 		{"fractional", "lease::duration: 15.5s must be a whole number of seconds"},
-		{"no_ordinal", `group: not set, and identity "collector" has no "-<ordinal>" suffix`},
 		{"same_name", `group: "a" equals the identity`},
 		{"bad_identity", `identity: "Collector_0" is not a valid Lease name`},
 		{"bad_auth", `auth_type: unknown auth type "token"`},
@@ -162,4 +173,68 @@ func TestInvalidConfig(t *testing.T) {
 			assert.Contains(t, err.Error(), tt.wantErr)
 		})
 	}
+}
+
+// What a member's environment gives is checked at Start, and an error names
+// the key it stands for.
+func TestResolveErrors(t *testing.T) {
+	outside := environment{
+		hostname: "laptop",
+		namespace: func(kube.AuthType, string) (string, error) {
+			return "", errors.New("no POD_NAMESPACE and no service account namespace file")
+		},
+	}
+	in := func(ns string) environment {
+		env := pod("otcta-collector-0")
+		env.namespace = func(kube.AuthType, string) (string, error) { return ns, nil }
+		return env
+	}
+	tests := []struct {
+		name    string
+		config  string
+		env     environment
+		wantErr string
+	}{
+		{"identity not a StatefulSet pod's", "no_ordinal", pod("x-0"), `group: not set, and identity "collector" has no "-<ordinal>" suffix`},
+		{"host name without an ordinal", "derived", outside, `group: not set, and identity "laptop" has no "-<ordinal>" suffix`},
+		{"pod name not a Lease name", "derived", pod("Collector_0"), `identity: "Collector_0" is not a valid Lease name`},
+		{"no namespace", "derived", outside, "namespace: not set and not found: no POD_NAMESPACE"},
+		{"namespace not a namespace", "derived", in("Not_A_Namespace"), `namespace: "Not_A_Namespace" is not a valid namespace`},
+		{"no address", "derived", environment{podName: "a-0", namespace: in("ns").namespace}, `advertise: ":8080" is not host:port (set advertise or POD_IP)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := loadConfig(t, tt.config)
+			require.NoError(t, err)
+			require.NoError(t, confmap.Validate(cfg), "valid until resolved")
+			_, err = cfg.resolve(tt.env)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.wantErr)
+		})
+	}
+}
+
+// The configuration of the repository's README validates where there is no
+// pod: no POD_NAME, no service account, no kubeconfig (`otelcol validate` on
+// a laptop or in CI).
+func TestReadmeConfigValidatesOutsideAPod(t *testing.T) {
+	t.Setenv("POD_NAME", "")
+	t.Setenv("POD_NAMESPACE", "")
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "nonexistent"))
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
+	require.True(t, ok, "README.md has no Configuration section")
+	_, block, ok := strings.Cut(section, "```yaml\n")
+	require.True(t, ok, "the Configuration section has no YAML block")
+	block, _, _ = strings.Cut(block, "```")
+	var raw map[string]any
+	require.NoError(t, yaml.Unmarshal([]byte(block), &raw))
+	sub, err := confmap.NewFromStringMap(raw).Sub("extensions::" + metadata.Type.String())
+	require.NoError(t, err)
+	cfg := NewFactory().CreateDefaultConfig().(*Config)
+	require.NoError(t, sub.Unmarshal(cfg))
+	require.NotEmpty(t, cfg.Config, "the README's target_allocator configuration was read")
+	assert.NoError(t, confmap.Validate(cfg))
 }

@@ -15,7 +15,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
-	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/skew"
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
@@ -29,6 +28,8 @@ type allocatorExtension struct {
 	set       extension.Settings
 	s         settings
 	telemetry *metadata.TelemetryBuilder
+	// sd reports the discovery metrics of the leader's term.
+	sd *sdMetrics
 
 	health *health
 
@@ -47,22 +48,31 @@ type allocatorExtension struct {
 
 var _ Group = (*allocatorExtension)(nil)
 
+// newExtension reads nothing but cfg: the member's settings are resolved
+// from its environment at Start.
 func newExtension(cfg *Config, set extension.Settings) (*allocatorExtension, error) {
-	s, err := cfg.resolve()
-	if err != nil {
-		return nil, err
-	}
 	tb, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
 	if err != nil {
 		return nil, err
 	}
-	return &allocatorExtension{cfg: cfg, set: set, s: s, telemetry: tb, membersChanged: make(chan struct{}, 1)}, nil
+	sd, err := newSDMetrics(tb)
+	if err != nil {
+		tb.Shutdown()
+		return nil, err
+	}
+	return &allocatorExtension{cfg: cfg, set: set, telemetry: tb, sd: sd, membersChanged: make(chan struct{}, 1)}, nil
 }
 
-// Start joins the group, campaigns for leadership and serves the API. It
-// fails only for what a retry cannot mend (no client configuration, the
+// Start resolves this member's settings, joins the group, campaigns for
+// leadership and serves the API. It fails only for what a retry cannot mend
+// (a setting its environment cannot give, no client configuration, the
 // endpoint taken); API errors are reported as a recoverable status and retried.
 func (e *allocatorExtension) Start(ctx context.Context, host component.Host) error {
+	s, err := e.cfg.resolve(processEnvironment())
+	if err != nil {
+		return err
+	}
+	e.s = s
 	client, err := kube.Client(e.cfg.AuthType, e.cfg.Context, "otelcol-embedded-ta/"+e.s.identity)
 	if err != nil {
 		return fmt.Errorf("auth_type %s: %w", e.cfg.AuthType, err)
@@ -115,7 +125,6 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 		LeaseDuration: lease.Duration,
 		RenewDeadline: lease.RenewDeadline,
 		RenewPeriod:   lease.RetryPeriod,
-		Clock:         skew.Clock(e.s.identity),
 		OnChange: func(members []membership.Member) {
 			e.telemetry.TargetallocatorMembers.Record(context.Background(), int64(len(members)))
 			select {
@@ -137,7 +146,6 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 		LeaseDuration: lease.Duration,
 		RenewDeadline: lease.RenewDeadline,
 		RetryPeriod:   lease.RetryPeriod,
-		Clock:         skew.Clock(e.s.identity),
 		Callbacks: election.Callbacks{
 			OnStartedLeading: e.lead,
 			OnStoppedLeading: func() {
@@ -178,6 +186,7 @@ func (e *allocatorExtension) lead(ctx context.Context) {
 
 // Shutdown hands leadership over, leaves the group and stops serving.
 func (e *allocatorExtension) Shutdown(ctx context.Context) error {
+	defer e.telemetry.Shutdown()
 	if e.cancel == nil {
 		return nil
 	}
@@ -190,7 +199,6 @@ func (e *allocatorExtension) Shutdown(ctx context.Context) error {
 		e.done.Wait()
 		close(stopped)
 	}()
-	defer e.telemetry.Shutdown()
 	select {
 	case <-stopped:
 		return nil

@@ -7,8 +7,8 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Whatever a user writes under target_allocator, loading and validating it
-// returns (an error, or a config): it never panics.
+// Whatever a user writes under target_allocator, loading, validating and
+// resolving it returns (an error, or a config): it never panics.
 func FuzzConfig(f *testing.F) {
 	for _, seed := range []string{
 		"identity: a-0\nnamespace: ns\n",
@@ -32,6 +32,8 @@ func FuzzConfig(f *testing.F) {
 		if confmap.NewFromStringMap(raw).Unmarshal(cfg) != nil {
 			return
 		}
-		_ = cfg.Validate()
+		if cfg.Validate() == nil {
+			_, _ = cfg.resolve(pod("otcta-collector-0"))
+		}
 	})
 }

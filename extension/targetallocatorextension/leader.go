@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
@@ -20,6 +19,8 @@ import (
 func (e *allocatorExtension) allocate(ctx context.Context) {
 	crJobs, stopCR := e.watchPrometheusCR(ctx)
 	defer stopCR()
+	discoveryMetrics := e.sd.term()
+	defer e.sd.end()
 	term, err := leader.New(leader.Config{
 		Epoch:          e.elector.Leader().Transitions,
 		Identity:       e.s.identity,
@@ -31,7 +32,7 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 		Strategy:       e.cfg.AllocationStrategy,
 		Fallback:       e.cfg.AllocationFallbackStrategy,
 		Logger:         e.set.Logger,
-		Registerer:     prometheus.NewRegistry(),
+		Registerer:     discoveryMetrics,
 	})
 	if err != nil {
 		e.set.Logger.Error("Cannot allocate targets while leading", zap.Error(err))

@@ -3,18 +3,20 @@ package targetallocatorextension // import "github.com/embedded-ta/embedded-ta/e
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	promconfig "github.com/prometheus/prometheus/config"
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/embedded-ta/embedded-ta/internal/kube"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
 )
 
-// promCRRetry is how long the leader first waits before it tries again to
-// watch Prometheus Operator resources; it doubles up to promCRMaxRetry.
-const promCRRetry, promCRMaxRetry = 5 * time.Second, 5 * time.Minute
+// promCRBackoff is how long the leader waits before it tries again to watch
+// Prometheus Operator resources: 5 s, doubling up to 5 minutes.
+var promCRBackoff = wait.Backoff{Duration: 5 * time.Second, Factor: 2, Cap: 5 * time.Minute, Steps: math.MaxInt}
 
 // preparePrometheusCR resolves, at Start, what the leader needs to watch
 // Prometheus Operator resources (prometheus_cr).
@@ -61,18 +63,14 @@ func (e *allocatorExtension) watchPrometheusCR(ctx context.Context) (<-chan []*p
 		defer close(done)
 		// Run fails only to start (no RBAC on namespaces, say): retry,
 		// less and less often.
-		for wait := promCRRetry; ; wait = min(2*wait, promCRMaxRetry) {
-			err := w.Run(ctx)
-			if ctx.Err() != nil {
-				return
+		backoff := promCRBackoff
+		// The next wait is backoff.Duration: Step returns it, then doubles it.
+		_ = wait.DelayFunc(backoff.Step).Until(ctx, true, true, func(ctx context.Context) (bool, error) {
+			if err := w.Run(ctx); ctx.Err() == nil {
+				e.set.Logger.Error("Cannot watch Prometheus Operator resources; retrying", zap.Error(err), zap.Duration("in", backoff.Duration))
 			}
-			e.set.Logger.Error("Cannot watch Prometheus Operator resources; retrying", zap.Error(err), zap.Duration("in", wait))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-		}
+			return false, nil
+		})
 	}()
 	return w.Updates(), func() {
 		cancel()

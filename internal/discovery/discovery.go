@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -94,28 +93,28 @@ type Discoverer struct {
 	logger    *zap.Logger
 	reg       prometheus.Registerer
 	out       chan Snapshot
-	running   atomic.Bool
+	ran       atomic.Bool
 	// next holds jobs set by SetJobs that Run has not applied yet.
 	next chan []*config.ScrapeConfig
 }
 
 // New returns a Discoverer for the scrape jobs of cfg, which comes from
-// LoadConfig (a nil cfg has no jobs). It starts nothing and registers
-// nothing: Run does.
+// LoadConfig (a nil cfg has no jobs). It starts nothing: Run does.
 //
-// Run registers Prometheus's SD metrics on reg and unregisters all of them
-// before it returns, so a Discoverer per leadership term can share one
-// registerer (the one behind the replica's /metrics, say): the metrics are
-// there while this replica leads. If a Run cannot register them, because a
-// Run of an earlier term still holds them, it logs that and keeps its
-// metrics in a private registry for that term instead of failing. A nil reg
-// keeps them private.
+// Run registers Prometheus's SD metrics (prometheus_sd_*) on reg, which must
+// be this Discoverer's own: a registry that holds no other discovery's
+// metrics, new for each term, as the collector's prometheus receiver does
+// for each of its discovery managers. The caller reads them from there
+// while the term lasts. A nil reg keeps them in a registry of their own.
 func New(cfg *config.Config, filter FilterStrategy, logger *zap.Logger, reg prometheus.Registerer) (*Discoverer, error) {
 	if err := filter.Validate(); err != nil {
 		return nil, err
 	}
 	if logger == nil {
 		logger = zap.NewNop()
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
 	}
 	d := &Discoverer{
 		jobs:      map[string]*config.ScrapeConfig{},
@@ -161,19 +160,11 @@ func (d *Discoverer) Snapshots() <-chan Snapshot { return d.out }
 // Run runs service discovery for every job until ctx is done, sending a
 // Snapshot on Snapshots after each change. It returns nil once ctx is done
 // and the discovery manager it started has stopped, its SD mechanisms
-// cancelled and its metrics unregistered. Run may be called again after it
-// returns (a later term), but not while it runs.
+// cancelled. A Discoverer serves one term: Run runs once.
 func (d *Discoverer) Run(ctx context.Context) error {
-	if !d.running.CompareAndSwap(false, true) {
-		return errors.New("discovery: Run is already running")
+	if !d.ran.CompareAndSwap(false, true) {
+		return errors.New("discovery: Run runs once; a new term needs a new Discoverer")
 	}
-	defer d.running.Store(false)
-	// A snapshot of an earlier term is stale.
-	select {
-	case <-d.out:
-	default:
-	}
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	slogger := slog.New(zapslog.NewHandler(d.logger.Core(),
@@ -181,11 +172,16 @@ func (d *Discoverer) Run(ctx context.Context) error {
 		// SD mechanisms log at error level on every failed refresh: no stack traces.
 		zapslog.AddStacktraceAt(slog.LevelError+1)))
 
-	mgr, reg, err := d.newManager(ctx, slogger)
+	sdMetrics, err := discovery.CreateAndRegisterSDMetrics(d.reg)
 	if err != nil {
-		return err
+		return fmt.Errorf("discovery: register SD metrics: %w", err)
 	}
-	defer reg.unregisterAll()
+	mgr := discovery.NewManager(ctx, slogger, d.reg, sdMetrics, discovery.Name(managerName), discovery.Updatert(maxBatch))
+	if mgr == nil {
+		// NewManager logs why and returns nil; the one reason it can have
+		// is that its own metrics are registered already.
+		return errors.New("discovery: register discovery manager metrics: the registerer is not this Discoverer's own")
+	}
 	if err := mgr.ApplyConfig(d.sdConfigs); err != nil {
 		return fmt.Errorf("discovery: apply config: %w", err)
 	}
@@ -254,41 +250,6 @@ func (d *Discoverer) apply(mgr *discovery.Manager, s *snapshotter, jobs []*confi
 	s.changed = true // jobs may have come or gone
 	d.logger.Info("Service discovery jobs changed", zap.Int("jobs", len(next)))
 	return nil
-}
-
-// newManager creates a discovery manager whose metrics are registered on
-// d.reg, or, if that fails or d.reg is nil, on a registry of its own.
-func (d *Discoverer) newManager(ctx context.Context, logger *slog.Logger) (*discovery.Manager, *registry, error) {
-	if d.reg != nil {
-		reg := &registry{reg: d.reg}
-		mgr, err := d.tryManager(ctx, logger, reg)
-		if err == nil {
-			return mgr, reg, nil
-		}
-		reg.unregisterAll()
-		d.logger.Warn("Service discovery metrics are not exported this term", zap.Error(err))
-	}
-	reg := &registry{reg: prometheus.NewRegistry()}
-	mgr, err := d.tryManager(ctx, logger, reg)
-	if err != nil {
-		reg.unregisterAll()
-		return nil, nil, err
-	}
-	return mgr, reg, nil
-}
-
-func (d *Discoverer) tryManager(ctx context.Context, logger *slog.Logger, reg *registry) (*discovery.Manager, error) {
-	sdMetrics, err := discovery.CreateAndRegisterSDMetrics(reg)
-	if err != nil {
-		return nil, fmt.Errorf("discovery: register SD metrics: %w", err)
-	}
-	mgr := discovery.NewManager(ctx, logger, reg, sdMetrics, discovery.Name(managerName), discovery.Updatert(maxBatch))
-	if mgr == nil {
-		// NewManager logs its error and returns nil; the one it can have is
-		// a failed metrics registration.
-		return nil, fmt.Errorf("discovery: register discovery manager metrics: %w", reg.firstErr())
-	}
-	return mgr, nil
 }
 
 // publish replaces an unread snapshot with s. Run is the only sender, so the
@@ -366,59 +327,4 @@ func (s *snapshotter) report(job string, t *jobTargets) {
 	}
 	s.d.logger.Warn("Targets that Prometheus would not scrape are "+verb,
 		zap.String("job", job), zap.Int("targets", t.failed), zap.Error(t.err))
-}
-
-// registry registers on reg and remembers what it registered, whoever asked,
-// so that Run can unregister all of it: Prometheus's SD mechanisms register
-// their own metrics and do not all offer a way back.
-type registry struct {
-	reg prometheus.Registerer
-
-	mu         sync.Mutex
-	registered []prometheus.Collector
-	err        error
-}
-
-var _ prometheus.Registerer = (*registry)(nil)
-
-func (r *registry) Register(c prometheus.Collector) error {
-	err := r.reg.Register(c)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err != nil {
-		if r.err == nil {
-			r.err = err
-		}
-		return err
-	}
-	r.registered = append(r.registered, c)
-	return nil
-}
-
-func (r *registry) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		if err := r.Register(c); err != nil {
-			panic(err)
-		}
-	}
-}
-
-func (r *registry) Unregister(c prometheus.Collector) bool { return r.reg.Unregister(c) }
-
-func (r *registry) unregisterAll() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, c := range r.registered {
-		r.reg.Unregister(c)
-	}
-	r.registered = nil
-}
-
-func (r *registry) firstErr() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.err == nil {
-		return errors.New("unknown error")
-	}
-	return r.err
 }

@@ -268,11 +268,10 @@ scrape_configs:
 `, filepath.Join(dir, "*.yaml"))))
 	require.NoError(t, err)
 	logger, _ := newLogger(t)
-	reg := prometheus.NewRegistry()
 
 	ignore := goleak.IgnoreCurrent()
 	for term := range 3 {
-		d, err := New(cfg, FilterRelabelConfig, logger, reg)
+		d, err := New(cfg, FilterRelabelConfig, logger, prometheus.NewRegistry())
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
@@ -284,60 +283,53 @@ scrape_configs:
 	}
 }
 
-// The metrics of a term are on the caller's registerer while it runs and
-// gone when it returns, so the next term registers them again.
-func TestMetricsAcrossTerms(t *testing.T) {
-	cfg, err := LoadConfig(confmap(t, `scrape_configs: [{job_name: j, static_configs: [{targets: ["127.0.0.1:1"]}]}]`))
+// Each term's SD metrics are on its own registry, where the caller reads
+// them; a registry that holds another term's refuses them, and Run says so.
+func TestMetricsOnTheTermsRegistry(t *testing.T) {
+	cfg, err := LoadConfig(confmap(t, `scrape_configs: [{job_name: j, static_configs: [{targets: ["127.0.0.1:1", "127.0.0.1:2"]}]}]`))
 	require.NoError(t, err)
-	reg := prometheus.NewRegistry()
-	logger, logs := newLogger(t)
-
-	discovered := func() (float64, bool) {
+	discovered := func(reg *prometheus.Registry) map[string]float64 {
 		families, err := reg.Gather()
 		require.NoError(t, err)
+		n := map[string]float64{}
 		for _, f := range families {
 			if f.GetName() == "prometheus_sd_discovered_targets" {
-				return f.GetMetric()[0].GetGauge().GetValue(), true
+				for _, m := range f.GetMetric() {
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "config" {
+							n[l.GetValue()] = m.GetGauge().GetValue()
+						}
+					}
+				}
 			}
 		}
-		return 0, false
+		return n
 	}
 
 	for range 2 {
-		d, err := New(cfg, FilterRelabelConfig, logger, reg)
+		reg := prometheus.NewRegistry()
+		d, err := New(cfg, FilterRelabelConfig, nil, reg)
 		require.NoError(t, err)
-		stop := run(t, d)
-		await(t, d, "the target", hasAddresses("j", "127.0.0.1:1"))
-		n, ok := discovered()
-		assert.True(t, ok, "SD metrics registered while the term runs")
-		assert.Equal(t, 1.0, n)
-		stop()
-		families, err := reg.Gather()
-		require.NoError(t, err)
-		assert.Empty(t, families, "every metric unregistered when the term ends")
-	}
+		run(t, d)
+		await(t, d, "the targets", hasAddresses("j", "127.0.0.1:1", "127.0.0.1:2"))
+		assert.Equal(t, map[string]float64{"j": 2}, discovered(reg))
 
-	// Terms that overlap on one registerer (a term started before the last
-	// one returned) both run; the later one keeps its metrics to itself.
-	first, err := New(cfg, FilterRelabelConfig, logger, reg)
-	require.NoError(t, err)
-	run(t, first)
-	await(t, first, "the target", hasAddresses("j", "127.0.0.1:1"))
-	second, err := New(cfg, FilterRelabelConfig, logger, reg)
-	require.NoError(t, err)
-	run(t, second)
-	await(t, second, "the target", hasAddresses("j", "127.0.0.1:1"))
-	assert.Equal(t, 1, logs.FilterMessage("Service discovery metrics are not exported this term").Len())
+		again, err := New(cfg, FilterRelabelConfig, nil, reg)
+		require.NoError(t, err)
+		assert.ErrorContains(t, again.Run(context.Background()), "register SD metrics")
+	}
 }
 
-func TestRunIsNotReentrant(t *testing.T) {
+func TestRunRunsOnce(t *testing.T) {
 	cfg, err := LoadConfig(nil)
 	require.NoError(t, err)
 	d, err := New(cfg, FilterRelabelConfig, nil, nil)
 	require.NoError(t, err)
-	run(t, d)
-	require.Eventually(t, d.running.Load, waitFor, 10*time.Millisecond)
-	assert.ErrorContains(t, d.Run(context.Background()), "already running")
+	stop := run(t, d)
+	require.Eventually(t, d.ran.Load, waitFor, 10*time.Millisecond)
+	assert.ErrorContains(t, d.Run(context.Background()), "Run runs once")
+	stop()
+	assert.ErrorContains(t, d.Run(context.Background()), "Run runs once")
 }
 
 func TestNewRejectsUnknownFilter(t *testing.T) {

@@ -49,8 +49,8 @@ type Config struct {
 	// Strategy and Fallback name the allocation strategies.
 	Strategy, Fallback string
 	Logger             *zap.Logger
-	// Registerer takes the discovery metrics of this term; it must be the
-	// term's own (a fresh registry).
+	// Registerer takes the term's discovery metrics: a registry of this
+	// term's own (see discovery.New); nil keeps them private.
 	Registerer prometheus.Registerer
 }
 

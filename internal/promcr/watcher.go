@@ -32,6 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	k8sclient "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -278,25 +279,26 @@ func (w *Watcher) installed(ctx context.Context) ([]resource, error) {
 		if served[gv] != nil {
 			continue
 		}
-		for attempt := 0; ; attempt++ {
+		warned := false
+		err := wait.PollUntilContextCancel(ctx, 5*time.Second, true, func(context.Context) (bool, error) {
 			list, err := w.core.Discovery().ServerResourcesForGroupVersion(gv.String())
-			if err == nil || apierrors.IsNotFound(err) {
-				served[gv] = map[string]bool{}
-				if list != nil {
-					for _, res := range list.APIResources {
-						served[gv][res.Name] = true
-					}
+			if err != nil && !apierrors.IsNotFound(err) {
+				if !warned {
+					w.logger.Warn("Cannot list the Prometheus Operator's API resources; retrying", zap.String("group_version", gv.String()), zap.Error(err))
+					warned = true
 				}
-				break
+				return false, nil
 			}
-			if attempt == 0 {
-				w.logger.Warn("Cannot list the Prometheus Operator's API resources; retrying", zap.String("group_version", gv.String()), zap.Error(err))
+			served[gv] = map[string]bool{}
+			if list != nil {
+				for _, res := range list.APIResources {
+					served[gv][res.Name] = true
+				}
 			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(5 * time.Second):
-			}
+			return true, nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	var out []resource

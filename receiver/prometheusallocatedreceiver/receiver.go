@@ -2,7 +2,6 @@ package prometheusallocatedreceiver // import "github.com/embedded-ta/embedded-t
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -26,7 +25,10 @@ type allocatedReceiver struct {
 	set  receiver.Settings
 	next consumer.Metrics
 
-	stock   receiver.Metrics
+	stock receiver.Metrics
+	// stop cancels the stock receiver's Start, which retries until the
+	// allocator API answers.
+	stop    context.CancelFunc
 	started chan error // the stock receiver's Start result
 }
 
@@ -36,8 +38,8 @@ func newReceiver(cfg *Config, set receiver.Settings, next consumer.Metrics) *all
 
 // Start creates and starts the stock receiver. It waits at most timeout
 // for the first answer of the allocator API; past that, the stock receiver
-// goes on retrying in the background and startup continues.
-func (r *allocatedReceiver) Start(_ context.Context, host component.Host) error {
+// goes on retrying in the background, until Shutdown, and startup continues.
+func (r *allocatedReceiver) Start(ctx context.Context, host component.Host) error {
 	ext, ok := host.GetExtensions()[r.cfg.Allocator]
 	if !ok {
 		return fmt.Errorf("allocator: extension %s is not configured or not in service::extensions", r.cfg.Allocator)
@@ -61,8 +63,10 @@ func (r *allocatedReceiver) Start(_ context.Context, host component.Host) error 
 	r.set.Logger.Info("Scraping this replica's share",
 		zap.String("collector_id", view.Identity), zap.String("group", view.Group), zap.String("allocator_api", view.Endpoint))
 
+	// The stock Start outlives this one: only Shutdown cancels it.
+	ctx, r.stop = context.WithCancel(context.WithoutCancel(ctx))
 	r.started = make(chan error, 1)
-	go func() { r.started <- r.stock.Start(context.Background(), host) }()
+	go func() { r.started <- r.stock.Start(ctx, host) }()
 	select {
 	case err := <-r.started:
 		r.started <- err // for Shutdown
@@ -133,15 +137,17 @@ func (r *allocatedReceiver) stockConfig(view targetallocatorextension.View) (com
 	return cfg, nil
 }
 
-// Shutdown stops the stock receiver, once its Start has returned.
+// Shutdown cancels the stock receiver's Start if it still runs, waits for it
+// to return, then stops the stock receiver.
 func (r *allocatedReceiver) Shutdown(ctx context.Context) error {
 	if r.stock == nil {
 		return nil
 	}
+	r.stop()
 	select {
 	case <-r.started:
 	case <-ctx.Done():
-		return errors.New("the prometheus receiver is still starting")
+		return fmt.Errorf("the prometheus receiver is still starting: %w", ctx.Err())
 	}
 	return r.stock.Shutdown(ctx)
 }

@@ -3,10 +3,12 @@
 package metadata
 
 import (
+	"context"
 	"errors"
 	"sync"
 
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/embedded"
 	"go.opentelemetry.io/otel/trace"
 
 	"go.opentelemetry.io/collector/component"
@@ -23,16 +25,19 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                              metric.Meter
-	mu                                 sync.Mutex
-	registrations                      []metric.Registration
-	TargetallocatorAllocationDuration  metric.Float64Histogram
-	TargetallocatorLeader              metric.Int64Gauge
-	TargetallocatorLeaderChanges       metric.Int64Counter
-	TargetallocatorMembers             metric.Int64Gauge
-	TargetallocatorTargets             metric.Int64Gauge
-	TargetallocatorTargetsMoved        metric.Int64Counter
-	TargetallocatorTargetsPerCollector metric.Int64Gauge
+	meter                                   metric.Meter
+	mu                                      sync.Mutex
+	registrations                           []metric.Registration
+	TargetallocatorAllocationDuration       metric.Float64Histogram
+	TargetallocatorDiscoveredTargets        metric.Int64ObservableGauge
+	TargetallocatorDiscoveryFailedConfigs   metric.Int64ObservableGauge
+	TargetallocatorDiscoveryRefreshFailures metric.Int64ObservableCounter
+	TargetallocatorLeader                   metric.Int64Gauge
+	TargetallocatorLeaderChanges            metric.Int64Counter
+	TargetallocatorMembers                  metric.Int64Gauge
+	TargetallocatorTargets                  metric.Int64Gauge
+	TargetallocatorTargetsMoved             metric.Int64Counter
+	TargetallocatorTargetsPerCollector      metric.Int64Gauge
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -44,6 +49,61 @@ type telemetryBuilderOptionFunc func(mb *TelemetryBuilder)
 
 func (tbof telemetryBuilderOptionFunc) apply(mb *TelemetryBuilder) {
 	tbof(mb)
+}
+
+// RegisterTargetallocatorDiscoveredTargetsCallback sets callback for observable TargetallocatorDiscoveredTargets metric.
+func (builder *TelemetryBuilder) RegisterTargetallocatorDiscoveredTargetsCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.TargetallocatorDiscoveredTargets, obs: o})
+		return nil
+	}, builder.TargetallocatorDiscoveredTargets)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterTargetallocatorDiscoveryFailedConfigsCallback sets callback for observable TargetallocatorDiscoveryFailedConfigs metric.
+func (builder *TelemetryBuilder) RegisterTargetallocatorDiscoveryFailedConfigsCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.TargetallocatorDiscoveryFailedConfigs, obs: o})
+		return nil
+	}, builder.TargetallocatorDiscoveryFailedConfigs)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterTargetallocatorDiscoveryRefreshFailuresCallback sets callback for observable TargetallocatorDiscoveryRefreshFailures metric.
+func (builder *TelemetryBuilder) RegisterTargetallocatorDiscoveryRefreshFailuresCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.TargetallocatorDiscoveryRefreshFailures, obs: o})
+		return nil
+	}, builder.TargetallocatorDiscoveryRefreshFailures)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+type observerInt64 struct {
+	embedded.Int64Observer
+	inst metric.Int64Observable
+	obs  metric.Observer
+}
+
+func (oi *observerInt64) Observe(value int64, opts ...metric.ObserveOption) {
+	oi.obs.ObserveInt64(oi.inst, value, opts...)
 }
 
 // Shutdown unregister all registered callbacks for async instruments.
@@ -69,6 +129,24 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithDescription("Time the leader took to allocate its targets after a change of targets or members. [Development]"),
 		metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries([]float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}...),
+	)
+	errs = errors.Join(errs, err)
+	builder.TargetallocatorDiscoveredTargets, err = builder.meter.Int64ObservableGauge(
+		"otelcol_targetallocator_discovered_targets",
+		metric.WithDescription("Targets the leader's service discovery found in each job, before the filter. [Development]"),
+		metric.WithUnit("{target}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.TargetallocatorDiscoveryFailedConfigs, err = builder.meter.Int64ObservableGauge(
+		"otelcol_targetallocator_discovery_failed_configs",
+		metric.WithDescription("Service discovery configurations the leader could not start; its log says why. [Development]"),
+		metric.WithUnit("{config}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.TargetallocatorDiscoveryRefreshFailures, err = builder.meter.Int64ObservableCounter(
+		"otelcol_targetallocator_discovery_refresh_failures",
+		metric.WithDescription("Failed refreshes of the leader's service discovery in each job, for the mechanisms that poll. [Development]"),
+		metric.WithUnit("{failure}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.TargetallocatorLeader, err = builder.meter.Int64Gauge(
