@@ -57,7 +57,7 @@ func (e *allocatorExtension) record(ctx context.Context, a *shares.Allocation) {
 	tb.TargetallocatorTargetsMoved.Add(ctx, int64(a.Moved))
 	tb.TargetallocatorTargets.Record(ctx, int64(sum.Targets))
 	for _, m := range sum.Members {
-		tb.TargetallocatorTargetsPerCollector.Record(ctx, int64(m.Targets), metric.WithAttributes(attribute.String("collector_id", m.Identity)))
+		tb.TargetallocatorTargetsPerMember.Record(ctx, int64(m.Targets), metric.WithAttributes(attribute.String("member", m.Identity)))
 	}
 }
 

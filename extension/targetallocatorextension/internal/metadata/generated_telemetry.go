@@ -37,7 +37,7 @@ type TelemetryBuilder struct {
 	TargetallocatorMembers                  metric.Int64Gauge
 	TargetallocatorTargets                  metric.Int64Gauge
 	TargetallocatorTargetsMoved             metric.Int64Counter
-	TargetallocatorTargetsPerCollector      metric.Int64Gauge
+	TargetallocatorTargetsPerMember         metric.Int64Gauge
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -151,19 +151,19 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.TargetallocatorLeader, err = builder.meter.Int64Gauge(
 		"otelcol_targetallocator_leader",
-		metric.WithDescription("1 while this replica leads its group, 0 otherwise. [Development]"),
+		metric.WithDescription("1 while this member leads its group, 0 otherwise. [Development]"),
 		metric.WithUnit("1"),
 	)
 	errs = errors.Join(errs, err)
 	builder.TargetallocatorLeaderChanges, err = builder.meter.Int64Counter(
 		"otelcol_targetallocator_leader_changes",
-		metric.WithDescription("Changes of the group's leader seen by this replica. [Development]"),
+		metric.WithDescription("Changes of the group's leader seen by this member. [Development]"),
 		metric.WithUnit("{change}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.TargetallocatorMembers, err = builder.meter.Int64Gauge(
 		"otelcol_targetallocator_members",
-		metric.WithDescription("Members of the group as this replica sees them. [Development]"),
+		metric.WithDescription("Members of the group as this member sees them. [Development]"),
 		metric.WithUnit("{member}"),
 	)
 	errs = errors.Join(errs, err)
@@ -175,13 +175,13 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.TargetallocatorTargetsMoved, err = builder.meter.Int64Counter(
 		"otelcol_targetallocator_targets_moved",
-		metric.WithDescription("Targets whose owner changed in an allocation (a new owner, or none). [Development]"),
+		metric.WithDescription("Targets whose member changed in an allocation (a new member, or none). [Development]"),
 		metric.WithUnit("{target}"),
 	)
 	errs = errors.Join(errs, err)
-	builder.TargetallocatorTargetsPerCollector, err = builder.meter.Int64Gauge(
-		"otelcol_targetallocator_targets_per_collector",
-		metric.WithDescription("Targets the leader assigned to each collector (attribute collector_id). [Development]"),
+	builder.TargetallocatorTargetsPerMember, err = builder.meter.Int64Gauge(
+		"otelcol_targetallocator_targets_per_member",
+		metric.WithDescription("Targets the leader assigned to each member. [Development]"),
 		metric.WithUnit("{target}"),
 	)
 	errs = errors.Join(errs, err)

@@ -83,7 +83,7 @@ func AssertEqualTargetallocatorDiscoveryRefreshFailures(t *testing.T, tt *compon
 func AssertEqualTargetallocatorLeader(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_targetallocator_leader",
-		Description: "1 while this replica leads its group, 0 otherwise. [Development]",
+		Description: "1 while this member leads its group, 0 otherwise. [Development]",
 		Unit:        "1",
 		Data: metricdata.Gauge[int64]{
 			DataPoints: dps,
@@ -97,7 +97,7 @@ func AssertEqualTargetallocatorLeader(t *testing.T, tt *componenttest.Telemetry,
 func AssertEqualTargetallocatorLeaderChanges(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_targetallocator_leader_changes",
-		Description: "Changes of the group's leader seen by this replica. [Development]",
+		Description: "Changes of the group's leader seen by this member. [Development]",
 		Unit:        "{change}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -113,7 +113,7 @@ func AssertEqualTargetallocatorLeaderChanges(t *testing.T, tt *componenttest.Tel
 func AssertEqualTargetallocatorMembers(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_targetallocator_members",
-		Description: "Members of the group as this replica sees them. [Development]",
+		Description: "Members of the group as this member sees them. [Development]",
 		Unit:        "{member}",
 		Data: metricdata.Gauge[int64]{
 			DataPoints: dps,
@@ -141,7 +141,7 @@ func AssertEqualTargetallocatorTargets(t *testing.T, tt *componenttest.Telemetry
 func AssertEqualTargetallocatorTargetsMoved(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_targetallocator_targets_moved",
-		Description: "Targets whose owner changed in an allocation (a new owner, or none). [Development]",
+		Description: "Targets whose member changed in an allocation (a new member, or none). [Development]",
 		Unit:        "{target}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -154,16 +154,16 @@ func AssertEqualTargetallocatorTargetsMoved(t *testing.T, tt *componenttest.Tele
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
-func AssertEqualTargetallocatorTargetsPerCollector(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+func AssertEqualTargetallocatorTargetsPerMember(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
-		Name:        "otelcol_targetallocator_targets_per_collector",
-		Description: "Targets the leader assigned to each collector (attribute collector_id). [Development]",
+		Name:        "otelcol_targetallocator_targets_per_member",
+		Description: "Targets the leader assigned to each member. [Development]",
 		Unit:        "{target}",
 		Data: metricdata.Gauge[int64]{
 			DataPoints: dps,
 		},
 	}
-	got, err := tt.GetMetric("otelcol_targetallocator_targets_per_collector")
+	got, err := tt.GetMetric("otelcol_targetallocator_targets_per_member")
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }

@@ -38,7 +38,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.TargetallocatorMembers.Record(context.Background(), 1)
 	tb.TargetallocatorTargets.Record(context.Background(), 1)
 	tb.TargetallocatorTargetsMoved.Add(context.Background(), 1)
-	tb.TargetallocatorTargetsPerCollector.Record(context.Background(), 1)
+	tb.TargetallocatorTargetsPerMember.Record(context.Background(), 1)
 	AssertEqualTargetallocatorAllocationDuration(t, testTel,
 		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
 		metricdatatest.IgnoreTimestamp())
@@ -66,7 +66,7 @@ func TestSetupTelemetry(t *testing.T) {
 	AssertEqualTargetallocatorTargetsMoved(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
-	AssertEqualTargetallocatorTargetsPerCollector(t, testTel,
+	AssertEqualTargetallocatorTargetsPerMember(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 
