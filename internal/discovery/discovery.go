@@ -58,11 +58,6 @@ type Target struct {
 	Node string
 }
 
-// NewTarget returns a target of discovered labels ls, encoded.
-func NewTarget(job string, ls labels.Labels, hash uint64, node string) Target {
-	return Target{Job: job, Element: httpsd.Encode(ls), Hash: hash, Node: node}
-}
-
 // Labels returns the target's discovered labels, decoded from its element
 // (see httpsd.Element.Labels): for the rare uses that need them.
 func (t Target) Labels() labels.Labels { return t.Element.Labels() }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 	"github.com/embedded-ta/embedded-ta/internal/shares/sharestest"
 )
@@ -41,7 +42,7 @@ func newFleet(seed uint64, jobs, perJob int) *fleet {
 func (f *fleet) target(job string) discovery.Target {
 	f.next++
 	addr := fmt.Sprintf("10.%d.%d.%d:9100", f.next>>16&255, f.next>>8&255, f.next&255)
-	return discovery.NewTarget(job,
+	return newTarget(job,
 		labels.FromStrings("__address__", addr, "__meta_pod", "pod-"+strconv.Itoa(f.next), "__meta_rev", "0"),
 		f.r.Uint64(), "node-"+strconv.Itoa(f.r.IntN(5)))
 }
@@ -74,7 +75,7 @@ func (f *fleet) changeJob(name string, share float64) {
 		case x < share/3: // gone, and another one comes
 			ts = append(ts, f.target(name))
 		case x < 2*share/3: // new metadata
-			t = discovery.NewTarget(t.Job, labels.NewBuilder(t.Labels()).Set("__meta_rev", strconv.Itoa(f.next)).Labels(), t.Hash, t.Node)
+			t = newTarget(t.Job, labels.NewBuilder(t.Labels()).Set("__meta_rev", strconv.Itoa(f.next)).Labels(), t.Hash, t.Node)
 			f.next++
 			ts = append(ts, t)
 		case x < share: // rescheduled to another node
@@ -280,3 +281,8 @@ func TestStateTakesNewScrapeConfigs(t *testing.T) {
 }
 
 func targetCount(a *shares.Allocation, job string) int { return len(a.Targets(job)) }
+
+// newTarget returns a discovered target of labels ls, encoded.
+func newTarget(job string, ls labels.Labels, hash uint64, node string) discovery.Target {
+	return discovery.Target{Job: job, Element: httpsd.Encode(ls), Hash: hash, Node: node}
+}
