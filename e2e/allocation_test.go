@@ -37,9 +37,9 @@ func metricsTarget(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// stockReceiverConfig is a replica that allocates with the target_allocator
+// stockReceiverConfig is a member that allocates with the target_allocator
 // extension and scrapes its share with the stock prometheus receiver, whose
-// target_allocator client asks this replica's own API.
+// target_allocator client asks this member's own API.
 const stockReceiverConfig = `
 extensions:
   target_allocator:
@@ -83,7 +83,7 @@ service:
 // seriesRE matches one exported sample of the demo counter.
 var seriesRE = regexp.MustCompile(`^TargetAllocator_total\{.*instance="([^"]+)",job="([^"]+)".*\} `)
 
-// scraped returns the job/instance pairs a replica's prometheus exporter shows.
+// scraped returns the job/instance pairs a member's prometheus exporter shows.
 func scraped(exporter string) ([]string, error) {
 	resp, err := http.Get("http://" + exporter + "/metrics")
 	if err != nil {
@@ -101,8 +101,8 @@ func scraped(exporter string) ([]string, error) {
 	return out, sc.Err()
 }
 
-// scrapedOnce checks that the replicas' exporters together show exactly
-// want (job/instance pairs), each on one replica, and returns who has which.
+// scrapedOnce checks that the members' exporters together show exactly
+// want (job/instance pairs), each on one member, and returns who has which.
 func scrapedOnce(c *assert.CollectT, procs []*process, want []string) map[string]string {
 	owners := map[string]string{}
 	var all []string
@@ -122,7 +122,7 @@ func scrapedOnce(c *assert.CollectT, procs []*process, want []string) map[string
 	return owners
 }
 
-// share asks a replica's API for a member's targets in job, as the stock client does.
+// share asks a member's API for a member's targets in job, as the stock client does.
 func share(t *testing.T, endpoint, job, collector string) []string {
 	t.Helper()
 	resp, err := http.Get("http://" + endpoint + "/jobs/" + url.QueryEscape(job) + "/targets?collector_id=" + url.QueryEscape(collector))
@@ -142,7 +142,7 @@ func share(t *testing.T, endpoint, job, collector string) []string {
 	return out
 }
 
-// The stock prometheus receiver, pointed at any replica with a member's
+// The stock prometheus receiver, pointed at any member with a member's
 // collector_id, receives exactly that member's targets and scrapes them;
 // across the group every target is scraped exactly once.
 func TestStockReceiverScrapesItsShare(t *testing.T) {
@@ -176,7 +176,7 @@ func TestStockReceiverScrapesItsShare(t *testing.T) {
 		follower = procs[1]
 	}
 
-	// Every target is scraped by exactly one replica: the one the API names.
+	// Every target is scraped by exactly one member: the one the API names.
 	var owners map[string]string
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		owners = scrapedOnce(c, procs, want)

@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 type process struct {
 	name      string
 	endpoint  string // allocator API
-	exporter  string // the prometheus exporter: what this replica scraped
+	exporter  string // the prometheus exporter: what this member scraped
 	telemetry string // the collector's own metrics
 	cmd       *exec.Cmd
 	log       string
@@ -66,14 +66,14 @@ type process struct {
 // replicaConfig is the configuration of the demo's replicas.
 const replicaConfig = "../examples/local/replica.yaml"
 
-// startProcess starts one replica named name with the given configuration
+// startProcess starts one member named name with the given configuration
 // file; extraEnv adds to its environment.
 func startProcess(t *testing.T, kubeconfig, name, config string, extraEnv ...string) *process {
 	t.Helper()
 	return startProcessArgs(t, kubeconfig, name, []string{"--config", config}, extraEnv...)
 }
 
-// startProcessArgs starts one replica named name with the given
+// startProcessArgs starts one member named name with the given
 // command-line arguments (--config, once or more).
 func startProcessArgs(t *testing.T, kubeconfig, name string, args []string, extraEnv ...string) *process {
 	t.Helper()
@@ -265,7 +265,7 @@ func TestProcessesElectAndSurviveSIGKILL(t *testing.T) {
 	leader := settled(t, procs, 60*time.Second)
 	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leader })
 
-	// Component telemetry: the leader says so, and every replica counts 3 members.
+	// Component telemetry: the leader says so, and every member counts 3 members.
 	for _, p := range procs {
 		want := 0.0
 		if p == leader {

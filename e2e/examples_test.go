@@ -191,7 +191,7 @@ func localConfig(t *testing.T, kubeconfig, ns string) string {
 // The Role of the examples is enough: replicas running with a token of a
 // service account bound to exactly that Role elect, allocate the pods that
 // Kubernetes service discovery finds, and scrape them. And it is no more
-// than enough: without any one of its permissions a replica says which.
+// than enough: without any one of its permissions a member says which.
 func TestExampleRBACIsEnoughAndNoMore(t *testing.T) {
 	ns := controlPlane.Namespace(t)
 	role := rbacRole(t)

@@ -31,7 +31,7 @@ func targetOf(targets map[string]*demotarget.Target, series string) *demotarget.
 }
 
 // assertSteadyState checks, once the changes of a test have had time to
-// reach every replica's scraping (refresh_interval and the stock receiver's
+// reach every member's scraping (refresh_interval and the stock receiver's
 // delays), that no target is scraped by two replicas.
 func assertSteadyState(t *testing.T, targets map[string]*demotarget.Target) {
 	t.Helper()
@@ -51,7 +51,7 @@ func assertSingleScraper(t *testing.T, targets map[string]*demotarget.Target, fr
 }
 
 // SIGKILL of the leader while scraping: the survivors' targets never miss
-// two scrapes; the dead replica's targets are scraped again within
+// two scrapes; the dead member's targets are scraped again within
 // lease.duration + retry_period + refresh_interval.
 func TestLeaderKilledWhileScraping(t *testing.T) {
 	targets := startSeedTargets(t)

@@ -69,7 +69,7 @@ func printFaultTable() {
 type fleet struct {
 	procs   []*process
 	targets map[string]*demotarget.Target
-	api     *kubetest.Proxy            // between every replica and the API server
+	api     *kubetest.Proxy            // between every member and the API server
 	peers   map[string]*kubetest.Proxy // replica → the proxy the others reach it through
 	want    map[string]string          // series → owner, as the allocation package computes
 }
@@ -95,12 +95,12 @@ func startFleet(t *testing.T) *fleet {
 	settled(t, f.procs, 60*time.Second)
 	f.want = expectedOwners(t, names(f.procs))
 	f.converge(t, time.Now(), 60*time.Second)
-	// Every replica has had its share and scrapes it.
+	// Every member has had its share and scrapes it.
 	union(t, f.procs, seedSeries, 30*time.Second)
 	return f
 }
 
-// converge waits until the group has one leader and every replica answers
+// converge waits until the group has one leader and every member answers
 // its own share as the allocation package computes it, and returns how long
 // after since that was.
 func (f *fleet) converge(t *testing.T, since time.Time, within time.Duration) time.Duration {
@@ -126,7 +126,7 @@ func (f *fleet) converge(t *testing.T, since time.Time, within time.Duration) ti
 	}
 }
 
-// ownShares asks each replica for its own share of every job, as its
+// ownShares asks each member for its own share of every job, as its
 // receiver does, and returns series → replica; two claims of one target are
 // an error.
 func ownShares(procs []*process) (map[string]string, error) {
@@ -214,7 +214,7 @@ func (f *fleet) leader(t *testing.T) *process {
 	return settled(t, f.procs, 30*time.Second)
 }
 
-// The API server is unreachable from every replica for 60 s.
+// The API server is unreachable from every member for 60 s.
 func TestFaultAPIServerDown(t *testing.T) {
 	f := startFleet(t)
 	f.fault(t, "API server down 60s", false, func() time.Time {

@@ -134,16 +134,16 @@ func caPEM(t *testing.T) []byte {
 // Real otelcol-embedded-ta processes, with exactly the Role of examples/rbac
 // and the ClusterRole of examples/rbac-prometheus-cr, scrape the targets of
 // a ServiceMonitor (a Service's EndpointSlices, with basic auth from a
-// Secret) and of a PodMonitor (pods), each target by exactly one replica;
+// Secret) and of a PodMonitor (pods), each target by exactly one member;
 // editing the PodMonitor's selector and deleting the ServiceMonitor stop
 // the scrapes of what they no longer select. Without any one permission of
 // the ClusterRole, a fresh replica says which it misses.
 func TestPrometheusCRScrapedOnceWithExampleRBAC(t *testing.T) {
 	controlPlane.InstallPrometheusOperatorCRDs(t)
 	ctx := context.Background()
-	ns := controlPlane.Namespace(t) // the replicas'
+	ns := controlPlane.Namespace(t) // the members'
 	// The resources and their targets live in another namespace: reading
-	// them takes the ClusterRole, not the replicas' Role.
+	// them takes the ClusterRole, not the members' Role.
 	apps := controlPlane.Namespace(t)
 	mon, err := monitoringclient.NewForConfig(controlPlane.Config)
 	require.NoError(t, err)

@@ -80,7 +80,7 @@ func expectedOwners(t *testing.T, members []string) map[string]string {
 	return out
 }
 
-// waitOwners waits until the replicas scrape exactly as want says.
+// waitOwners waits until the members scrape exactly as want says.
 func waitOwners(t *testing.T, procs []*process, want map[string]string, within time.Duration) {
 	t.Helper()
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
@@ -101,7 +101,7 @@ func names(procs []*process) []string {
 }
 
 // Scale 3 → 4 → 2: the targets move as consistent-hashing says, each is
-// scraped by exactly one replica, and none is lost.
+// scraped by exactly one member, and none is lost.
 func TestScaleUpAndDown(t *testing.T) {
 	startSeedTargets(t)
 	ns := controlPlane.Namespace(t)
@@ -125,7 +125,7 @@ func TestScaleUpAndDown(t *testing.T) {
 	waitOwners(t, procs, expectedOwners(t, names(procs)), 30*time.Second)
 }
 
-// A rolling restart, one replica after the other as a StatefulSet rolls:
+// A rolling restart, one member after the other as a StatefulSet rolls:
 // no target goes unscraped for longer than refresh_interval + 2 scrape
 // intervals, and in steady state none is scraped twice.
 func TestRollingRestart(t *testing.T) {

@@ -19,11 +19,11 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/testpki"
 )
 
-// securedConfig is a replica whose allocator API is secured by the block
+// securedConfig is a member whose allocator API is secured by the block
 // %[1]s (settings of the target_allocator's server and client), with jobs
 // %[2]s whose scrape configs carry a password, and both receivers secured by
 // %[3]s (prometheus_allocated) and %[4]s (the stock prometheus receiver's
-// target_allocator); RECEIVER picks the receiver a replica runs.
+// target_allocator); RECEIVER picks the receiver a member runs.
 const securedConfig = `
 extensions:
 %[5]s

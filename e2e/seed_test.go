@@ -20,7 +20,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
 )
 
-// fast makes the replicas scrape and refresh every second.
+// fast makes the members scrape and refresh every second.
 var fast = []string{"SCRAPE_INTERVAL=1s", "REFRESH_INTERVAL=1s"}
 
 // The seed's final listing, as instance/job pairs.
@@ -47,7 +47,7 @@ var (
 )
 
 // listing is what `curl <exporter>/metrics | grep -E '(target_info|TargetAllocator_total)'`
-// shows of a replica: the counters and target_info series as "job instance".
+// shows of a member: the counters and target_info series as "job instance".
 type listing struct {
 	counters, infos []string
 	lines           []string
@@ -96,8 +96,8 @@ func scrapedBy(procs []*process) (owners map[string]string, infos []string, err 
 	return owners, infos, nil
 }
 
-// union waits until the replicas' exporters together show exactly want,
-// each series on one replica only, and returns which replica has which.
+// union waits until the members' exporters together show exactly want,
+// each series on one member only, and returns which replica has which.
 func union(t *testing.T, procs []*process, want []string, within time.Duration) map[string]string {
 	t.Helper()
 	var owners map[string]string

@@ -27,9 +27,9 @@ type Config struct {
 	// ServerConfig is where the allocator API listens (endpoint, TLS, auth).
 	confighttp.ServerConfig `mapstructure:",squash"`
 
-	// Identity names this replica in its group; default POD_NAME, then the host name.
+	// Identity names this member in its group; default POD_NAME, then the host name.
 	Identity string `mapstructure:"identity"`
-	// Group names the replicas that share targets, and their leader Lease;
+	// Group names the members that share targets, and their leader Lease;
 	// default the StatefulSet name: the identity without its "-<ordinal>".
 	Group string `mapstructure:"group"`
 	// Namespace holds the Leases; default POD_NAMESPACE, then the service
@@ -41,13 +41,13 @@ type Config struct {
 	Context string `mapstructure:"context"`
 	// Lease holds the election and membership timings.
 	Lease LeaseConfig `mapstructure:"lease"`
-	// Advertise is host:port where the other replicas reach this one; default
+	// Advertise is host:port where the other members reach this one; default
 	// POD_IP with the endpoint's port.
 	Advertise string `mapstructure:"advertise"`
-	// NodeName is the Kubernetes node of this replica; default NODE_NAME.
+	// NodeName is the Kubernetes node of this member; default NODE_NAME.
 	NodeName string `mapstructure:"node_name"`
-	// Client is how this replica asks its leader: TLS (the CA of the other
-	// replicas' server certificates, and this replica's client certificate
+	// Client is how this member asks its leader: TLS (the CA of the other
+	// replicas' server certificates, and this member's client certificate
 	// when the API requires one), auth (an authenticator extension, when the
 	// API requires one) and timeout. Its endpoint is not set: the leader's
 	// address comes from the leader's member Lease.
@@ -69,7 +69,7 @@ type Config struct {
 	// PodMonitor, Probe, ScrapeConfig) and allocates their jobs' targets.
 	PrometheusCR promcr.Config `mapstructure:"prometheus_cr"`
 	// CollectorSelector is a Target Allocator key that has no meaning here:
-	// the members are the replicas of the group. It is refused with advice.
+	// the members are the members of the group. It is refused with advice.
 	CollectorSelector any `mapstructure:"collector_selector"`
 
 	// prevent unkeyed literal initialization
@@ -134,7 +134,7 @@ func (cfg *Config) Validate() error {
 	}
 	errs = append(errs, cfg.validateClient()...)
 	if cfg.CollectorSelector != nil {
-		errs = append(errs, errors.New("collector_selector: not needed and not supported: the members are exactly the replicas of this group; remove the key"))
+		errs = append(errs, errors.New("collector_selector: not needed and not supported: the members are the collectors configured with this group, known by their member Leases, not by a selector; remove the key"))
 	}
 	if _, err := allocation.New(cfg.AllocationStrategy, allocation.WithFallback(cfg.AllocationFallbackStrategy)); err != nil {
 		errs = append(errs, fmt.Errorf("allocation_strategy: %w", err))
@@ -253,8 +253,8 @@ func checkAdvertise(advertise string) error {
 	return nil
 }
 
-// validateClient checks that this replica can ask its leader the way the
-// other replicas' API (the same configuration) will require.
+// validateClient checks that this member can ask its leader the way the
+// other members' API (the same configuration) will require.
 func (cfg *Config) validateClient() []error {
 	var errs []error
 	c := cfg.Client
@@ -267,10 +267,10 @@ func (cfg *Config) validateClient() []error {
 		errs = append(errs, fmt.Errorf("client::timeout: %s must be less than write_timeout (%s): a follower answers after asking its leader", c.Timeout, cfg.WriteTimeout))
 	}
 	if tls := cfg.TLS.Get(); tls != nil && tls.ClientCAFile != "" && c.TLS.CertFile == "" && c.TLS.CertPem == "" {
-		errs = append(errs, errors.New("client::tls::cert_file: must be set: the API requires client certificates (tls::client_ca_file), and this replica presents one to its leader"))
+		errs = append(errs, errors.New("client::tls::cert_file: must be set: the API requires client certificates (tls::client_ca_file), and this member presents one to its leader"))
 	}
 	if cfg.Auth.HasValue() && !c.Auth.HasValue() {
-		errs = append(errs, errors.New("client::auth: must be set: the API requires authentication (auth), and this replica authenticates to its leader"))
+		errs = append(errs, errors.New("client::auth: must be set: the API requires authentication (auth), and this member authenticates to its leader"))
 	}
 	return errs
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
-// allocatorExtension is one replica's target_allocator.
+// allocatorExtension is one member's target_allocator.
 type allocatorExtension struct {
 	cfg       *Config
 	set       extension.Settings
@@ -162,7 +162,7 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 	return err
 }
 
-// lead runs while this replica leads: it allocates the group's targets and
+// lead runs while this member leads: it allocates the group's targets and
 // removes the Leases of members that are long gone.
 func (e *allocatorExtension) lead(ctx context.Context) {
 	e.set.Logger.Info("Started leading", zap.String("group", e.s.group))

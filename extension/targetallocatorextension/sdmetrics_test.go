@@ -99,5 +99,5 @@ scrape_configs:
 
 	sd.end()
 	_, err = tt.GetMetric("otelcol_targetallocator_discovered_targets")
-	require.Error(t, err, "a replica that does not lead reports no discovery")
+	require.Error(t, err, "a member that does not lead reports no discovery")
 }

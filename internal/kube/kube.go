@@ -64,7 +64,7 @@ func Client(t AuthType, kubeContext, userAgent string) (kubernetes.Interface, er
 	return kubernetes.NewForConfig(rest.AddUserAgent(cfg, userAgent))
 }
 
-// Namespace returns the namespace a replica runs in when none is configured:
+// Namespace returns the namespace a member runs in when none is configured:
 // POD_NAMESPACE, then the service account's namespace, then (for kubeConfig)
 // the namespace of the kubeconfig context, "default" if it names none, as
 // kubectl does.

@@ -48,7 +48,7 @@ const (
 	OpWatch = "member lease watch"
 )
 
-// Member is one replica of a group, as its Lease describes it.
+// Member is one member of a group, as its Lease describes it.
 type Member struct {
 	Identity string `json:"identity"`
 	// Endpoint is host:port where the member serves the allocator API.

@@ -16,9 +16,9 @@ import (
 )
 
 // allocatedReceiver runs the stock prometheus receiver with its
-// target_allocator client pointed at this replica's own allocator API, with
-// collector_id = this replica's identity. The local API relays to whichever
-// replica leads and keeps this replica's share while none does, so the
+// target_allocator client pointed at this member's own allocator API, with
+// collector_id = this member's identity. The local API relays to whichever
+// replica leads and keeps this member's share while none does, so the
 // receiver follows leader changes and outages without a restart.
 type allocatedReceiver struct {
 	cfg  *Config
@@ -60,7 +60,7 @@ func (r *allocatedReceiver) Start(ctx context.Context, host component.Host) erro
 	if err != nil {
 		return fmt.Errorf("create the prometheus receiver: %w", err)
 	}
-	r.set.Logger.Info("Scraping this replica's share",
+	r.set.Logger.Info("Scraping this member's share",
 		zap.String("collector_id", view.Identity), zap.String("group", view.Group), zap.String("allocator_api", view.Endpoint))
 
 	// The stock Start outlives this one: only Shutdown cancels it.
@@ -85,7 +85,7 @@ func nameOr(name, def string) string {
 	return name
 }
 
-// stockConfig is the stock receiver's configuration for this replica.
+// stockConfig is the stock receiver's configuration for this member.
 func (r *allocatedReceiver) stockConfig(view targetallocatorextension.View) (component.Config, error) {
 	scheme := "http"
 	var tls map[string]any
@@ -120,7 +120,7 @@ func (r *allocatedReceiver) stockConfig(view targetallocatorextension.View) (com
 	}
 	conf := confmap.NewFromStringMap(map[string]any{
 		"config": map[string]any{"scrape_configs": []any{}},
-		// A (re)started replica scrapes its share at once, not after the
+		// A (re)started member scrapes its share at once, not after the
 		// scrape manager's first 5 s reload.
 		"discovery_reload_on_startup": true,
 		"trim_metric_suffixes":        r.cfg.TrimMetricSuffixes,

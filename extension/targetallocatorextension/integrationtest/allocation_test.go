@@ -41,7 +41,7 @@ func staticJob(name string, targets ...string) map[string]any {
 	return map[string]any{"job_name": name, "static_configs": []any{map[string]any{"targets": list}}}
 }
 
-// assignment asks a replica's API who owns what: job → target → owner.
+// assignment asks a member's API who owns what: job → target → owner.
 func assignment(r *replica) (map[string]map[string]string, error) {
 	var jobs map[string]map[string]string
 	if err := fetchJSON(r.url()+"/jobs", &jobs); err != nil {
@@ -72,7 +72,7 @@ func assignment(r *replica) (map[string]map[string]string, error) {
 	return out, nil
 }
 
-// settledAssignment waits until a replica's answers cover total targets,
+// settledAssignment waits until a member's answers cover total targets,
 // owned by exactly the given members, and read the same twice in a row (each
 // job is a request of its own, so a read can straddle two allocations).
 func settledAssignment(t *testing.T, r *replica, total int, members ...*replica) map[string]map[string]string {

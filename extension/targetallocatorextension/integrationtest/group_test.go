@@ -82,7 +82,7 @@ func (r *replica) stop() {
 
 func (r *replica) url() string { return "http://" + r.endpoint }
 
-// status reads the replica's /status over HTTP, as a user would.
+// status reads the member's /status over HTTP, as a user would.
 func (r *replica) status(t *testing.T) tae.View {
 	t.Helper()
 	resp, err := http.Get(r.url() + "/status")
@@ -102,7 +102,7 @@ func identities(v tae.View) []string {
 	return ids
 }
 
-// settled waits until every replica names the same live leader among them
+// settled waits until every member names the same live leader among them
 // and the same members, and returns that leader.
 func settled(t *testing.T, replicas []*replica, within time.Duration) *replica {
 	t.Helper()
@@ -248,7 +248,7 @@ func TestTwoGroupsInOneNamespace(t *testing.T) {
 	assert.Equal(t, []string{"otcta2-collector-0", "otcta2-collector-1"}, identities(leaderB.status(t)))
 }
 
-// A replica whose service account cannot use Leases says which permission
+// A member whose service account cannot use Leases says which permission
 // is missing, keeps retrying, and joins once a Role grants it.
 func TestMissingLeasePermissions(t *testing.T) {
 	ns := controlPlane.Namespace(t)
@@ -280,7 +280,7 @@ func TestMissingLeasePermissions(t *testing.T) {
 	assert.Equal(t, r.endpoint, lease.Annotations[membership.AnnotationEndpoint])
 }
 
-// statusHost records the component status events a replica reports.
+// statusHost records the component status events a member reports.
 type statusHost struct {
 	mu     sync.Mutex
 	events []*componentstatus.Event
