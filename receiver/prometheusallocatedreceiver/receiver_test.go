@@ -28,7 +28,6 @@ func (m member) View() targetallocatorextension.View {
 	return targetallocatorextension.View{Identity: "c-0", Group: "c", Endpoint: m.endpoint}
 }
 
-func (member) Subscribe() (<-chan struct{}, func()) { return nil, func() {} }
 
 type host struct {
 	component.Host
