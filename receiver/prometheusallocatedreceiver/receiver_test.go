@@ -28,7 +28,6 @@ func (m member) View() targetallocatorextension.View {
 	return targetallocatorextension.View{Identity: "c-0", Group: "c", Endpoint: m.endpoint}
 }
 
-
 type host struct {
 	component.Host
 	extensions map[component.ID]component.Component
