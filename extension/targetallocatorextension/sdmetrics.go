@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
+	"github.com/embedded-ta/embedded-ta/internal/discovery"
 )
 
 // sdMetrics reports, as the collector's telemetry, the Prometheus service
@@ -27,8 +28,8 @@ func newSDMetrics(tb *metadata.TelemetryBuilder) (*sdMetrics, error) {
 	s := &sdMetrics{}
 	err := errors.Join(
 		tb.RegisterTargetallocatorDiscoveredTargetsCallback(func(_ context.Context, o metric.Int64Observer) error {
-			s.observe("prometheus_sd_discovered_targets", func(v int64, label func(string) string) {
-				o.Observe(v, metric.WithAttributes(attribute.String("job_name", label("config"))))
+			s.observe(discovery.DiscoveredTargetsMetric, func(v int64, label func(string) string) {
+				o.Observe(v, metric.WithAttributes(attribute.String("job_name", label("job"))))
 			})
 			return nil
 		}),

@@ -168,6 +168,10 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 	case routeTargetsPage:
 		status.WriteTargetsPage(w, view, a)
 	case routeScrapeConfigs:
+		if a.Pending {
+			h.relay.fallback(w, r, req, view, "the leader does not know every job yet")
+			return
+		}
 		ans := a.ScrapeConfigs(verified(r)) // a verified client certificate sees secrets
 		h.relay.keep(r, ans)
 		writeAnswer(w, r, ans)
@@ -180,7 +184,9 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 	case routeTargets:
 		switch {
 		case a.Pending:
-			h.relay.fallback(w, r, req, view, errors.New("the leader has not discovered its targets yet"))
+			h.relay.fallback(w, r, req, view, "the leader does not know every job yet")
+		case !a.Reported(req.job) && a.HasJob(req.job):
+			h.relay.fallback(w, r, req, view, fmt.Sprintf("the leader's discovery of job %q has not reported yet", req.job))
 		case !a.HasJob(req.job):
 			httpError(w, http.StatusNotFound, "unknown job %q", req.job)
 		case req.all:

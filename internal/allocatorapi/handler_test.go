@@ -269,23 +269,59 @@ func TestLeaderKeepsItsShareAfterItsTerm(t *testing.T) {
 	assert.Equal(t, share, body)
 }
 
-// A leader whose discovery has not delivered yet serves the scrape configs
-// and jobs, and no share: its own from its last copy, others' not at all.
+// A leader that does not know every job yet (Prometheus Operator
+// resources to come) serves neither scrape configs nor shares from its
+// allocation: its own from its copies, others' not at all.
 func TestPendingLeaderServesNoShare(t *testing.T) {
-	a := testAllocation(t)
-	a.Pending = true
-	h := NewHandler(&source{identity: "c-0", allocation: a}, http.DefaultClient, "http", zap.NewNop())
+	src := &source{identity: "c-0", allocation: testAllocation(t)}
+	h := NewHandler(src, http.DefaultClient, "http", zap.NewNop())
+	_, configs := get(t, h, "/scrape_configs") // the copy of a term before
+	src.mu.Lock()
+	src.allocation = testAllocation(t)
+	src.allocation.Pending = true
+	src.mu.Unlock()
+
 	resp, body := get(t, h, "/scrape_configs")
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Contains(t, body, "with/slash")
+	assert.Equal(t, configs, body, "the copy, not the allocation's incomplete jobs")
+	assert.Equal(t, "true", resp.Header.Get(StaleHeader))
 	resp, _ = get(t, h, "/jobs")
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	resp, body = get(t, h, "/jobs/plain/targets?collector_id=c-0")
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.JSONEq(t, "[]", body, "its own share, before it ever had one, is empty")
-	resp, body = get(t, h, "/jobs/plain/targets?collector_id=c-1")
-	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "a member asking through it falls back to its own copy")
-	assert.Contains(t, body, "not discovered")
+	resp, body = get(t, h, "/jobs/serviceMonitor%2Fns%2Fnew%2F0/targets?collector_id=c-1")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "a job it may not know yet is no 404")
+	assert.Contains(t, body, "does not know every job yet")
+}
+
+// A job whose discovery has not reported is answered from copies: the
+// leader's own share from its copy, others' with 503 (a follower relaying
+// falls back to its copy), while the other jobs are answered.
+func TestUnreportedJobServesNoShare(t *testing.T) {
+	src := &source{identity: "c-1", allocation: testAllocation(t)}
+	h := NewHandler(src, http.DefaultClient, "http", zap.NewNop())
+	own := "/jobs/plain/targets?collector_id=c-1"
+	_, before := get(t, h, own)
+
+	a := testAllocation(t)
+	a.Unreported = map[string]bool{"plain": true}
+	src.mu.Lock()
+	src.allocation = a
+	src.mu.Unlock()
+	resp, body := get(t, h, own)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "true", resp.Header.Get(StaleHeader))
+	assert.Equal(t, before, body, "the copy, never the unreported job's empty share")
+	resp, body = get(t, h, "/jobs/plain/targets?collector_id=c-0")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Contains(t, body, `job "plain" has not reported`)
+	resp, _ = get(t, h, "/jobs/plain/targets")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	resp, body = get(t, h, "/jobs/with%2Bplus/targets?collector_id=c-1")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "reported jobs are answered")
+	assert.Empty(t, resp.Header.Get(StaleHeader))
+	assert.Contains(t, body, "127.0.0.1:")
 }
 
 // A follower never relays an answer of an older epoch than the Lease shows:

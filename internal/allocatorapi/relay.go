@@ -3,7 +3,6 @@ package allocatorapi
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -93,7 +92,7 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 	}
 	if view.LeaderEndpoint == "" || view.Leader == view.Identity {
 		// No leader, or the last record names this member: nobody to ask.
-		l.fallback(w, r, req, view, errors.New("the group has no leader"))
+		l.fallback(w, r, req, view, "no leader answers: the group has no leader")
 		return
 	}
 	own := req.ownShare(view.Identity)
@@ -113,7 +112,7 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 		err = readable(req, body) // a copy is only ever replaced by an answer the receiver can read
 	}
 	if err != nil {
-		l.fallback(w, r, req, view, err)
+		l.fallback(w, r, req, view, "no leader answers: "+err.Error())
 		return
 	}
 	for _, k := range []string{"Content-Type", "Allow", EpochHeader} {
@@ -218,11 +217,11 @@ func (l *Relay) forward(r *http.Request, view status.View, ifNoneMatch string) (
 	return resp.StatusCode, resp.Header, body, nil
 }
 
-// fallback answers when no leader does: the own share from the copy, an
-// empty own share before there ever was one, 503 for anything else.
-func (l *Relay) fallback(w http.ResponseWriter, r *http.Request, req request, view status.View, cause error) {
+// fallback answers when no leader can, for reason: the own share from the
+// copy, an empty own share before there ever was one, 503 for anything else.
+func (l *Relay) fallback(w http.ResponseWriter, r *http.Request, req request, view status.View, reason string) {
 	if !req.ownShare(view.Identity) {
-		httpError(w, http.StatusServiceUnavailable, "no leader answers: %v", cause)
+		httpError(w, http.StatusServiceUnavailable, "%s", reason)
 		return
 	}
 	if ans, ok := l.copy(r); ok {
@@ -230,7 +229,7 @@ func (l *Relay) fallback(w http.ResponseWriter, r *http.Request, req request, vi
 		writeAnswer(w, r, ans)
 		return
 	}
-	l.logger.Debug("No leader answers and no copy yet: answering an empty share", zap.Error(cause))
+	l.logger.Debug("No copy yet: answering an empty share", zap.String("reason", reason))
 	if req.route == routeScrapeConfigs {
 		writeJSON(w, []byte("{}\n"))
 	} else {

@@ -66,9 +66,23 @@ func (t Target) Labels() labels.Labels { return t.Element.Labels() }
 // entry, possibly empty, and a job's targets are sorted by Hash, one per Hash.
 // It is never modified once sent, and must not be by its reader: snapshots
 // share the slices of jobs that did not change.
+//
+// A job whose discovery has not reported yet (see reported.go) is in
+// Unreported, with no targets: that it has none is not known. Past
+// reportWait, a job is reported once any of its SD configs has sent its
+// first update; one whose SD configs have all stayed silent stays unreported.
 type Snapshot struct {
-	Jobs map[string][]Target
+	Jobs       map[string][]Target
+	Unreported map[string]bool
 }
+
+// reportWait bounds how long a job's discovery waits for the first update of
+// each of its SD configs before it reports with those that have sent one.
+const reportWait = 30 * time.Second
+
+// DiscoveredTargetsMetric names the gauge, on a Discoverer's registerer, of
+// the targets its discovery found in each job (label job), before relabeling.
+const DiscoveredTargetsMetric = "embedded_ta_discovered_targets"
 
 // managerName labels the discovery manager's metrics (name="...").
 const managerName = "target_allocator"
@@ -129,7 +143,7 @@ func New(cfg *config.Config, filter FilterStrategy, logger *zap.Logger, reg prom
 	}
 	for _, job := range jobs {
 		d.jobs[job.JobName] = job
-		d.sdConfigs[job.JobName] = job.ServiceDiscoveryConfigs
+		d.sdConfigs[job.JobName] = reporting(job.JobName, job.ServiceDiscoveryConfigs)
 	}
 	return d, nil
 }
@@ -171,6 +185,13 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("discovery: register SD metrics: %w", err)
 	}
+	discovered := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: DiscoveredTargetsMetric,
+		Help: "Targets service discovery found in each job, before relabeling.",
+	}, []string{"job"})
+	if err := d.reg.Register(discovered); err != nil {
+		return fmt.Errorf("discovery: register %s: %w", DiscoveredTargetsMetric, err)
+	}
 	mgr := discovery.NewManager(ctx, slogger, d.reg, sdMetrics, discovery.Name(managerName), discovery.Updatert(maxBatch))
 	if mgr == nil {
 		// NewManager logs why and returns nil; the one reason it can have
@@ -187,10 +208,21 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	}()
 
 	d.logger.Info("Service discovery started", zap.Int("jobs", len(d.jobs)))
-	s := newSnapshotter(d)
+	s := newSnapshotter(d, discovered)
 	var groups map[string][]*targetgroup.Group
+	wait := time.NewTimer(reportWait)
+	defer wait.Stop()
 	for {
 		select {
+		case <-wait.C:
+			// Jobs still unreported may report with what they have.
+			if snap, changed := s.update(groups); changed && groups != nil {
+				d.publish(snap)
+			}
+			if next, ok := s.nextReportWait(); ok {
+				wait.Reset(next)
+			}
+			continue
 		case g, ok := <-mgr.SyncCh():
 			if ok {
 				groups = g
@@ -203,6 +235,9 @@ func (d *Discoverer) Run(ctx context.Context) error {
 			if err := d.apply(mgr, s, jobs); err != nil {
 				d.logger.Error("Cannot apply the new jobs to service discovery", zap.Error(err))
 				continue
+			}
+			if next, ok := s.nextReportWait(); ok {
+				wait.Reset(next)
 			}
 			// Before the first discovery there is nothing to tell: a
 			// snapshot now would claim that every job has no targets.
@@ -231,7 +266,7 @@ func (d *Discoverer) apply(mgr *discovery.Manager, s *snapshotter, jobs []*confi
 	sdConfigs := make(map[string]discovery.Configs, len(jobs))
 	for _, job := range jobs {
 		next[job.JobName] = job
-		sdConfigs[job.JobName] = job.ServiceDiscoveryConfigs
+		sdConfigs[job.JobName] = reporting(job.JobName, job.ServiceDiscoveryConfigs)
 	}
 	if err := mgr.ApplyConfig(sdConfigs); err != nil {
 		return err
@@ -239,6 +274,11 @@ func (d *Discoverer) apply(mgr *discovery.Manager, s *snapshotter, jobs []*confi
 	for name, job := range d.jobs {
 		if next[name] != job {
 			s.forget(name)
+		}
+	}
+	for name, job := range next {
+		if d.jobs[name] != job {
+			s.since[name] = time.Now() // its discovery starts anew
 		}
 	}
 	d.jobs, d.sdConfigs = next, sdConfigs
@@ -265,21 +305,62 @@ type snapshotter struct {
 	last     Snapshot
 	reported map[string]int // job -> targets Prometheus would not scrape, last logged
 	changed  bool           // the jobs changed since the last snapshot
+	// since is when each job's discovery started, for reportWait.
+	since map[string]time.Time
+	// discovered counts each job's targets before relabeling. (Prometheus's
+	// prometheus_sd_discovered_targets counts the markers too.)
+	discovered *prometheus.GaugeVec
 }
 
-func newSnapshotter(d *Discoverer) *snapshotter {
-	return &snapshotter{d: d, filter: newFilter(d.strategy), reported: map[string]int{}}
+func newSnapshotter(d *Discoverer, discovered *prometheus.GaugeVec) *snapshotter {
+	s := &snapshotter{d: d, filter: newFilter(d.strategy), reported: map[string]int{}, since: map[string]time.Time{}, discovered: discovered}
+	now := time.Now()
+	for name := range d.jobs {
+		s.since[name] = now
+	}
+	return s
+}
+
+// unreported reports whether a job's discovery, n of whose SD configs have
+// sent their first update, has not reported.
+func (s *snapshotter) unreported(job string, n int, now time.Time) bool {
+	if n >= len(s.d.sdConfigs[job]) {
+		return false
+	}
+	return n == 0 || now.Sub(s.since[job]) < reportWait
+}
+
+// nextReportWait returns how long until the first job still waiting reaches
+// reportWait, false when none waits.
+func (s *snapshotter) nextReportWait() (time.Duration, bool) {
+	next, ok := time.Duration(0), false
+	now := time.Now()
+	for job := range s.last.Unreported {
+		if left := s.since[job].Add(reportWait).Sub(now); left > 0 && (!ok || left < next) {
+			next, ok = left, true
+		}
+	}
+	return next, ok
 }
 
 // update returns the Snapshot for groups, which hold every job's current
 // target groups, and whether it differs from the previous one.
 func (s *snapshotter) update(groups map[string][]*targetgroup.Group) (Snapshot, bool) {
-	snap := Snapshot{Jobs: make(map[string][]Target, len(s.d.jobs))}
+	snap := Snapshot{Jobs: make(map[string][]Target, len(s.d.jobs)), Unreported: map[string]bool{}}
 	changed := s.last.Jobs == nil || s.changed
 	s.changed = false
 	total := 0
+	now := time.Now()
 	for name, job := range s.d.jobs {
-		targets, regrouped := s.filter.update(job, groups[name])
+		jobGroups, n := withoutMarkers(groups[name])
+		s.discovered.WithLabelValues(name).Set(float64(countTargets(jobGroups)))
+		if s.unreported(name, n, now) {
+			snap.Jobs[name], snap.Unreported[name] = nil, true
+			changed = changed || !s.last.Unreported[name]
+			continue
+		}
+		changed = changed || s.last.Unreported[name]
+		targets, regrouped := s.filter.update(job, jobGroups)
 		snap.Jobs[name] = targets.sorted
 		total += len(targets.sorted)
 		// New target groups often carry the same targets (a resync, a
@@ -300,6 +381,15 @@ func (s *snapshotter) update(groups map[string][]*targetgroup.Group) (Snapshot, 
 func (s *snapshotter) forget(job string) {
 	delete(s.filter.jobs, job)
 	delete(s.reported, job)
+	s.discovered.DeleteLabelValues(job)
+}
+
+func countTargets(groups []*targetgroup.Group) int {
+	n := 0
+	for _, g := range groups {
+		n += len(g.Targets)
+	}
+	return n
 }
 
 func sameTarget(a, b Target) bool {

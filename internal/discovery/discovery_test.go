@@ -293,10 +293,10 @@ func TestMetricsOnTheTermsRegistry(t *testing.T) {
 		require.NoError(t, err)
 		n := map[string]float64{}
 		for _, f := range families {
-			if f.GetName() == "prometheus_sd_discovered_targets" {
+			if f.GetName() == DiscoveredTargetsMetric {
 				for _, m := range f.GetMetric() {
 					for _, l := range m.GetLabel() {
-						if l.GetName() == "config" {
+						if l.GetName() == "job" {
 							n[l.GetValue()] = m.GetGauge().GetValue()
 						}
 					}

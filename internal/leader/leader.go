@@ -94,9 +94,12 @@ func (t *Term) Allocations() <-chan *shares.Allocation { return t.out }
 
 // Run runs the term until ctx is done.
 //
-// Until the first discovery the allocation is pending: the scrape configs
-// and jobs are served, the shares are not (an empty share would make every
-// member drop its targets); members answer theirs from their last copy.
+// A job's shares are answered from the term's allocations once its
+// discovery has reported (discovery.Snapshot.Unreported): before, they are
+// not known, and an empty share would make every member drop its targets;
+// members answer theirs from their copies. While the jobs of Prometheus
+// Operator resources are still to come, the allocation is pending: neither
+// the scrape configs nor any share is answered from it.
 func (t *Term) Run(ctx context.Context) {
 	defer close(t.out)
 	logger, s := t.cfg.Logger, t.state
@@ -116,13 +119,18 @@ func (t *Term) Run(ctx context.Context) {
 	if _, err := s.setMembers(t.cfg.Members()); err != nil {
 		logger.Error("Cannot set members", zap.Error(err))
 	}
-	if !t.send(ctx, t.pending()) {
-		return
-	}
-	discovered := false
-	jobsKnown := t.cfg.Jobs == nil
+	pending := t.cfg.Jobs != nil // the resources' jobs are still to come
+	changed, publish := time.Now(), true
 	for {
-		var changed time.Time
+		if publish {
+			a := s.allocation(t.cfg.Epoch, t.cfg.Identity)
+			a.Pending, a.Changed, a.Moved = pending, changed, s.takeMoved()
+			logger.Debug("Allocated targets", zap.Int("members", len(a.Members)), zap.Int("moved", a.Moved),
+				zap.Int("unreported", len(a.Unreported)), zap.Bool("pending", a.Pending), zap.Duration("took", time.Since(changed)))
+			if !t.send(ctx, a) {
+				return
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -131,49 +139,25 @@ func (t *Term) Run(ctx context.Context) {
 			jobs, byName := mergeJobs(t.configs, more, logger)
 			if err := s.setScrapeConfigs(byName); err != nil {
 				logger.Error("Cannot encode the scrape configs", zap.Error(err))
+				publish = false
 				continue
 			}
 			// Discovery sends a snapshot of exactly these jobs: the targets
 			// of jobs that are gone leave with it.
 			t.disc.SetJobs(jobs)
-			jobsKnown = true
-			if !discovered {
-				if !t.send(ctx, t.pending()) { // with the new scrape configs
-					return
-				}
-				continue
-			}
+			pending, publish = false, true
 		case snap := <-t.disc.Snapshots():
-			changed = time.Now()
+			changed, publish = time.Now(), true
 			s.setTargets(snap)
-			if discovered = jobsKnown; !discovered {
-				continue // the resources' jobs are still to come
-			}
 		case <-t.cfg.MembersChanged:
 			changed = time.Now()
 			moved, err := s.setMembers(t.cfg.Members())
 			if err != nil {
 				logger.Error("Cannot set members", zap.Error(err))
 			}
-			if !moved || !discovered {
-				continue
-			}
-		}
-		a := s.allocation(t.cfg.Epoch, t.cfg.Identity)
-		a.Changed, a.Moved = changed, s.takeMoved()
-		logger.Debug("Allocated targets", zap.Int("members", len(a.Members)), zap.Int("moved", a.Moved),
-			zap.Duration("took", time.Since(changed)))
-		if !t.send(ctx, a) {
-			return
+			publish = moved
 		}
 	}
-}
-
-// pending returns the allocation served before the first discovery.
-func (t *Term) pending() *shares.Allocation {
-	a := t.state.allocation(t.cfg.Epoch, t.cfg.Identity)
-	a.Pending = true
-	return a
 }
 
 // send hands a to the reader; false when the term ends first.

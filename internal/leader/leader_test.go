@@ -74,13 +74,15 @@ func TestTermSendsAllocations(t *testing.T) {
 	go term.Run(ctx)
 
 	a := next(t, term)
-	assert.True(t, a.Pending, "the first allocation waits for discovery")
+	assert.False(t, a.Pending, "without Prometheus Operator resources, every job is known at once")
+	assert.Equal(t, map[string]bool{"a": true, "b": true}, a.Unreported, "no job's shares before its discovery reports")
+	assert.False(t, a.Reported("a"))
 	assert.Equal(t, []string{"a", "b"}, a.Jobs())
 	assert.Equal(t, 7, a.Epoch)
 	assert.Equal(t, "m-0", a.Leader)
 
 	a = next(t, term)
-	require.False(t, a.Pending)
+	require.Empty(t, a.Unreported)
 	assert.Equal(t, 60, a.Summary().Targets)
 	assert.Equal(t, []string{"m-0", "m-1"}, a.Members)
 	assert.False(t, a.Changed.IsZero())
@@ -107,7 +109,8 @@ func TestTermSendsAllocations(t *testing.T) {
 
 // With Prometheus Operator jobs to come, every allocation stays pending
 // until they arrive, even after discovery has reported the configured jobs:
-// shares published before would lack the resources' targets.
+// scrape configs published before would lack the resources' jobs. The
+// resources' jobs are then unreported until their discovery reports.
 func TestTermWaitsForResourceJobs(t *testing.T) {
 	jobs := make(chan []*promconfig.ScrapeConfig, 1)
 	term, err := New(Config{
@@ -124,19 +127,25 @@ func TestTermWaitsForResourceJobs(t *testing.T) {
 	go term.Run(ctx)
 
 	require.True(t, next(t, term).Pending)
-	select {
-	case a := <-term.Allocations():
-		t.Fatalf("an allocation before the resources' jobs arrived (pending %v)", a.Pending)
-	case <-time.After(2 * time.Second): // discovery reports the static job in about 100 ms
+	for deadline := time.After(2 * time.Second); ; { // discovery reports the static job in about 100 ms
+		select {
+		case a := <-term.Allocations():
+			require.True(t, a.Pending, "an allocation that is not pending before the resources' jobs arrived")
+			continue
+		case <-deadline:
+		}
+		break
 	}
 
 	cr := staticConfig(t, 2, "serviceMonitor/ns/app/0").ScrapeConfigs[0]
 	jobs <- []*promconfig.ScrapeConfig{cr}
 	a := next(t, term)
-	assert.True(t, a.Pending, "the new scrape configs are served at once, the shares once discovered")
+	assert.False(t, a.Pending, "the new scrape configs are served at once")
 	assert.Equal(t, []string{"serviceMonitor/ns/app/0", "static"}, a.Jobs())
+	assert.True(t, a.Unreported["serviceMonitor/ns/app/0"], "the resource's shares once its discovery reports")
 	for a = next(t, term); a.Summary().Targets < 5; a = next(t, term) {
 		require.False(t, a.Pending)
 	}
+	assert.Empty(t, a.Unreported)
 	assert.Equal(t, []shares.JobCount{{Name: "serviceMonitor/ns/app/0", Targets: 2}, {Name: "static", Targets: 3}}, a.Summary().Jobs)
 }

@@ -38,6 +38,9 @@ type state struct {
 	index    map[string]int32 // of names: member index in names
 	moved    int              // targets that changed member since takeMoved
 	delta    map[shareKey]*shareDelta
+	// unreported are the jobs whose discovery has not reported (see
+	// discovery.Snapshot): their targets are kept as they were.
+	unreported map[string]bool
 }
 
 type jobState struct {
@@ -78,9 +81,10 @@ type shareDelta struct {
 
 func newState(alloc allocation.Allocator, configs map[string]*promconfig.ScrapeConfig) (*state, error) {
 	s := &state{
-		alloc: alloc,
-		jobs:  map[string]*jobState{},
-		delta: map[shareKey]*shareDelta{},
+		alloc:      alloc,
+		jobs:       map[string]*jobState{},
+		delta:      map[shareKey]*shareDelta{},
+		unreported: map[string]bool{},
 	}
 	return s, s.setScrapeConfigs(configs)
 }
@@ -97,6 +101,9 @@ func (s *state) setScrapeConfigs(configs map[string]*promconfig.ScrapeConfig) er
 	s.jobNames = make(map[string]bool, len(configs))
 	for name := range configs {
 		s.jobNames[name] = true
+		if _, known := s.jobs[name]; !known {
+			s.unreported[name] = true // until discovery reports it
+		}
 		s.job(name)
 	}
 	for name, js := range s.jobs {
@@ -165,6 +172,9 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 	}
 	for name, ts := range snap.Jobs {
 		js := s.job(name)
+		if s.unreported[name] = snap.Unreported[name]; s.unreported[name] {
+			continue // its targets are not known: keep those it had
+		}
 		if sameSlice(js.targets, ts) {
 			continue
 		}
@@ -213,6 +223,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 		js.targets, js.members = nil, nil
 		if !s.jobNames[name] {
 			defer delete(s.jobs, name) // once its shares are emptied below
+			defer delete(s.unreported, name)
 		}
 	}
 
@@ -298,7 +309,14 @@ func (s *state) allocation(epoch int, identity string) *shares.Allocation {
 	for name, js := range s.jobs {
 		jobs[name] = js.job
 	}
-	return shares.New(epoch, identity, s.names, s.configs, jobs)
+	a := shares.New(epoch, identity, s.names, s.configs, jobs)
+	a.Unreported = make(map[string]bool)
+	for name, unreported := range s.unreported {
+		if _, ok := jobs[name]; ok && unreported {
+			a.Unreported[name] = true
+		}
+	}
+	return a
 }
 
 // merge applies a share's changes to its targets, keeping them sorted by hash.

@@ -162,10 +162,15 @@ type Allocation struct {
 	Leader string
 	// Members are the identities of the group's members, sorted.
 	Members []string
-	// Pending is true until the leader's first discovery: the scrape configs
-	// and jobs are known, the targets are not, and no share is answered from
-	// this allocation (an empty one would make every member drop its targets).
+	// Pending is true while the scrape configs are not all known (the jobs of
+	// Prometheus Operator resources are still to come): neither they nor any
+	// share are answered from this allocation, whose jobs would lack theirs.
 	Pending bool
+	// Unreported holds the jobs whose discovery has not reported since the
+	// term began or their config changed: their targets are not known (an
+	// empty list would make every member drop its targets), so their shares
+	// are not answered from this allocation. Never modified once published.
+	Unreported map[string]bool
 	// Changed is when the change that led to this allocation arrived (zero
 	// for a pending allocation), and Moved counts the targets whose member it
 	// changed.
@@ -193,6 +198,10 @@ func New(epoch int, leader string, members []string, configs *ScrapeConfigs, job
 		jobNames: slices.Sorted(maps.Keys(jobs)),
 	}
 }
+
+// Reported reports whether job's shares may be answered from the
+// allocation: its discovery has reported and the allocation is not pending.
+func (a *Allocation) Reported(job string) bool { return !a.Pending && !a.Unreported[job] }
 
 // Jobs returns the job names, sorted.
 func (a *Allocation) Jobs() []string { return a.jobNames }
@@ -263,6 +272,9 @@ type MemberCount struct {
 type JobCount struct {
 	Name    string `json:"name"`
 	Targets int    `json:"target_count"`
+	// Unreported is true while the job's discovery has not reported: its
+	// targets are those of before (none at a term's start).
+	Unreported bool `json:"unreported,omitempty"`
 }
 
 // Summary returns the allocation's counts, computed on first use.
@@ -276,7 +288,7 @@ func (a *Allocation) Summary() Summary {
 		}
 		for i, name := range a.jobNames {
 			j := a.jobs[name]
-			s.Jobs[i] = JobCount{Name: name, Targets: j.count}
+			s.Jobs[i] = JobCount{Name: name, Targets: j.count, Unreported: a.Unreported[name]}
 			s.Targets += j.count
 			for m, share := range j.shares {
 				k, member := index[m]

@@ -1,0 +1,156 @@
+package integrationtest
+
+import (
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+)
+
+// An election never empties anybody's share, on the users' path: a job of
+// Kubernetes pod SD, a job of an HTTP SD endpoint that answers every
+// request 3 s late, and a static job. The leader dies (cut off the API
+// server, so it neither renews nor releases); every survivor's own answer
+// for every job, polled five times a second through the election and until
+// the new leader's slow discovery has answered, holds at least the targets
+// it held before (a leave moves only the leaver's targets, to the
+// survivors), and /scrape_configs never loses a job.
+//
+// Before jobs waited for their discovery to report, the new leader
+// published the slow job with no targets about 100 ms into its term, and
+// the survivors answered [] for it until the endpoint answered.
+func TestElectionNeverEmptiesAShare(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+	for i := range 6 {
+		controlPlane.RunningPod(t, ns, fmt.Sprintf("app-%d", i), fmt.Sprintf("127.0.0.%d", 31+i), "node-a", 9100, map[string]string{"app": "demo"})
+	}
+	slowTargets := []string{"10.0.1.1:9100", "10.0.1.2:9100", "10.0.1.3:9100", "10.0.1.4:9100", "10.0.1.5:9100", "10.0.1.6:9100"}
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(3 * time.Second):
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `[{"targets": [%q, %q, %q, %q, %q, %q]}]`,
+			slowTargets[0], slowTargets[1], slowTargets[2], slowTargets[3], slowTargets[4], slowTargets[5])
+	}))
+	defer slow.Close()
+	jobs := withScrapeConfigs(
+		map[string]any{
+			"job_name": "pods",
+			"kubernetes_sd_configs": []any{map[string]any{
+				"role": "pod", "kubeconfig_file": kubeconfig, "namespaces": map[string]any{"names": []any{ns}},
+			}},
+		},
+		map[string]any{"job_name": "slow", "http_sd_configs": []any{map[string]any{"url": slow.URL, "refresh_interval": "1h"}}},
+		staticJob("static", "10.0.2.1:9100", "10.0.2.2:9100", "10.0.2.3:9100", "10.0.2.4:9100", "10.0.2.5:9100", "10.0.2.6:9100"),
+	)
+	replicas := startGroup(t, ns, "users", 3, jobs)
+	leader := settled(t, replicas, 10*time.Second)
+	survivors := without(replicas, leader)
+	names := []string{"pods", "slow", "static"}
+
+	// Every member's share of every job, as it answers it.
+	share := func(r *replica, job string) (map[string]bool, error) {
+		var groups []struct {
+			Targets []string `json:"targets"`
+		}
+		err := fetchJSON(r.url()+"/jobs/"+url.QueryEscape(job)+"/targets?collector_id="+url.QueryEscape(r.identity), &groups)
+		out := map[string]bool{}
+		for _, g := range groups {
+			for _, target := range g.Targets {
+				out[target] = true
+			}
+		}
+		return out, err
+	}
+	before := map[string]map[string]map[string]bool{} // member → job → targets
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		total := map[string]int{}
+		for _, r := range replicas {
+			before[r.identity] = map[string]map[string]bool{}
+			for _, job := range names {
+				s, err := share(r, job)
+				assert.NoError(c, err)
+				before[r.identity][job] = s
+				total[job] += len(s)
+			}
+		}
+		assert.Equal(c, map[string]int{"pods": 6, "slow": 6, "static": 6}, total, "every target in one share")
+	}, 20*time.Second, 200*time.Millisecond)
+
+	type answer struct {
+		member, job string
+		targets     map[string]bool
+	}
+	var (
+		answers []answer
+		lost    []string
+	)
+	poll := func() {
+		for _, r := range survivors {
+			for _, job := range names {
+				s, err := share(r, job)
+				if err != nil {
+					lost = append(lost, fmt.Sprintf("%s %s: %v", r.identity, job, err))
+				}
+				answers = append(answers, answer{r.identity, job, s})
+			}
+			var configs map[string]any
+			err := fetchJSON(r.url()+"/scrape_configs", &configs)
+			if got := slices.Sorted(maps.Keys(configs)); err != nil || !slices.Equal(got, names) {
+				lost = append(lost, fmt.Sprintf("%s: /scrape_configs has jobs %v (%v)", r.identity, got, err))
+			}
+		}
+	}
+
+	died := time.Now()
+	leader.proxy.Cut()
+	newLeader(t, survivors, died, 20*time.Second)
+	elected := time.Since(died)
+	// Past the new leader's slow discovery (3 s), and a margin.
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		poll()
+	}
+
+	// The new term's allocation holds every target again, the dead
+	// member's moved to the survivors.
+	after := map[string]map[string]map[string]bool{}
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		total := map[string]int{}
+		for _, r := range survivors {
+			after[r.identity] = map[string]map[string]bool{}
+			for _, job := range names {
+				s, err := share(r, job)
+				assert.NoError(c, err)
+				after[r.identity][job] = s
+				total[job] += len(s)
+			}
+		}
+		assert.Equal(c, map[string]int{"pods": 6, "slow": 6, "static": 6}, total)
+	}, 20*time.Second, 200*time.Millisecond)
+
+	// A target a survivor holds before and after the election is in every
+	// answer in between. (With so few targets, the load bounds may move a
+	// survivor's target to the other survivor: that is a move, not a loss.)
+	for _, a := range answers {
+		for target := range before[a.member][a.job] {
+			if after[a.member][a.job][target] && !a.targets[target] {
+				lost = append(lost, fmt.Sprintf("%s lost %s of job %s", a.member, target, a.job))
+			}
+		}
+	}
+	t.Logf("measured: new leader after %s; %d answers of the survivors polled through the election", elected.Round(time.Millisecond), len(answers))
+	assert.Empty(t, lost, "a survivor's answer got emptier")
+}

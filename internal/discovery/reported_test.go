@@ -1,0 +1,63 @@
+package discovery
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// A job whose SD has not answered yet is unreported, not empty: Prometheus's
+// discovery manager sends its first sync with an empty list for it. Once the
+// slow HTTP SD endpoint answers, the job reports with its targets; a job of
+// static configs and a job of no SD config at all report at once; a job
+// with two SD configs waits for both.
+func TestJobsReportOnceEveryConfigHasAnswered(t *testing.T) {
+	answer := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-answer:
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprint(w, `[{"targets": ["10.0.0.9:9100"]}]`)
+	}))
+	defer slow.Close()
+	defer close(answer)
+
+	d := start(t, fmt.Sprintf(`
+scrape_configs:
+  - job_name: static
+    static_configs: [{targets: ["10.0.0.1:9100"]}]
+  - job_name: none
+  - job_name: slow
+    http_sd_configs: [{url: %[1]q, refresh_interval: 1h}]
+  - job_name: both
+    static_configs: [{targets: ["10.0.0.2:9100"]}]
+    http_sd_configs: [{url: %[1]q, refresh_interval: 1h}]
+`, slow.URL), FilterRelabelConfig)
+
+	first := await(t, d, "static and none reported", func(s Snapshot) bool {
+		return !s.Unreported["static"] && !s.Unreported["none"] && len(s.Jobs["static"]) == 1
+	})
+	assert.Equal(t, map[string]bool{"slow": true, "both": true}, first.Unreported,
+		"the slow endpoint's jobs are unreported, even the one whose static config answered")
+	assert.Empty(t, first.Jobs["slow"])
+
+	answer <- struct{}{}
+	answer <- struct{}{}
+	last := await(t, d, "every job reported", func(s Snapshot) bool { return len(s.Unreported) == 0 })
+	assert.Equal(t, []string{"10.0.0.9:9100"}, addresses(last, "slow"))
+	assert.ElementsMatch(t, []string{"10.0.0.2:9100", "10.0.0.9:9100"}, addresses(last, "both"))
+	assert.Empty(t, last.Jobs["none"])
+}
+
+// The markers never reach the targets.
+func TestMarkersAreNoTargets(t *testing.T) {
+	d := start(t, `scrape_configs: [{job_name: j, static_configs: [{targets: ["10.0.0.1:9100"]}, {targets: ["10.0.0.2:9100"]}]}]`, FilterNone)
+	s := await(t, d, "j reported", func(s Snapshot) bool { return !s.Unreported["j"] })
+	assert.ElementsMatch(t, []string{"10.0.0.1:9100", "10.0.0.2:9100"}, addresses(s, "j"))
+}
