@@ -3,6 +3,7 @@ package targetallocatorextension // import "github.com/embedded-ta/embedded-ta/e
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
@@ -26,8 +27,18 @@ func (e *allocatorExtension) routes(relay *http.Client) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", e.readyz)
 	mux.HandleFunc("GET /status", e.status)
-	mux.Handle("/", allocatorapi.NewHandler(e, relay, scheme, e.set.Logger))
-	return mux
+	api := allocatorapi.NewHandler(e, relay, scheme, e.set.Logger)
+	mux.Handle("/", api)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux answers a path with a "." or ".." segment with a redirect
+		// to its clean form, which the stock client does not follow: the
+		// targets of jobs named "." and ".." go to the API as they are.
+		if strings.HasPrefix(r.URL.Path, "/jobs/") {
+			api.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // readyz answers 200 once this member's Lease is written and it knows its

@@ -2,6 +2,7 @@ package integrationtest
 
 import (
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -153,4 +154,27 @@ func TestElectionNeverEmptiesAShare(t *testing.T) {
 	}
 	t.Logf("measured: new leader after %s; %d answers of the survivors polled through the election", elected.Round(time.Millisecond), len(answers))
 	assert.Empty(t, lost, "a survivor's answer got emptier")
+}
+
+// Jobs named "." and ".." are answered, not redirected: Go's ServeMux would
+// answer /jobs/./targets with a redirect to /jobs/targets, and the stock
+// client does not follow redirects.
+func TestDotJobNames(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	r := startReplica(t, controlPlane.Config, ns, "dots-0", "dots",
+		withScrapeConfigs(staticJob(".", "10.0.3.1:9100"), staticJob("..", "10.0.3.2:9100")))
+	settled(t, []*replica{r}, 10*time.Second)
+	for job, target := range map[string]string{".": "10.0.3.1:9100", "..": "10.0.3.2:9100"} {
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			resp, err := client.Get(r.url() + "/jobs/" + url.QueryEscape(job) + "/targets?collector_id=dots-0")
+			if !assert.NoError(c, err) {
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			assert.Equal(c, http.StatusOK, resp.StatusCode, "job %q: %s", job, body)
+			assert.Contains(c, string(body), target)
+		}, 10*time.Second, 100*time.Millisecond)
+	}
 }
