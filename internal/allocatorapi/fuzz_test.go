@@ -114,7 +114,7 @@ func FuzzRelayedAnswer(f *testing.F) {
 		case rec.Code >= 500:
 			t.Fatalf("the follower answered its own share with %d: %s", rec.Code, rec.Body.String())
 		case rec.Code == http.StatusOK:
-			if err := readable(req, rec.Body.Bytes()); err != nil {
+			if _, err := readable(req, rec.Body.Bytes()); err != nil {
 				t.Fatalf("the follower served what its receiver cannot read: %v\n%s", err, rec.Body.String())
 			}
 		}

@@ -123,6 +123,13 @@ func parse(r *http.Request) (request, int, error) {
 	if err != nil {
 		return request{}, http.StatusBadRequest, fmt.Errorf("bad query: %w", err)
 	}
+	// Only the targets route takes a parameter, collector_id: anything else
+	// is refused, not ignored, so that no two requests for one answer differ.
+	for name := range query {
+		if name != "collector_id" || !strings.HasPrefix(path, "/jobs/") {
+			return request{}, http.StatusBadRequest, fmt.Errorf("unknown query parameter %q", name)
+		}
+	}
 	switch path {
 	case "/", "":
 		return request{route: routePage}, 0, nil
@@ -173,7 +180,7 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 			return
 		}
 		ans := a.ScrapeConfigs(verified(r)) // a verified client certificate sees secrets
-		h.relay.keep(r, ans)
+		h.relay.keepScrapeConfigs(r, req, ans, a.Jobs())
 		writeAnswer(w, r, ans)
 	case routeJobs:
 		links := make(map[string]map[string]string, len(a.Jobs()))
@@ -203,7 +210,7 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 		default:
 			s := a.Share(req.job, req.member)
 			if req.ownShare(view.Identity) {
-				h.relay.keepShare(r, s)
+				h.relay.keepShare(r, req, s)
 			}
 			writeShare(w, r, s)
 		}

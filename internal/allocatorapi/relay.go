@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -19,8 +21,14 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/status"
 )
 
-// maxRelayed bounds a leader's answer that a follower relays, in bytes.
-const maxRelayed = 64 << 20
+// maxRelayed bounds a leader's answer that a follower relays, in bytes, and
+// maxRelaying the requests it relays at once: a follower holds at most
+// maxRelaying × maxRelayed bytes of answers. Past that, it answers from its
+// copies, as when no leader answers.
+const (
+	maxRelayed  = 64 << 20
+	maxRelaying = 8
+)
 
 // forwardedHeader marks a request a follower relays, so that it is never
 // relayed twice (two members that each believe the other leads).
@@ -42,45 +50,63 @@ type Relay struct {
 	scheme string
 	logger *zap.Logger
 
+	relaying chan struct{} // a slot per request being relayed
+
 	mu      sync.Mutex
-	copies  map[string]shares.Answer // by copyKey
-	applied int                      // the newest epoch relayed
-	lease   int                      // the leader Lease's epoch when last checked
+	copies  map[copyKey]shares.Answer
+	applied int // the newest epoch relayed
+	lease   int // the leader Lease's epoch when last checked
 }
 
 func newRelay(client *http.Client, scheme string, logger *zap.Logger) *Relay {
-	return &Relay{client: client, scheme: scheme, logger: logger, copies: map[string]shares.Answer{}}
+	return &Relay{client: client, scheme: scheme, logger: logger, relaying: make(chan struct{}, maxRelaying), copies: map[copyKey]shares.Answer{}}
 }
 
-// copyKey keys a copy by request and by whether the client may see secrets,
-// so that a copy with secret values never reaches a plain client.
-func copyKey(r *http.Request) string {
-	if verified(r) {
-		return r.URL.RequestURI() + "\x00secret"
-	}
-	return r.URL.RequestURI()
+// copyKey names a copy: the scrape configs (job "") or the member's share of
+// a job, and whether the client may see secrets, so that a copy with secret
+// values never reaches a plain client. There is one copy a job at most.
+type copyKey struct {
+	job    string
+	secret bool
+}
+
+func keyOf(r *http.Request, req request) copyKey {
+	return copyKey{job: req.job, secret: verified(r)}
 }
 
 // keep remembers an answer about the member's own share, whoever gave it.
-func (l *Relay) keep(r *http.Request, ans shares.Answer) {
+func (l *Relay) keep(r *http.Request, req request, ans shares.Answer) {
 	l.mu.Lock()
-	l.copies[copyKey(r)] = ans
+	l.copies[keyOf(r, req)] = ans
 	l.mu.Unlock()
 }
 
+// keepScrapeConfigs keeps the scrape configs of jobs, and forgets the copies
+// of the member's shares of jobs that are gone.
+func (l *Relay) keepScrapeConfigs(r *http.Request, req request, ans shares.Answer, jobs []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.copies[keyOf(r, req)] = ans
+	for k := range l.copies {
+		if k.job != "" && !slices.Contains(jobs, k.job) {
+			delete(l.copies, k)
+		}
+	}
+}
+
 // keepShare keeps a share's answer unless the copy already holds it.
-func (l *Relay) keepShare(r *http.Request, s *shares.Share) {
+func (l *Relay) keepShare(r *http.Request, req request, s *shares.Share) {
 	etag, _ := s.ETag()
-	if kept, ok := l.copy(r); !ok || kept.ETag != etag {
-		l.keep(r, s.Answer())
+	if kept, ok := l.copy(r, req); !ok || kept.ETag != etag {
+		l.keep(r, req, s.Answer())
 	}
 }
 
 // copy returns the copy of an answer about the member's own share.
-func (l *Relay) copy(r *http.Request) (shares.Answer, bool) {
+func (l *Relay) copy(r *http.Request, req request) (shares.Answer, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ans, ok := l.copies[copyKey(r)]
+	ans, ok := l.copies[keyOf(r, req)]
 	return ans, ok
 }
 
@@ -95,10 +121,17 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 		l.fallback(w, r, req, view, "no leader answers: the group has no leader")
 		return
 	}
+	select {
+	case l.relaying <- struct{}{}:
+		defer func() { <-l.relaying }()
+	default:
+		l.fallback(w, r, req, view, fmt.Sprintf("too busy: %d requests are being relayed to the leader", maxRelaying))
+		return
+	}
 	own := req.ownShare(view.Identity)
 	// Ask for the answer only if it differs from the copy; without a copy,
 	// pass the client's condition on.
-	copied, haveCopy := l.copy(r)
+	copied, haveCopy := l.copy(r, req)
 	haveCopy = own && haveCopy && copied.ETag != ""
 	condition := r.Header.Get("If-None-Match")
 	if haveCopy {
@@ -108,8 +141,9 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 	if err == nil {
 		err = l.current(header, view.Epoch)
 	}
+	var jobs []string
 	if err == nil && code == http.StatusOK && own {
-		err = readable(req, body) // a copy is only ever replaced by an answer the receiver can read
+		jobs, err = readable(req, body) // a copy is only ever replaced by an answer the receiver can read
 	}
 	if err != nil {
 		l.fallback(w, r, req, view, "no leader answers: "+err.Error())
@@ -125,7 +159,11 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 		writeAnswer(w, r, copied) // the leader confirmed the copy
 	case code == http.StatusOK && own:
 		ans := shares.Answer{Body: body, ETag: header.Get("ETag")}
-		l.keep(r, ans)
+		if req.route == routeScrapeConfigs {
+			l.keepScrapeConfigs(r, req, ans, jobs)
+		} else {
+			l.keep(r, req, ans)
+		}
 		writeAnswer(w, r, ans)
 	default:
 		if v := header.Get("ETag"); v != "" {
@@ -138,25 +176,26 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 
 // readable checks that an answer about the own share reads as the stock
 // prometheus receiver reads it: scrape configs as YAML (JSON is YAML) into
-// Prometheus scrape configs, targets as HTTP SD target groups.
-func readable(req request, body []byte) error {
+// Prometheus scrape configs, targets as HTTP SD target groups. It returns the
+// jobs of scrape configs.
+func readable(req request, body []byte) ([]string, error) {
 	if req.route == routeScrapeConfigs {
 		var configs map[string]*config.ScrapeConfig
 		if err := yaml.Unmarshal(body, &configs); err != nil {
-			return fmt.Errorf("the leader's scrape configs do not parse: %w", err)
+			return nil, fmt.Errorf("the leader's scrape configs do not parse: %w", err)
 		}
 		for job, sc := range configs {
 			if sc == nil {
-				return fmt.Errorf("the leader's scrape configs have none for job %q", job)
+				return nil, fmt.Errorf("the leader's scrape configs have none for job %q", job)
 			}
 		}
-		return nil
+		return slices.Collect(maps.Keys(configs)), nil
 	}
 	var groups []httpsd.TargetGroup
 	if err := json.Unmarshal(body, &groups); err != nil {
-		return fmt.Errorf("the leader's targets do not parse: %w", err)
+		return nil, fmt.Errorf("the leader's targets do not parse: %w", err)
 	}
-	return nil
+	return nil, nil
 }
 
 // current checks that an answer is of the epoch the Lease shows (lease), or
@@ -224,7 +263,7 @@ func (l *Relay) fallback(w http.ResponseWriter, r *http.Request, req request, vi
 		httpError(w, http.StatusServiceUnavailable, "%s", reason)
 		return
 	}
-	if ans, ok := l.copy(r); ok {
+	if ans, ok := l.copy(r, req); ok {
 		w.Header().Set(StaleHeader, "true")
 		writeAnswer(w, r, ans)
 		return

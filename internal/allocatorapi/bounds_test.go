@@ -1,0 +1,92 @@
+package allocatorapi
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/prometheus/config"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/embedded-ta/embedded-ta/internal/shares/sharestest"
+)
+
+// A parameter other than collector_id, on the targets route only, is
+// refused: two requests for one answer never differ.
+func TestUnknownParametersAreRefused(t *testing.T) {
+	h := leaderHandler(t)
+	for _, target := range []string{
+		"/scrape_configs?x=1", "/jobs?collector_id=c-0", "/jobs/plain/targets?collector_id=c-0&x=1", "/?refresh=1",
+	} {
+		resp, body := get(t, h, target)
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, target)
+		assert.Contains(t, body, "unknown query parameter", target)
+	}
+}
+
+// Whatever a client asks, a member keeps at most one copy a job (and one of
+// the scrape configs) for each kind of client, and forgets the copies of
+// jobs the scrape configs no longer have.
+func TestCopiesAreBoundedByJobs(t *testing.T) {
+	leaderSrc := &source{identity: "c-0", allocation: testAllocation(t)}
+	leader := httptest.NewServer(NewHandler(leaderSrc, http.DefaultClient, "http", zap.NewNop()))
+	defer leader.Close()
+	h := NewHandler(&source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3}, leader.Client(), "http", zap.NewNop())
+
+	get(t, h, "/scrape_configs")
+	for i := range 1000 {
+		get(t, h, fmt.Sprintf("/scrape_configs?x=%d", i))
+		get(t, h, fmt.Sprintf("/jobs/plain/targets?collector_id=c-1&x=%d", i))
+		get(t, h, fmt.Sprintf("/jobs/nope-%d/targets?collector_id=c-1", i))
+		get(t, h, "/jobs/plain/targets?collector_id=c-1")
+	}
+	assert.Len(t, h.relay.copies, 2, "the scrape configs and the share of plain")
+
+	// The next scrape configs lack "plain": its copy goes.
+	next, err := sharestest.New(3, "c-0", []string{"c-0", "c-1"}, map[string]*config.ScrapeConfig{"other": {JobName: "other"}}, nil)
+	require.NoError(t, err)
+	leaderSrc.mu.Lock()
+	leaderSrc.allocation = next
+	leaderSrc.mu.Unlock()
+	get(t, h, "/scrape_configs")
+	assert.Len(t, h.relay.copies, 1, "the copy of a job that is gone is forgotten")
+}
+
+// A follower relays at most maxRelaying requests at once; past that, it
+// answers from its copies, as when no leader answers.
+func TestRelaysAreBounded(t *testing.T) {
+	release := make(chan struct{})
+	var asked sync.WaitGroup
+	asked.Add(maxRelaying)
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Done()
+		<-release
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	defer leader.Close()
+	h := NewHandler(&source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3}, leader.Client(), "http", zap.NewNop())
+
+	var relayed sync.WaitGroup
+	for range maxRelaying {
+		relayed.Add(1)
+		go func() {
+			defer relayed.Done()
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/jobs", nil))
+		}()
+	}
+	asked.Wait() // every slot is taken
+	resp, body := get(t, h, "/jobs/plain/targets?collector_id=c-1")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.JSONEq(t, "[]", body, "its own share from its copy (none yet: empty)")
+	resp, body = get(t, h, "/jobs")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Contains(t, body, "too busy")
+	close(release)
+	relayed.Wait()
+}
