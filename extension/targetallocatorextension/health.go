@@ -12,7 +12,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
-// health turns the results of the Kubernetes calls into component status:
+// health turns the results of the Kubernetes calls, and of the start of the
+// leader's term, into component status:
 // StatusOK while every operation's last call succeeded, RecoverableError
 // (with one error log line) when one starts failing, and StatusOK again,
 // logged once, when all recover.
@@ -62,9 +63,13 @@ func (h *health) set(op string, err error) {
 			fields = append(fields, zap.String("hint", fmt.Sprintf(
 				"grant get, list, watch, create, update and delete on leases.coordination.k8s.io in namespace %s", h.ext.s.namespace)))
 		}
-		logger.Error("Kubernetes call failed; retrying", fields...)
+		failed := "Kubernetes call failed; retrying"
+		if op == opTerm {
+			failed = "Cannot start allocating targets while leading; retrying"
+		}
+		logger.Error(failed, fields...)
 	case combined == nil && wasDown:
-		logger.Info("Kubernetes calls succeed again", zap.String("operation", op))
+		logger.Info("Kubernetes calls and the leader's term succeed again", zap.String("operation", op))
 	}
 	if combined != nil {
 		componentstatus.ReportStatus(h.host, componentstatus.NewRecoverableErrorEvent(combined))

@@ -2,11 +2,13 @@ package targetallocatorextension // import "github.com/embedded-ta/embedded-ta/e
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/leader"
@@ -21,7 +23,7 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	defer stopCR()
 	discoveryMetrics := e.sd.term()
 	defer e.sd.end()
-	term, err := leader.New(leader.Config{
+	term := e.newTerm(ctx, leader.Config{
 		Epoch:          e.elector.Leader().Transitions,
 		Identity:       e.s.identity,
 		Members:        e.allocationMembers,
@@ -34,9 +36,8 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 		Logger:         e.set.Logger,
 		Registerer:     discoveryMetrics,
 	})
-	if err != nil {
-		e.set.Logger.Error("Cannot allocate targets while leading", zap.Error(err))
-		return
+	if term == nil {
+		return // leadership ended first
 	}
 	go term.Run(ctx)
 	for a := range term.Allocations() { // closed once Run has stopped
@@ -44,6 +45,33 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 		e.record(ctx, a)
 	}
 	e.allocation.Store(nil)
+}
+
+// opTerm names the start of a leader's term in the component's status.
+const opTerm = "leader term"
+
+// newTerm prepares the term, and retries, less and less often, for as long
+// as it fails and this member leads: what fails may mend (a file of
+// scrape_config_files that does not parse for a moment while its ConfigMap
+// is updated), and meanwhile the members answer from their copies. It returns
+// nil once ctx is done.
+func (e *allocatorExtension) newTerm(ctx context.Context, cfg leader.Config) *leader.Term {
+	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: 30 * time.Second}
+	for {
+		term, err := leader.New(cfg)
+		e.health.set(opTerm, err)
+		if err == nil {
+			return term
+		}
+		retry := backoff.Step() // health logs the first failure and the recovery
+		select {
+		case <-ctx.Done():
+			e.health.set(opTerm, nil) // not leading: nothing fails
+			return nil
+		case <-time.After(retry):
+			e.set.Logger.Debug("Retrying the leader's term", zap.Error(err))
+		}
+	}
 }
 
 // record reports an allocation in the component's telemetry.

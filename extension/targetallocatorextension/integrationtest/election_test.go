@@ -7,13 +7,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componentstatus"
 
+	tae "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
 )
 
@@ -177,4 +181,47 @@ func TestDotJobNames(t *testing.T) {
 			assert.Contains(c, string(body), target)
 		}, 10*time.Second, 100*time.Millisecond)
 	}
+}
+
+// A term that cannot start (a file of scrape_config_files that does not
+// parse for a moment, as while its ConfigMap is updated) is retried while the
+// member leads: the component reports a recoverable error meanwhile, and once
+// the file parses the leader allocates its jobs, in the same term.
+func TestFailedTermIsRetried(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	file := filepath.Join(t.TempDir(), "jobs.yaml")
+	good := []byte("scrape_configs: [{job_name: late, static_configs: [{targets: [10.0.4.1:9100]}]}]\n")
+	require.NoError(t, os.WriteFile(file, good, 0o600))
+	replicas := startGroup(t, ns, "retry", 2, func(c *tae.Config) {
+		c.Config = map[string]any{"scrape_config_files": []any{file}}
+	})
+	leader := settled(t, replicas, 10*time.Second)
+	next := without(replicas, leader)[0]
+
+	// The file breaks; the leader dies; its successor cannot start its term.
+	require.NoError(t, os.WriteFile(file, []byte("scrape_configs: [{job_name: late, static_con"), 0o600))
+	leader.proxy.Cut()
+	newLeader(t, []*replica{next}, time.Now(), 20*time.Second)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		ev := next.host.last()
+		if assert.NotNil(c, ev) {
+			assert.Equal(c, componentstatus.StatusRecoverableError, ev.Status())
+			assert.ErrorContains(c, ev.Err(), "leader term")
+		}
+	}, 10*time.Second, 50*time.Millisecond)
+	epoch := next.ext.View().Epoch
+
+	require.NoError(t, os.WriteFile(file, good, 0o600))
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		var groups []struct {
+			Targets []string `json:"targets"`
+		}
+		url := next.url() + "/jobs/late/targets?collector_id=" + next.identity
+		if assert.NoError(c, fetchJSON(url, &groups)) && assert.Len(c, groups, 1) {
+			assert.Equal(c, []string{"10.0.4.1:9100"}, groups[0].Targets)
+		}
+		assert.Equal(c, componentstatus.StatusOK, next.host.last().Status())
+	}, 20*time.Second, 100*time.Millisecond)
+	assert.Equal(t, epoch, next.ext.View().Epoch, "the same term, retried")
+	assert.NotEmpty(t, next.logs.FilterMessage("Cannot start allocating targets while leading; retrying").All())
 }

@@ -271,7 +271,7 @@ func TestMissingLeasePermissions(t *testing.T) {
 	controlPlane.Grant(t, ns, "collector", kubetest.LeaseRole("lease-coordination"))
 	settled(t, []*replica{r}, 15*time.Second)
 	require.Eventually(t, func() bool { return r.host.last().Status() == componentstatus.StatusOK }, 5*time.Second, 50*time.Millisecond)
-	assert.NotEmpty(t, r.logs.FilterMessage("Kubernetes calls succeed again").All())
+	assert.NotEmpty(t, r.logs.FilterMessage("Kubernetes calls and the leader's term succeed again").All())
 
 	// The member Lease carries what the leader needs.
 	lease, err2 := controlPlane.Client.CoordinationV1().Leases(ns).Get(context.Background(), "rbac-0", metav1.GetOptions{})
