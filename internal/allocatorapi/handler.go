@@ -40,11 +40,16 @@ const (
 	maxPath  = 2048 // bytes of escaped path
 )
 
-// EpochHeader carries the leadership epoch (the leader Lease's transition
-// count) of the allocation an answer comes from. A follower never relays an
-// answer of an older epoch than the Lease shows: a leader that was frozen
-// past its lease cannot overwrite its successor's assignment.
-const EpochHeader = "X-Embedded-Ta-Epoch"
+// Every answer a leader makes from an allocation names the group, the leader
+// and the leadership epoch (the leader Lease's transition count) it comes
+// from. A follower relays only an answer of the group, leader and epoch the
+// Lease shows: a leader that was frozen past its lease, or a member of
+// another group at a reused address, cannot overwrite the assignment.
+const (
+	GroupHeader  = "X-Embedded-Ta-Group"
+	LeaderHeader = "X-Embedded-Ta-Leader"
+	EpochHeader  = "X-Embedded-Ta-Epoch"
+)
 
 // Handler serves the allocator API and the status page.
 //
@@ -103,6 +108,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	view := h.src.View()
 	if a := h.src.Allocation(); a != nil {
+		w.Header().Set(GroupHeader, view.Group)
+		w.Header().Set(LeaderHeader, a.Leader)
 		w.Header().Set(EpochHeader, strconv.Itoa(a.Epoch))
 		h.answer(w, r, req, view, a)
 		return

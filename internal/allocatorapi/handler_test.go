@@ -205,7 +205,7 @@ func TestStatusPage(t *testing.T) {
 func TestFollowerRelaysAndKeepsItsShare(t *testing.T) {
 	leader := httptest.NewServer(leaderHandler(t))
 	defer leader.Close()
-	src := &source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://")}
+	src := &source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3}
 	h := NewHandler(src, leader.Client(), "http", zap.NewNop())
 
 	// Before any leader answered: an empty share, so startup is not blocked.
@@ -351,43 +351,49 @@ func TestFollowerRejectsStaleEpochs(t *testing.T) {
 }
 
 // A follower whose view of the Lease lags behind an answer it relayed never
-// goes back to an older epoch; a Lease made anew starts the count again.
-func TestFollowerNeverGoesBackAnEpoch(t *testing.T) {
-	old := &source{identity: "c-0", allocation: testAllocation(t)} // epoch 3
-	oldSrv := httptest.NewServer(NewHandler(old, http.DefaultClient, "http", zap.NewNop()))
-	defer oldSrv.Close()
-	next := testAllocation(t)
-	next.Epoch = 4
-	newSrv := httptest.NewServer(NewHandler(&source{identity: "c-2", allocation: next}, http.DefaultClient, "http", zap.NewNop()))
-	defer newSrv.Close()
-
-	follower := &source{identity: "c-1", leader: strings.TrimPrefix(newSrv.URL, "http://"), epoch: 3}
-	h := NewHandler(follower, http.DefaultClient, "http", zap.NewNop())
+// A follower relays only answers of the group, leader and epoch its view of
+// the Lease names: not another group's, not a deposed leader's (even one
+// that took the Lease again under the same identity: a new epoch), not one
+// that names none; it serves its copy instead.
+func TestFollowerAcceptsOnlyTheLeaseLeader(t *testing.T) {
+	var mu sync.Mutex
+	group, leaderID, epoch, body := "g", "c-0", "3", `[{"targets":["10.0.0.1:80"],"labels":{}}]`
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		for k, v := range map[string]string{GroupHeader: group, LeaderHeader: leaderID, EpochHeader: epoch} {
+			if v != "" {
+				w.Header().Set(k, v)
+			}
+		}
+		_, _ = w.Write([]byte(body))
+	}))
+	defer leader.Close()
+	h := NewHandler(&source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3}, leader.Client(), "http", zap.NewNop())
 	own := "/jobs/plain/targets?collector_id=c-1"
-	resp, current := get(t, h, own)
+	resp, kept := get(t, h, own)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, "4", resp.Header.Get(EpochHeader))
+	require.Empty(t, resp.Header.Get(StaleHeader))
+	require.Contains(t, kept, "10.0.0.1:80")
 
-	// The follower's view still says epoch 3 and points at the old leader.
-	follower.mu.Lock()
-	follower.leader = strings.TrimPrefix(oldSrv.URL, "http://")
-	follower.mu.Unlock()
-	resp, body := get(t, h, own)
-	assert.Equal(t, "true", resp.Header.Get(StaleHeader), "the epoch-3 answer is refused after an epoch-4 one")
-	assert.Equal(t, current, body)
-
-	// The Lease is deleted and made anew: epochs count from 0 again.
-	anew := testAllocation(t)
-	anew.Epoch = 0
-	old.mu.Lock()
-	old.allocation = anew
-	old.mu.Unlock()
-	follower.mu.Lock()
-	follower.epoch = 0
-	follower.mu.Unlock()
-	resp, _ = get(t, h, own)
-	assert.Empty(t, resp.Header.Get(StaleHeader))
-	assert.Equal(t, "0", resp.Header.Get(EpochHeader))
+	for _, tc := range []struct{ name, group, leader, epoch string }{
+		{"another group", "h", "c-0", "3"},
+		{"a deposed leader", "g", "c-2", "2"},
+		{"the same leader, an older epoch", "g", "c-0", "2"},
+		{"the same identity, a new term the Lease does not show yet", "g", "c-0", "4"},
+		{"no group", "", "c-0", "3"},
+		{"no epoch", "g", "c-0", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			group, leaderID, epoch, body = tc.group, tc.leader, tc.epoch, `[{"targets":["10.0.0.9:80"],"labels":{}}]`
+			mu.Unlock()
+			resp, got := get(t, h, own)
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Equal(t, "true", resp.Header.Get(StaleHeader))
+			assert.Equal(t, kept, got, "the copy, not the refused answer")
+		})
+	}
 }
 
 // Two members that each believe the other leads never relay in a loop.

@@ -3,6 +3,7 @@ package allocatorapi
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -52,10 +53,8 @@ type Relay struct {
 
 	relaying chan struct{} // a slot per request being relayed
 
-	mu      sync.Mutex
-	copies  map[copyKey]shares.Answer
-	applied int // the newest epoch relayed
-	lease   int // the leader Lease's epoch when last checked
+	mu     sync.Mutex
+	copies map[copyKey]shares.Answer
 }
 
 func newRelay(client *http.Client, scheme string, logger *zap.Logger) *Relay {
@@ -139,7 +138,7 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 	}
 	code, header, body, err := l.forward(r, view, condition)
 	if err == nil {
-		err = l.current(header, view.Epoch)
+		err = current(header, view)
 	}
 	var jobs []string
 	if err == nil && code == http.StatusOK && own {
@@ -149,7 +148,7 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 		l.fallback(w, r, req, view, "no leader answers: "+err.Error())
 		return
 	}
-	for _, k := range []string{"Content-Type", "Allow", EpochHeader} {
+	for _, k := range []string{"Content-Type", "Allow", GroupHeader, LeaderHeader, EpochHeader} {
 		if v := header.Get(k); v != "" {
 			w.Header().Set(k, v)
 		}
@@ -198,33 +197,20 @@ func readable(req request, body []byte) ([]string, error) {
 	return nil, nil
 }
 
-// current checks that an answer is of the epoch the Lease shows (lease), or
-// newer, and not older than an answer this member already relayed: a
-// follower whose view of the Lease lags never goes back to a deposed
-// leader's assignment. Epochs only grow, unless the Lease is deleted and
-// made anew.
-func (l *Relay) current(header http.Header, lease int) error {
-	v := header.Get(EpochHeader)
-	if v == "" {
-		return nil // not from an allocation: an error page, say
+// current checks that an answer comes from the group, leader and epoch the
+// Lease shows, as this member last saw it. Anything else (no such headers:
+// not a leader's answer; another group; a deposed leader, even one that took
+// the Lease again under the same identity, which is a new epoch) is refused.
+func current(header http.Header, view status.View) error {
+	group, leader, epoch := header.Get(GroupHeader), header.Get(LeaderHeader), header.Get(EpochHeader)
+	switch {
+	case group == "" || leader == "" || epoch == "":
+		return errors.New("the answer names no group, leader and epoch: it is not a leader's")
+	case group != view.Group:
+		return fmt.Errorf("the answer is of group %q, not %q", group, view.Group)
+	case leader != view.Leader || epoch != strconv.Itoa(view.Epoch):
+		return fmt.Errorf("stale leader: the answer is of %s at epoch %s, the Lease names %s at epoch %d", leader, epoch, view.Leader, view.Epoch)
 	}
-	epoch, err := strconv.Atoi(v)
-	if err != nil {
-		return fmt.Errorf("bad %s %q from the leader", EpochHeader, v)
-	}
-	if epoch < lease {
-		return fmt.Errorf("stale leader: its answer is of epoch %d, the Lease is at %d", epoch, lease)
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if lease < l.lease {
-		l.applied = lease // the Lease was deleted and made anew: epochs count again
-	}
-	l.lease = lease
-	if epoch < l.applied {
-		return fmt.Errorf("stale leader: its answer is of epoch %d, this member already relayed epoch %d", epoch, l.applied)
-	}
-	l.applied = max(l.applied, epoch)
 	return nil
 }
 

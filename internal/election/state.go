@@ -102,16 +102,18 @@ func (s *state) leaseLeft(now time.Time) time.Duration {
 
 // claim is the record this member writes at now to take the Lease; current
 // is the Lease as just read, nil if there is none. The epoch counts every
-// change of holder and never goes back, even when the Lease was deleted.
+// term, a new one by the same member too, and never goes back, even when
+// the Lease was deleted.
 func (s *state) claim(current *Leader, now time.Time) Leader {
 	l := Leader{Identity: s.identity, LeaseDuration: s.leaseDuration, AcquireTime: now, RenewTime: now}
 	switch {
 	case current == nil && s.seen:
 		l.Transitions = s.leader.Transitions + 1
 	case current == nil:
-	case current.Identity == s.identity:
-		l.Transitions, l.AcquireTime = current.Transitions, current.AcquireTime
 	default:
+		// Its own record too: a member that takes the Lease again (after a
+		// restart, or a term that ended in an outage) begins a new term,
+		// whose answers must not pass for the old one's.
 		l.Transitions = current.Transitions + 1
 	}
 	return l

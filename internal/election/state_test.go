@@ -261,7 +261,7 @@ func TestEpoch(t *testing.T) {
 		{"the first member of a new group", func(*state) {}, nil, 0, t0},
 		{"another holder's lease ran out", func(*state) {}, &Leader{Identity: "b", Transitions: 4}, 5, t0},
 		{"released", func(*state) {}, &Leader{Transitions: 4}, 5, t0},
-		{"its own, from before a restart", func(*state) {}, &Leader{Identity: "a", Transitions: 4, AcquireTime: at(-time.Hour)}, 4, at(-time.Hour)},
+		{"its own, from before a restart: a new term", func(*state) {}, &Leader{Identity: "a", Transitions: 4, AcquireTime: at(-time.Hour)}, 5, t0},
 		{"deleted after epoch 4", func(s *state) { s.observe(record("b", 4, t0), t0); s.deleted(t0) }, nil, 5, t0},
 		// A member that never saw the old Lease recreates it from 0; the
 		// others count on from there.
