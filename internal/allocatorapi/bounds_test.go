@@ -90,3 +90,47 @@ func TestRelaysAreBounded(t *testing.T) {
 	close(release)
 	relayed.Wait()
 }
+
+// A member that could not renew its Lease, and whose leader says it is no
+// member (its targets went to the others), answers its share empty until it
+// rejoins; a member whose Lease is current passes the 404 on (it is joining:
+// the leader has not seen it yet) and keeps its copy.
+func TestMemberOutOfTheGroupStopsItsShare(t *testing.T) {
+	var mu sync.Mutex
+	out := false
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set(GroupHeader, "g")
+		w.Header().Set(LeaderHeader, "c-0")
+		w.Header().Set(EpochHeader, "3")
+		mu.Lock()
+		defer mu.Unlock()
+		if out {
+			w.Header().Set(MemberHeader, "false")
+			http.Error(w, "unknown collector_id", http.StatusNotFound)
+			return
+		}
+		_, _ = w.Write([]byte(`[{"targets":["10.0.0.1:80"],"labels":{}}]`))
+	}))
+	defer leader.Close()
+	src := &source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3, joined: true}
+	h := NewHandler(src, leader.Client(), "http", zap.NewNop())
+	own := "/jobs/plain/targets?collector_id=c-1"
+	_, kept := get(t, h, own)
+	require.Contains(t, kept, "10.0.0.1:80")
+
+	mu.Lock()
+	out = true
+	mu.Unlock()
+	resp, _ := get(t, h, own)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "a member whose Lease is current is joining: the 404 passes")
+
+	src.mu.Lock()
+	src.joined = false
+	src.mu.Unlock()
+	resp, body := get(t, h, own)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.JSONEq(t, "[]", body, "no member: an empty share")
+	leader.Close()
+	_, body = get(t, h, own)
+	assert.JSONEq(t, "[]", body, "nor its old copy when nobody answers")
+}

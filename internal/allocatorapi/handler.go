@@ -51,6 +51,10 @@ const (
 	EpochHeader  = "X-Embedded-Ta-Epoch"
 )
 
+// MemberHeader is "false" on the leader's answer to a collector_id that is
+// not a member of its allocation.
+const MemberHeader = "X-Embedded-Ta-Member"
+
 // Handler serves the allocator API and the status page.
 //
 // Answers about shares and scrape configs carry an ETag, a hash of the body,
@@ -213,6 +217,7 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 			}
 			writeValue(w, out)
 		case !a.IsMember(req.member):
+			w.Header().Set(MemberHeader, "false")
 			httpError(w, http.StatusNotFound, "unknown collector_id %q: not a member of the group", req.member)
 		default:
 			s := a.Share(req.job, req.member)

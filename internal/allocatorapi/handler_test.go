@@ -36,6 +36,7 @@ type source struct {
 	allocation *shares.Allocation
 	leader     string
 	epoch      int
+	joined     bool
 }
 
 func (s *source) Allocation() *shares.Allocation {
@@ -46,7 +47,7 @@ func (s *source) Allocation() *shares.Allocation {
 func (s *source) View() status.View {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v := status.View{Identity: s.identity, Group: "g", Leader: "c-0", LeaderEndpoint: s.leader, Epoch: s.epoch}
+	v := status.View{Identity: s.identity, Group: "g", Leader: "c-0", LeaderEndpoint: s.leader, Epoch: s.epoch, Joined: s.joined}
 	if s.leader != "" && s.identity == "c-0" {
 		v.Leader = "elsewhere" // a test's leader is another handler
 	}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/goccy/go-yaml"
 	"github.com/prometheus/prometheus/config"
@@ -52,6 +53,8 @@ type Relay struct {
 	logger *zap.Logger
 
 	relaying chan struct{} // a slot per request being relayed
+	// out is true while the leader says this member is none.
+	out atomic.Bool
 
 	mu     sync.Mutex
 	copies map[copyKey]shares.Answer
@@ -148,15 +151,28 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 		l.fallback(w, r, req, view, "no leader answers: "+err.Error())
 		return
 	}
-	for _, k := range []string{"Content-Type", "Allow", GroupHeader, LeaderHeader, EpochHeader} {
+	for _, k := range []string{"Content-Type", "Allow", GroupHeader, LeaderHeader, EpochHeader, MemberHeader} {
 		if v := header.Get(k); v != "" {
 			w.Header().Set(k, v)
 		}
 	}
 	switch {
+	case code == http.StatusNotFound && own && header.Get(MemberHeader) == "false" && !view.Joined:
+		// This member could not renew its Lease, and the leader has given
+		// its targets to the others: it is no member, and stops its share
+		// as theirs start. It answers its share again once it has rejoined.
+		ans := shares.Answer{Body: []byte("[]\n"), ETag: `"not-a-member"`}
+		l.keep(r, req, ans)
+		if !l.out.Swap(true) {
+			l.logger.Warn("This member's Lease expired and the leader gave its targets to the others: its shares are empty until it rejoins")
+		}
+		writeAnswer(w, r, ans)
 	case code == http.StatusNotModified && haveCopy:
 		writeAnswer(w, r, copied) // the leader confirmed the copy
 	case code == http.StatusOK && own:
+		if l.out.Swap(false) {
+			l.logger.Info("This member is a member again: it answers its shares")
+		}
 		ans := shares.Answer{Body: body, ETag: header.Get("ETag")}
 		if req.route == routeScrapeConfigs {
 			l.keepScrapeConfigs(r, req, ans, jobs)
