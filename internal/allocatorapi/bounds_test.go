@@ -134,3 +134,25 @@ func TestMemberOutOfTheGroupStopsItsShare(t *testing.T) {
 	_, body = get(t, h, own)
 	assert.JSONEq(t, "[]", body, "nor its old copy when nobody answers")
 }
+
+// A leader that does not know every job yet and has no copy of the scrape
+// configs (it has just started) answers a follower's relayed request with
+// 503, never with its empty fallback: the follower keeps its own copy.
+func TestPendingLeaderGivesFollowersNoFallback(t *testing.T) {
+	a := testAllocation(t)
+	a.Pending = true
+	leader := httptest.NewServer(NewHandler(&source{identity: "c-0", allocation: a}, http.DefaultClient, "http", zap.NewNop()))
+	defer leader.Close()
+	follower := &source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3, allocation: testAllocation(t)}
+	h := NewHandler(follower, leader.Client(), "http", zap.NewNop())
+	_, kept := get(t, h, "/scrape_configs") // a copy of its own term as leader
+	require.Contains(t, kept, "with/slash")
+	follower.mu.Lock()
+	follower.allocation = nil
+	follower.mu.Unlock()
+
+	resp, body := get(t, h, "/scrape_configs")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "true", resp.Header.Get(StaleHeader))
+	assert.Equal(t, kept, body, "the follower's copy, not the new leader's {}")
+}

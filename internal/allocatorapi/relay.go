@@ -261,7 +261,9 @@ func (l *Relay) forward(r *http.Request, view status.View, ifNoneMatch string) (
 // fallback answers when no leader can, for reason: the own share from the
 // copy, an empty own share before there ever was one, 503 for anything else.
 func (l *Relay) fallback(w http.ResponseWriter, r *http.Request, req request, view status.View, reason string) {
-	if !req.ownShare(view.Identity) {
+	// A copy is this member's own: a follower relaying its request gets none
+	// (it would take an empty answer for its leader's), and falls back to its own.
+	if !req.ownShare(view.Identity) || r.Header.Get(forwardedHeader) != "" {
 		httpError(w, http.StatusServiceUnavailable, "%s", reason)
 		return
 	}
