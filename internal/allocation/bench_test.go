@@ -14,7 +14,7 @@ func BenchmarkAllocate(b *testing.B) {
 			for _, n := range []int{10_000, 100_000, 1_000_000} {
 				b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
 					for _, m := range []int{10, 100} {
-						b.Run(fmt.Sprintf("collectors=%d", m), func(b *testing.B) {
+						b.Run(fmt.Sprintf("members=%d", m), func(b *testing.B) {
 							members, targets := benchMembers(m), benchTargets(n, m)
 							var a Allocator
 							b.ReportAllocs()
@@ -64,7 +64,7 @@ func BenchmarkLeave(b *testing.B) {
 
 func benchMembership(b *testing.B, strategy string, change func([]Member) (before, after []Member)) {
 	const n, m = 1_000_000, 100
-	b.Run(fmt.Sprintf("targets=%d/collectors=%d", n, m), func(b *testing.B) {
+	b.Run(fmt.Sprintf("targets=%d/members=%d", n, m), func(b *testing.B) {
 		before, after := change(benchMembers(m))
 		targets := benchTargets(n, m)
 		a := benchNew(b, strategy)
@@ -107,7 +107,7 @@ func BenchmarkIncremental(b *testing.B) {
 		b.Run("strategy="+strategy, func(b *testing.B) {
 			for _, n := range []int{100_000, 1_000_000} {
 				const m = 100
-				b.Run(fmt.Sprintf("targets=%d/collectors=%d", n, m), func(b *testing.B) {
+				b.Run(fmt.Sprintf("targets=%d/members=%d", n, m), func(b *testing.B) {
 					targets := benchTargets(n, m)
 					k := n / 100
 					fresh := make([]Target, k)

@@ -43,7 +43,7 @@ func benchState(b *testing.B, n, m int) (*state, *fleet) {
 // BenchmarkEncode in internal/allocatorapi.
 func BenchmarkChange(b *testing.B) {
 	for _, n := range []int{100_000, 1_000_000} {
-		b.Run(fmt.Sprintf("targets=%d/collectors=100", n), func(b *testing.B) {
+		b.Run(fmt.Sprintf("targets=%d/members=100", n), func(b *testing.B) {
 			s, f := benchState(b, n, 100)
 			snaps := make([]discovery.Snapshot, 0, 64)
 			for range 64 {
