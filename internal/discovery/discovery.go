@@ -352,15 +352,15 @@ func (s *snapshotter) update(groups map[string][]*targetgroup.Group) (Snapshot, 
 	total := 0
 	now := time.Now()
 	for name, job := range s.d.jobs {
-		jobGroups, n := withoutMarkers(groups[name])
-		s.discovered.WithLabelValues(name).Set(float64(countTargets(jobGroups)))
+		n, discovered := count(groups[name])
+		s.discovered.WithLabelValues(name).Set(float64(discovered))
 		if s.unreported(name, n, now) {
 			snap.Jobs[name], snap.Unreported[name] = nil, true
 			changed = changed || !s.last.Unreported[name]
 			continue
 		}
 		changed = changed || s.last.Unreported[name]
-		targets, regrouped := s.filter.update(job, jobGroups)
+		targets, regrouped := s.filter.update(job, groups[name])
 		snap.Jobs[name] = targets.sorted
 		total += len(targets.sorted)
 		// New target groups often carry the same targets (a resync, a
@@ -382,14 +382,6 @@ func (s *snapshotter) forget(job string) {
 	delete(s.filter.jobs, job)
 	delete(s.reported, job)
 	s.discovered.DeleteLabelValues(job)
-}
-
-func countTargets(groups []*targetgroup.Group) int {
-	n := 0
-	for _, g := range groups {
-		n += len(g.Targets)
-	}
-	return n
 }
 
 func sameTarget(a, b Target) bool {

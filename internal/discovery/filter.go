@@ -113,7 +113,7 @@ func (f *filter) update(job *config.ScrapeConfig, groups []*targetgroup.Group) (
 	if last == nil {
 		next := &jobTargets{byGroup: make(map[*targetgroup.Group]*groupTargets, len(groups))}
 		for _, g := range groups {
-			if _, ok := next.byGroup[g]; !ok {
+			if _, ok := next.byGroup[g]; !ok && !isMarker(g) {
 				gt := f.group(job, g)
 				next.byGroup[g] = &gt
 				next.all = append(next.all, gt.targets...)
@@ -133,6 +133,7 @@ func (f *filter) update(job *config.ScrapeConfig, groups []*targetgroup.Group) (
 	for _, g := range groups {
 		gt, ok := last.byGroup[g]
 		switch {
+		case !ok && isMarker(g):
 		case !ok:
 			fresh = append(fresh, g)
 		case gt.gen != f.gen:

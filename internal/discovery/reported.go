@@ -20,8 +20,8 @@ import (
 // publish empty shares. So each SD config runs wrapped: with its first
 // update it sends one more target group, whose source marks it, and the
 // manager keeps that group with the config's others (with one target: the
-// manager drops empty groups). The snapshotter takes the markers out before
-// anything else sees the groups. A sync that holds
+// manager drops empty groups). The snapshotter counts the markers and the
+// filter passes over them. A sync that holds
 // every marker of a job holds every config's first update of it.
 
 // reportedPrefix begins the source of a marker group.
@@ -102,23 +102,18 @@ func reporting(job string, configs discovery.Configs) discovery.Configs {
 // markerTargets is the one target of a marker group, never allocated.
 var markerTargets = []model.LabelSet{{model.AddressLabel: "reported.embedded-ta.invalid"}}
 
-// withoutMarkers returns a job's target groups without the markers, and
-// how many there were.
-func withoutMarkers(groups []*targetgroup.Group) ([]*targetgroup.Group, int) {
-	n := 0
+// isMarker reports whether g is a marker group: the filter passes over it.
+func isMarker(g *targetgroup.Group) bool { return strings.HasPrefix(g.Source, reportedPrefix) }
+
+// count returns how many of a job's target groups are markers, and how many
+// targets the others hold, without a copy of the groups.
+func count(groups []*targetgroup.Group) (markers, targets int) {
 	for _, g := range groups {
-		if strings.HasPrefix(g.Source, reportedPrefix) {
-			n++
+		if isMarker(g) {
+			markers++
+		} else {
+			targets += len(g.Targets)
 		}
 	}
-	if n == 0 {
-		return groups, 0
-	}
-	out := make([]*targetgroup.Group, 0, len(groups)-n)
-	for _, g := range groups {
-		if !strings.HasPrefix(g.Source, reportedPrefix) {
-			out = append(out, g)
-		}
-	}
-	return out, n
+	return markers, targets
 }
