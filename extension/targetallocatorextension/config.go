@@ -47,7 +47,7 @@ type Config struct {
 	// NodeName is the Kubernetes node of this member; default NODE_NAME.
 	NodeName string `mapstructure:"node_name"`
 	// Client is how this member asks its leader: TLS (the CA of the other
-	// replicas' server certificates, and this member's client certificate
+	// members' server certificates, and this member's client certificate
 	// when the API requires one), auth (an authenticator extension, when the
 	// API requires one) and timeout. Its endpoint is not set: the leader's
 	// address comes from the leader's member Lease.
@@ -69,7 +69,7 @@ type Config struct {
 	// PodMonitor, Probe, ScrapeConfig) and allocates their jobs' targets.
 	PrometheusCR promcr.Config `mapstructure:"prometheus_cr"`
 	// CollectorSelector is a Target Allocator key that has no meaning here:
-	// the members are the members of the group. It is refused with advice.
+	// a group's members are known by their member Leases. It is refused with advice.
 	CollectorSelector any `mapstructure:"collector_selector"`
 
 	// prevent unkeyed literal initialization
