@@ -85,12 +85,22 @@ func (l *Relay) keep(r *http.Request, req request, ans shares.Answer) {
 
 // keepScrapeConfigs keeps the scrape configs of jobs, and forgets the copies
 // of the member's shares of jobs that are gone.
+// The leader calls it on every request for its scrape configs: an answer the
+// copy holds already changes nothing.
 func (l *Relay) keepScrapeConfigs(r *http.Request, req request, ans shares.Answer, jobs []string) {
+	key := keyOf(r, req)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.copies[keyOf(r, req)] = ans
+	if kept, ok := l.copies[key]; ok && kept.ETag != "" && kept.ETag == ans.ETag {
+		return
+	}
+	l.copies[key] = ans
+	configured := make(map[string]bool, len(jobs))
+	for _, job := range jobs {
+		configured[job] = true
+	}
 	for k := range l.copies {
-		if k.job != "" && !slices.Contains(jobs, k.job) {
+		if k.job != "" && !configured[k.job] {
 			delete(l.copies, k)
 		}
 	}
