@@ -69,16 +69,18 @@ func (t Target) Labels() labels.Labels { return t.Element.Labels() }
 //
 // A job whose discovery has not reported yet (see reported.go) is in
 // Unreported, with no targets: that it has none is not known. Past
-// reportWait, a job is reported once any of its SD configs has sent its
-// first update; one whose SD configs have all stayed silent stays unreported.
+// Discoverer.reportWait (30 s), a job is reported once any of its SD
+// configs has sent its first update; one whose SD configs have all stayed
+// silent stays unreported.
 type Snapshot struct {
 	Jobs       map[string][]Target
 	Unreported map[string]bool
 }
 
-// reportWait bounds how long a job's discovery waits for the first update of
-// each of its SD configs before it reports with those that have sent one.
-const reportWait = 30 * time.Second
+// defaultReportWait bounds how long a job's discovery waits for the first
+// update of each of its SD configs before it reports with those that have
+// sent one (Discoverer.reportWait).
+const defaultReportWait = 30 * time.Second
 
 // DiscoveredTargetsMetric names the gauge, on a Discoverer's registerer, of
 // the targets its discovery found in each job (label job), before relabeling.
@@ -103,6 +105,8 @@ type Discoverer struct {
 	reg       prometheus.Registerer
 	out       chan Snapshot
 	ran       atomic.Bool
+	// reportWait is defaultReportWait; the package's tests shorten it.
+	reportWait time.Duration
 	// next holds jobs set by SetJobs that Run has not applied yet.
 	next chan []*config.ScrapeConfig
 }
@@ -126,13 +130,14 @@ func New(cfg *config.Config, filter FilterStrategy, logger *zap.Logger, reg prom
 		reg = prometheus.NewRegistry()
 	}
 	d := &Discoverer{
-		jobs:      map[string]*config.ScrapeConfig{},
-		sdConfigs: map[string]discovery.Configs{},
-		strategy:  filter,
-		logger:    logger,
-		reg:       reg,
-		out:       make(chan Snapshot, 1),
-		next:      make(chan []*config.ScrapeConfig, 1),
+		jobs:       map[string]*config.ScrapeConfig{},
+		sdConfigs:  map[string]discovery.Configs{},
+		strategy:   filter,
+		logger:     logger,
+		reg:        reg,
+		reportWait: defaultReportWait,
+		out:        make(chan Snapshot, 1),
+		next:       make(chan []*config.ScrapeConfig, 1),
 	}
 	if cfg == nil {
 		return d, nil
@@ -210,7 +215,7 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	d.logger.Info("Service discovery started", zap.Int("jobs", len(d.jobs)))
 	s := newSnapshotter(d, discovered)
 	var groups map[string][]*targetgroup.Group
-	wait := time.NewTimer(reportWait)
+	wait := time.NewTimer(d.reportWait)
 	defer wait.Stop()
 	for {
 		select {
@@ -305,7 +310,7 @@ type snapshotter struct {
 	last     Snapshot
 	reported map[string]int // job -> targets Prometheus would not scrape, last logged
 	changed  bool           // the jobs changed since the last snapshot
-	// since is when each job's discovery started, for reportWait.
+	// since is when each job's discovery started, for Discoverer.reportWait.
 	since map[string]time.Time
 	// discovered counts each job's targets before relabeling. (Prometheus's
 	// prometheus_sd_discovered_targets counts the markers too.)
@@ -327,16 +332,16 @@ func (s *snapshotter) unreported(job string, n int, now time.Time) bool {
 	if n >= len(s.d.sdConfigs[job]) {
 		return false
 	}
-	return n == 0 || now.Sub(s.since[job]) < reportWait
+	return n == 0 || now.Sub(s.since[job]) < s.d.reportWait
 }
 
 // nextReportWait returns how long until the first job still waiting reaches
-// reportWait, false when none waits.
+// Discoverer.reportWait, false when none waits.
 func (s *snapshotter) nextReportWait() (time.Duration, bool) {
 	next, ok := time.Duration(0), false
 	now := time.Now()
 	for job := range s.last.Unreported {
-		if left := s.since[job].Add(reportWait).Sub(now); left > 0 && (!ok || left < next) {
+		if left := s.since[job].Add(s.d.reportWait).Sub(now); left > 0 && (!ok || left < next) {
 			next, ok = left, true
 		}
 	}

@@ -5,8 +5,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // A job whose SD has not answered yet is unreported, not empty: Prometheus's
@@ -60,4 +62,34 @@ func TestMarkersAreNoTargets(t *testing.T) {
 	d := start(t, `scrape_configs: [{job_name: j, static_configs: [{targets: ["10.0.0.1:9100"]}, {targets: ["10.0.0.2:9100"]}]}]`, FilterNone)
 	s := await(t, d, "j reported", func(s Snapshot) bool { return !s.Unreported["j"] })
 	assert.ElementsMatch(t, []string{"10.0.0.1:9100", "10.0.0.2:9100"}, addresses(s, "j"))
+}
+
+// Past the report wait, a job reports with the SD configs that have
+// answered; a job none of whose SD configs has answered stays unreported.
+func TestReportWaitBoundsASilentConfig(t *testing.T) {
+	silent := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer silent.Close()
+	cfg, err := LoadConfig(confmap(t, fmt.Sprintf(`
+scrape_configs:
+  - job_name: partial
+    static_configs: [{targets: ["10.0.0.1:9100"]}]
+    http_sd_configs: [{url: %[1]q, refresh_interval: 1h}]
+  - job_name: silent
+    http_sd_configs: [{url: %[1]q, refresh_interval: 1h}]
+`, silent.URL)))
+	require.NoError(t, err)
+	logger, _ := newLogger(t)
+	d, err := New(cfg, FilterRelabelConfig, logger, nil)
+	require.NoError(t, err)
+	d.reportWait = 2 * time.Second
+	started := time.Now()
+	stop := run(t, d)
+	defer stop()
+
+	first := await(t, d, "a first snapshot", func(Snapshot) bool { return true })
+	assert.Equal(t, map[string]bool{"partial": true, "silent": true}, first.Unreported)
+	s := await(t, d, "partial reported", func(s Snapshot) bool { return !s.Unreported["partial"] })
+	assert.GreaterOrEqual(t, time.Since(started), d.reportWait, "not before the wait")
+	assert.Equal(t, []string{"10.0.0.1:9100"}, addresses(s, "partial"))
+	assert.True(t, s.Unreported["silent"], "a job none of whose SD configs answered stays unreported")
 }
