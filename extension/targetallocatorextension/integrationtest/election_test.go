@@ -84,6 +84,12 @@ func TestElectionNeverEmptiesAShare(t *testing.T) {
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		total := map[string]int{}
 		for _, r := range replicas {
+			// As each member's receiver does: the scrape configs, then the
+			// shares. (A member that never answered them has no copy.)
+			var configs map[string]any
+			if assert.NoError(c, fetchJSON(r.url()+"/scrape_configs", &configs)) {
+				assert.Equal(c, names, slices.Sorted(maps.Keys(configs)))
+			}
 			before[r.identity] = map[string]map[string]bool{}
 			for _, job := range names {
 				s, err := share(r, job)
