@@ -20,6 +20,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/membership"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
+	"github.com/embedded-ta/embedded-ta/internal/status"
 )
 
 // allocatorExtension is one member's target_allocator.
@@ -39,6 +40,9 @@ type allocatorExtension struct {
 	membersChanged chan struct{}
 	// allocation is what the API serves while this member leads.
 	allocation atomic.Pointer[shares.Allocation]
+	// peerLeader is the view of the leader its peers found while this
+	// member is cut off (see askPeers), nil otherwise.
+	peerLeader atomic.Pointer[status.View]
 	// promCR is set when prometheus_cr is enabled.
 	promCR *promcr.Options
 	server *http.Server
@@ -92,7 +96,7 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 	if err != nil {
 		return fmt.Errorf("endpoint %s: %w", e.cfg.NetAddr.Endpoint, err)
 	}
-	e.server, err = e.cfg.ToServer(ctx, host.GetExtensions(), e.set.TelemetrySettings, e.routes(relay))
+	e.server, err = e.cfg.ToServer(ctx, host.GetExtensions(), e.set.TelemetrySettings, e.routes(relay, e.scheme()))
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -111,6 +115,7 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 	})
 	e.done.Go(func() { e.members.Run(runCtx) })
 	e.done.Go(func() { e.elector.Run(runCtx) })
+	e.done.Go(func() { e.askPeers(runCtx, relay, e.scheme()) })
 	return nil
 }
 

@@ -37,10 +37,14 @@ func (e *allocatorExtension) View() View {
 	v.Leader, v.Epoch, v.IsLeader = l.Identity, l.Transitions, e.elector.IsLeader()
 	v.LeaderLease = status.LeaseView{Name: e.s.group, AcquireTime: l.AcquireTime, RenewTime: l.RenewTime, LeaseDuration: l.LeaseDuration.String()}
 	v.Joined = e.members.Joined()
+	if p := e.peerLeader.Load(); p != nil && e.cutOff() {
+		v.Leader, v.Epoch, v.LeaderFromPeers = p.Identity, p.Epoch, true
+		v.LeaderEndpoint = p.Endpoint
+	}
 	now := time.Now()
 	for _, m := range e.members.Members() {
 		v.Members = append(v.Members, memberView(m, now))
-		if m.Identity == v.Leader {
+		if m.Identity == v.Leader && !v.LeaderFromPeers {
 			v.LeaderEndpoint = m.Endpoint
 		}
 	}

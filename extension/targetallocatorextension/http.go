@@ -13,13 +13,17 @@ import (
 // defaultRelayTimeout bounds a follower's request to the leader (client::timeout).
 const defaultRelayTimeout = 5 * time.Second
 
+// scheme is how members reach one another's allocator API.
+func (e *allocatorExtension) scheme() string {
+	if e.cfg.TLS.HasValue() {
+		return "https"
+	}
+	return "http"
+}
+
 // routes serves the member's own endpoints and the allocator API; relay
 // asks the leader.
-func (e *allocatorExtension) routes(relay *http.Client) http.Handler {
-	scheme := "http"
-	if e.cfg.TLS.HasValue() {
-		scheme = "https"
-	}
+func (e *allocatorExtension) routes(relay *http.Client, scheme string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -147,6 +147,14 @@ func (e *Elector) IsLeader() bool {
 	return e.s.isLeader(e.cfg.Clock.Now())
 }
 
+// LeaderLive reports whether the record as last observed names a live
+// leader, by this member's clock: see state.leaderLive.
+func (e *Elector) LeaderLive() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.s.leaderLive(e.cfg.Clock.Now())
+}
+
 // Leader returns the record as last observed.
 func (e *Elector) Leader() Leader {
 	e.mu.Lock()

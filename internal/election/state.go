@@ -156,6 +156,14 @@ func (s *state) isLeader(now time.Time) bool {
 	return s.leading && s.leader.Identity == s.identity && now.Before(s.renewBy())
 }
 
+// leaderLive reports whether the record names a leader at now that this
+// member may count on: itself while it leads, another holder while its lease
+// runs. A member that can no longer read the Lease sees its record age past
+// that, and must learn who leads elsewhere.
+func (s *state) leaderLive(now time.Time) bool {
+	return s.isLeader(now) || s.leaseLeft(now) > 0
+}
+
 // stoppedLeading notes that this member's term ended.
 func (s *state) stoppedLeading() { s.leading = false }
 

@@ -191,6 +191,36 @@ func TestStepDown(t *testing.T) {
 	}
 }
 
+// A member counts on the leader its record names while that leader's lease
+// runs by its clock, and on itself while it leads; a member cut off from
+// the API server sees neither past that, and must ask its peers.
+func TestLeaderLive(t *testing.T) {
+	tests := []struct {
+		name string
+		seen func(s *state)
+		now  time.Time
+		want bool
+	}{
+		{"nothing seen", func(*state) {}, t0, false},
+		{"another holder within its lease", func(s *state) { s.observe(record("b", 1, t0), t0) }, at(testDuration - time.Nanosecond), true},
+		{"another holder past its lease", func(s *state) { s.observe(record("b", 1, t0), t0) }, at(testDuration), false},
+		{"nobody holds the Lease", func(s *state) { s.observe(Leader{Transitions: 1}, t0) }, t0, false},
+		{"this member leads", func(s *state) { s.wrote(s.claim(nil, t0), t0) }, at(testDeadline - time.Nanosecond), true},
+		// Its own record, but no renewal within the deadline: it stepped
+		// down, and the others elect another leader it cannot see.
+		{"this member stepped down", func(s *state) { s.wrote(s.claim(nil, t0), t0) }, at(testDeadline), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := member("a")
+			tt.seen(s)
+			if got := s.leaderLive(tt.now); got != tt.want {
+				t.Fatalf("leader live: %v, want %v (record %+v)", got, tt.want, s.leader)
+			}
+		})
+	}
+}
+
 // A leader whose renewals stop, and a member that waits for its lease, both
 // by their own clocks, 10s apart: the leader stops before the member may
 // take over, and a renewal and a take-over that race are settled by which

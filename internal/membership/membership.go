@@ -131,6 +131,15 @@ func (m *Membership) Members() []Member {
 	return slices.Clone(m.members)
 }
 
+// Known returns every member whose Lease this member has seen and not seen
+// deleted, live or not, sorted by identity: the peers a member cut off from
+// the API server, to whom every Lease looks expired, can still ask.
+func (m *Membership) Known() []Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.roster.known()
+}
+
 // Joined reports whether this member's Lease was renewed within RenewDeadline.
 func (m *Membership) Joined() bool {
 	m.mu.Lock()

@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -46,6 +47,13 @@ func (r roster) live(now time.Time) (members []Member, next time.Duration, ok bo
 	}
 	slices.SortFunc(members, func(a, b Member) int { return strings.Compare(a.Identity, b.Identity) })
 	return members, next, ok
+}
+
+// known returns every member in the roster, live or not, by identity.
+func (r roster) known() []Member {
+	members := slices.Collect(maps.Values(r))
+	slices.SortFunc(members, func(a, b Member) int { return strings.Compare(a.Identity, b.Identity) })
+	return members
 }
 
 // sameMembers reports whether two member lists name the same members at the

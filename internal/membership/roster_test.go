@@ -124,6 +124,23 @@ func TestGracefulLeave(t *testing.T) {
 	}
 }
 
+// A member knows every peer whose Lease it saw and not saw deleted, live
+// or not: once cut off from the API server, every Lease expires by its
+// clock, and these are the peers it can still ask who leads.
+func TestKnownOutlivesExpiry(t *testing.T) {
+	r := roster{}
+	r.observe("b", lease("b", t0, "2"), t0)
+	r.observe("a", lease("a", t0, "1"), t0)
+	r.observe("c", lease("c", t0, "3"), t0)
+	r.forget("c")
+	if members, _, ok := r.live(at(time.Hour)); ok {
+		t.Fatalf("live %v an hour later, want none", identities(members))
+	}
+	if got := identities(r.known()); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("known %v, want [a b]: expired, not deleted", got)
+	}
+}
+
 // The leader's Sweep deletes the Leases of members gone for twice their
 // lease duration, at the version last seen, so that a renewal since wins.
 func TestSweep(t *testing.T) {

@@ -25,7 +25,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}th{background:#eee}
 code{font-size:.9em}</style></head><body>
 <h1>Group {{.Group}} <small>in namespace {{.Namespace}}</small></h1>
-<p>Leader: <b>{{.Leader}}</b> (epoch {{.Epoch}}, lease renewed {{time .LeaderLease.RenewTime}}, duration {{.LeaderLease.LeaseDuration}}).
+<p>Leader: <b>{{.Leader}}</b> (epoch {{.Epoch}}, {{if .LeaderFromPeers}}as its peers say: this member cannot read the leader Lease{{else}}lease renewed {{time .LeaderLease.RenewTime}}, duration {{.LeaderLease.LeaseDuration}}{{end}}).
 Page served by the leader. <a href="/">Overview</a> · <a href="/targets">Targets</a> · <a href="/jobs">/jobs</a> · <a href="/scrape_configs">/scrape_configs</a> · <a href="/status">/status</a></p>
 {{end}}
 {{define "page"}}{{template "head" .View}}

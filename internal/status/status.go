@@ -27,10 +27,35 @@ type View struct {
 	Epoch int `json:"epoch"`
 	// LeaderLease is the leader Lease as this member last saw it.
 	LeaderLease LeaseView `json:"leader_lease"`
+	// LeaderFromPeers is true while this member cannot read the leader
+	// Lease and names the leader its peers found leading (see LeaderAmong).
+	LeaderFromPeers bool `json:"leader_from_peers,omitempty"`
 	// Joined reports whether this member's own member Lease is current.
 	Joined bool `json:"joined"`
 	// Members are the live members, sorted by identity.
 	Members []MemberView `json:"members"`
+}
+
+// LeaderAmong returns, of the views that members of group gave of
+// themselves, the one of the member that leads: it says it leads and its
+// own member Lease is current; the latest epoch wins. A member that can no
+// longer read the Lease (cut off from the API server, it stepped down or
+// sees the leader's lease run out) asks its peers and relays to that one,
+// so that it hears from the group's leader whether it is still a member.
+// Only the leader's word counts: a peer's own idea of who leads may be as
+// stale as the asker's.
+func LeaderAmong(group string, views []View) (View, bool) {
+	var leader View
+	found := false
+	for _, v := range views {
+		if v.Group != group || !v.IsLeader || !v.Joined || v.Identity == "" || v.Endpoint == "" {
+			continue
+		}
+		if !found || v.Epoch > leader.Epoch {
+			leader, found = v, true
+		}
+	}
+	return leader, found
 }
 
 // LeaseView describes the leader Lease.

@@ -86,3 +86,34 @@ func TestDocumentJSON(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotContains(t, string(b), `"allocation"`, "a follower has no allocation to summarise")
 }
+
+// A member that cannot read the Lease relays to the member that says it
+// leads and whose own Lease is current, of the latest epoch; nobody else's
+// idea of who leads counts.
+func TestLeaderAmong(t *testing.T) {
+	leads := func(id string, epoch int, joined bool) status.View {
+		return status.View{Identity: id, Group: "g", Endpoint: id + ":8080", Leader: id, IsLeader: true, Epoch: epoch, Joined: joined}
+	}
+	follows := func(id, leader string, epoch int) status.View {
+		return status.View{Identity: id, Group: "g", Endpoint: id + ":8080", Leader: leader, LeaderEndpoint: leader + ":8080", Epoch: epoch, Joined: true}
+	}
+	tests := []struct {
+		name  string
+		views []status.View
+		want  string // "" for none
+	}{
+		{"nobody answered", nil, ""},
+		{"followers only, naming a leader", []status.View{follows("b", "c", 4), follows("d", "c", 4)}, ""},
+		{"the leader", []status.View{follows("b", "c", 4), leads("c", 4, true)}, "c"},
+		{"a leader cut off too", []status.View{leads("c", 4, false)}, ""},
+		{"a deposed leader that has not noticed yet", []status.View{leads("c", 4, true), leads("d", 5, true)}, "d"},
+		{"another group's leader", []status.View{{Identity: "x", Group: "h", Endpoint: "x:8080", IsLeader: true, Joined: true, Epoch: 9}}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := status.LeaderAmong("g", tt.views)
+			assert.Equal(t, tt.want != "", ok)
+			assert.Equal(t, tt.want, got.Identity)
+		})
+	}
+}

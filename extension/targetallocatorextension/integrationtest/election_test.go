@@ -235,49 +235,58 @@ func TestFailedTermIsRetried(t *testing.T) {
 // A member cut off from the API server, but not from its peers, loses its
 // Lease; once the leader has given its targets to the others, it answers
 // its shares empty instead of scraping them too, and it takes targets again
-// once the API server is back.
-func TestMemberCutOffFromTheAPIServerStopsItsShare(t *testing.T) {
-	ns := controlPlane.Namespace(t)
-	targets := make([]string, 12)
-	for i := range targets {
-		targets[i] = fmt.Sprintf("10.0.5.%d:9100", i+1)
-	}
-	replicas := startGroup(t, ns, "cut", 3, withScrapeConfigs(staticJob("static", targets...)))
-	leader := settled(t, replicas, 10*time.Second)
-	cut := without(replicas, leader)[0]
-	own := func(r *replica) []string {
-		var groups []struct {
-			Targets []string `json:"targets"`
-		}
-		if err := fetchJSON(r.url()+"/jobs/static/targets?collector_id="+r.identity, &groups); err != nil {
-			return nil
-		}
-		var out []string
-		for _, g := range groups {
-			out = append(out, g.Targets...)
-		}
-		return out
-	}
-	require.Eventually(t, func() bool { return len(own(cut)) > 0 }, 10*time.Second, 100*time.Millisecond)
+// once the API server is back. The same for the leader: it steps down, the
+// others elect a new leader, and it learns of it from its peers (it cannot
+// read the Lease), so that its share stops as the others take it over.
+func TestCutOffFromTheAPIServerStopsItsShare(t *testing.T) {
+	for _, who := range []string{"member", "leader"} {
+		t.Run(who, func(t *testing.T) {
+			ns := controlPlane.Namespace(t)
+			targets := make([]string, 12)
+			for i := range targets {
+				targets[i] = fmt.Sprintf("10.0.5.%d:9100", i+1)
+			}
+			replicas := startGroup(t, ns, "cut", 3, withScrapeConfigs(staticJob("static", targets...)))
+			leader := settled(t, replicas, 10*time.Second)
+			cut := without(replicas, leader)[0]
+			if who == "leader" {
+				cut = leader
+			}
+			own := func(r *replica) []string {
+				var groups []struct {
+					Targets []string `json:"targets"`
+				}
+				if err := fetchJSON(r.url()+"/jobs/static/targets?collector_id="+r.identity, &groups); err != nil {
+					return nil
+				}
+				var out []string
+				for _, g := range groups {
+					out = append(out, g.Targets...)
+				}
+				return out
+			}
+			require.Eventually(t, func() bool { return len(own(cut)) > 0 }, 10*time.Second, 100*time.Millisecond)
 
-	since := time.Now()
-	cut.proxy.Cut()
-	require.Eventually(t, func() bool {
-		// An empty share, not an error: Prometheus HTTP SD keeps its
-		// targets when an answer fails.
-		var groups []any
-		return fetchJSON(cut.url()+"/jobs/static/targets?collector_id="+cut.identity, &groups) == nil && len(groups) == 0
-	}, 20*time.Second, 100*time.Millisecond, "the member cut off from the API server goes on answering its share")
-	stopped := time.Since(since)
-	held := 0
-	for _, r := range without(replicas, cut) {
-		held += len(own(r))
-	}
-	assert.Equal(t, len(targets), held, "the others hold every target")
-	t.Logf("measured: the cut-off member's share was empty %s after the cut (lease %s)", stopped.Round(time.Millisecond), testLease.Duration)
-	assert.LessOrEqual(t, stopped, testLease.Duration+testLease.RetryPeriod+2*time.Second)
+			since := time.Now()
+			cut.proxy.Cut()
+			require.Eventually(t, func() bool {
+				// An empty share, not an error: Prometheus HTTP SD keeps its
+				// targets when an answer fails.
+				var groups []any
+				return fetchJSON(cut.url()+"/jobs/static/targets?collector_id="+cut.identity, &groups) == nil && len(groups) == 0
+			}, 30*time.Second, 100*time.Millisecond, "the %s cut off from the API server goes on answering its share", who)
+			stopped := time.Since(since)
+			held := 0
+			for _, r := range without(replicas, cut) {
+				held += len(own(r))
+			}
+			assert.Equal(t, len(targets), held, "the others hold every target")
+			t.Logf("measured: the cut-off %s's share was empty %s after the cut (lease %s)", who, stopped.Round(time.Millisecond), testLease.Duration)
+			assert.LessOrEqual(t, stopped, testLease.Duration+testLease.RetryPeriod+2*time.Second)
 
-	cut.proxy.Restore()
-	require.Eventually(t, func() bool { return len(own(cut)) > 0 }, 20*time.Second, 100*time.Millisecond,
-		"the member does not rejoin once the API server is back")
+			cut.proxy.Restore()
+			require.Eventually(t, func() bool { return len(own(cut)) > 0 }, 20*time.Second, 100*time.Millisecond,
+				"the %s does not rejoin once the API server is back", who)
+		})
+	}
 }
