@@ -69,20 +69,20 @@ func printFaultTable() {
 type fleet struct {
 	procs   []*process
 	targets map[string]*demotarget.Target
-	api     *kubetest.Proxy            // between every member and the API server
+	api     map[string]*kubetest.Proxy // replica → the proxy it reaches the API server through
 	peers   map[string]*kubetest.Proxy // replica → the proxy the others reach it through
 	want    map[string]string          // series → owner, as the allocation package computes
 }
 
 func startFleet(t *testing.T) *fleet {
 	t.Helper()
-	f := &fleet{targets: startSeedTargets(t), peers: map[string]*kubetest.Proxy{}}
+	f := &fleet{targets: startSeedTargets(t), api: map[string]*kubetest.Proxy{}, peers: map[string]*kubetest.Proxy{}}
 	ns := controlPlane.Namespace(t)
-	api, through := kubetest.NewProxy(t, controlPlane.Config)
-	f.api = api
-	kubeconfig := kubetest.WriteKubeconfig(t, through, ns)
 	for i := range 3 {
 		name := fmt.Sprintf("otcta-collector-%d", i)
+		api, through := kubetest.NewProxy(t, controlPlane.Config)
+		f.api[name] = api
+		kubeconfig := kubetest.WriteKubeconfig(t, through, ns)
 		peer := kubetest.NewTCPProxy(t, "127.0.0.1:0", "")
 		p := startProcessArgs(t, kubeconfig, name, []string{
 			"--config", replicaConfig,
@@ -218,11 +218,38 @@ func (f *fleet) leader(t *testing.T) *process {
 func TestFaultAPIServerDown(t *testing.T) {
 	f := startFleet(t)
 	f.fault(t, "API server down 60s", false, func() time.Time {
-		f.api.Cut()
+		for _, api := range f.api {
+			api.Cut()
+		}
 		time.Sleep(60 * time.Second)
-		f.api.Restore()
+		for _, api := range f.api {
+			api.Restore()
+		}
 		return time.Now()
 	})
+}
+
+// One replica alone, a follower and then the leader, is cut off from the
+// API server for 30 s but reaches its peers: its Lease expires, the others
+// take its targets, and it stops its share (the leader learns who leads now
+// from its peers, since it cannot read the Lease); it takes targets again
+// when the API server is back.
+func TestFaultCutOffFromTheAPIServer(t *testing.T) {
+	for _, who := range []string{"follower", "leader"} {
+		t.Run(who, func(t *testing.T) {
+			f := startFleet(t)
+			cut := f.leader(t)
+			if who == "follower" {
+				cut = slices.DeleteFunc(slices.Clone(f.procs), func(p *process) bool { return p == cut })[0]
+			}
+			f.fault(t, who+" cut off from the API server 30s", true, func() time.Time {
+				f.api[cut.name].Cut()
+				time.Sleep(30 * time.Second)
+				f.api[cut.name].Restore()
+				return time.Now()
+			})
+		})
+	}
 }
 
 // etcd stops for 5 s and starts again on its data: the API server answers
