@@ -3,10 +3,12 @@ package prometheusallocatedreceiver // import "github.com/embedded-ta/embedded-t
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
@@ -24,21 +26,40 @@ type allocatedReceiver struct {
 	cfg  *Config
 	set  receiver.Settings
 	next consumer.Metrics
+	// createStock creates the stock receiver: the prometheus receiver
+	// factory's CreateMetrics; tests wrap it.
+	createStock func(context.Context, receiver.Settings, component.Config, consumer.Metrics) (receiver.Metrics, error)
 
 	stock receiver.Metrics
 	// stop cancels the stock receiver's Start, which retries until the
-	// allocator API answers.
-	stop    context.CancelFunc
-	started chan error // the stock receiver's Start result
+	// allocator API answers, and gives up after about 15 minutes of failures.
+	stop context.CancelFunc
+	// done is closed when the stock receiver's Start has returned and its
+	// result is handled.
+	done chan struct{}
+
+	// mu orders what Start, the goroutine running the stock Start and
+	// Shutdown decide about the stock Start's result.
+	mu sync.Mutex
+	// late is set when Start returned before the stock Start did: the
+	// goroutine then reports the stock Start's result itself.
+	late bool
 }
 
 func newReceiver(cfg *Config, set receiver.Settings, next consumer.Metrics) *allocatedReceiver {
-	return &allocatedReceiver{cfg: cfg, set: set, next: next}
+	return &allocatedReceiver{cfg: cfg, set: set, next: next, createStock: prometheusreceiver.NewFactory().CreateMetrics}
 }
 
 // Start creates and starts the stock receiver. It waits at most timeout
-// for the first answer of the allocator API; past that, the stock receiver
-// goes on retrying in the background, until Shutdown, and startup continues.
+// for the stock Start, which returns once the allocator API has answered;
+// past that, the stock receiver goes on retrying in the background, until
+// Shutdown, and startup continues.
+//
+// The service reports StatusStarting before Start and StatusOK after it
+// only if the component is still starting. So when Start goes on without an
+// answer it reports StatusRecoverableError, which the service keeps, and
+// the stock Start's late result is reported when it comes: StatusOK, or the
+// error as StatusPermanentError.
 func (r *allocatedReceiver) Start(ctx context.Context, host component.Host) error {
 	ext, ok := host.GetExtensions()[r.cfg.Allocator]
 	if !ok {
@@ -53,29 +74,70 @@ func (r *allocatedReceiver) Start(ctx context.Context, host component.Host) erro
 	if err != nil {
 		return err
 	}
-	factory := prometheusreceiver.NewFactory()
 	set := r.set
-	set.ID = component.NewIDWithName(factory.Type(), r.set.ID.Type().String()+"_"+nameOr(r.set.ID.Name(), "default"))
-	r.stock, err = factory.CreateMetrics(context.Background(), set, stockCfg, r.next)
+	set.ID = component.NewIDWithName(prometheusreceiver.NewFactory().Type(), r.set.ID.Type().String()+"_"+nameOr(r.set.ID.Name(), "default"))
+	stock, err := r.createStock(context.Background(), set, stockCfg, r.next)
 	if err != nil {
 		return fmt.Errorf("create the prometheus receiver: %w", err)
 	}
-	r.set.Logger.Info("Scraping this member's share",
-		zap.String("collector_id", view.Identity), zap.String("group", view.Group), zap.String("allocator_api", view.Endpoint))
+	r.stock = stock
+	logger := r.set.Logger.With(zap.String("collector_id", view.Identity), zap.String("group", view.Group), zap.String("allocator_api", view.Endpoint))
+	logger.Info("Scraping this member's share")
 
 	// The stock Start outlives this one: only Shutdown cancels it.
-	ctx, r.stop = context.WithCancel(context.WithoutCancel(ctx))
-	r.started = make(chan error, 1)
-	go func() { r.started <- r.stock.Start(ctx, host) }()
+	stockCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	r.stop = stop
+	r.done = make(chan struct{})
+	early := make(chan error, 1)
+	go func() {
+		defer close(r.done)
+		err := r.stock.Start(stockCtx, host)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !r.late {
+			early <- err
+			return
+		}
+		if stockCtx.Err() != nil {
+			// Shutdown cancelled it: nothing to report.
+			return
+		}
+		if err != nil {
+			logger.Error("The prometheus receiver failed to start: nothing is scraped until the collector restarts or reloads its configuration", zap.Error(err))
+			// Permanent, not fatal: the stock receiver has given up and
+			// will not retry, so this receiver needs someone to act (fix
+			// what keeps the allocator API from answering, then reload);
+			// but a fatal error would stop the whole collector, every
+			// other pipeline with it. A permanent error keeps it running,
+			// degraded, and health checks see it. The service reports an
+			// error returned by Start as a permanent error as well.
+			componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(fmt.Errorf("start the prometheus receiver: %w", err)))
+			return
+		}
+		logger.Info("The allocator API has answered; the prometheus receiver has started")
+		componentstatus.ReportStatus(host, componentstatus.NewEvent(componentstatus.StatusOK))
+	}()
+
+	timer := time.NewTimer(r.cfg.Timeout)
+	defer timer.Stop()
 	select {
-	case err := <-r.started:
-		r.started <- err // for Shutdown
+	case err := <-early:
 		return err
-	case <-time.After(r.cfg.Timeout):
-		r.set.Logger.Warn("The allocator API has not answered yet; going on, the prometheus receiver keeps retrying",
-			zap.Duration("timeout", r.cfg.Timeout))
-		return nil
+	case <-timer.C:
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case err := <-early: // returned in the meantime
+		return err
+	default:
+	}
+	r.late = true
+	logger.Warn("The allocator API has not answered yet; going on, the prometheus receiver keeps retrying",
+		zap.Duration("timeout", r.cfg.Timeout))
+	componentstatus.ReportStatus(host, componentstatus.NewRecoverableErrorEvent(
+		fmt.Errorf("the allocator API has not answered within %s; the prometheus receiver keeps retrying", r.cfg.Timeout)))
+	return nil
 }
 
 func nameOr(name, def string) string {
@@ -143,9 +205,11 @@ func (r *allocatedReceiver) Shutdown(ctx context.Context) error {
 	if r.stock == nil {
 		return nil
 	}
-	r.stop()
+	r.mu.Lock()
+	r.stop() // from now on, the stock Start's result is not reported
+	r.mu.Unlock()
 	select {
-	case <-r.started:
+	case <-r.done:
 	case <-ctx.Done():
 		return fmt.Errorf("the prometheus receiver is still starting: %w", ctx.Err())
 	}
