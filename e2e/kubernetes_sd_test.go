@@ -95,7 +95,7 @@ func TestLeaderKilledOnTheUsersPath(t *testing.T) {
 	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
 
 	targets := map[string]*demotarget.Target{} // by address
-	want := map[string]bool{}                   // "<job label> <address>", as exported
+	want := map[string]bool{}                  // "<job label> <address>", as exported
 	start := func(host string) *demotarget.Target {
 		target, err := demotarget.Start(host + ":9100")
 		require.NoError(t, err)
