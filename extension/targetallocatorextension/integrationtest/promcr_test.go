@@ -24,9 +24,14 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
 )
 
-// withPrometheusCR turns prometheus_cr on with a short scrape interval.
+// withPrometheusCR turns prometheus_cr on with a short scrape interval,
+// every resource selected.
 func withPrometheusCR(c *tae.Config) {
-	c.PrometheusCR = promcr.Config{Enabled: true, ScrapeInterval: time.Second}
+	every := &promcr.LabelSelector{}
+	c.PrometheusCR = promcr.Config{
+		Enabled: true, ScrapeInterval: time.Second,
+		ServiceMonitorSelector: every, PodMonitorSelector: every, ProbeSelector: every, ScrapeConfigSelector: every,
+	}
 }
 
 // startTarget serves a real scrape target at host:0 and returns it.
