@@ -65,8 +65,8 @@ type Config struct {
 	KubeConfigFilePath string `mapstructure:"kube_config_file_path"`
 	// AllocationStrategy is consistent-hashing (default), least-weighted or per-node.
 	AllocationStrategy string `mapstructure:"allocation_strategy"`
-	// AllocationFallbackStrategy places what per-node cannot: "" (leave
-	// unassigned), consistent-hashing or least-weighted.
+	// AllocationFallbackStrategy places per-node's targets without a node:
+	// "" (leave them unassigned), consistent-hashing or least-weighted.
 	AllocationFallbackStrategy string `mapstructure:"allocation_fallback_strategy"`
 	// FilterStrategy is relabel-config (default: targets the job's
 	// relabel_configs drop are not allocated) or "" (no filtering).
