@@ -67,12 +67,15 @@ func grantCluster(t *testing.T, ns, account string, role *rbacv1.ClusterRole) {
 	})
 }
 
-// crConfig is localConfig with prometheus_cr on, every resource selected.
-func crConfig(t *testing.T, kubeconfig, ns string) string {
+// crConfig is localConfig with prometheus_cr on, every resource selected,
+// and the Secrets of namespace secrets readable.
+func crConfig(t *testing.T, kubeconfig, ns, secrets string) string {
 	t.Helper()
 	cfg := strings.Replace(readFile(localConfig(t, kubeconfig, ns)),
 		"    filter_strategy: relabel-config\n",
-		"    filter_strategy: relabel-config\n    prometheus_cr:\n      enabled: true\n      scrape_interval: 1s\n", 1)
+		"    filter_strategy: relabel-config\n    prometheus_cr:\n      enabled: true\n      scrape_interval: 1s\n"+
+			"      service_monitor_selector: {}\n      pod_monitor_selector: {}\n      probe_selector: {}\n      scrape_config_selector: {}\n"+
+			"      secret_namespaces: ["+secrets+"]\n", 1)
 	require.Contains(t, cfg, "prometheus_cr:")
 	path := filepath.Join(t.TempDir(), "collector-cr.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
@@ -225,7 +228,7 @@ func TestPrometheusCRScrapedOnceWithExampleRBAC(t *testing.T) {
 	controlPlane.Grant(t, ns, "otcta-collector", role.DeepCopy())
 	grantCluster(t, ns, "otcta-collector", clusterRole)
 	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.ServiceAccount(t, ns, "otcta-collector"), ns)
-	config := crConfig(t, kubeconfig, ns)
+	config := crConfig(t, kubeconfig, ns, apps)
 	procs := startGroup(t, kubeconfig, "otcta-collector", 2, config)
 	settled(t, procs, 60*time.Second)
 
@@ -287,7 +290,7 @@ func TestPrometheusCRScrapedOnceWithExampleRBAC(t *testing.T) {
 					controlPlane.Grant(t, ns, account, leases)
 					grantCluster(t, ns, account, reduced)
 					token := kubetest.WriteKubeconfig(t, controlPlane.ServiceAccount(t, ns, account), ns)
-					p := startProcess(t, token, account+"-0", crConfig(t, token, ns))
+					p := startProcess(t, token, account+"-0", crConfig(t, token, ns, apps))
 					// client-go's log lines say `cannot <verb> resource "<resource>"`
 					// (escaped in zap's JSON); the operator's permission check says
 					// `missing "<verb>" permission on resource "<resource>"`.

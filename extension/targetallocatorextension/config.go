@@ -11,6 +11,7 @@ import (
 
 	promconfig "github.com/prometheus/prometheus/config"
 	"go.opentelemetry.io/collector/config/confighttp"
+	"go.opentelemetry.io/collector/confmap"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
@@ -53,12 +54,19 @@ type Config struct {
 	// address comes from the leader's member Lease.
 	Client confighttp.ClientConfig `mapstructure:"client"`
 
-	// The keys of a Target Allocator config file, with its meaning.
+	// The keys of a Target Allocator (TA) config file. Each takes effect with
+	// the TA's meaning, or is reported at Start as not applying (notices).
 
+	// ListenAddr is the TA's name for endpoint: when set, it is the endpoint.
+	ListenAddr string `mapstructure:"listen_addr"`
+	// KubeConfigFilePath is a kubeconfig file that the kube client reads
+	// when it exists, whatever auth_type says; when it does not, auth_type
+	// applies, as the TA then uses its in-cluster configuration.
+	KubeConfigFilePath string `mapstructure:"kube_config_file_path"`
 	// AllocationStrategy is consistent-hashing (default), least-weighted or per-node.
 	AllocationStrategy string `mapstructure:"allocation_strategy"`
-	// AllocationFallbackStrategy places what per-node cannot: "" (leave
-	// unassigned), consistent-hashing or least-weighted.
+	// AllocationFallbackStrategy places per-node's targets without a node:
+	// "" (leave them unassigned), consistent-hashing or least-weighted.
 	AllocationFallbackStrategy string `mapstructure:"allocation_fallback_strategy"`
 	// FilterStrategy is relabel-config (default: targets the job's
 	// relabel_configs drop are not allocated) or "" (no filtering).
@@ -68,12 +76,36 @@ type Config struct {
 	// PrometheusCR watches Prometheus Operator resources (ServiceMonitor,
 	// PodMonitor, Probe, ScrapeConfig) and allocates their jobs' targets.
 	PrometheusCR promcr.Config `mapstructure:"prometheus_cr"`
-	// CollectorSelector is a Target Allocator key that has no meaning here:
-	// a group's members are known by their member Leases. It is refused with advice.
-	CollectorSelector any `mapstructure:"collector_selector"`
+	// CollectorSelector and CollectorNamespace find the TA's collectors;
+	// here the members of a group are known by their member Leases, in the
+	// group's namespace. Not needed: reported.
+	CollectorSelector  any    `mapstructure:"collector_selector"`
+	CollectorNamespace string `mapstructure:"collector_namespace"`
+	// HTTPS is the TA's second listener, with mutual TLS. Not applied yet:
+	// reported when enabled.
+	HTTPS HTTPSConfig `mapstructure:"https"`
+	// AllowInsecureAuthSecrets lets the TA serve secret values over plain
+	// HTTP. Not applied yet: reported when true.
+	AllowInsecureAuthSecrets bool `mapstructure:"allow_insecure_auth_secrets"`
+	// Telemetry is the TA's export of its own metrics. Not applied (the
+	// collector's telemetry carries the extension's): reported when set.
+	Telemetry map[string]any `mapstructure:"telemetry"`
+	// CollectorNotReadyGracePeriod is how long the TA keeps the targets of a
+	// collector that is not ready. Not applied (a member keeps its targets
+	// while its member Lease is current): reported when set.
+	CollectorNotReadyGracePeriod time.Duration `mapstructure:"collector_not_ready_grace_period"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
+}
+
+// HTTPSConfig is the `https` section of a TA config file.
+type HTTPSConfig struct {
+	Enabled         bool   `mapstructure:"enabled"`
+	ListenAddr      string `mapstructure:"listen_addr"`
+	CAFilePath      string `mapstructure:"ca_file_path"`
+	TLSCertFilePath string `mapstructure:"tls_cert_file_path"`
+	TLSKeyFilePath  string `mapstructure:"tls_key_file_path"`
 }
 
 // LeaseConfig holds the timings of the leader and member Leases, with
@@ -95,6 +127,25 @@ var identityRE = regexp.MustCompile(`^(.+)-([0-9]+)$`)
 type settings struct {
 	identity, group, namespace, advertise, node string
 	prometheus                                  *promconfig.Config
+	// auth is where the kube client's credentials come from: auth_type and
+	// context, or kube_config_file_path when that file exists.
+	auth kube.Auth
+}
+
+// Unmarshal reads the configuration; listen_addr, the TA's name for the
+// endpoint, sets the endpoint.
+func (cfg *Config) Unmarshal(conf *confmap.Conf) error {
+	if err := conf.Unmarshal(cfg); err != nil {
+		return err
+	}
+	if cfg.ListenAddr == "" || cfg.ListenAddr == cfg.NetAddr.Endpoint {
+		return nil
+	}
+	if conf.IsSet("endpoint") {
+		return fmt.Errorf("listen_addr: %q differs from endpoint %q; both say where the allocator API listens: set one of them", cfg.ListenAddr, cfg.NetAddr.Endpoint)
+	}
+	cfg.NetAddr.Endpoint = cfg.ListenAddr
+	return nil
 }
 
 // filterStrategy is the configured filter, relabel-config when unset.
@@ -120,6 +171,15 @@ func (cfg *Config) Validate() error {
 	if cfg.NetAddr.Endpoint == "" {
 		errs = append(errs, errors.New("endpoint: must be set"))
 	}
+	if cfg.ListenAddr != "" && !isHostPort(cfg.ListenAddr) {
+		errs = append(errs, fmt.Errorf("listen_addr: %q is not [host]:port", cfg.ListenAddr))
+	}
+	if cfg.HTTPS.ListenAddr != "" && !isHostPort(cfg.HTTPS.ListenAddr) {
+		errs = append(errs, fmt.Errorf("https::listen_addr: %q is not [host]:port", cfg.HTTPS.ListenAddr))
+	}
+	if cfg.CollectorNotReadyGracePeriod < 0 {
+		errs = append(errs, fmt.Errorf("collector_not_ready_grace_period: %s must not be negative", cfg.CollectorNotReadyGracePeriod))
+	}
 	if cfg.Identity != "" {
 		errs = append(errs, checkIdentity(cfg.Identity))
 	}
@@ -133,9 +193,6 @@ func (cfg *Config) Validate() error {
 		errs = append(errs, checkAdvertise(cfg.Advertise))
 	}
 	errs = append(errs, cfg.validateClient()...)
-	if cfg.CollectorSelector != nil {
-		errs = append(errs, errors.New("collector_selector: not needed and not supported: the members are the collectors configured with this group, known by their member Leases, not by a selector; remove the key"))
-	}
 	if _, err := allocation.New(cfg.AllocationStrategy, allocation.WithFallback(cfg.AllocationFallbackStrategy)); err != nil {
 		errs = append(errs, fmt.Errorf("allocation_strategy: %w", err))
 	}
@@ -156,8 +213,10 @@ func (cfg *Config) Validate() error {
 // reads the process's; tests make their own.
 type environment struct {
 	podName, hostname, podIP, nodeName string
-	// namespace finds the namespace when none is configured (kube.Namespace).
-	namespace func(t kube.AuthType, kubeContext string) (string, error)
+	// namespace finds the namespace when none is configured (kube.Auth.Namespace).
+	namespace func(kube.Auth) (string, error)
+	// exists reports whether a file exists (kube_config_file_path).
+	exists func(path string) bool
 }
 
 // processEnvironment reads the environment of this process.
@@ -168,7 +227,11 @@ func processEnvironment() environment {
 		hostname:  hostname,
 		podIP:     os.Getenv("POD_IP"),
 		nodeName:  os.Getenv("NODE_NAME"),
-		namespace: kube.Namespace,
+		namespace: kube.Auth.Namespace,
+		exists: func(path string) bool {
+			_, err := os.Stat(path)
+			return err == nil
+		},
 	}
 }
 
@@ -176,6 +239,10 @@ func processEnvironment() environment {
 // they come to, naming the key they stand for.
 func (cfg *Config) resolve(env environment) (settings, error) {
 	s := settings{identity: cfg.Identity, group: cfg.Group, namespace: cfg.Namespace, advertise: cfg.Advertise, node: cfg.NodeName}
+	s.auth = kube.Auth{Type: cfg.AuthType, Context: cfg.Context}
+	if p := cfg.KubeConfigFilePath; p != "" && env.exists(p) {
+		s.auth = kube.Auth{Type: kube.AuthKubeConfig, Context: cfg.Context, File: p}
+	}
 	var errs []error
 	if s.identity == "" {
 		s.identity = env.podName
@@ -195,7 +262,7 @@ func (cfg *Config) resolve(env environment) (settings, error) {
 		errs = append(errs, checkGroup(s.group, s.identity))
 	}
 	if s.namespace == "" {
-		ns, err := env.namespace(cfg.AuthType, cfg.Context)
+		ns, err := env.namespace(s.auth)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("namespace: not set and not found: %w", err))
 		} else {
@@ -289,6 +356,12 @@ func defaultAdvertise(endpoint string, env environment) string {
 		return endpoint
 	}
 	return net.JoinHostPort(env.hostname, port)
+}
+
+// isHostPort reports whether a is a listen address: [host]:port.
+func isHostPort(a string) bool {
+	_, port, err := net.SplitHostPort(a)
+	return err == nil && validPort(port)
 }
 
 func validPort(p string) bool {

@@ -93,9 +93,10 @@ func pod(name string) environment {
 		hostname: name,
 		podIP:    "10.1.2.3",
 		nodeName: "worker-1",
-		namespace: func(kube.AuthType, string) (string, error) {
+		namespace: func(kube.Auth) (string, error) {
 			return "otctargetallocator", nil
 		},
+		exists: func(string) bool { return false },
 	}
 }
 
@@ -113,6 +114,7 @@ func TestDefaultsFromPod(t *testing.T) {
 		namespace: "otctargetallocator",
 		advertise: "10.1.2.3:8080",
 		node:      "worker-1",
+		auth:      kube.Auth{Type: kube.AuthServiceAccount},
 	}, s)
 	def := createDefaultConfig().(*Config)
 	assert.Equal(t, LeaseConfig{Duration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second}, def.Lease)
@@ -148,7 +150,12 @@ func TestInvalidConfig(t *testing.T) {
 		{"bad_auth", `auth_type: unknown auth type "token"`},
 		{"bad_advertise", `advertise: "nohostport" is not host:port`},
 		{"unknown_key", "invalid keys: allocation_strategie"},
-		{"collector_selector", "collector_selector: not needed and not supported"},
+		{"listen_addr_and_endpoint", `listen_addr: ":9080" differs from endpoint "0.0.0.0:8080"`},
+		{"bad_listen_addr", `listen_addr: "8080" is not [host]:port`},
+		{"bad_https_listen_addr", `https::listen_addr: "localhost" is not [host]:port`},
+		{"negative_grace_period", "collector_not_ready_grace_period: -1s must not be negative"},
+		{"prometheus_cr_bad_protocol", "prometheus_cr::scrape_protocols: unknown scrape protocol PrometheusText0.0.5"},
+		{"prometheus_cr_bad_scrape_class", "prometheus_cr::scrape_classes: failed to parse scrape classes: multiple default scrape classes defined"},
 		{"bad_strategy", `allocation_strategy: unknown allocation strategy "round-robin"`},
 		{"bad_fallback", `allocation_strategy: unknown allocation fallback strategy "per-node"`},
 		{"bad_filter", `filter_strategy: unknown value "keep-all"`},
@@ -180,13 +187,14 @@ func TestInvalidConfig(t *testing.T) {
 func TestResolveErrors(t *testing.T) {
 	outside := environment{
 		hostname: "laptop",
-		namespace: func(kube.AuthType, string) (string, error) {
+		namespace: func(kube.Auth) (string, error) {
 			return "", errors.New("no POD_NAMESPACE and no service account namespace file")
 		},
+		exists: func(string) bool { return false },
 	}
 	in := func(ns string) environment {
 		env := pod("otcta-collector-0")
-		env.namespace = func(kube.AuthType, string) (string, error) { return ns, nil }
+		env.namespace = func(kube.Auth) (string, error) { return ns, nil }
 		return env
 	}
 	tests := []struct {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
 	"github.com/embedded-ta/embedded-ta/internal/election"
-	"github.com/embedded-ta/embedded-ta/internal/kube"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
@@ -77,9 +76,10 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 		return err
 	}
 	e.s = s
-	client, err := kube.Client(e.cfg.AuthType, e.cfg.Context, "otelcol-embedded-ta/"+e.s.identity)
+	e.report()
+	client, err := e.s.auth.Client("otelcol-embedded-ta/" + e.s.identity)
 	if err != nil {
-		return fmt.Errorf("auth_type %s: %w", e.cfg.AuthType, err)
+		return fmt.Errorf("%s: %w", s.authSetting(), err)
 	}
 	e.health = newHealth(e, host)
 	if err := e.preparePrometheusCR(); err != nil {

@@ -24,9 +24,9 @@ func (e *allocatorExtension) preparePrometheusCR() error {
 	if !e.cfg.PrometheusCR.Enabled {
 		return nil
 	}
-	rest, err := kube.RESTConfig(e.cfg.AuthType, e.cfg.Context)
+	rest, err := e.s.auth.RESTConfig()
 	if err != nil {
-		return fmt.Errorf("auth_type %s: %w", e.cfg.AuthType, err)
+		return fmt.Errorf("%s: %w", e.s.authSetting(), err)
 	}
 	rest.UserAgent = "otelcol-embedded-ta/" + e.s.identity
 	o := promcr.Options{
@@ -38,8 +38,8 @@ func (e *allocatorExtension) preparePrometheusCR() error {
 	}
 	// Outside a cluster, the jobs' Kubernetes service discovery reads the
 	// same kubeconfig (its current context).
-	if e.cfg.AuthType == kube.AuthKubeConfig {
-		o.KubeconfigFile = kube.KubeconfigFile()
+	if e.s.auth.Type == kube.AuthKubeConfig {
+		o.KubeconfigFile = e.s.auth.KubeconfigFile()
 	}
 	e.promCR = &o
 	return nil

@@ -1,9 +1,10 @@
 // Package allocation assigns scrape targets to the members of a group.
 //
 // It is a pure state machine: members and targets in, assignment out. It does
-// no I/O, reads no clock, starts no goroutine and knows nothing of Kubernetes or
-// Prometheus. An Allocator is not safe for concurrent use; its user serialises
-// calls.
+// no I/O, reads no clock, starts no goroutine and imports nothing of Kubernetes
+// or Prometheus; of them it knows only the names of the discovered labels that
+// give a target's node (NodeOf). An Allocator is not safe for concurrent use;
+// its user serialises calls.
 //
 // Three strategies carry the names and meaning of the OpenTelemetry Target
 // Allocator's allocation_strategy values:
@@ -12,11 +13,13 @@
 //     of member names and the set of target hashes only, so every member, and a
 //     new leader after a failover, computes the same answer. See
 //     consistent_hashing.go for the algorithm and its guarantees.
-//   - least-weighted: a new target goes to the member with the fewest targets;
-//     a target stays where it is until it or its member goes away. The answer
-//     depends on the order of events, as it does in the Target Allocator.
-//   - per-node: a target goes to the member running on the target's node;
-//     others go to an optional fallback strategy or stay unassigned.
+//   - least-weighted: a new target goes to the member with the fewest targets,
+//     among those to the one with the fewest of the target's job; a target
+//     stays where it is until it or its member goes away. The answer depends
+//     on the order of events, as it does in the Target Allocator.
+//   - per-node: a target goes to the member running on the target's node, or
+//     stays unassigned while no member runs there; targets without a node go
+//     to an optional fallback strategy or stay unassigned.
 package allocation
 
 import (
@@ -42,9 +45,12 @@ type Target struct {
 	// labels, with a hash that is the same in every process (FNV-1a or xxhash;
 	// never hash/maphash, whose seed is random). The allocator never rehashes.
 	Hash uint64
-	// Node is the name of the node the target runs on, or "" if it has none.
-	// Only per-node reads it.
+	// Node is the name of the node the target runs on, as NodeOf reads it
+	// from the target's labels, or "" if it has none. Only per-node reads it.
 	Node string
+	// Job is the name of the target's scrape job. Only least-weighted (also
+	// as per-node's fallback) reads it, to spread each job's targets.
+	Job string
 }
 
 // Member is one member of the group: a collector that scrapes its share of the targets.
@@ -81,8 +87,8 @@ type Allocator interface {
 	// order. Every member has an entry, possibly empty.
 	Assignment() map[string][]uint64
 	// Unassigned returns the hashes of the targets that have no member: all of
-	// them when there is no member, and, for per-node without a fallback, those
-	// whose node runs no member.
+	// them when there is no member, and, for per-node, those whose node runs
+	// no member and, without a fallback, those without a node.
 	Unassigned() []uint64
 	// Displaced returns the hashes of the targets that an Update may move
 	// though it neither adds nor removes them (those the load bounds keep off
@@ -100,10 +106,12 @@ type options struct {
 	fallback string
 }
 
-// WithFallback names the strategy for the targets per-node cannot place (no
-// node, or no member on their node), as the Target Allocator's
+// WithFallback names the strategy for the targets per-node cannot place
+// because they have no node, as the Target Allocator's
 // allocation_fallback_strategy: consistent-hashing, least-weighted, or "" to
-// leave them unassigned (the default). Other strategies ignore it.
+// leave them unassigned (the default). A target on a node that runs no member
+// stays unassigned whatever the fallback, as in the Target Allocator. Other
+// strategies ignore it.
 func WithFallback(strategy string) Option {
 	return func(o *options) { o.fallback = strategy }
 }

@@ -112,7 +112,7 @@ func BenchmarkIncremental(b *testing.B) {
 					k := n / 100
 					fresh := make([]Target, k)
 					for i := range fresh {
-						fresh[i] = Target{Hash: mix(uint64(i) + 1<<62), Node: targets[i].Node}
+						fresh[i] = Target{Hash: mix(uint64(i) + 1<<62), Node: targets[i].Node, Job: targets[i].Job}
 					}
 					old, new := hashes(targets[:k]), hashes(fresh)
 					a := benchNew(b, strategy)
@@ -157,8 +157,13 @@ func benchMembers(m int) []Member {
 
 var benchHashes = map[int][]uint64{}
 
-// benchTargets returns n targets whose nodes are spread over m + m/10 nodes,
-// so that for per-node one target in eleven has no member on its node.
+// benchJobs is how many jobs the targets of benchTargets belong to.
+const benchJobs = 100
+
+// benchTargets returns n targets of benchJobs jobs, each job's together as
+// the leader passes them, on m + m/5 nodes, so that for per-node one target
+// in twelve has no member on its node, and another twelfth (on the last
+// m/10 "nodes") has no node and goes to the fallback.
 func benchTargets(n, m int) []Target {
 	hs, ok := benchHashes[n]
 	if !ok {
@@ -168,13 +173,17 @@ func benchTargets(n, m int) []Target {
 		}
 		benchHashes[n] = hs
 	}
-	nodes := make([]string, m+m/10)
-	for i := range nodes {
+	nodes := make([]string, m+m/5)
+	for i := range m + m/10 {
 		nodes[i] = fmt.Sprintf("node-%d", i)
+	}
+	jobs := make([]string, benchJobs)
+	for i := range jobs {
+		jobs[i] = fmt.Sprintf("job-%d", i)
 	}
 	ts := make([]Target, n)
 	for i, h := range hs {
-		ts[i] = Target{Hash: h, Node: nodes[i%len(nodes)]}
+		ts[i] = Target{Hash: h, Node: nodes[i%len(nodes)], Job: jobs[i*benchJobs/n]}
 	}
 	return ts
 }

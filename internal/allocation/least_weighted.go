@@ -2,23 +2,27 @@ package allocation
 
 import "slices"
 
-// least-weighted gives each new target to the member with the fewest targets,
-// ties to the smaller name, and never moves a target while it and its member
-// stay. A leaving member's targets are given out the same way; a joining
-// member starts empty and receives new targets (and leavers' ones) until it
-// catches up. That is the Target Allocator's meaning of the name, and like
-// there the assignment depends on the order of events: a new leader computing
-// it afresh gets another one. Targets given out together go in the order of
-// their mixed hash, so the order of a batch does not matter.
+// least-weighted gives each new target to the member with the fewest
+// targets; among those, to the one with the fewest targets of the target's
+// job, then to the smaller name; and never moves a target while it and its
+// member stay. A leaving member's targets are given out the same way; a
+// joining member starts empty and receives new targets (and leavers' ones)
+// until it catches up. That is the Target Allocator's meaning of the name,
+// ties included, and like there the assignment depends on the order of
+// events: a new leader computing it afresh gets another one. Targets given
+// out together go in the order of their mixed hash, so the order of a batch
+// does not matter.
 type leastWeighted struct {
 	members memberSet
 	t       table[lwSlot]
-	load    []int
+	load    []int // per member: its targets
+	jobs    jobLoads
 }
 
 type lwSlot struct {
 	hash   uint64
 	member int32 // -1 while there is no member
+	job    int32 // in jobs
 }
 
 func (s lwSlot) key() uint64 { return s.hash }
@@ -39,6 +43,7 @@ func (l *leastWeighted) SetMembers(members []Member) error {
 	old2new, _ := l.members.remap(next)
 	l.members = next
 	l.load = make([]int, next.len())
+	l.jobs.remap(old2new, next.len())
 	var orphans []keyed
 	for i := range l.t.slots {
 		s := &l.t.slots[i]
@@ -61,11 +66,23 @@ func (l *leastWeighted) SetTargets(targets []Target) {
 
 func (l *leastWeighted) Update(added []Target, removed []uint64) {
 	for _, h := range removed {
-		if s, ok := l.t.remove(h); ok && s.member >= 0 {
-			l.load[s.member]--
+		if s, ok := l.t.remove(h); ok {
+			if s.member >= 0 {
+				l.load[s.member]--
+				l.jobs.lose(s.job, s.member)
+			}
+			l.jobs.drop(s.job)
 		}
 	}
-	first := l.t.addAll(added, true, func(h uint64, _ int32) lwSlot { return lwSlot{hash: h, member: -1} })
+	// The targets' jobs are numbered in the order they come, which reads
+	// added in one sweep: in the order of their hashes, every read of a
+	// large batch would miss the cache.
+	jobs, numbered := l.jobs.number(added, l.members.len())
+	first := l.t.addAll(added, true, func(h uint64, i int32) lwSlot {
+		l.jobs.jobs[jobs[i]].targets++
+		return lwSlot{hash: h, member: -1, job: jobs[i]}
+	})
+	l.jobs.forget(numbered)
 	slots := make([]keyed, len(l.t.slots)-first)
 	for i := range slots {
 		slots[i].i = int32(first + i)
@@ -73,23 +90,37 @@ func (l *leastWeighted) Update(added []Target, removed []uint64) {
 	l.give(slots)
 }
 
-// give assigns the slots, in order, each to the member with the fewest targets.
+// give assigns the slots, in order, each to the member with the fewest
+// targets, then the fewest of its job, then the smaller name.
 func (l *leastWeighted) give(slots []keyed) {
 	if l.members.len() == 0 || len(slots) == 0 {
 		return
 	}
-	h := fewestFirst{load: l.load, members: make([]int32, l.members.len())}
-	for i := range h.members {
-		h.members[i] = int32(i)
-	}
-	for i := len(h.members)/2 - 1; i >= 0; i-- {
-		h.down(i)
-	}
+	// The members with the fewest targets, by name. Each leaves on taking a
+	// target, so the others still have the fewest until none is left.
+	var fewest []int32
 	for _, it := range slots {
-		m := h.members[0]
-		l.t.slots[it.i].member = m
+		if len(fewest) == 0 {
+			least := slices.Min(l.load)
+			for m, n := range l.load {
+				if n == least {
+					fewest = append(fewest, int32(m))
+				}
+			}
+		}
+		s := &l.t.slots[it.i]
+		j := &l.jobs.jobs[s.job]
+		best := 0 // a member with j.least of the job wins: none has fewer
+		for k := 1; k < len(fewest) && j.load[fewest[best]] > j.least; k++ {
+			if j.load[fewest[k]] < j.load[fewest[best]] {
+				best = k
+			}
+		}
+		m := fewest[best]
+		fewest = slices.Delete(fewest, best, best+1)
+		s.member = m
 		l.load[m]++
-		h.down(0)
+		l.jobs.gain(s.job, m)
 	}
 }
 
@@ -120,31 +151,124 @@ func (l *leastWeighted) Unassigned() []uint64 {
 	return out
 }
 
-// fewestFirst is a binary heap of member indices with the fewest targets on
-// top, ties to the smaller index (name).
-type fewestFirst struct {
-	load    []int
-	members []int32
+// jobLoads counts each member's targets of each job. A job has a number
+// while it has targets; a number freed is used again.
+type jobLoads struct {
+	index map[string]int32
+	jobs  []jobLoad
+	free  []int32
 }
 
-func (h fewestFirst) less(a, b int32) bool {
-	return h.load[a] < h.load[b] || h.load[a] == h.load[b] && a < b
+type jobLoad struct {
+	name    string
+	targets int     // with a member or not
+	load    []int32 // per member: its targets of the job
+	least   int32   // the least of load
+	atLeast int32   // the members with least
 }
 
-func (h fewestFirst) down(i int) {
-	s := h.members
-	for {
-		l := 2*i + 1
-		if l >= len(s) {
-			return
+// number returns the number of each target's job, and those it gave to
+// jobs new to it, which have no targets yet; the group has n members.
+func (js *jobLoads) number(targets []Target, n int) (nums, numbered []int32) {
+	if js.index == nil {
+		js.index = map[string]int32{}
+	}
+	nums = make([]int32, len(targets))
+	last := int32(-1)
+	for i, tg := range targets {
+		if last < 0 || tg.Job != js.jobs[last].name {
+			j, ok := js.index[tg.Job]
+			if !ok {
+				if k := len(js.free); k > 0 {
+					j, js.free = js.free[k-1], js.free[:k-1]
+				} else {
+					j = int32(len(js.jobs))
+					js.jobs = append(js.jobs, jobLoad{})
+				}
+				js.index[tg.Job] = j
+				js.jobs[j] = jobLoad{name: tg.Job, load: make([]int32, n), atLeast: int32(n)}
+				numbered = append(numbered, j)
+			}
+			last = j
 		}
-		if r := l + 1; r < len(s) && h.less(s[r], s[l]) {
-			l = r
+		nums[i] = last
+	}
+	return nums, numbered
+}
+
+// forget frees the numbers of those jobs that have no targets.
+func (js *jobLoads) forget(jobs []int32) {
+	for _, j := range jobs {
+		js.release(j)
+	}
+}
+
+// release frees the number of job j if it has no targets.
+func (js *jobLoads) release(j int32) {
+	if js.jobs[j].targets == 0 {
+		delete(js.index, js.jobs[j].name)
+		js.jobs[j] = jobLoad{}
+		js.free = append(js.free, j)
+	}
+}
+
+// drop uncounts a target of job j, which has no member (any more).
+func (js *jobLoads) drop(j int32) {
+	js.jobs[j].targets--
+	js.release(j)
+}
+
+// gain counts a target of job j for member m.
+func (js *jobLoads) gain(j, m int32) {
+	jl := &js.jobs[j]
+	jl.load[m]++
+	if jl.load[m]-1 == jl.least {
+		if jl.atLeast--; jl.atLeast == 0 {
+			jl.recount()
 		}
-		if !h.less(s[l], s[i]) {
-			return
+	}
+}
+
+// lose uncounts a target of job j for member m.
+func (js *jobLoads) lose(j, m int32) {
+	jl := &js.jobs[j]
+	jl.load[m]--
+	switch {
+	case jl.load[m] < jl.least:
+		jl.least, jl.atLeast = jl.load[m], 1
+	case jl.load[m] == jl.least:
+		jl.atLeast++
+	}
+}
+
+// remap moves the counts to a new member set of n members: old2new as
+// memberSet.remap returns it.
+func (js *jobLoads) remap(old2new []int32, n int) {
+	for j := range js.jobs {
+		jl := &js.jobs[j]
+		if jl.targets == 0 {
+			continue
 		}
-		s[i], s[l] = s[l], s[i]
-		i = l
+		load := make([]int32, n)
+		for i, c := range jl.load {
+			if k := old2new[i]; k >= 0 {
+				load[k] = c
+			}
+		}
+		jl.load = load
+		jl.recount()
+	}
+}
+
+func (jl *jobLoad) recount() {
+	jl.least, jl.atLeast = 0, 0
+	if len(jl.load) == 0 {
+		return
+	}
+	jl.least = slices.Min(jl.load)
+	for _, c := range jl.load {
+		if c == jl.least {
+			jl.atLeast++
+		}
 	}
 }

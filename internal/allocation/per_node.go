@@ -4,21 +4,24 @@ import "slices"
 
 // per-node gives a target to the member running on the target's node; when
 // several members share that node, rendezvous hashing among them picks one.
-// Targets without a node, or on a node that runs no member, go to the
-// fallback strategy, which spreads them over all members, or stay unassigned
-// without one. That is the Target Allocator's meaning of per-node and of
-// allocation_fallback_strategy.
+// A target on a node that runs no member stays unassigned until a member
+// runs there. A target without a node goes to the fallback strategy, which
+// spreads those targets over all members, or stays unassigned without one.
+// That is the Target Allocator's meaning of per-node and of
+// allocation_fallback_strategy; where members share a node, the Target
+// Allocator gives all of its targets to one of them, picked by the order
+// of a map.
 type perNode struct {
 	members  memberSet
 	onNode   map[string][]int32 // node → its members, by name
 	t        table[pnSlot]
-	fallback Allocator // nil: unplaced targets stay unassigned
+	fallback Allocator // nil: targets without a node stay unassigned
 }
 
 type pnSlot struct {
 	hash   uint64
 	node   string
-	member int32 // -1: no member on the node; the fallback's, if any
+	member int32 // -1: no member on the node, or no node
 }
 
 func (s pnSlot) key() uint64 { return s.hash }
@@ -26,6 +29,41 @@ func (s pnSlot) key() uint64 { return s.hash }
 func newPerNode(fallback Allocator) *perNode { return &perNode{fallback: fallback} }
 
 func (p *perNode) Strategy() string { return PerNode }
+
+// Node labels, as the Target Allocator reads them.
+var nodeLabels = []string{
+	"__meta_kubernetes_pod_node_name",
+	"__meta_kubernetes_node_name",
+	"__meta_kubernetes_endpoint_node_name",
+}
+
+const (
+	endpointSliceTargetKind = "__meta_kubernetes_endpointslice_address_target_kind"
+	endpointSliceTargetName = "__meta_kubernetes_endpointslice_address_target_name"
+)
+
+// NodeOf returns the node of a target from its discovered labels, as the
+// Target Allocator reads it for per-node; label returns a label's value, ""
+// when absent. It is the first non-empty of __meta_kubernetes_pod_node_name,
+// __meta_kubernetes_node_name and __meta_kubernetes_endpoint_node_name; else,
+// for an EndpointSlice address whose target is a Node (the kubelet and
+// cAdvisor endpoints of the kubelet Service),
+// __meta_kubernetes_endpointslice_address_target_name; else "".
+//
+// It does not read __meta_kubernetes_endpointslice_endpoint_node_name, nor
+// the Endpoints role's address target: the Target Allocator does not, so a
+// target that has only those goes to the fallback there, and here too.
+func NodeOf(label func(name string) string) string {
+	for _, name := range nodeLabels {
+		if v := label(name); v != "" {
+			return v
+		}
+	}
+	if label(endpointSliceTargetKind) == "Node" {
+		return label(endpointSliceTargetName)
+	}
+	return ""
+}
 
 // place returns the member on the target's node, or -1.
 func (p *perNode) place(hash uint64, node string) int32 {
@@ -49,10 +87,18 @@ func (p *perNode) place(hash uint64, node string) int32 {
 	return bi
 }
 
+// delegated reports whether the fallback places the target.
+func (p *perNode) delegated(s pnSlot) bool { return s.node == "" && p.fallback != nil }
+
 func (p *perNode) SetMembers(members []Member) error {
 	next, err := newMemberSet(members)
 	if err != nil {
 		return err
+	}
+	if p.fallback != nil {
+		if err := p.fallback.SetMembers(members); err != nil {
+			return err // cannot happen: newMemberSet accepted them
+		}
 	}
 	if slices.Equal(p.members.names, next.names) && slices.Equal(p.members.nodes, next.nodes) {
 		return nil
@@ -64,24 +110,9 @@ func (p *perNode) SetMembers(members []Member) error {
 			p.onNode[node] = append(p.onNode[node], int32(i))
 		}
 	}
-	var toFallback []Target
-	var fromFallback []uint64
 	for i := range p.t.slots {
 		s := &p.t.slots[i]
-		was := s.member >= 0
 		s.member = p.place(s.hash, s.node)
-		switch now := s.member >= 0; {
-		case was && !now:
-			toFallback = append(toFallback, Target{Hash: s.hash, Node: s.node})
-		case !was && now:
-			fromFallback = append(fromFallback, s.hash)
-		}
-	}
-	if p.fallback != nil {
-		if err := p.fallback.SetMembers(members); err != nil {
-			return err // cannot happen: newMemberSet accepted them
-		}
-		p.fallback.Update(toFallback, fromFallback)
 	}
 	return nil
 }
@@ -94,18 +125,18 @@ func (p *perNode) Update(added []Target, removed []uint64) {
 	var toFallback []Target
 	var fromFallback []uint64
 	for _, h := range removed {
-		if s, ok := p.t.remove(h); ok && s.member < 0 {
+		if s, ok := p.t.remove(h); ok && p.delegated(s) {
 			fromFallback = append(fromFallback, h)
 		}
 	}
-	first := p.t.addAll(added, false, func(h uint64, i int32) pnSlot { return pnSlot{hash: h, node: added[i].Node} })
-	for i := first; i < len(p.t.slots); i++ {
-		s := &p.t.slots[i]
-		if s.member = p.place(s.hash, s.node); s.member < 0 {
-			toFallback = append(toFallback, Target{Hash: s.hash, Node: s.node})
+	p.t.addAll(added, false, func(h uint64, i int32) pnSlot {
+		s := pnSlot{hash: h, node: added[i].Node, member: p.place(h, added[i].Node)}
+		if p.delegated(s) {
+			toFallback = append(toFallback, added[i])
 		}
-	}
-	if p.fallback != nil {
+		return s
+	})
+	if len(toFallback) > 0 || len(fromFallback) > 0 {
 		p.fallback.Update(toFallback, fromFallback)
 	}
 }
@@ -115,10 +146,10 @@ func (p *perNode) MemberOf(hash uint64) (string, bool) {
 	switch {
 	case !ok:
 		return "", false
+	case p.delegated(p.t.slots[i]):
+		return p.fallback.MemberOf(hash)
 	case p.t.slots[i].member >= 0:
 		return p.members.names[p.t.slots[i].member], true
-	case p.fallback != nil:
-		return p.fallback.MemberOf(hash)
 	}
 	return "", false
 }
@@ -145,14 +176,14 @@ func (p *perNode) Displaced() []uint64 {
 }
 
 func (p *perNode) Unassigned() []uint64 {
-	if p.fallback != nil {
-		return p.fallback.Unassigned()
-	}
 	var out []uint64
 	for _, s := range p.t.slots {
-		if s.member < 0 {
+		if s.member < 0 && !p.delegated(s) {
 			out = append(out, s.hash)
 		}
+	}
+	if p.fallback != nil {
+		out = append(out, p.fallback.Unassigned()...)
 	}
 	return out
 }

@@ -5,17 +5,46 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/prometheus/config"
 	"go.yaml.in/yaml/v2"
 )
 
-// unsupportedKeys are Prometheus settings that mean nothing to a target
-// allocator; accepting them would let a user believe they take effect. The
-// collector's prometheus receiver rejects the same ones.
-var unsupportedKeys = []string{"alerting", "remote_read", "remote_write", "rule_files"}
+// jobSections are the sections of a Prometheus configuration that make
+// jobs. The others (alerting, rule_files, remote_write, storage, ...) mean
+// nothing to a target allocator; they are ignored, as the Target Allocator
+// ignores them, and IgnoredSections names them so that they can be reported.
+var jobSections = map[string]bool{"global": true, "scrape_configs": true, "scrape_config_files": true}
+
+// prometheusSections are the top-level keys of a Prometheus configuration.
+var prometheusSections = func() map[string]bool {
+	out := map[string]bool{}
+	t := reflect.TypeFor[config.Config]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			out[name] = true
+		}
+	}
+	return out
+}()
+
+// IgnoredSections returns, sorted, the sections of raw that a Prometheus
+// configuration has but that make no jobs.
+func IgnoredSections(raw map[string]any) []string {
+	var out []string
+	for key := range raw {
+		if prometheusSections[key] && !jobSections[key] {
+			out = append(out, key)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
 
 // LoadConfig parses what a Target Allocator config file holds under `config:`
 // (a Prometheus config: `global` and `scrape_configs`), given as the generic
@@ -23,12 +52,16 @@ var unsupportedKeys = []string{"alerting", "remote_read", "remote_write", "rule_
 // own loader, which also applies the global defaults to every job. An empty or
 // nil map is valid and has no jobs.
 //
+// The other sections of a Prometheus configuration are left out unread
+// (IgnoredSections); a key Prometheus does not know is an error.
+//
 // Errors name the offending key or job. Prometheus's line numbers are removed
 // from them: they would point into a YAML document the user never wrote.
 func LoadConfig(raw map[string]any) (*config.Config, error) {
-	for _, key := range unsupportedKeys {
-		if _, ok := raw[key]; ok {
-			return nil, fmt.Errorf("%s: not supported by the target allocator, which only discovers scrape targets", key)
+	if ignored := IgnoredSections(raw); len(ignored) > 0 {
+		raw = maps.Clone(raw)
+		for _, key := range ignored {
+			delete(raw, key)
 		}
 	}
 	cfg, err := load(raw)

@@ -176,10 +176,6 @@ scrape_configs:
 - job_name: first
 - static_configs: [{targets: ["a:1"]}]`,
 		want: []string{"scrape_configs[1]", "job_name is empty"},
-	}, {
-		name: "remote_write",
-		doc:  `remote_write: [{url: "http://x"}]`,
-		want: []string{"remote_write", "not supported"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := LoadConfig(confmap(t, tc.doc))
@@ -190,4 +186,29 @@ scrape_configs:
 			assert.NotRegexp(t, `line \d+`, err.Error(), "line numbers of a YAML document the user never saw")
 		})
 	}
+}
+
+// The sections of a Prometheus configuration that make no jobs are left
+// out unread, as the Target Allocator leaves them, and named.
+func TestLoadConfigIgnoresOtherSections(t *testing.T) {
+	raw := confmap(t, `
+global: {scrape_interval: 15s, evaluation_interval: 1m}
+alerting: {alertmanagers: [{static_configs: [{targets: ["am:9093"]}]}]}
+rule_files: [/etc/rules/*.yaml]
+remote_write: [{url: "http://x"}]
+remote_read: [{url: "http://y"}]
+storage: {tsdb: {out_of_order_time_window: 1h}}
+scrape_configs:
+- job_name: j
+  static_configs: [{targets: ["a:1"]}]
+`)
+	assert.Equal(t, []string{"alerting", "remote_read", "remote_write", "rule_files", "storage"}, IgnoredSections(raw))
+	cfg, err := LoadConfig(raw)
+	require.NoError(t, err)
+	require.Len(t, cfg.ScrapeConfigs, 1)
+	assert.Equal(t, "15s", cfg.ScrapeConfigs[0].ScrapeInterval.String())
+	assert.Empty(t, cfg.RemoteWriteConfigs)
+	assert.Empty(t, cfg.RuleFiles)
+	assert.Contains(t, raw, "alerting", "the caller's map is left as it is")
+	assert.Empty(t, IgnoredSections(confmap(t, "scrape_configs: []\nscrape_config_files: []\nglobal: {}\nscrape_config: []")))
 }

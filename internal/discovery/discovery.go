@@ -50,11 +50,10 @@ type Target struct {
 	// metadata alone does not move a target. Targets that relabeling drops,
 	// kept only under FilterNone, are identified by their discovered labels.
 	Hash uint64
-	// Node is the Kubernetes node the target runs on, from
-	// __meta_kubernetes_pod_node_name, __meta_kubernetes_node_name,
-	// __meta_kubernetes_endpoint_node_name or
-	// __meta_kubernetes_endpointslice_endpoint_node_name (the first that is
-	// set), else "".
+	// Node is the Kubernetes node the target runs on, read from its
+	// discovered labels as the Target Allocator reads it (allocation.NodeOf:
+	// the pod's, the node's or the endpoint's node name, or the Node an
+	// EndpointSlice address targets), else "".
 	Node string
 }
 

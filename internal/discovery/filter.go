@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/scrape"
 
+	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/httpsd"
 )
 
@@ -36,16 +37,6 @@ func (s FilterStrategy) Validate() error {
 		return nil
 	}
 	return fmt.Errorf("filter_strategy: unknown value %q; valid values are %q and \"\" (no filtering)", string(s), string(FilterRelabelConfig))
-}
-
-// nodeLabels name the Kubernetes node a target runs on, by SD role, in the
-// order they are looked up. The endpointslice role sets the pod's label
-// when the endpoint is a pod, and only its own otherwise.
-var nodeLabels = []string{
-	"__meta_kubernetes_pod_node_name",
-	"__meta_kubernetes_node_name",
-	"__meta_kubernetes_endpoint_node_name",
-	"__meta_kubernetes_endpointslice_endpoint_node_name",
 }
 
 // Hash separators: 0xff does not occur in UTF-8 text. A target that
@@ -355,14 +346,15 @@ func (f *filter) hash(job string, mark []byte, each func(func(labels.Label))) ui
 	return d.Sum64()
 }
 
-// node returns the target's node, of its discovered labels sorted by name.
-// The value is Prometheus's string, not a copy.
+// node returns the target's node, of its discovered labels sorted by name,
+// as per-node reads it (allocation.NodeOf). The value is Prometheus's
+// string, not a copy.
 func node(discovered []labels.Label) string {
-	for _, name := range nodeLabels {
+	return allocation.NodeOf(func(name string) string {
 		i, ok := slices.BinarySearchFunc(discovered, name, func(l labels.Label, name string) int { return strings.Compare(l.Name, name) })
-		if ok && discovered[i].Value != "" {
-			return discovered[i].Value
+		if !ok {
+			return ""
 		}
-	}
-	return ""
+		return discovered[i].Value
+	})
 }

@@ -152,6 +152,8 @@ scrape_configs:
 	}
 }
 
+// The filter reads a target's node with allocation.NodeOf (tested there
+// with whole label sets), from its sorted discovered labels.
 func TestNode(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -161,12 +163,17 @@ func TestNode(t *testing.T) {
 		{"pod", map[string]string{"__meta_kubernetes_pod_node_name": "n1"}, "n1"},
 		{"node", map[string]string{"__meta_kubernetes_node_name": "n2"}, "n2"},
 		{"endpoint", map[string]string{"__meta_kubernetes_endpoint_node_name": "n3"}, "n3"},
-		{"endpointslice", map[string]string{"__meta_kubernetes_endpointslice_endpoint_node_name": "n5"}, "n5"},
+		{"endpointslice address of a Node", map[string]string{
+			"__meta_kubernetes_endpointslice_address_target_kind": "Node",
+			"__meta_kubernetes_endpointslice_address_target_name": "n5",
+		}, "n5"},
+		{"endpointslice node name alone, which the TA does not read", map[string]string{"__meta_kubernetes_endpointslice_endpoint_node_name": "n5"}, ""},
 		{"pod first", map[string]string{
-			"__meta_kubernetes_pod_node_name":                    "n1",
-			"__meta_kubernetes_node_name":                        "n2",
-			"__meta_kubernetes_endpoint_node_name":               "n3",
-			"__meta_kubernetes_endpointslice_endpoint_node_name": "n5",
+			"__meta_kubernetes_pod_node_name":                     "n1",
+			"__meta_kubernetes_node_name":                         "n2",
+			"__meta_kubernetes_endpoint_node_name":                "n3",
+			"__meta_kubernetes_endpointslice_address_target_kind": "Node",
+			"__meta_kubernetes_endpointslice_address_target_name": "n5",
 		}, "n1"},
 		{"empty is unset", map[string]string{
 			"__meta_kubernetes_pod_node_name":      "",

@@ -35,10 +35,21 @@ func (t AuthType) Validate() error {
 	return fmt.Errorf("unknown auth type %q, want %q or %q", t, AuthServiceAccount, AuthKubeConfig)
 }
 
-// RESTConfig returns the client configuration for auth type t; kubeContext
-// selects a kubeconfig context and is ignored for the service account.
-func RESTConfig(t AuthType, kubeContext string) (*rest.Config, error) {
-	switch t {
+// Auth says where a client's credentials come from.
+type Auth struct {
+	Type AuthType
+	// Context selects a kubeconfig context for AuthKubeConfig; "" is the
+	// current one.
+	Context string
+	// File is the kubeconfig file for AuthKubeConfig; "" reads KUBECONFIG,
+	// else ~/.kube/config.
+	File string
+}
+
+// RESTConfig returns the client configuration for a; the service account
+// ignores Context and File.
+func (a Auth) RESTConfig() (*rest.Config, error) {
+	switch a.Type {
 	case AuthServiceAccount:
 		cfg, err := rest.InClusterConfig()
 		if err != nil {
@@ -46,18 +57,18 @@ func RESTConfig(t AuthType, kubeContext string) (*rest.Config, error) {
 		}
 		return cfg, nil
 	case AuthKubeConfig:
-		cfg, err := kubeConfig(kubeContext).ClientConfig()
+		cfg, err := a.kubeConfig().ClientConfig()
 		if err != nil {
 			return nil, fmt.Errorf("kubeconfig: %w", err)
 		}
 		return cfg, nil
 	}
-	return nil, t.Validate()
+	return nil, a.Type.Validate()
 }
 
-// Client returns a clientset for auth type t, identified to the API server as userAgent.
-func Client(t AuthType, kubeContext, userAgent string) (kubernetes.Interface, error) {
-	cfg, err := RESTConfig(t, kubeContext)
+// Client returns a clientset for a, identified to the API server as userAgent.
+func (a Auth) Client(userAgent string) (kubernetes.Interface, error) {
+	cfg, err := a.RESTConfig()
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +79,7 @@ func Client(t AuthType, kubeContext, userAgent string) (kubernetes.Interface, er
 // POD_NAMESPACE, then the service account's namespace, then (for kubeConfig)
 // the namespace of the kubeconfig context, "default" if it names none, as
 // kubectl does.
-func Namespace(t AuthType, kubeContext string) (string, error) {
+func (a Auth) Namespace() (string, error) {
 	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
 		return ns, nil
 	}
@@ -77,8 +88,8 @@ func Namespace(t AuthType, kubeContext string) (string, error) {
 			return ns, nil
 		}
 	}
-	if t == AuthKubeConfig {
-		ns, _, err := kubeConfig(kubeContext).Namespace()
+	if a.Type == AuthKubeConfig {
+		ns, _, err := a.kubeConfig().Namespace()
 		if err != nil {
 			return "", fmt.Errorf("kubeconfig: %w", err)
 		}
@@ -87,15 +98,19 @@ func Namespace(t AuthType, kubeContext string) (string, error) {
 	return "", errors.New("no POD_NAMESPACE and no service account namespace file")
 }
 
-func kubeConfig(kubeContext string) clientcmd.ClientConfig {
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		clientcmd.NewDefaultClientConfigLoadingRules(),
-		&clientcmd.ConfigOverrides{CurrentContext: kubeContext},
-	)
+func (a Auth) kubeConfig() clientcmd.ClientConfig {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if a.File != "" {
+		rules = &clientcmd.ClientConfigLoadingRules{ExplicitPath: a.File}
+	}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: a.Context})
 }
 
-// KubeconfigFile returns the kubeconfig file that auth type kubeConfig
-// reads first: the first of KUBECONFIG's paths, else ~/.kube/config.
-func KubeconfigFile() string {
+// KubeconfigFile returns the kubeconfig file that AuthKubeConfig reads
+// first: File, else the first of KUBECONFIG's paths, else ~/.kube/config.
+func (a Auth) KubeconfigFile() string {
+	if a.File != "" {
+		return a.File
+	}
 	return clientcmd.NewDefaultClientConfigLoadingRules().GetLoadingPrecedence()[0]
 }

@@ -181,7 +181,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 		old := js.targets
 		members := make([]int32, len(ts))
 		add := func(j int) {
-			added = append(added, allocation.Target{Hash: ts[j].Hash, Node: ts[j].Node})
+			added = append(added, allocation.Target{Hash: ts[j].Hash, Node: ts[j].Node, Job: name})
 			entering = append(entering, entry{name, js, j})
 			members[j] = unassigned // until the allocator is updated
 		}

@@ -118,7 +118,7 @@ func want(t *testing.T, strategy string, ms []allocation.Member, snap discovery.
 	var all []allocation.Target
 	for _, ts := range snap.Jobs {
 		for _, tg := range ts {
-			all = append(all, allocation.Target{Hash: tg.Hash, Node: tg.Node})
+			all = append(all, allocation.Target{Hash: tg.Hash, Node: tg.Node, Job: tg.Job})
 		}
 	}
 	a.SetTargets(all)

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus-operator/prometheus-operator/pkg/operator"
 	promoperator "github.com/prometheus-operator/prometheus-operator/pkg/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
+	commonconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery/kubernetes"
 	"go.uber.org/zap"
@@ -34,6 +35,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	k8sclient "k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
@@ -108,25 +110,11 @@ func New(o Options) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := o.Config
-	prom := &monitoringv1.Prometheus{
-		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace},
-		Spec: monitoringv1.PrometheusSpec{CommonPrometheusFields: monitoringv1.CommonPrometheusFields{
-			ScrapeInterval:                  monitoringv1.Duration(c.interval().String()),
-			ServiceMonitorSelector:          c.ServiceMonitorSelector.kube(),
-			ServiceMonitorNamespaceSelector: c.ServiceMonitorNamespaceSelector.kube(),
-			PodMonitorSelector:              c.PodMonitorSelector.kube(),
-			PodMonitorNamespaceSelector:     c.PodMonitorNamespaceSelector.kube(),
-			ScrapeConfigSelector:            c.ScrapeConfigSelector.kube(),
-			ScrapeConfigNamespaceSelector:   c.ScrapeConfigNamespaceSelector.kube(),
-			ProbeSelector:                   c.ProbeSelector.kube(),
-			ProbeNamespaceSelector:          c.ProbeNamespaceSelector.kube(),
-			ServiceDiscoveryRole:            new(monitoringv1.EndpointSliceRole),
-		},
-			// Means nothing here, but the generated global section needs one.
-			EvaluationInterval: monitoringv1.Duration(c.interval().String()),
-		},
+	classes, err := o.Config.scrapeClasses()
+	if err != nil {
+		return nil, err
 	}
+	prom := o.Config.prometheus(o.Namespace, o.Name, classes)
 	logger := o.Logger
 	gen, err := promoperator.NewConfigGenerator(slogger(logger), prom,
 		promoperator.WithEndpointSliceSupport(), promoperator.WithInlineTLSConfig())
@@ -357,7 +345,7 @@ func (w *Watcher) publish(jobs map[string]job) {
 // which also reads the Secrets and ConfigMaps they reference, and generates
 // their jobs.
 func (w *Watcher) generate(ctx context.Context, resources []resource, nsInformer cache.SharedIndexInformer) (map[string]job, error) {
-	store := assets.NewStoreBuilder(w.core.CoreV1(), w.core.CoreV1())
+	store := assets.NewStoreBuilder(w.core.CoreV1(), w.secrets())
 	// The selector records an event per rejected resource into a buffered
 	// fake recorder, which must not fill up: at most one per object.
 	n := 0
@@ -409,12 +397,16 @@ func (w *Watcher) generate(ctx context.Context, resources []resource, nsInformer
 			rejections(r.kind, sel, seen)
 		}
 	}
-	w.report(seen)
 	doc, err := w.gen.GenerateServerConfiguration(w.prom, sMons, pMons, probes, sCons, store, nil, nil, nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	return w.parse(doc)
+	jobs, err := w.parse(doc, seen)
+	if err != nil {
+		return nil, err
+	}
+	w.report(seen)
+	return jobs, nil
 }
 
 // rejections adds the selection's rejected resources and their reasons to seen.
@@ -445,8 +437,10 @@ func (w *Watcher) report(seen map[string]string) {
 }
 
 // parse loads each generated job on its own with Prometheus's loader, so
-// that one the loader refuses is skipped, not all.
-func (w *Watcher) parse(doc []byte) (map[string]job, error) {
+// that one the loader refuses is skipped, not all. With
+// deny_fs_access_through_sms, it leaves out the jobs that read files, and
+// adds each with its reason to skipped.
+func (w *Watcher) parse(doc []byte, skipped map[string]string) (map[string]job, error) {
 	// The generated relabelings keep the targets of the shard that the
 	// config reloader of a Prometheus pod substitutes for $(SHARD). Here
 	// allocation shards, and the jobs are one shard's: 0 (of 1).
@@ -476,6 +470,10 @@ func (w *Watcher) parse(doc []byte) (map[string]job, error) {
 			continue
 		}
 		sc := cfg.ScrapeConfigs[0]
+		if files := readsFiles(sc.HTTPClientConfig); w.o.Config.DenyFSAccessThroughSMs && len(files) > 0 {
+			skipped["job "+sc.JobName] = "it reads files (" + strings.Join(files, ", ") + "), which prometheus_cr::deny_fs_access_through_sms denies"
+			continue
+		}
 		if w.o.KubeconfigFile != "" {
 			for _, c := range sc.ServiceDiscoveryConfigs {
 				if k, ok := c.(*kubernetes.SDConfig); ok && k.APIServer.URL == nil && k.KubeConfig == "" {
@@ -488,6 +486,35 @@ func (w *Watcher) parse(doc []byte) (map[string]job, error) {
 	return jobs, nil
 }
 
+// readsFiles names the settings of a job's HTTP client that read a file
+// of the member's file system.
+func readsFiles(c commonconfig.HTTPClientConfig) []string {
+	var out []string
+	add := func(key, path string) {
+		if path != "" {
+			out = append(out, key)
+		}
+	}
+	add("bearer_token_file", c.BearerTokenFile)
+	if c.Authorization != nil {
+		add("authorization::credentials_file", c.Authorization.CredentialsFile)
+	}
+	if c.BasicAuth != nil {
+		add("basic_auth::username_file", c.BasicAuth.UsernameFile)
+		add("basic_auth::password_file", c.BasicAuth.PasswordFile)
+	}
+	if c.OAuth2 != nil {
+		add("oauth2::client_secret_file", c.OAuth2.ClientSecretFile)
+		add("oauth2::tls_config::ca_file", c.OAuth2.TLSConfig.CAFile)
+		add("oauth2::tls_config::cert_file", c.OAuth2.TLSConfig.CertFile)
+		add("oauth2::tls_config::key_file", c.OAuth2.TLSConfig.KeyFile)
+	}
+	add("tls_config::ca_file", c.TLSConfig.CAFile)
+	add("tls_config::cert_file", c.TLSConfig.CertFile)
+	add("tls_config::key_file", c.TLSConfig.KeyFile)
+	return out
+}
+
 func jobName(raw any) string {
 	if m, ok := raw.(map[any]any); ok {
 		if s, ok := m["job_name"].(string); ok {
@@ -495,4 +522,41 @@ func jobName(raw any) string {
 		}
 	}
 	return strings.TrimSpace(fmt.Sprint(raw))
+}
+
+// secrets reads Secrets in the namespaces of secret_namespaces (default the
+// group's own); a resource that references one elsewhere is skipped with
+// that reason.
+func (w *Watcher) secrets() corev1client.SecretsGetter {
+	allowed := map[string]bool{}
+	for _, ns := range w.o.Config.SecretNamespaces {
+		allowed[ns] = true
+	}
+	if len(allowed) == 0 {
+		allowed[w.o.Namespace] = true
+	}
+	return scopedSecrets{SecretsGetter: w.core.CoreV1(), allowed: allowed}
+}
+
+type scopedSecrets struct {
+	corev1client.SecretsGetter
+	allowed map[string]bool
+}
+
+func (s scopedSecrets) Secrets(namespace string) corev1client.SecretInterface {
+	if s.allowed[namespace] {
+		return s.SecretsGetter.Secrets(namespace)
+	}
+	return outOfScope{SecretInterface: s.SecretsGetter.Secrets(namespace), namespace: namespace}
+}
+
+// outOfScope is the Secrets of a namespace outside secret_namespaces: the
+// Prometheus Operator's store only gets them, and gets an error.
+type outOfScope struct {
+	corev1client.SecretInterface
+	namespace string
+}
+
+func (o outOfScope) Get(_ context.Context, name string, _ metav1.GetOptions) (*corev1.Secret, error) {
+	return nil, fmt.Errorf("secret %s/%s: namespace %s is not one of prometheus_cr::secret_namespaces", o.namespace, name, o.namespace)
 }

@@ -24,7 +24,8 @@ import (
 )
 
 // Target is one allocated target: its job, the member it is assigned to (""
-// when no member may take it: per-node without fallback), its identity in
+// when no member may take it: per-node, on a node no member runs on, or
+// without a node and a fallback), its identity in
 // allocation and its discovered labels, served as they are (the receiver
 // relabels them itself) in their encoded form.
 type Target struct {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +17,8 @@ import (
 	monitoringclient "github.com/prometheus-operator/prometheus-operator/pkg/client/versioned"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/confmap"
+	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -24,9 +28,14 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
 )
 
-// withPrometheusCR turns prometheus_cr on with a short scrape interval.
+// withPrometheusCR turns prometheus_cr on with a short scrape interval,
+// every resource selected.
 func withPrometheusCR(c *tae.Config) {
-	c.PrometheusCR = promcr.Config{Enabled: true, ScrapeInterval: time.Second}
+	every := &promcr.LabelSelector{}
+	c.PrometheusCR = promcr.Config{
+		Enabled: true, ScrapeInterval: time.Second,
+		ServiceMonitorSelector: every, PodMonitorSelector: every, ProbeSelector: every, ScrapeConfigSelector: every,
+	}
 }
 
 // startTarget serves a real scrape target at host:0 and returns it.
@@ -288,4 +297,103 @@ func TestPrometheusCRWithoutRBACKeepsConfigJobs(t *testing.T) {
 		}
 	}, 20*time.Second, 200*time.Millisecond)
 	assert.NotEmpty(t, r.logs.FilterMessageSnippet("Cannot watch Prometheus Operator resources").All())
+}
+
+// operatorConfigs holds the TA config files that the OpenTelemetry
+// Operator writes, as they are.
+var operatorConfigs = filepath.Join("..", "..", "..", "..", "shared", "ta-operator-configs")
+
+// fromOperatorConfig loads the operator's TA config file name, after edit,
+// as it would load pasted under target_allocator.
+func fromOperatorConfig(t *testing.T, name string, edit func(string) string) func(*tae.Config) {
+	t.Helper()
+	body, err := os.ReadFile(filepath.Join(operatorConfigs, name))
+	require.NoError(t, err)
+	doc := string(body)
+	if edit != nil {
+		edited := edit(doc)
+		require.NotEqual(t, doc, edited, "the edit changes %s", name)
+		doc = edited
+	}
+	var raw map[string]any
+	require.NoError(t, yaml.Unmarshal([]byte(doc), &raw))
+	return func(c *tae.Config) {
+		require.NoError(t, confmap.NewFromStringMap(raw).Unmarshal(c))
+	}
+}
+
+// The operator's TA config files select PodMonitors as the TA does: a
+// pod_monitor_selector that is absent or null selects none, {} selects
+// every one, and `matchlabels` those with the labels; a namespace selector
+// that is null selects every namespace.
+func TestPodMonitorSelectorsOfOperatorConfigs(t *testing.T) {
+	controlPlane.InstallPrometheusOperatorCRDs(t)
+	ctx := context.Background()
+	ns := controlPlane.Namespace(t)
+	mon, err := monitoringclient.NewForConfig(controlPlane.Config)
+	require.NoError(t, err)
+	controlPlane.RunningPod(t, ns, "app-0", "10.3.0.1", "node-a", 9100, map[string]string{"app": "pods"})
+	for name, labels := range map[string]map[string]string{"labelled": {"release": "my-instance"}, "unlabelled": nil} {
+		_, err := mon.MonitoringV1().PodMonitors(ns).Create(ctx, &monitoringv1.PodMonitor{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+			Spec: monitoringv1.PodMonitorSpec{
+				Selector:            metav1.LabelSelector{MatchLabels: map[string]string{"app": "pods"}},
+				PodMetricsEndpoints: []monitoringv1.PodMetricsEndpoint{{Port: new("metrics")}},
+			},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	labelled, unlabelled := "podMonitor/"+ns+"/labelled/0", "podMonitor/"+ns+"/unlabelled/0"
+
+	for i, tc := range []struct {
+		name, file string
+		edit       func(string) string
+		want       []string
+	}{
+		{"absent", "default.yaml", func(s string) string { return s + "prometheus_cr:\n  enabled: true\n" }, nil},
+		{"null", "with-scrape-classes-set.yaml", nil, nil},
+		{"{}", "with-scrape-classes-set.yaml", func(s string) string {
+			return strings.Replace(s, "pod_monitor_selector: null", "pod_monitor_selector: {}", 1)
+		}, []string{labelled, unlabelled}},
+		{"matchlabels", "with-label-selectors.yaml", nil, []string{labelled}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			group := fmt.Sprintf("select%d", i)
+			r := startReplica(t, controlPlane.Config, ns, group+"-0", group, fromOperatorConfig(t, tc.file, tc.edit))
+			settled(t, []*replica{r}, 10*time.Second)
+			// The PodMonitors exist before the leader lists them: its first
+			// update of the resources' jobs already has what it selects.
+			var published []int64
+			require.EventuallyWithT(t, func(c *assert.CollectT) {
+				published = nil
+				for _, e := range r.logs.FilterMessage("Scrape configs from Prometheus Operator resources").All() {
+					published = append(published, e.ContextMap()["jobs"].(int64))
+				}
+				assert.NotEmpty(c, published)
+			}, 30*time.Second, 100*time.Millisecond)
+			var got []string
+			require.EventuallyWithT(t, func(c *assert.CollectT) {
+				a, err := assignment(r)
+				if !assert.NoError(c, err) {
+					return
+				}
+				assert.Contains(c, a, "otel-collector", "the file's own job")
+				got = nil
+				for job, targets := range a {
+					if strings.HasPrefix(job, "podMonitor/"+ns+"/") {
+						got = append(got, job)
+						assert.Equal(c, map[string]string{"10.3.0.1:9100": r.identity}, targets, job)
+					}
+				}
+				slices.Sort(got)
+				assert.Equal(c, tc.want, got)
+			}, 30*time.Second, 200*time.Millisecond)
+			if tc.want == nil {
+				for _, n := range published {
+					assert.Zero(t, n, "the leader generated jobs from Prometheus Operator resources")
+				}
+			}
+			t.Logf("%s: PodMonitor jobs %v", tc.name, got)
+		})
+	}
 }
