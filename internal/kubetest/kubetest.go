@@ -362,7 +362,24 @@ func (e *Env) InstallPrometheusOperatorCRDs(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.InstallCRDs(t, paths...)
+}
+
+// InstallCRDs installs the CRD manifests at paths and waits until the API
+// server serves them. Installing them again is a no-op.
+func (e *Env) InstallCRDs(t testing.TB, paths ...string) {
+	t.Helper()
 	if _, err := envtest.InstallCRDs(e.Config, envtest.CRDInstallOptions{Paths: paths, ErrorIfPathMissing: true}); err != nil {
-		t.Fatalf("install Prometheus Operator CRDs: %v", err)
+		t.Fatalf("install CRDs %v: %v", paths, err)
 	}
+}
+
+// Kubectl is the path of the kubectl next to the control plane's binaries
+// (`make kube` builds it).
+func Kubectl() (string, error) {
+	dir, err := assetsDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "kubectl"), nil
 }
