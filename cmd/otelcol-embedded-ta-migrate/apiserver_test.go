@@ -24,9 +24,6 @@ func TestMain(m *testing.M) {
 	kubetest.Main(m, &controlPlane)
 }
 
-// operatorCRD is the operator's OpenTelemetryCollector CRD (testdata/README.md).
-const operatorCRD = "testdata/opentelemetry.io_opentelemetrycollectors.yaml"
-
 // kubectl runs kubectl as a cluster admin, with stdin, and returns its
 // combined output.
 func kubectl(t *testing.T, stdin string, args ...string) (string, error) {
@@ -93,7 +90,7 @@ func can(t *testing.T, namespace, serviceAccount string, a access) bool {
 // itself). Applied for real, the RBAC gives the collector's service account
 // what the members need, and no more than the output says.
 func TestOutputAppliesOnTheAPIServer(t *testing.T) {
-	controlPlane.InstallCRDs(t, operatorCRD)
+	controlPlane.InstallOpenTelemetryOperatorCRD(t)
 
 	// The CRD's schema is enforced: a collector the operator would refuse
 	// (spec.config without exporters) is refused here too.

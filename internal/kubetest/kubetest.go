@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -363,6 +364,20 @@ func (e *Env) InstallPrometheusOperatorCRDs(t testing.TB) {
 		t.Fatal(err)
 	}
 	e.InstallCRDs(t, paths...)
+}
+
+// OpenTelemetryOperatorCRD is the path of the OpenTelemetry Operator's
+// OpenTelemetryCollector CRD (v1beta1), kept in this package's testdata
+// (its README names the source): the operator's Go module is not served.
+func OpenTelemetryOperatorCRD() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "testdata", "opentelemetry.io_opentelemetrycollectors.yaml")
+}
+
+// InstallOpenTelemetryOperatorCRD installs OpenTelemetryOperatorCRD.
+func (e *Env) InstallOpenTelemetryOperatorCRD(t testing.TB) {
+	t.Helper()
+	e.InstallCRDs(t, OpenTelemetryOperatorCRD())
 }
 
 // InstallCRDs installs the CRD manifests at paths and waits until the API
