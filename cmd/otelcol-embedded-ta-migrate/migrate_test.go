@@ -372,6 +372,49 @@ func TestOtherDocumentsUnchanged(t *testing.T) {
 	assert.True(t, strings.HasSuffix(stdout, "\n---\n"+parts[2]), "the ConfigMap, last and unchanged, with its comment")
 }
 
+// `kubectl get opentelemetrycollectors -o yaml` prints a List: its
+// collectors are migrated, its other items printed as they were.
+func TestList(t *testing.T) {
+	in, err := os.ReadFile("testdata/statefulset.yaml")
+	require.NoError(t, err)
+	var collector map[string]any
+	require.NoError(t, yaml.Unmarshal(in, &collector))
+	list, err := yaml.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": []any{
+		collector,
+		map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "x", "namespace": "observability"}},
+	}})
+	require.NoError(t, err)
+	stdout, stderr, code := command(t, string(list))
+	require.Equal(t, 0, code, stderr)
+	var kinds []string
+	for _, d := range documents(t, stdout) {
+		kinds = append(kinds, kindName(d))
+	}
+	assert.Equal(t, []string{"OpenTelemetryCollector/observability/metrics", "Role/observability/metrics-collector-embedded-ta",
+		"RoleBinding/observability/metrics-collector-embedded-ta", "ConfigMap/observability/x"}, kinds)
+}
+
+// A collector without metadata.namespace takes -namespace; without either,
+// what lives in its own namespace needs none.
+func TestNamespace(t *testing.T) {
+	in, err := os.ReadFile("testdata/statefulset.yaml")
+	require.NoError(t, err)
+	input := strings.Replace(string(in), "  namespace: observability\n", "", 1)
+
+	stdout, stderr, code := command(t, input, "-namespace", "observability")
+	require.Equal(t, 0, code, stderr)
+	docs := documents(t, stdout)
+	assert.Equal(t, "observability", get(t, docs[0], "metadata", "namespace"))
+	assert.Equal(t, "observability", get(t, docs[2], "subjects").([]any)[0].(map[string]any)["namespace"])
+
+	stdout, stderr, code = command(t, input)
+	require.Equal(t, 0, code, stderr)
+	docs = documents(t, stdout)
+	assert.Nil(t, get(t, docs[0], "metadata", "namespace"))
+	assert.Equal(t, map[string]any{"kind": "ServiceAccount", "name": "metrics-collector"}, get(t, docs[2], "subjects").([]any)[0],
+		"a RoleBinding's subject without a namespace is in the binding's")
+}
+
 // Bad input fails with a message that names what is wrong, exit code 1
 // and nothing on stdout.
 func TestBadInput(t *testing.T) {
