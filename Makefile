@@ -16,12 +16,18 @@ IMAGE ?= ghcr.io/embedded-ta/otelcol-embedded-ta:0.1.0
 FUZZ_TARGETS := internal/allocatorapi:FuzzServeHTTP internal/allocatorapi:FuzzRelayedAnswer extension/targetallocatorextension:FuzzConfig
 FUZZTIME ?= 2m
 
-.PHONY: all build test unit e2e faults bench fuzz demo otelcol kube lint generate image clean loadtest
+.PHONY: all build test unit e2e faults bench fuzz demo otelcol kube lint generate image clean loadtest migrate
 
 all: build
 
-build:
+build: migrate
 	$(GO) build ./...
+
+## migrate: bin/otelcol-embedded-ta-migrate, an OpenTelemetryCollector that
+## uses the operator's Target Allocator made into one with embedded-ta
+## (docs/migration.md); its default -image is IMAGE
+migrate:
+	$(GO) build -ldflags '-X main.defaultImage=$(IMAGE)' -o $(BIN)/otelcol-embedded-ta-migrate ./cmd/otelcol-embedded-ta-migrate
 
 ## otelcol: the ocb-built distribution, bin/otelcol-embedded-ta
 otelcol: $(OTELCOL)

@@ -44,13 +44,12 @@ func namespace(t *testing.T, name string) {
 	})
 }
 
-// Every manifest of examples/statefulset and examples/operator is accepted
-// by the real API server, as `kubectl apply --dry-run=server -k` sends it.
-// The operator's OpenTelemetryCollector is the exception: its CRD is not to
-// be had here (the operator's Go module is not served), so the API server
-// must refuse exactly that kind and accept the rest.
+// Every manifest of examples/statefulset, examples/operator (with the
+// operator's CRD installed) and the Helm example's RBAC is accepted by the
+// real API server, as `kubectl apply --dry-run=server` sends it.
 func TestExamplesAcceptedByTheAPIServer(t *testing.T) {
 	namespace(t, "otctargetallocator")
+	controlPlane.InstallOpenTelemetryOperatorCRD(t)
 	admin := "KUBECONFIG=" + kubetest.WriteKubeconfig(t, controlPlane.Config, "default")
 
 	out, err := run(t, []string{admin}, kubectl, "apply", "--dry-run=server", "-k", "../examples/statefulset")
@@ -63,10 +62,126 @@ func TestExamplesAcceptedByTheAPIServer(t *testing.T) {
 	t.Logf("kubectl apply --dry-run=server -k examples/statefulset:\n%s", out)
 
 	out, err = run(t, []string{admin}, kubectl, "apply", "--dry-run=server", "-k", "../examples/operator")
-	require.Error(t, err)
-	assert.Contains(t, out, `no matches for kind "OpenTelemetryCollector" in version "opentelemetry.io/v1beta1"`)
-	assert.Contains(t, out, "rolebinding.rbac.authorization.k8s.io/otcta-collector created (server dry run)")
-	assert.Equal(t, 1, strings.Count(out, "error:")+strings.Count(out, "Error from server"), out)
+	require.NoError(t, err, out)
+	for _, want := range []string{"serviceaccount/otcta-collector", "role.rbac.authorization.k8s.io/otcta-collector",
+		"rolebinding.rbac.authorization.k8s.io/otcta-collector", "opentelemetrycollector.opentelemetry.io/otcta"} {
+		assert.Contains(t, out, want+" created (server dry run)")
+	}
+
+	// The Helm example's RBAC, as the chart installs it from the values
+	// (with values-prometheus-cr.yaml on top).
+	manifests := filepath.Join(t.TempDir(), "helm-rbac.yaml")
+	require.NoError(t, os.WriteFile(manifests, []byte(helmRBAC(t, helmValues(t, true), "otctargetallocator")), 0o600))
+	out, err = run(t, []string{admin}, kubectl, "apply", "--dry-run=server", "-n", "otctargetallocator", "-f", manifests)
+	require.NoError(t, err, out)
+	for _, want := range []string{"serviceaccount/otcta-collector", "role.rbac.authorization.k8s.io/otcta-collector",
+		"rolebinding.rbac.authorization.k8s.io/otcta-collector", "clusterrole.rbac.authorization.k8s.io/otcta-collector-prometheus-cr",
+		"clusterrolebinding.rbac.authorization.k8s.io/otcta-collector-prometheus-cr"} {
+		assert.Contains(t, out, want+" created (server dry run)")
+	}
+}
+
+// helmValues reads examples/helm/values.yaml and, with prometheusCR,
+// values-prometheus-cr.yaml on top, merged as Helm merges values files:
+// objects key by key, anything else replaced.
+func helmValues(t *testing.T, prometheusCR bool) map[string]any {
+	t.Helper()
+	files := []string{"../examples/helm/values.yaml"}
+	if prometheusCR {
+		files = append(files, "../examples/helm/values-prometheus-cr.yaml")
+	}
+	values := map[string]any{}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		require.NoError(t, err)
+		var v map[string]any
+		require.NoError(t, yaml.Unmarshal(raw, &v))
+		mergeValues(values, v)
+	}
+	return values
+}
+
+func mergeValues(dst, src map[string]any) {
+	for k, v := range src {
+		if sub, ok := v.(map[string]any); ok {
+			if d, ok := dst[k].(map[string]any); ok {
+				mergeValues(d, sub)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+}
+
+// helmRBAC is the RBAC the opentelemetry-collector chart installs with
+// values: its service account (serviceAccount.create), the extraManifests,
+// and with clusterRole.create its ClusterRole with clusterRole.rules and a
+// ClusterRoleBinding to the service account in the release's namespace
+// (the chart's serviceaccount.yaml, extraManifests.yaml, clusterrole.yaml
+// and clusterrolebinding.yaml).
+func helmRBAC(t *testing.T, values map[string]any, namespace string) string {
+	t.Helper()
+	var docs []any
+	sa, _ := values["serviceAccount"].(map[string]any)
+	require.Equal(t, true, sa["create"], "the chart creates the service account")
+	docs = append(docs, map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": sa["name"]}})
+	extra, _ := values["extraManifests"].([]any)
+	docs = append(docs, extra...)
+	if cr, _ := values["clusterRole"].(map[string]any); cr["create"] == true {
+		binding, _ := cr["clusterRoleBinding"].(map[string]any)
+		docs = append(docs,
+			map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": map[string]any{"name": cr["name"]}, "rules": cr["rules"]},
+			map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": map[string]any{"name": binding["name"]},
+				"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cr["name"]},
+				"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": sa["name"], "namespace": namespace}}})
+	}
+	var b strings.Builder
+	for _, d := range docs {
+		out, err := yaml.Marshal(d)
+		require.NoError(t, err)
+		b.WriteString("---\n")
+		b.Write(out)
+	}
+	return b.String()
+}
+
+// The Helm example grants what examples/rbac and examples/rbac-prometheus-cr
+// grant, to the service account its pods run as.
+func TestHelmRBACIsTheExamples(t *testing.T) {
+	values := helmValues(t, true)
+	sa := values["serviceAccount"].(map[string]any)["name"]
+	var role rbacv1.Role
+	var binding rbacv1.RoleBinding
+	for _, m := range values["extraManifests"].([]any) {
+		b, err := yaml.Marshal(m)
+		require.NoError(t, err)
+		switch m.(map[string]any)["kind"] {
+		case "Role":
+			require.NoError(t, yaml.Unmarshal(b, &role))
+		case "RoleBinding":
+			require.NoError(t, yaml.Unmarshal(b, &binding))
+		}
+	}
+	assert.Equal(t, rbacRole(t).Rules, role.Rules, "examples/rbac's Role")
+	assert.Equal(t, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}, binding.RoleRef)
+	assert.Equal(t, []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.(string)}}, binding.Subjects)
+
+	raw, err := os.ReadFile("../examples/rbac-prometheus-cr/rbac.yaml")
+	require.NoError(t, err)
+	var clusterRole rbacv1.ClusterRole
+	require.NoError(t, yaml.Unmarshal([]byte(strings.Split(string(raw), "\n---\n")[0]), &clusterRole))
+	require.Equal(t, "ClusterRole", clusterRole.Kind)
+	b, err := yaml.Marshal(values["clusterRole"].(map[string]any)["rules"])
+	require.NoError(t, err)
+	var rules []rbacv1.PolicyRule
+	require.NoError(t, yaml.Unmarshal(b, &rules))
+	assert.Equal(t, clusterRole.Rules, rules, "examples/rbac-prometheus-cr's ClusterRole")
+	assert.Equal(t, true, values["clusterRole"].(map[string]any)["create"])
+
+	// values.yaml alone turns prometheus_cr on nowhere and grants nothing cluster-wide.
+	base := helmValues(t, false)
+	assert.Nil(t, base["clusterRole"])
+	assert.NotContains(t, fmt.Sprint(base["alternateConfig"]), "prometheus_cr")
 }
 
 // exampleConfigs are the collector configurations in examples/, each as a file.
@@ -89,7 +204,8 @@ func exampleConfigs(t *testing.T) map[string]string {
 	raw, err = os.ReadFile("../examples/helm/values.yaml")
 	require.NoError(t, err)
 	require.NoError(t, yaml.Unmarshal(raw, &values))
-	for name, cfg := range map[string]map[string]any{"operator": cr.Spec.Config, "helm": values.AlternateConfig} {
+	helmCR, _ := helmValues(t, true)["alternateConfig"].(map[string]any)
+	for name, cfg := range map[string]map[string]any{"operator": cr.Spec.Config, "helm": values.AlternateConfig, "helm-prometheus-cr": helmCR} {
 		require.NotEmpty(t, cfg, "no collector config in the %s example", name)
 		b, err := yaml.Marshal(cfg)
 		require.NoError(t, err)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -362,7 +363,38 @@ func (e *Env) InstallPrometheusOperatorCRDs(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.InstallCRDs(t, paths...)
+}
+
+// OpenTelemetryOperatorCRD is the path of the OpenTelemetry Operator's
+// OpenTelemetryCollector CRD (v1beta1), kept in this package's testdata
+// (its README names the source): the operator's Go module is not served.
+func OpenTelemetryOperatorCRD() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "testdata", "opentelemetry.io_opentelemetrycollectors.yaml")
+}
+
+// InstallOpenTelemetryOperatorCRD installs OpenTelemetryOperatorCRD.
+func (e *Env) InstallOpenTelemetryOperatorCRD(t testing.TB) {
+	t.Helper()
+	e.InstallCRDs(t, OpenTelemetryOperatorCRD())
+}
+
+// InstallCRDs installs the CRD manifests at paths and waits until the API
+// server serves them. Installing them again is a no-op.
+func (e *Env) InstallCRDs(t testing.TB, paths ...string) {
+	t.Helper()
 	if _, err := envtest.InstallCRDs(e.Config, envtest.CRDInstallOptions{Paths: paths, ErrorIfPathMissing: true}); err != nil {
-		t.Fatalf("install Prometheus Operator CRDs: %v", err)
+		t.Fatalf("install CRDs %v: %v", paths, err)
 	}
+}
+
+// Kubectl is the path of the kubectl next to the control plane's binaries
+// (`make kube` builds it).
+func Kubectl() (string, error) {
+	dir, err := assetsDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "kubectl"), nil
 }
