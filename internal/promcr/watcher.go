@@ -28,9 +28,11 @@ import (
 	"go.uber.org/zap/exp/zapslog"
 	"go.uber.org/zap/zapcore"
 	"go.yaml.in/yaml/v2"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -199,6 +201,16 @@ func (w *Watcher) Run(ctx context.Context) (err error) {
 	_, _ = nsInformer.AddEventHandler(handler)
 	synced = append(synced, nsInformer.HasSynced)
 	wg.Go(func() { nsInformer.RunWithContext(ctx) })
+	for _, ns := range w.secretNamespaces() {
+		inf, err := w.watchSecrets(ctx, ns, poke)
+		if err != nil {
+			w.logger.Warn("Changed Secrets reach the jobs only with the next change of a resource, or within 5 minutes",
+				zap.String("namespace", ns), zap.Error(err))
+			continue
+		}
+		synced = append(synced, inf.HasSynced)
+		wg.Go(func() { inf.RunWithContext(ctx) })
+	}
 
 	syncCtx, stop := context.WithTimeout(ctx, syncTimeout)
 	if !cache.WaitForCacheSync(syncCtx.Done(), synced...) && ctx.Err() == nil {
@@ -524,18 +536,66 @@ func jobName(raw any) string {
 	return strings.TrimSpace(fmt.Sprint(raw))
 }
 
-// secrets reads Secrets in the namespaces of secret_namespaces (default the
-// group's own); a resource that references one elsewhere is skipped with
-// that reason.
+// secretNamespaces are the namespaces of secret_namespaces, by default the
+// group's own.
+func (w *Watcher) secretNamespaces() []string {
+	if len(w.o.Config.SecretNamespaces) == 0 {
+		return []string{w.o.Namespace}
+	}
+	return w.o.Config.SecretNamespaces
+}
+
+// secrets reads Secrets in the secret namespaces; a resource that
+// references one elsewhere is skipped with that reason.
 func (w *Watcher) secrets() corev1client.SecretsGetter {
 	allowed := map[string]bool{}
-	for _, ns := range w.o.Config.SecretNamespaces {
+	for _, ns := range w.secretNamespaces() {
 		allowed[ns] = true
 	}
-	if len(allowed) == 0 {
-		allowed[w.o.Namespace] = true
-	}
 	return scopedSecrets{SecretsGetter: w.core.CoreV1(), allowed: allowed}
+}
+
+// watchSecrets returns an informer on the Secrets of namespace that pokes
+// on every change of one, so that a changed password or a Secret created
+// for a skipped resource reaches the jobs within seconds. It keeps only the
+// Secrets' metadata: the jobs read the values when they are generated. It
+// needs list and watch on secrets there; without them it says which.
+func (w *Watcher) watchSecrets(ctx context.Context, namespace string, poke func()) (cache.SharedIndexInformer, error) {
+	for _, verb := range []string{"list", "watch"} {
+		review, err := w.core.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: namespace, Verb: verb, Resource: "secrets",
+			}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("check %s on secrets: %w", verb, err)
+		}
+		if !review.Status.Allowed {
+			return nil, fmt.Errorf("missing %q permission on resource %q in namespace %s", verb, "secrets", namespace)
+		}
+	}
+	inf := cache.NewSharedIndexInformer(cache.NewListWatchFromClient(w.core.CoreV1().RESTClient(), "secrets", namespace, fields.Everything()),
+		&corev1.Secret{}, resync, cache.Indexers{})
+	if err := inf.SetTransform(func(obj any) (any, error) {
+		if s, ok := obj.(*corev1.Secret); ok {
+			s.Data, s.StringData = nil, nil
+		}
+		return obj, nil
+	}); err != nil {
+		return nil, err
+	}
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { poke() },
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*corev1.Secret)
+			c, ok2 := cur.(*corev1.Secret)
+			if !ok1 || !ok2 || o.ResourceVersion != c.ResourceVersion { // not a resync
+				poke()
+			}
+		},
+		DeleteFunc: func(any) { poke() },
+	})
+	return inf, err
 }
 
 type scopedSecrets struct {
