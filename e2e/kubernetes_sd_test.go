@@ -44,6 +44,7 @@ func usersPathConfig(t *testing.T, kubeconfig, apps, slowURL string) string {
     prometheus_cr:
       enabled: true
       scrape_interval: 1s
+      pod_monitor_selector: {}
     config:
       global: {scrape_interval: 1s, scrape_timeout: 1s}
       scrape_configs:
