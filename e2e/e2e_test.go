@@ -321,7 +321,7 @@ extensions:
     identity: otcta-collector-0
     namespace: default
     lease: {duration: 10s, renew_deadline: 10s, retry_period: 2s}
-    collector_selector: {matchLabels: {app: x}}
+    colector_selector: {matchLabels: {app: x}} # a typo: every TA key is accepted, an unknown one is not
 receivers: {otlp: {protocols: {grpc: {endpoint: 127.0.0.1:0}}}}
 exporters: {debug: {}}
 service:
@@ -332,7 +332,7 @@ service:
 	defer cancel()
 	out, err := exec.CommandContext(ctx, otelcol, "validate", "--config", cfg).CombinedOutput()
 	require.Error(t, err, "validate accepted an invalid config:\n%s", out)
-	assert.Contains(t, string(out), "collector_selector")
+	assert.Contains(t, string(out), "colector_selector")
 
 	cfg2 := filepath.Join(t.TempDir(), "bad-lease.yaml")
 	require.NoError(t, os.WriteFile(cfg2, []byte(strings.Replace(`
