@@ -96,6 +96,10 @@ func FuzzRelayedAnswer(f *testing.F) {
 			return
 		}
 		leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			// The group and leader the follower sees: an answer of epoch 3
+			// is current, and reaches the check of what the receiver reads.
+			w.Header().Set(GroupHeader, "g")
+			w.Header().Set(LeaderHeader, "c-0")
 			if epoch != "" {
 				w.Header().Set(EpochHeader, epoch)
 			}

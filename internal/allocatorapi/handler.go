@@ -52,8 +52,14 @@ const (
 )
 
 // MemberHeader is "false" on the leader's answer to a collector_id that is
-// not a member of its allocation.
-const MemberHeader = "X-Embedded-Ta-Member"
+// not a member of its allocation, and JobHeader on its answer about a job it
+// does not have. Either answer is the TA's, 200 with an empty list (a 404
+// would make Prometheus HTTP SD keep the targets it had); the headers tell a
+// follower that it is no share to keep a copy of.
+const (
+	MemberHeader = "X-Embedded-Ta-Member"
+	JobHeader    = "X-Embedded-Ta-Job"
+)
 
 // Handler serves the allocator API and the status page.
 //
@@ -205,9 +211,10 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 			h.relay.fallback(w, r, req, view, "the leader does not know every job yet")
 		case !a.Reported(req.job) && a.HasJob(req.job):
 			h.relay.fallback(w, r, req, view, fmt.Sprintf("the leader's discovery of job %q has not reported yet", req.job))
-		case !a.HasJob(req.job):
-			httpError(w, http.StatusNotFound, "unknown job %q", req.job)
 		case req.all:
+			if !a.HasJob(req.job) {
+				w.Header().Set(JobHeader, "false")
+			}
 			out := make(map[string]memberTargets, len(a.Members))
 			for _, m := range a.Members {
 				out[m] = memberTargets{
@@ -216,9 +223,15 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 				}
 			}
 			writeValue(w, out)
-		case !a.IsMember(req.member):
-			w.Header().Set(MemberHeader, "false")
-			httpError(w, http.StatusNotFound, "unknown collector_id %q: not a member of the group", req.member)
+		case !a.HasJob(req.job) || !a.IsMember(req.member):
+			// The TA's answer, with what makes it no share.
+			if !a.HasJob(req.job) {
+				w.Header().Set(JobHeader, "false")
+			}
+			if !a.IsMember(req.member) {
+				w.Header().Set(MemberHeader, "false")
+			}
+			writeJSON(w, []byte("[]\n"))
 		default:
 			s := a.Share(req.job, req.member)
 			if req.ownShare(view.Identity) {

@@ -114,6 +114,25 @@ func (l *Relay) keepShare(r *http.Request, req request, s *shares.Share) {
 	}
 }
 
+// forget drops the copy of an answer about the member's own share.
+func (l *Relay) forget(r *http.Request, req request) {
+	l.mu.Lock()
+	delete(l.copies, keyOf(r, req))
+	l.mu.Unlock()
+}
+
+// forgetShares drops the copies of the member's shares; those of the scrape
+// configs stay.
+func (l *Relay) forgetShares() {
+	l.mu.Lock()
+	for k := range l.copies {
+		if k.job != "" {
+			delete(l.copies, k)
+		}
+	}
+	l.mu.Unlock()
+}
+
 // copy returns the copy of an answer about the member's own share.
 func (l *Relay) copy(r *http.Request, req request) (shares.Answer, bool) {
 	l.mu.Lock()
@@ -161,26 +180,45 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 		l.fallback(w, r, req, view, "no leader answers: "+err.Error())
 		return
 	}
-	for _, k := range []string{"Content-Type", "Allow", GroupHeader, LeaderHeader, EpochHeader, MemberHeader} {
+	ok := code == http.StatusOK && own && req.route == routeTargets
+	noJob, noMember := ok && header.Get(JobHeader) == "false", ok && header.Get(MemberHeader) == "false"
+	if noMember && !noJob && view.Joined {
+		// The leader does not count this member, whose Lease is current: it
+		// is joining, or the leader has not seen its renewal yet. Its share
+		// is what it was, as Prometheus HTTP SD keeps its targets when an
+		// answer fails.
+		l.fallback(w, r, req, view, "the leader does not count this member yet")
+		return
+	}
+	for _, k := range []string{"Content-Type", "Allow", GroupHeader, LeaderHeader, EpochHeader, MemberHeader, JobHeader} {
 		if v := header.Get(k); v != "" {
 			w.Header().Set(k, v)
 		}
 	}
 	switch {
-	case code == http.StatusNotFound && own && header.Get(MemberHeader) == "false" && !view.Joined:
+	case noJob:
+		// No such job: no share to keep, and the copy of a job that is gone
+		// goes.
+		l.forget(r, req)
+		writeJSON(w, body)
+	case noMember:
 		// This member could not renew its Lease, and the leader has given
-		// its targets to the others: it is no member, and stops its share
-		// as theirs start. It answers its share again once it has rejoined.
+		// its targets to the others: it is no member, and stops its shares
+		// as theirs start, every one of them, also while no leader answers.
+		// It answers them again once it has rejoined.
 		ans := shares.Answer{Body: []byte("[]\n"), ETag: `"not-a-member"`}
-		l.keep(r, req, ans)
 		if !l.out.Swap(true) {
+			l.forgetShares()
 			l.logger.Warn("This member's Lease expired and the leader gave its targets to the others: its shares are empty until it rejoins")
 		}
+		l.keep(r, req, ans)
 		writeAnswer(w, r, ans)
 	case code == http.StatusNotModified && haveCopy:
 		writeAnswer(w, r, copied) // the leader confirmed the copy
 	case code == http.StatusOK && own:
-		if l.out.Swap(false) {
+		// The leader answers anyone its scrape configs: only a share says
+		// that this member is one again.
+		if req.route == routeTargets && l.out.Swap(false) {
 			l.logger.Info("This member is a member again: it answers its shares")
 		}
 		ans := shares.Answer{Body: body, ETag: header.Get("ETag")}
