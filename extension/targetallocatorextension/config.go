@@ -148,6 +148,14 @@ func (cfg *Config) Unmarshal(conf *confmap.Conf) error {
 	return nil
 }
 
+// strategy is the allocation strategy's name, consistent-hashing when unset.
+func (cfg *Config) strategy() string {
+	if cfg.AllocationStrategy == "" {
+		return allocation.ConsistentHashing
+	}
+	return cfg.AllocationStrategy
+}
+
 // filterStrategy is the configured filter, relabel-config when unset.
 func (cfg *Config) filterStrategy() discovery.FilterStrategy {
 	if cfg.FilterStrategy == nil {

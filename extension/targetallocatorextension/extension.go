@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
+	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
@@ -31,6 +32,8 @@ type allocatorExtension struct {
 	sd *sdMetrics
 
 	health *health
+	// metrics are the TA's own, served on the allocator endpoint's /metrics.
+	metrics *allocatorapi.Metrics
 
 	elector *election.Elector
 	members *membership.Membership
@@ -59,7 +62,9 @@ func newExtension(cfg *Config, set extension.Settings) (*allocatorExtension, err
 		tb.Shutdown()
 		return nil, err
 	}
-	return &allocatorExtension{cfg: cfg, set: set, telemetry: tb, sd: sd, membersChanged: make(chan struct{}, 1)}, nil
+	e := &allocatorExtension{cfg: cfg, set: set, telemetry: tb, sd: sd, membersChanged: make(chan struct{}, 1)}
+	e.metrics = allocatorapi.NewMetrics(allocatorapi.MetricsSource{Source: e, Strategy: cfg.strategy(), Discovery: sd.gatherer})
+	return e, nil
 }
 
 // Start resolves this member's settings, joins the group, campaigns for

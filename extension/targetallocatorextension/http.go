@@ -27,9 +27,10 @@ func (e *allocatorExtension) routes(relay *http.Client) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", e.readyz)
 	mux.HandleFunc("GET /status", e.status)
+	mux.Handle("GET /metrics", e.metrics.Handler())
 	api := allocatorapi.NewHandler(e, relay, scheme, e.set.Logger)
 	mux.Handle("/", api)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return e.metrics.Instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// ServeMux answers a path with a "." or ".." segment with a redirect
 		// to its clean form, which the stock client does not follow: the
 		// targets of jobs named "." and ".." go to the API as they are.
@@ -38,7 +39,7 @@ func (e *allocatorExtension) routes(relay *http.Client) http.Handler {
 			return
 		}
 		mux.ServeHTTP(w, r)
-	})
+	}))
 }
 
 // readyz answers 200 once this member's Lease is written and it knows its

@@ -89,7 +89,36 @@ const (
 	routeScrapeConfigs
 	routeJobs
 	routeTargets
+	routeDebugJobs
+	routeDebugJob
+	routeDebugTargets
+	routeDebugTarget
+	routeDebugCollector
+	routeDebugScrapeConfigs
 )
+
+// The TA's debug pages.
+const (
+	debugJobs          = "/debug/jobs"
+	debugJob           = "/debug/job"
+	debugTargets       = "/debug/targets"
+	debugTarget        = "/debug/target"
+	debugCollector     = "/debug/collector"
+	debugScrapeConfigs = "/debug/scrape_configs"
+)
+
+// pathRoutes are the routes of fixed paths, and the one query parameter
+// each takes, if any.
+var pathRoutes = map[string]struct {
+	route route
+	param string
+}{
+	"/": {route: routePage}, "": {route: routePage}, "/targets": {route: routeTargetsPage},
+	"/scrape_configs": {route: routeScrapeConfigs}, "/jobs": {route: routeJobs},
+	debugJobs: {route: routeDebugJobs}, debugJob: {routeDebugJob, "job_id"},
+	debugTargets: {route: routeDebugTargets}, debugTarget: {routeDebugTarget, "target_hash"},
+	debugCollector: {routeDebugCollector, "collector_id"}, debugScrapeConfigs: {route: routeDebugScrapeConfigs},
+}
 
 // request is a parsed, validated API request.
 type request struct {
@@ -97,6 +126,7 @@ type request struct {
 	job    string
 	member string // collector_id
 	all    bool   // targets of every member
+	target uint64 // target_hash
 }
 
 // ownShare reports whether req asks for identity's own share, which every
@@ -140,22 +170,21 @@ func parse(r *http.Request) (request, int, error) {
 	if err != nil {
 		return request{}, http.StatusBadRequest, fmt.Errorf("bad query: %w", err)
 	}
-	// Only the targets route takes a parameter, collector_id: anything else
-	// is refused, not ignored, so that no two requests for one answer differ.
+	// A route takes at most one parameter (the targets route collector_id):
+	// anything else is refused, not ignored, so that no two requests for
+	// one answer differ.
+	fixed, isFixed := pathRoutes[path]
+	param := fixed.param
+	if !isFixed && strings.HasPrefix(path, "/jobs/") {
+		param = "collector_id"
+	}
 	for name := range query {
-		if name != "collector_id" || !strings.HasPrefix(path, "/jobs/") {
+		if name != param {
 			return request{}, http.StatusBadRequest, fmt.Errorf("unknown query parameter %q", name)
 		}
 	}
-	switch path {
-	case "/", "":
-		return request{route: routePage}, 0, nil
-	case "/targets":
-		return request{route: routeTargetsPage}, 0, nil
-	case "/scrape_configs":
-		return request{route: routeScrapeConfigs}, 0, nil
-	case "/jobs":
-		return request{route: routeJobs}, 0, nil
+	if isFixed {
+		return parseFixed(fixed.route, param, query[param])
 	}
 	raw, ok := strings.CutPrefix(path, "/jobs/")
 	if ok {
@@ -182,6 +211,31 @@ func parse(r *http.Request) (request, int, error) {
 	return req, 0, nil
 }
 
+// parseFixed reads the parameter of a route of a fixed path: a debug page's
+// must be given once, as in the TA.
+func parseFixed(rt route, param string, values []string) (request, int, error) {
+	req := request{route: rt}
+	if param == "" {
+		return req, 0, nil
+	}
+	if len(values) != 1 || values[0] == "" {
+		return request{}, http.StatusBadRequest, fmt.Errorf("%s must be given once and not be empty", param)
+	}
+	switch rt {
+	case routeDebugJob:
+		req.job = values[0]
+	case routeDebugCollector:
+		req.member = values[0]
+	case routeDebugTarget:
+		hash, err := strconv.ParseUint(values[0], 10, 64)
+		if err != nil {
+			return request{}, http.StatusBadRequest, fmt.Errorf("target_hash %q is not a number", values[0])
+		}
+		req.target = hash
+	}
+	return req, 0, nil
+}
+
 // answer serves req from the leader's allocation. The leader keeps its own
 // share too: if its term ends (an API-server outage), it answers from that
 // copy like any follower.
@@ -191,6 +245,28 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 		status.WritePage(w, status.NewDocument(view, a))
 	case routeTargetsPage:
 		status.WriteTargetsPage(w, view, a)
+	case routeDebugJobs:
+		status.WriteDebugJobs(w, view, a)
+	case routeDebugJob:
+		status.WriteDebugJob(w, view, a, req.job)
+	case routeDebugTargets:
+		status.WriteDebugTargets(w, view, a)
+	case routeDebugCollector:
+		if !a.IsMember(req.member) {
+			httpError(w, http.StatusNotFound, "collector_id %q is no member of group %s", req.member, view.Group)
+			return
+		}
+		status.WriteDebugCollector(w, view, a, req.member)
+	case routeDebugTarget:
+		t, ok := status.FindTarget(a, req.target)
+		if !ok {
+			httpError(w, http.StatusNotFound, "no target has target_hash %d", req.target)
+			return
+		}
+		status.WriteDebugTarget(w, view, t)
+	case routeDebugScrapeConfigs:
+		// Redacted whoever asks, as in the TA.
+		status.WriteDebugScrapeConfigs(w, view, a.ScrapeConfigs(false).Body)
 	case routeScrapeConfigs:
 		if a.Pending {
 			h.relay.fallback(w, r, req, view, "the leader does not know every job yet")

@@ -37,6 +37,7 @@ type source struct {
 	leader     string
 	epoch      int
 	joined     bool
+	members    []string // the members whose Leases it sees
 }
 
 func (s *source) Allocation() *shares.Allocation {
@@ -48,6 +49,9 @@ func (s *source) View() status.View {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v := status.View{Identity: s.identity, Group: "g", Leader: "c-0", LeaderEndpoint: s.leader, Epoch: s.epoch, Joined: s.joined}
+	for _, m := range s.members {
+		v.Members = append(v.Members, status.MemberView{Identity: m})
+	}
 	if s.leader != "" && s.identity == "c-0" {
 		v.Leader = "elsewhere" // a test's leader is another handler
 	}
