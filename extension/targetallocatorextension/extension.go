@@ -44,8 +44,10 @@ type allocatorExtension struct {
 	// promCR is set when prometheus_cr is enabled.
 	promCR *promcr.Options
 	server *http.Server
-	cancel context.CancelFunc
-	done   sync.WaitGroup
+	// httpsServer is the https listener's, when https is enabled.
+	httpsServer *http.Server
+	cancel      context.CancelFunc
+	done        sync.WaitGroup
 }
 
 var _ Group = (*allocatorExtension)(nil)
@@ -78,6 +80,11 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 	}
 	e.s = s
 	e.report()
+	if e.cfg.HTTPS.Enabled {
+		if err := e.cfg.HTTPS.check(); err != nil {
+			return err
+		}
+	}
 	client, err := e.s.auth.Client("otelcol-embedded-ta/" + e.s.identity)
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.authSetting(), err)
@@ -93,12 +100,21 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
+	httpsRelay, err := e.httpsRelay(ctx, host)
+	if err != nil {
+		return err
+	}
 	ln, err := e.cfg.ToListener(ctx)
 	if err != nil {
 		return fmt.Errorf("endpoint %s: %w", e.cfg.NetAddr.Endpoint, err)
 	}
-	e.server, err = e.cfg.ToServer(ctx, host.GetExtensions(), e.set.TelemetrySettings, e.routes(relay))
+	routes := e.routes(relay, httpsRelay)
+	e.server, err = e.cfg.ToServer(ctx, host.GetExtensions(), e.set.TelemetrySettings, routes)
 	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	if err := e.startHTTPS(ctx, host, routes); err != nil {
 		_ = ln.Close()
 		return err
 	}
@@ -196,8 +212,10 @@ func (e *allocatorExtension) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	e.cancel()
-	if e.server != nil {
-		_ = e.server.Shutdown(ctx)
+	for _, srv := range []*http.Server{e.server, e.httpsServer} {
+		if srv != nil {
+			_ = srv.Shutdown(ctx)
+		}
 	}
 	stopped := make(chan struct{})
 	go func() {

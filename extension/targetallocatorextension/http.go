@@ -14,8 +14,9 @@ import (
 const defaultRelayTimeout = 5 * time.Second
 
 // routes serves the member's own endpoints and the allocator API; relay
-// asks the leader.
-func (e *allocatorExtension) routes(relay *http.Client) http.Handler {
+// asks the leader at its endpoint, httpsRelay (when https is enabled) at its
+// https listener.
+func (e *allocatorExtension) routes(relay, httpsRelay *http.Client) http.Handler {
 	scheme := "http"
 	if e.cfg.TLS.HasValue() {
 		scheme = "https"
@@ -28,7 +29,12 @@ func (e *allocatorExtension) routes(relay *http.Client) http.Handler {
 	mux.HandleFunc("GET /readyz", e.readyz)
 	mux.HandleFunc("GET /status", e.status)
 	mux.Handle("GET /metrics", e.metrics.Handler())
-	api := allocatorapi.NewHandler(e, relay, scheme, e.set.Logger)
+	api := allocatorapi.New(e, allocatorapi.Options{
+		Client: relay, Scheme: scheme, EndpointShowsSecrets: e.cfg.showsSecrets(),
+		HTTPSClient: httpsRelay, HTTPSPort: e.httpsPort(),
+		InsecureSecrets: e.cfg.AllowInsecureAuthSecrets,
+		Logger:          e.set.Logger,
+	})
 	mux.Handle("/", api)
 	return e.metrics.Instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// ServeMux answers a path with a "." or ".." segment with a redirect

@@ -74,10 +74,40 @@ type Handler struct {
 	relay *Relay
 }
 
-// NewHandler returns a handler for src; client relays requests to the leader
-// over scheme ("http" or "https").
+// Options are how a handler answers, besides its source.
+type Options struct {
+	// Client asks the leader at its endpoint, over Scheme ("http" or "https").
+	Client *http.Client
+	Scheme string
+	// EndpointShowsSecrets is set when the leader's endpoint shows this
+	// member secret values: to everyone (allow_insecure_auth_secrets), or
+	// to the verified client that Client is.
+	EndpointShowsSecrets bool
+	// HTTPSClient, when set, asks the leader's https listener, at the host
+	// of its endpoint and HTTPSPort, which shows secret values to the
+	// verified client that HTTPSClient is. A follower asks it what a client
+	// that may see secret values asks, unless the endpoint shows them.
+	HTTPSClient *http.Client
+	HTTPSPort   string
+	// InsecureSecrets shows secret values to every client, verified or
+	// not (allow_insecure_auth_secrets).
+	InsecureSecrets bool
+	Logger          *zap.Logger
+}
+
+// New returns a handler for src.
+func New(src Source, o Options) *Handler {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	return &Handler{src: src, relay: newRelay(o)}
+}
+
+// NewHandler returns a handler for src that shows secret values to verified
+// clients only; client relays requests to the leader over scheme ("http" or
+// "https").
 func NewHandler(src Source, client *http.Client, scheme string, logger *zap.Logger) *Handler {
-	return &Handler{src: src, relay: newRelay(client, scheme, logger)}
+	return New(src, Options{Client: client, Scheme: scheme, Logger: logger})
 }
 
 // route names what a request asks for.
@@ -272,7 +302,7 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 			h.relay.fallback(w, r, req, view, "the leader does not know every job yet")
 			return
 		}
-		ans := a.ScrapeConfigs(verified(r)) // a verified client certificate sees secrets
+		ans := a.ScrapeConfigs(h.relay.maySee(r))
 		h.relay.keepScrapeConfigs(r, req, ans, a.Jobs())
 		writeAnswer(w, r, ans)
 	case routeJobs:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -48,8 +49,7 @@ const StaleHeader = "X-Embedded-Ta-Stale"
 // stock client keeps its jobs and targets; before it ever had a copy, it
 // answers an empty share, so that a stock client's startup is not blocked.
 type Relay struct {
-	client *http.Client
-	scheme string
+	o      Options
 	logger *zap.Logger
 
 	relaying chan struct{} // a slot per request being relayed
@@ -60,26 +60,51 @@ type Relay struct {
 	copies map[copyKey]shares.Answer
 }
 
-func newRelay(client *http.Client, scheme string, logger *zap.Logger) *Relay {
-	return &Relay{client: client, scheme: scheme, logger: logger, relaying: make(chan struct{}, maxRelaying), copies: map[copyKey]shares.Answer{}}
+func newRelay(o Options) *Relay {
+	return &Relay{o: o, logger: o.Logger, relaying: make(chan struct{}, maxRelaying), copies: map[copyKey]shares.Answer{}}
+}
+
+// maySee reports whether the client of r may see secret values: it
+// presented a verified TLS certificate, or everyone may.
+func (l *Relay) maySee(r *http.Request) bool { return l.o.InsecureSecrets || verified(r) }
+
+// leaderTarget is where a follower asks its leader, and with which client.
+type leaderTarget struct {
+	client       *http.Client
+	scheme, host string
+}
+
+// target is where to ask the leader what r asks: its https listener when
+// the client of r may see secret values and the endpoint would not show
+// them to this member, else its endpoint.
+func (l *Relay) target(r *http.Request, view status.View) (leaderTarget, error) {
+	if l.o.HTTPSClient == nil || l.o.EndpointShowsSecrets || !l.maySee(r) {
+		return leaderTarget{l.o.Client, l.o.Scheme, view.LeaderEndpoint}, nil
+	}
+	host, _, err := net.SplitHostPort(view.LeaderEndpoint)
+	if err != nil {
+		return leaderTarget{}, fmt.Errorf("the leader's endpoint %q: %w", view.LeaderEndpoint, err)
+	}
+	return leaderTarget{l.o.HTTPSClient, "https", net.JoinHostPort(host, l.o.HTTPSPort)}, nil
 }
 
 // copyKey names a copy: the scrape configs (job "") or the member's share of
 // a job, and whether the client may see secrets, so that a copy with secret
-// values never reaches a plain client. There is one copy a job at most.
+// values never reaches a client that may not. There is one copy a job at
+// most for either kind of client.
 type copyKey struct {
 	job    string
 	secret bool
 }
 
-func keyOf(r *http.Request, req request) copyKey {
-	return copyKey{job: req.job, secret: verified(r)}
+func (l *Relay) keyOf(r *http.Request, req request) copyKey {
+	return copyKey{job: req.job, secret: l.maySee(r)}
 }
 
 // keep remembers an answer about the member's own share, whoever gave it.
 func (l *Relay) keep(r *http.Request, req request, ans shares.Answer) {
 	l.mu.Lock()
-	l.copies[keyOf(r, req)] = ans
+	l.copies[l.keyOf(r, req)] = ans
 	l.mu.Unlock()
 }
 
@@ -88,7 +113,7 @@ func (l *Relay) keep(r *http.Request, req request, ans shares.Answer) {
 // The leader calls it on every request for its scrape configs: an answer the
 // copy holds already changes nothing.
 func (l *Relay) keepScrapeConfigs(r *http.Request, req request, ans shares.Answer, jobs []string) {
-	key := keyOf(r, req)
+	key := l.keyOf(r, req)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if kept, ok := l.copies[key]; ok && kept.ETag != "" && kept.ETag == ans.ETag {
@@ -117,7 +142,7 @@ func (l *Relay) keepShare(r *http.Request, req request, s *shares.Share) {
 // forget drops the copy of an answer about the member's own share.
 func (l *Relay) forget(r *http.Request, req request) {
 	l.mu.Lock()
-	delete(l.copies, keyOf(r, req))
+	delete(l.copies, l.keyOf(r, req))
 	l.mu.Unlock()
 }
 
@@ -137,7 +162,7 @@ func (l *Relay) forgetShares() {
 func (l *Relay) copy(r *http.Request, req request) (shares.Answer, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ans, ok := l.copies[keyOf(r, req)]
+	ans, ok := l.copies[l.keyOf(r, req)]
 	return ans, ok
 }
 
@@ -168,7 +193,12 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 	if haveCopy {
 		condition = copied.ETag
 	}
-	code, header, body, err := l.forward(r, view, condition)
+	to, err := l.target(r, view)
+	if err != nil {
+		l.fallback(w, r, req, view, "no leader answers: "+err.Error())
+		return
+	}
+	code, header, body, err := l.forward(r, to, view, condition)
 	if err == nil {
 		err = current(header, view)
 	}
@@ -278,9 +308,9 @@ func current(header http.Header, view status.View) error {
 	return nil
 }
 
-func (l *Relay) forward(r *http.Request, view status.View, ifNoneMatch string) (int, http.Header, []byte, error) {
-	leader := view.LeaderEndpoint
-	u := url.URL{Scheme: l.scheme, Host: leader, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+func (l *Relay) forward(r *http.Request, to leaderTarget, view status.View, ifNoneMatch string) (int, http.Header, []byte, error) {
+	leader := to.host
+	u := url.URL{Scheme: to.scheme, Host: leader, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	out, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
 	if err != nil {
 		return 0, nil, nil, err
@@ -289,7 +319,7 @@ func (l *Relay) forward(r *http.Request, view status.View, ifNoneMatch string) (
 	if ifNoneMatch != "" {
 		out.Header.Set("If-None-Match", ifNoneMatch)
 	}
-	resp, err := l.client.Do(out)
+	resp, err := to.client.Do(out)
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("ask leader at %s: %w", leader, err)
 	}
