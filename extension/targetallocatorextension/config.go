@@ -1,6 +1,8 @@
 package targetallocatorextension // import "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +13,8 @@ import (
 
 	promconfig "github.com/prometheus/prometheus/config"
 	"go.opentelemetry.io/collector/config/confighttp"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/config/configtls"
 	"go.opentelemetry.io/collector/confmap"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -81,11 +85,12 @@ type Config struct {
 	// group's namespace. Not needed: reported.
 	CollectorSelector  any    `mapstructure:"collector_selector"`
 	CollectorNamespace string `mapstructure:"collector_namespace"`
-	// HTTPS is the TA's second listener, with mutual TLS. Not applied yet:
-	// reported when enabled.
+	// HTTPS is the TA's second listener: with enabled, the allocator API
+	// listens on listen_addr too, with mutual TLS, and shows secret values
+	// to the clients it verified.
 	HTTPS HTTPSConfig `mapstructure:"https"`
-	// AllowInsecureAuthSecrets lets the TA serve secret values over plain
-	// HTTP. Not applied yet: reported when true.
+	// AllowInsecureAuthSecrets shows secret values to every client,
+	// without TLS too, as in the TA.
 	AllowInsecureAuthSecrets bool `mapstructure:"allow_insecure_auth_secrets"`
 	// Telemetry is the TA's export of its own metrics. Not applied (the
 	// collector's telemetry carries the extension's): reported when set.
@@ -99,13 +104,121 @@ type Config struct {
 	_ struct{}
 }
 
-// HTTPSConfig is the `https` section of a TA config file.
+// HTTPSConfig is the `https` section of a TA config file: a second
+// listener of the allocator API, with mutual TLS.
 type HTTPSConfig struct {
-	Enabled         bool   `mapstructure:"enabled"`
-	ListenAddr      string `mapstructure:"listen_addr"`
+	Enabled bool `mapstructure:"enabled"`
+	// ListenAddr is where it listens, :8443 when unset (the TA's default).
+	// Every member runs the same config: a member reaches its leader's at
+	// the leader's advertised host with this port.
+	ListenAddr string `mapstructure:"listen_addr"`
+	// CAFilePath verifies clients' certificates; TLSCertFilePath and
+	// TLSKeyFilePath are the listener's own.
 	CAFilePath      string `mapstructure:"ca_file_path"`
 	TLSCertFilePath string `mapstructure:"tls_cert_file_path"`
 	TLSKeyFilePath  string `mapstructure:"tls_key_file_path"`
+}
+
+// defaultHTTPSListenAddr is the TA's default https::listen_addr.
+const defaultHTTPSListenAddr = ":8443"
+
+// httpsReload is how often the https listener reads its certificate and
+// client CA files again, so that a rotated Secret takes effect.
+const httpsReload = time.Minute
+
+// listenAddr is where the https listener listens.
+func (h HTTPSConfig) listenAddr() string {
+	if h.ListenAddr == "" {
+		return defaultHTTPSListenAddr
+	}
+	return h.ListenAddr
+}
+
+// validate checks an enabled https section's values, not its files.
+func (h HTTPSConfig) validate(endpoint string) []error {
+	var errs []error
+	if h.ListenAddr != "" && !isHostPort(h.ListenAddr) {
+		errs = append(errs, fmt.Errorf("https::listen_addr: %q is not [host]:port", h.ListenAddr))
+	}
+	if !h.Enabled {
+		return errs
+	}
+	for _, f := range []struct{ key, value string }{
+		{"ca_file_path", h.CAFilePath}, {"tls_cert_file_path", h.TLSCertFilePath}, {"tls_key_file_path", h.TLSKeyFilePath},
+	} {
+		if f.value == "" {
+			errs = append(errs, fmt.Errorf("https::%s: must be set when https::enabled is true", f.key))
+		}
+	}
+	_, port, err := net.SplitHostPort(h.listenAddr())
+	if _, endpointPort, err2 := net.SplitHostPort(endpoint); err == nil && err2 == nil && port == endpointPort {
+		errs = append(errs, fmt.Errorf("https::listen_addr: %q has the port of endpoint %q; the two listeners need a port each", h.listenAddr(), endpoint))
+	}
+	return errs
+}
+
+// check reads an enabled https section's files, as Start does before it
+// listens, and names the key of the one that fails.
+func (h HTTPSConfig) check() error {
+	ca, err := os.ReadFile(h.CAFilePath)
+	if err != nil {
+		return fmt.Errorf("https::ca_file_path: %w", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(ca) {
+		return fmt.Errorf("https::ca_file_path: %s holds no PEM certificate", h.CAFilePath)
+	}
+	cert, err := os.ReadFile(h.TLSCertFilePath)
+	if err != nil {
+		return fmt.Errorf("https::tls_cert_file_path: %w", err)
+	}
+	key, err := os.ReadFile(h.TLSKeyFilePath)
+	if err != nil {
+		return fmt.Errorf("https::tls_key_file_path: %w", err)
+	}
+	if _, err := tls.X509KeyPair(cert, key); err != nil {
+		return fmt.Errorf("https::tls_cert_file_path, https::tls_key_file_path: %s and %s are no key pair: %w", h.TLSCertFilePath, h.TLSKeyFilePath, err)
+	}
+	return nil
+}
+
+// httpsServer is the https listener's server configuration: the endpoint's
+// (timeouts, auth, limits) with its own address and mutual TLS.
+func (cfg *Config) httpsServer() confighttp.ServerConfig {
+	s := cfg.ServerConfig
+	s.NetAddr.Endpoint = cfg.HTTPS.listenAddr()
+	s.TLS = configoptional.Some(configtls.ServerConfig{
+		Config: configtls.Config{
+			CertFile: cfg.HTTPS.TLSCertFilePath, KeyFile: cfg.HTTPS.TLSKeyFilePath, MinVersion: "1.2", ReloadInterval: httpsReload,
+		},
+		ClientCAFile:       cfg.HTTPS.CAFilePath,
+		ReloadClientCAFile: true,
+	})
+	return s
+}
+
+// httpsClient is how a follower asks its leader's https listener: client,
+// with the TLS settings of https (its CA and certificate) unless client::tls
+// sets its own.
+func (cfg *Config) httpsClient() confighttp.ClientConfig {
+	c := cfg.Client
+	if !hasTLS(c.TLS) {
+		c.TLS.CAFile, c.TLS.CertFile, c.TLS.KeyFile = cfg.HTTPS.CAFilePath, cfg.HTTPS.TLSCertFilePath, cfg.HTTPS.TLSKeyFilePath
+	}
+	return c
+}
+
+// hasTLS reports whether any of a client's TLS settings for its trust and
+// certificate is set.
+func hasTLS(t configtls.ClientConfig) bool {
+	return t.CAFile != "" || t.CAPem != "" || t.CertFile != "" || t.CertPem != "" || t.KeyFile != "" || t.KeyPem != ""
+}
+
+// showsSecrets reports whether the endpoint shows secret values to a
+// follower that relays: to everyone (allow_insecure_auth_secrets), or to
+// verified clients and the follower presents its certificate.
+func (cfg *Config) showsSecrets() bool {
+	tls := cfg.TLS.Get()
+	return cfg.AllowInsecureAuthSecrets || tls != nil && tls.ClientCAFile != ""
 }
 
 // LeaseConfig holds the timings of the leader and member Leases, with
@@ -126,7 +239,11 @@ var identityRE = regexp.MustCompile(`^(.+)-([0-9]+)$`)
 // defaults its environment gives the others.
 type settings struct {
 	identity, group, namespace, advertise, node string
-	prometheus                                  *promconfig.Config
+	// httpsAdvertise is where the other members reach this one's https
+	// listener: advertise's host with https::listen_addr's port; "" when
+	// https is not enabled.
+	httpsAdvertise string
+	prometheus     *promconfig.Config
 	// auth is where the kube client's credentials come from: auth_type and
 	// context, or kube_config_file_path when that file exists.
 	auth kube.Auth
@@ -146,6 +263,14 @@ func (cfg *Config) Unmarshal(conf *confmap.Conf) error {
 	}
 	cfg.NetAddr.Endpoint = cfg.ListenAddr
 	return nil
+}
+
+// strategy is the allocation strategy's name, consistent-hashing when unset.
+func (cfg *Config) strategy() string {
+	if cfg.AllocationStrategy == "" {
+		return allocation.ConsistentHashing
+	}
+	return cfg.AllocationStrategy
 }
 
 // filterStrategy is the configured filter, relabel-config when unset.
@@ -174,9 +299,7 @@ func (cfg *Config) Validate() error {
 	if cfg.ListenAddr != "" && !isHostPort(cfg.ListenAddr) {
 		errs = append(errs, fmt.Errorf("listen_addr: %q is not [host]:port", cfg.ListenAddr))
 	}
-	if cfg.HTTPS.ListenAddr != "" && !isHostPort(cfg.HTTPS.ListenAddr) {
-		errs = append(errs, fmt.Errorf("https::listen_addr: %q is not [host]:port", cfg.HTTPS.ListenAddr))
-	}
+	errs = append(errs, cfg.HTTPS.validate(cfg.NetAddr.Endpoint)...)
 	if cfg.CollectorNotReadyGracePeriod < 0 {
 		errs = append(errs, fmt.Errorf("collector_not_ready_grace_period: %s must not be negative", cfg.CollectorNotReadyGracePeriod))
 	}
@@ -279,6 +402,13 @@ func (cfg *Config) resolve(env environment) (settings, error) {
 	if s.node == "" {
 		s.node = env.nodeName
 	}
+	if cfg.HTTPS.Enabled {
+		host, _, err := net.SplitHostPort(s.advertise)
+		_, port, err2 := net.SplitHostPort(cfg.HTTPS.listenAddr())
+		if err == nil && err2 == nil {
+			s.httpsAdvertise = net.JoinHostPort(host, port)
+		}
+	}
 	prom, err := discovery.LoadConfig(cfg.Config)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("config: %w", err))
@@ -335,6 +465,9 @@ func (cfg *Config) validateClient() []error {
 	}
 	if tls := cfg.TLS.Get(); tls != nil && tls.ClientCAFile != "" && c.TLS.CertFile == "" && c.TLS.CertPem == "" {
 		errs = append(errs, errors.New("client::tls::cert_file: must be set: the API requires client certificates (tls::client_ca_file), and this member presents one to its leader"))
+	}
+	if cfg.HTTPS.Enabled && hasTLS(c.TLS) && c.TLS.CertFile == "" && c.TLS.CertPem == "" {
+		errs = append(errs, errors.New("client::tls::cert_file: must be set: the https listener requires client certificates, and this member presents one to its leader's (or leave client::tls unset to use https's)"))
 	}
 	if cfg.Auth.HasValue() && !c.Auth.HasValue() {
 		errs = append(errs, errors.New("client::auth: must be set: the API requires authentication (auth), and this member authenticates to its leader"))

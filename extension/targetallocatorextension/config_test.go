@@ -136,6 +136,32 @@ func TestMutualTLSConfig(t *testing.T) {
 	assert.Equal(t, 5*time.Second, cfg.Client.Timeout, "the default timeout stays")
 }
 
+// The TA's https section opens a second listener on :8443 unless it says
+// where; Validate reads none of its files.
+func TestHTTPSConfig(t *testing.T) {
+	cfg, err := loadConfig(t, "https")
+	require.NoError(t, err)
+	require.NoError(t, confmap.Validate(cfg), "the files do not exist: Start reads them")
+	assert.True(t, cfg.AllowInsecureAuthSecrets)
+	assert.Equal(t, ":8443", cfg.HTTPS.listenAddr())
+	server := cfg.httpsServer()
+	assert.Equal(t, ":8443", server.NetAddr.Endpoint)
+	tls := server.TLS.Get()
+	require.NotNil(t, tls)
+	assert.Equal(t, "/tls/ca.crt", tls.ClientCAFile, "mutual TLS: clients are verified")
+	assert.Equal(t, "/tls/tls.crt", tls.CertFile)
+	assert.Equal(t, cfg.ReadTimeout, server.ReadTimeout, "the endpoint's other settings")
+	assert.False(t, cfg.TLS.HasValue(), "the endpoint stays as it is")
+	client := cfg.httpsClient()
+	assert.Equal(t, "/tls/ca.crt", client.TLS.CAFile, "a follower trusts and presents the https certificates")
+	assert.Equal(t, "/tls/tls.key", client.TLS.KeyFile)
+	assert.Equal(t, cfg.Client.Timeout, client.Timeout)
+
+	s, err := cfg.resolve(pod("otcta-collector-0"))
+	require.NoError(t, err)
+	assert.Equal(t, "10.1.2.3:8443", s.httpsAdvertise, "the advertised host, the https port")
+}
+
 func TestInvalidConfig(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -153,6 +179,11 @@ func TestInvalidConfig(t *testing.T) {
 		{"listen_addr_and_endpoint", `listen_addr: ":9080" differs from endpoint "0.0.0.0:8080"`},
 		{"bad_listen_addr", `listen_addr: "8080" is not [host]:port`},
 		{"bad_https_listen_addr", `https::listen_addr: "localhost" is not [host]:port`},
+		{"https_no_files", "https::ca_file_path: must be set when https::enabled is true"},
+		{"https_no_files", "https::tls_cert_file_path: must be set when https::enabled is true"},
+		{"https_no_files", "https::tls_key_file_path: must be set when https::enabled is true"},
+		{"https_same_port", `https::listen_addr: ":8443" has the port of endpoint "0.0.0.0:8443"`},
+		{"https_client_without_cert", "client::tls::cert_file: must be set: the https listener requires client certificates"},
 		{"negative_grace_period", "collector_not_ready_grace_period: -1s must not be negative"},
 		{"prometheus_cr_bad_protocol", "prometheus_cr::scrape_protocols: unknown scrape protocol PrometheusText0.0.5"},
 		{"prometheus_cr_bad_scrape_class", "prometheus_cr::scrape_classes: failed to parse scrape classes: multiple default scrape classes defined"},

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
+	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
@@ -32,6 +33,8 @@ type allocatorExtension struct {
 	sd *sdMetrics
 
 	health *health
+	// metrics are the TA's own, served on the allocator endpoint's /metrics.
+	metrics *allocatorapi.Metrics
 
 	elector *election.Elector
 	members *membership.Membership
@@ -45,8 +48,10 @@ type allocatorExtension struct {
 	// promCR is set when prometheus_cr is enabled.
 	promCR *promcr.Options
 	server *http.Server
-	cancel context.CancelFunc
-	done   sync.WaitGroup
+	// httpsServer is the https listener's, when https is enabled.
+	httpsServer *http.Server
+	cancel      context.CancelFunc
+	done        sync.WaitGroup
 }
 
 var _ Group = (*allocatorExtension)(nil)
@@ -63,7 +68,9 @@ func newExtension(cfg *Config, set extension.Settings) (*allocatorExtension, err
 		tb.Shutdown()
 		return nil, err
 	}
-	return &allocatorExtension{cfg: cfg, set: set, telemetry: tb, sd: sd, membersChanged: make(chan struct{}, 1)}, nil
+	e := &allocatorExtension{cfg: cfg, set: set, telemetry: tb, sd: sd, membersChanged: make(chan struct{}, 1)}
+	e.metrics = allocatorapi.NewMetrics(allocatorapi.MetricsSource{Source: e, Strategy: cfg.strategy(), Discovery: sd.gatherer})
+	return e, nil
 }
 
 // Start resolves this member's settings, joins the group, campaigns for
@@ -77,6 +84,11 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 	}
 	e.s = s
 	e.report()
+	if e.cfg.HTTPS.Enabled {
+		if err := e.cfg.HTTPS.check(); err != nil {
+			return err
+		}
+	}
 	client, err := e.s.auth.Client("otelcol-embedded-ta/" + e.s.identity)
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.authSetting(), err)
@@ -92,12 +104,21 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
+	httpsRelay, err := e.httpsRelay(ctx, host)
+	if err != nil {
+		return err
+	}
 	ln, err := e.cfg.ToListener(ctx)
 	if err != nil {
 		return fmt.Errorf("endpoint %s: %w", e.cfg.NetAddr.Endpoint, err)
 	}
-	e.server, err = e.cfg.ToServer(ctx, host.GetExtensions(), e.set.TelemetrySettings, e.routes(relay, e.scheme()))
+	routes := e.routes(relay, httpsRelay)
+	e.server, err = e.cfg.ToServer(ctx, host.GetExtensions(), e.set.TelemetrySettings, routes)
 	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	if err := e.startHTTPS(ctx, host, routes); err != nil {
 		_ = ln.Close()
 		return err
 	}
@@ -196,8 +217,10 @@ func (e *allocatorExtension) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	e.cancel()
-	if e.server != nil {
-		_ = e.server.Shutdown(ctx)
+	for _, srv := range []*http.Server{e.server, e.httpsServer} {
+		if srv != nil {
+			_ = srv.Shutdown(ctx)
+		}
 	}
 	stopped := make(chan struct{})
 	go func() {

@@ -28,7 +28,9 @@ func (e *allocatorExtension) View() View {
 		Group:     e.s.group,
 		Namespace: e.s.namespace,
 		Endpoint:  e.s.advertise,
-		Members:   []status.MemberView{},
+		// The advertised host, with the https port every member listens on.
+		HTTPSEndpoint: e.s.httpsAdvertise,
+		Members:       []status.MemberView{},
 	}
 	if e.elector == nil {
 		return v

@@ -22,8 +22,10 @@ func (e *allocatorExtension) scheme() string {
 }
 
 // routes serves the member's own endpoints and the allocator API; relay
-// asks the leader.
-func (e *allocatorExtension) routes(relay *http.Client, scheme string) http.Handler {
+// asks the leader at its endpoint, httpsRelay (when https is enabled) at its
+// https listener.
+func (e *allocatorExtension) routes(relay, httpsRelay *http.Client) http.Handler {
+	scheme := e.scheme()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -31,9 +33,15 @@ func (e *allocatorExtension) routes(relay *http.Client, scheme string) http.Hand
 	})
 	mux.HandleFunc("GET /readyz", e.readyz)
 	mux.HandleFunc("GET /status", e.status)
-	api := allocatorapi.NewHandler(e, relay, scheme, e.set.Logger)
+	mux.Handle("GET /metrics", e.metrics.Handler())
+	api := allocatorapi.New(e, allocatorapi.Options{
+		Client: relay, Scheme: scheme, EndpointShowsSecrets: e.cfg.showsSecrets(),
+		HTTPSClient: httpsRelay, HTTPSPort: e.httpsPort(),
+		InsecureSecrets: e.cfg.AllowInsecureAuthSecrets,
+		Logger:          e.set.Logger,
+	})
 	mux.Handle("/", api)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return e.metrics.Instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// ServeMux answers a path with a "." or ".." segment with a redirect
 		// to its clean form, which the stock client does not follow: the
 		// targets of jobs named "." and ".." go to the API as they are.
@@ -42,7 +50,7 @@ func (e *allocatorExtension) routes(relay *http.Client, scheme string) http.Hand
 			return
 		}
 		mux.ServeHTTP(w, r)
-	})
+	}))
 }
 
 // readyz answers 200 once this member's Lease is written and it knows its

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
+	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/leader"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
@@ -41,8 +42,13 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	}
 	go term.Run(ctx)
 	for a := range term.Allocations() { // closed once Run has stopped
-		e.allocation.Store(a)
+		prev := e.allocation.Swap(a)
 		e.record(ctx, a)
+		// A change of the resources' jobs is the TA's event; their first
+		// jobs of a term are its initial load, which it does not count.
+		if a.Cause == shares.CauseJobs && prev != nil && !prev.Pending {
+			e.metrics.Event(allocatorapi.SourcePrometheusCR)
+		}
 	}
 	e.allocation.Store(nil)
 }
@@ -79,6 +85,7 @@ func (e *allocatorExtension) record(ctx context.Context, a *shares.Allocation) {
 	if a.Pending {
 		return
 	}
+	e.metrics.Allocated(a)
 	tb := e.telemetry
 	sum := a.Summary()
 	tb.TargetallocatorAllocationDuration.Record(ctx, time.Since(a.Changed).Seconds())

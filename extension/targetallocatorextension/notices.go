@@ -43,14 +43,6 @@ func (cfg *Config) notices(s settings) []notice {
 	if cr := cfg.PrometheusCR; cr.Enabled && cr.EvaluationInterval != 0 {
 		out = append(out, notice{key: "prometheus_cr::evaluation_interval", reason: "no effect: the jobs have no rules to evaluate, as in the TA"})
 	}
-	if cfg.HTTPS.Enabled {
-		out = append(out, notice{key: "https", warn: true, reason: fmt.Sprintf(
-			"not applied yet: no second listener; the allocator API listens on endpoint %s only (with TLS when tls is set), and /scrape_configs shows secret values only to clients whose certificate tls::client_ca_file verifies",
-			cfg.NetAddr.Endpoint)})
-	}
-	if cfg.AllowInsecureAuthSecrets {
-		out = append(out, notice{key: "allow_insecure_auth_secrets", warn: true, reason: "not applied yet: /scrape_configs shows secret values only to clients whose certificate tls::client_ca_file verifies, <secret> to others"})
-	}
 	if len(cfg.Telemetry) > 0 {
 		out = append(out, notice{key: "telemetry", warn: true, reason: "not applied: the extension's metrics are part of the collector's own telemetry (service::telemetry)"})
 	}

@@ -59,6 +59,15 @@ func (s *sdMetrics) term() *prometheus.Registry {
 // end stops reporting the term's metrics: this member no longer leads.
 func (s *sdMetrics) end() { s.current.Store(nil) }
 
+// gatherer returns the current term's registry, nil while this member does
+// not lead.
+func (s *sdMetrics) gatherer() prometheus.Gatherer {
+	if r := s.current.Load(); r != nil {
+		return r
+	}
+	return nil
+}
+
 // observe calls each with every value of the gauge or counter family name in
 // the current term's registry, and a function that reads its labels.
 func (s *sdMetrics) observe(name string, each func(v int64, label func(string) string)) {

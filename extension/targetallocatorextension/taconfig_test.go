@@ -66,7 +66,6 @@ func TestOperatorConfigsPasteUnchanged(t *testing.T) {
 		"static_configs": []any{map[string]any{"targets": []any{"0.0.0.0:8888", "0.0.0.0:9999"}}}}
 	release := &promcr.LabelSelector{MatchLabels: map[string]string{"release": "my-instance"}, MatchExpressions: []promcr.LabelSelectorRequirement{}}
 	mtls := HTTPSConfig{Enabled: true, ListenAddr: ":8443", CAFilePath: "/tls/ca.crt", TLSCertFilePath: "/tls/tls.crt", TLSKeyFilePath: "/tls/tls.key"}
-	httpsNotice := "https: not applied yet: no second listener; the allocator API listens on endpoint 0.0.0.0:8080 only"
 	selectorNotice := "collector_selector: not needed: the members of group otcta-collector are the collectors that run this extension with it"
 
 	tests := map[string]struct {
@@ -84,11 +83,11 @@ func TestOperatorConfigsPasteUnchanged(t *testing.T) {
 				c.AllocationFallbackStrategy = "consistent-hashing"
 				c.HTTPS = mtls
 			},
-			notices: []string{selectorNotice, httpsNotice},
+			notices: []string{selectorNotice},
 		},
 		"with-https-configuration.yaml": {
 			edit:    func(c *Config) { c.HTTPS = mtls },
-			notices: []string{selectorNotice, httpsNotice},
+			notices: []string{selectorNotice},
 		},
 		"with-collector-not-ready-grace-period.yaml": {
 			edit: func(c *Config) {
@@ -102,7 +101,7 @@ func TestOperatorConfigsPasteUnchanged(t *testing.T) {
 				c.AllocationFallbackStrategy = "consistent-hashing"
 				c.AllowInsecureAuthSecrets = true
 			},
-			notices: []string{selectorNotice, "allow_insecure_auth_secrets: not applied yet"},
+			notices: []string{selectorNotice},
 		},
 		"with-denyfsaccessthroughsms.yaml": {
 			edit: func(c *Config) {
@@ -310,10 +309,5 @@ func TestStartReportsKeysThatDoNotApply(t *testing.T) {
 		assert.NotEmpty(t, l.ContextMap()["reason"])
 	}
 	slices.Sort(keys)
-	assert.Equal(t, []string{"collector_selector", "https"}, keys)
-	for _, l := range lines {
-		if l.ContextMap()["key"] == "https" {
-			assert.Equal(t, zapcore.WarnLevel, l.Level)
-		}
-	}
+	assert.Equal(t, []string{"collector_selector"}, keys, "https and allow_insecure_auth_secrets apply")
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/embedded-ta/embedded-ta/internal/shares/sharestest"
 )
@@ -92,47 +93,64 @@ func TestRelaysAreBounded(t *testing.T) {
 }
 
 // A member that could not renew its Lease, and whose leader says it is no
-// member (its targets went to the others), answers its share empty until it
-// rejoins; a member whose Lease is current passes the 404 on (it is joining:
-// the leader has not seen it yet) and keeps its copy.
+// member (its targets went to the others), answers its shares empty until
+// it rejoins, each of them, also while no leader answers; it says so once.
+// A member whose Lease is current answers from its copy (it is joining, or
+// the leader has not seen its renewal yet) and keeps the copy.
 func TestMemberOutOfTheGroupStopsItsShare(t *testing.T) {
 	var mu sync.Mutex
 	out := false
-	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(GroupHeader, "g")
 		w.Header().Set(LeaderHeader, "c-0")
 		w.Header().Set(EpochHeader, "3")
 		mu.Lock()
 		defer mu.Unlock()
 		if out {
+			// The leader's answer to a collector that is no member.
 			w.Header().Set(MemberHeader, "false")
-			http.Error(w, "unknown collector_id", http.StatusNotFound)
+			_, _ = w.Write([]byte("[]\n"))
 			return
 		}
 		_, _ = w.Write([]byte(`[{"targets":["10.0.0.1:80"],"labels":{}}]`))
 	}))
 	defer leader.Close()
 	src := &source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3, joined: true}
-	h := NewHandler(src, leader.Client(), "http", zap.NewNop())
-	own := "/jobs/plain/targets?collector_id=c-1"
+	core, logs := observer.New(zap.InfoLevel)
+	h := NewHandler(src, leader.Client(), "http", zap.New(core))
+	own, other := "/jobs/plain/targets?collector_id=c-1", "/jobs/other/targets?collector_id=c-1"
 	_, kept := get(t, h, own)
 	require.Contains(t, kept, "10.0.0.1:80")
+	_, body := get(t, h, other)
+	require.Contains(t, body, "10.0.0.1:80")
 
 	mu.Lock()
 	out = true
 	mu.Unlock()
-	resp, _ := get(t, h, own)
-	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "a member whose Lease is current is joining: the 404 passes")
+	resp, body := get(t, h, own)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, kept, body, "a member whose Lease is current is joining: its copy")
+	assert.Equal(t, "true", resp.Header.Get(StaleHeader))
+	assert.Empty(t, resp.Header.Get(MemberHeader))
+	assert.Zero(t, logs.Len(), "nothing to say yet")
 
 	src.mu.Lock()
 	src.joined = false
 	src.mu.Unlock()
-	resp, body := get(t, h, own)
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.JSONEq(t, "[]", body, "no member: an empty share")
+	for range 3 {
+		resp, body = get(t, h, own)
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.JSONEq(t, "[]", body, "no member: an empty share")
+		assert.Equal(t, "false", resp.Header.Get(MemberHeader))
+		get(t, h, "/scrape_configs") // answered to anyone: no sign of membership
+	}
+	assert.Equal(t, 1, logs.FilterMessageSnippet("Lease expired").Len(), "said once")
+	assert.Zero(t, logs.FilterMessageSnippet("member again").Len())
 	leader.Close()
 	_, body = get(t, h, own)
 	assert.JSONEq(t, "[]", body, "nor its old copy when nobody answers")
+	_, body = get(t, h, other)
+	assert.JSONEq(t, "[]", body, "nor that of a job it was not asked about since")
 }
 
 // A leader that does not know every job yet and has no copy of the scrape

@@ -112,8 +112,10 @@ func TestLeaderAnswersConditionalRequests(t *testing.T) {
 			assert.Equal(t, body, got)
 		})
 	}
-	resp, _ := serve(h, conditional("/jobs/plain/targets?collector_id=c-9", "*"))
-	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "no 304 for what does not exist")
+	resp, body := serve(h, conditional("/jobs/plain/targets?collector_id=c-9", "*"))
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "no 304 for what is no share")
+	assert.JSONEq(t, "[]", body)
+	assert.Empty(t, resp.Header.Get("ETag"))
 }
 
 // The scrape configs with secret values and without them have different

@@ -19,6 +19,8 @@ func FuzzServeHTTP(f *testing.F) {
 		"/scrape_configs", "/jobs", "/jobs/plain/targets?collector_id=c-1", "/jobs/with%2Fslash/targets",
 		"/jobs/with+space/targets?collector_id=c-0&collector_id=c-1", "/jobs//targets", "/targets", "/",
 		"/jobs/%25/targets?collector_id=", "/jobs/a/b/targets?x=%zz",
+		"/debug/jobs", "/debug/job?job_id=with%2Fslash", "/debug/collector?collector_id=c-1", "/debug/targets",
+		"/debug/target?target_hash=18446744073709551616", "/debug/scrape_configs", "/debug/job?job_id=a&job_id=b",
 	} {
 		f.Add(http.MethodGet, seed, "Accept", "application/json")
 	}
@@ -96,6 +98,10 @@ func FuzzRelayedAnswer(f *testing.F) {
 			return
 		}
 		leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			// The group and leader the follower sees: an answer of epoch 3
+			// is current, and reaches the check of what the receiver reads.
+			w.Header().Set(GroupHeader, "g")
+			w.Header().Set(LeaderHeader, "c-0")
 			if epoch != "" {
 				w.Header().Set(EpochHeader, epoch)
 			}

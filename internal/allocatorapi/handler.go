@@ -52,8 +52,14 @@ const (
 )
 
 // MemberHeader is "false" on the leader's answer to a collector_id that is
-// not a member of its allocation.
-const MemberHeader = "X-Embedded-Ta-Member"
+// not a member of its allocation, and JobHeader on its answer about a job it
+// does not have. Either answer is the TA's, 200 with an empty list (a 404
+// would make Prometheus HTTP SD keep the targets it had); the headers tell a
+// follower that it is no share to keep a copy of.
+const (
+	MemberHeader = "X-Embedded-Ta-Member"
+	JobHeader    = "X-Embedded-Ta-Job"
+)
 
 // Handler serves the allocator API and the status page.
 //
@@ -68,10 +74,40 @@ type Handler struct {
 	relay *Relay
 }
 
-// NewHandler returns a handler for src; client relays requests to the leader
-// over scheme ("http" or "https").
+// Options are how a handler answers, besides its source.
+type Options struct {
+	// Client asks the leader at its endpoint, over Scheme ("http" or "https").
+	Client *http.Client
+	Scheme string
+	// EndpointShowsSecrets is set when the leader's endpoint shows this
+	// member secret values: to everyone (allow_insecure_auth_secrets), or
+	// to the verified client that Client is.
+	EndpointShowsSecrets bool
+	// HTTPSClient, when set, asks the leader's https listener, at the host
+	// of its endpoint and HTTPSPort, which shows secret values to the
+	// verified client that HTTPSClient is. A follower asks it what a client
+	// that may see secret values asks, unless the endpoint shows them.
+	HTTPSClient *http.Client
+	HTTPSPort   string
+	// InsecureSecrets shows secret values to every client, verified or
+	// not (allow_insecure_auth_secrets).
+	InsecureSecrets bool
+	Logger          *zap.Logger
+}
+
+// New returns a handler for src.
+func New(src Source, o Options) *Handler {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	return &Handler{src: src, relay: newRelay(o)}
+}
+
+// NewHandler returns a handler for src that shows secret values to verified
+// clients only; client relays requests to the leader over scheme ("http" or
+// "https").
 func NewHandler(src Source, client *http.Client, scheme string, logger *zap.Logger) *Handler {
-	return &Handler{src: src, relay: newRelay(client, scheme, logger)}
+	return New(src, Options{Client: client, Scheme: scheme, Logger: logger})
 }
 
 // route names what a request asks for.
@@ -83,7 +119,36 @@ const (
 	routeScrapeConfigs
 	routeJobs
 	routeTargets
+	routeDebugJobs
+	routeDebugJob
+	routeDebugTargets
+	routeDebugTarget
+	routeDebugCollector
+	routeDebugScrapeConfigs
 )
+
+// The TA's debug pages.
+const (
+	debugJobs          = "/debug/jobs"
+	debugJob           = "/debug/job"
+	debugTargets       = "/debug/targets"
+	debugTarget        = "/debug/target"
+	debugCollector     = "/debug/collector"
+	debugScrapeConfigs = "/debug/scrape_configs"
+)
+
+// pathRoutes are the routes of fixed paths, and the one query parameter
+// each takes, if any.
+var pathRoutes = map[string]struct {
+	route route
+	param string
+}{
+	"/": {route: routePage}, "": {route: routePage}, "/targets": {route: routeTargetsPage},
+	"/scrape_configs": {route: routeScrapeConfigs}, "/jobs": {route: routeJobs},
+	debugJobs: {route: routeDebugJobs}, debugJob: {routeDebugJob, "job_id"},
+	debugTargets: {route: routeDebugTargets}, debugTarget: {routeDebugTarget, "target_hash"},
+	debugCollector: {routeDebugCollector, "collector_id"}, debugScrapeConfigs: {route: routeDebugScrapeConfigs},
+}
 
 // request is a parsed, validated API request.
 type request struct {
@@ -91,6 +156,7 @@ type request struct {
 	job    string
 	member string // collector_id
 	all    bool   // targets of every member
+	target uint64 // target_hash
 }
 
 // ownShare reports whether req asks for identity's own share, which every
@@ -134,22 +200,21 @@ func parse(r *http.Request) (request, int, error) {
 	if err != nil {
 		return request{}, http.StatusBadRequest, fmt.Errorf("bad query: %w", err)
 	}
-	// Only the targets route takes a parameter, collector_id: anything else
-	// is refused, not ignored, so that no two requests for one answer differ.
+	// A route takes at most one parameter (the targets route collector_id):
+	// anything else is refused, not ignored, so that no two requests for
+	// one answer differ.
+	fixed, isFixed := pathRoutes[path]
+	param := fixed.param
+	if !isFixed && strings.HasPrefix(path, "/jobs/") {
+		param = "collector_id"
+	}
 	for name := range query {
-		if name != "collector_id" || !strings.HasPrefix(path, "/jobs/") {
+		if name != param {
 			return request{}, http.StatusBadRequest, fmt.Errorf("unknown query parameter %q", name)
 		}
 	}
-	switch path {
-	case "/", "":
-		return request{route: routePage}, 0, nil
-	case "/targets":
-		return request{route: routeTargetsPage}, 0, nil
-	case "/scrape_configs":
-		return request{route: routeScrapeConfigs}, 0, nil
-	case "/jobs":
-		return request{route: routeJobs}, 0, nil
+	if isFixed {
+		return parseFixed(fixed.route, param, query[param])
 	}
 	raw, ok := strings.CutPrefix(path, "/jobs/")
 	if ok {
@@ -176,6 +241,31 @@ func parse(r *http.Request) (request, int, error) {
 	return req, 0, nil
 }
 
+// parseFixed reads the parameter of a route of a fixed path: a debug page's
+// must be given once, as in the TA.
+func parseFixed(rt route, param string, values []string) (request, int, error) {
+	req := request{route: rt}
+	if param == "" {
+		return req, 0, nil
+	}
+	if len(values) != 1 || values[0] == "" {
+		return request{}, http.StatusBadRequest, fmt.Errorf("%s must be given once and not be empty", param)
+	}
+	switch rt {
+	case routeDebugJob:
+		req.job = values[0]
+	case routeDebugCollector:
+		req.member = values[0]
+	case routeDebugTarget:
+		hash, err := strconv.ParseUint(values[0], 10, 64)
+		if err != nil {
+			return request{}, http.StatusBadRequest, fmt.Errorf("target_hash %q is not a number", values[0])
+		}
+		req.target = hash
+	}
+	return req, 0, nil
+}
+
 // answer serves req from the leader's allocation. The leader keeps its own
 // share too: if its term ends (an API-server outage), it answers from that
 // copy like any follower.
@@ -185,12 +275,34 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 		status.WritePage(w, status.NewDocument(view, a))
 	case routeTargetsPage:
 		status.WriteTargetsPage(w, view, a)
+	case routeDebugJobs:
+		status.WriteDebugJobs(w, view, a)
+	case routeDebugJob:
+		status.WriteDebugJob(w, view, a, req.job)
+	case routeDebugTargets:
+		status.WriteDebugTargets(w, view, a)
+	case routeDebugCollector:
+		if !a.IsMember(req.member) {
+			httpError(w, http.StatusNotFound, "collector_id %q is no member of group %s", req.member, view.Group)
+			return
+		}
+		status.WriteDebugCollector(w, view, a, req.member)
+	case routeDebugTarget:
+		t, ok := status.FindTarget(a, req.target)
+		if !ok {
+			httpError(w, http.StatusNotFound, "no target has target_hash %d", req.target)
+			return
+		}
+		status.WriteDebugTarget(w, view, t)
+	case routeDebugScrapeConfigs:
+		// Redacted whoever asks, as in the TA.
+		status.WriteDebugScrapeConfigs(w, view, a.ScrapeConfigs(false).Body)
 	case routeScrapeConfigs:
 		if a.Pending {
 			h.relay.fallback(w, r, req, view, "the leader does not know every job yet")
 			return
 		}
-		ans := a.ScrapeConfigs(verified(r)) // a verified client certificate sees secrets
+		ans := a.ScrapeConfigs(h.relay.maySee(r))
 		h.relay.keepScrapeConfigs(r, req, ans, a.Jobs())
 		writeAnswer(w, r, ans)
 	case routeJobs:
@@ -205,9 +317,10 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 			h.relay.fallback(w, r, req, view, "the leader does not know every job yet")
 		case !a.Reported(req.job) && a.HasJob(req.job):
 			h.relay.fallback(w, r, req, view, fmt.Sprintf("the leader's discovery of job %q has not reported yet", req.job))
-		case !a.HasJob(req.job):
-			httpError(w, http.StatusNotFound, "unknown job %q", req.job)
 		case req.all:
+			if !a.HasJob(req.job) {
+				w.Header().Set(JobHeader, "false")
+			}
 			out := make(map[string]memberTargets, len(a.Members))
 			for _, m := range a.Members {
 				out[m] = memberTargets{
@@ -216,9 +329,15 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 				}
 			}
 			writeValue(w, out)
-		case !a.IsMember(req.member):
-			w.Header().Set(MemberHeader, "false")
-			httpError(w, http.StatusNotFound, "unknown collector_id %q: not a member of the group", req.member)
+		case !a.HasJob(req.job) || !a.IsMember(req.member):
+			// The TA's answer, with what makes it no share.
+			if !a.HasJob(req.job) {
+				w.Header().Set(JobHeader, "false")
+			}
+			if !a.IsMember(req.member) {
+				w.Header().Set(MemberHeader, "false")
+			}
+			writeJSON(w, []byte("[]\n"))
 		default:
 			s := a.Share(req.job, req.member)
 			if req.ownShare(view.Identity) {

@@ -37,6 +37,7 @@ type source struct {
 	leader     string
 	epoch      int
 	joined     bool
+	members    []string // the members whose Leases it sees
 }
 
 func (s *source) Allocation() *shares.Allocation {
@@ -48,6 +49,9 @@ func (s *source) View() status.View {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v := status.View{Identity: s.identity, Group: "g", Leader: "c-0", LeaderEndpoint: s.leader, Epoch: s.epoch, Joined: s.joined}
+	for _, m := range s.members {
+		v.Members = append(v.Members, status.MemberView{Identity: m})
+	}
 	if s.leader != "" && s.identity == "c-0" {
 		v.Leader = "elsewhere" // a test's leader is another handler
 	}
@@ -139,14 +143,56 @@ func TestLeaderAnswersTheTAShapes(t *testing.T) {
 	assert.Equal(t, "/jobs/plain/targets?collector_id=c-1", per["c-1"].Link)
 }
 
+// What is no share gets the TA's answer, 200 and an empty list, never a
+// 404 (Prometheus HTTP SD would keep the targets it had), with a header
+// that says why; a member still gets its share.
+func TestUnknownJobsAndCollectorsGetAnEmptyList(t *testing.T) {
+	h := leaderHandler(t)
+	tests := []struct {
+		name, target    string
+		noJob, noMember bool
+		targets         int
+	}{
+		{"unknown job", "/jobs/nope/targets?collector_id=c-1", true, false, 0},
+		{"not a member", "/jobs/plain/targets?collector_id=otcta2-0", false, true, 0},
+		{"neither", "/jobs/nope/targets?collector_id=otcta2-0", true, true, 0},
+		{"a member's share", "/jobs/plain/targets?collector_id=c-1", false, false, 2},
+		{"a member without targets", "/jobs/plain/targets?collector_id=c-2", false, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := get(t, h, tt.target)
+			require.Equal(t, http.StatusOK, resp.StatusCode, body)
+			assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+			var groups []httpsd.TargetGroup
+			require.NoError(t, json.Unmarshal([]byte(body), &groups), body)
+			assert.NotNil(t, groups, "a list, not null")
+			assert.Len(t, groups, tt.targets)
+			assert.Equal(t, tt.noJob, resp.Header.Get(JobHeader) == "false", JobHeader)
+			assert.Equal(t, tt.noMember, resp.Header.Get(MemberHeader) == "false", MemberHeader)
+			assert.Equal(t, "3", resp.Header.Get(EpochHeader), "an answer of the allocation")
+		})
+	}
+
+	// Without collector_id, an unknown job has every member, with no targets.
+	resp, body := get(t, h, "/jobs/nope/targets")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "false", resp.Header.Get(JobHeader))
+	var per map[string]memberTargets
+	require.NoError(t, json.Unmarshal([]byte(body), &per))
+	assert.Len(t, per, 3)
+	for m, mt := range per {
+		assert.NotNil(t, mt.Targets, m)
+		assert.Empty(t, mt.Targets, m)
+	}
+}
+
 func TestMalformedRequests(t *testing.T) {
 	h := leaderHandler(t)
 	tests := []struct {
 		name, target string
 		status       int
 	}{
-		{"unknown job", "/jobs/nope/targets?collector_id=c-0", http.StatusNotFound},
-		{"unknown collector", "/jobs/plain/targets?collector_id=otcta2-0", http.StatusNotFound},
 		{"empty collector", "/jobs/plain/targets?collector_id=", http.StatusBadRequest},
 		{"two collectors", "/jobs/plain/targets?collector_id=c-0&collector_id=c-1", http.StatusBadRequest},
 		{"huge query", "/jobs/plain/targets?collector_id=" + strings.Repeat("a", 5000), http.StatusRequestURITooLong},
@@ -226,8 +272,11 @@ func TestFollowerRelaysAndKeepsItsShare(t *testing.T) {
 		_, direct := get(t, leaderHandler(t), target)
 		assert.Equal(t, direct, body, "a follower answers %s as the leader does", target)
 	}
-	resp, _ = get(t, h, "/jobs/nope/targets?collector_id=c-1")
-	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "the leader's 4xx is relayed")
+	resp, body = get(t, h, "/jobs/nope/targets?collector_id=c-1")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "the leader's answer about an unknown job is relayed")
+	assert.JSONEq(t, "[]", body)
+	assert.Equal(t, "false", resp.Header.Get(JobHeader))
+	assert.Len(t, h.relay.copies, 2, "and kept as no copy: the scrape configs and the share of %q only", "with space")
 
 	leader.Close() // the leader is gone
 	resp, body = get(t, h, own)

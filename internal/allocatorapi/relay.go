@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -48,8 +49,7 @@ const StaleHeader = "X-Embedded-Ta-Stale"
 // stock client keeps its jobs and targets; before it ever had a copy, it
 // answers an empty share, so that a stock client's startup is not blocked.
 type Relay struct {
-	client *http.Client
-	scheme string
+	o      Options
 	logger *zap.Logger
 
 	relaying chan struct{} // a slot per request being relayed
@@ -60,26 +60,51 @@ type Relay struct {
 	copies map[copyKey]shares.Answer
 }
 
-func newRelay(client *http.Client, scheme string, logger *zap.Logger) *Relay {
-	return &Relay{client: client, scheme: scheme, logger: logger, relaying: make(chan struct{}, maxRelaying), copies: map[copyKey]shares.Answer{}}
+func newRelay(o Options) *Relay {
+	return &Relay{o: o, logger: o.Logger, relaying: make(chan struct{}, maxRelaying), copies: map[copyKey]shares.Answer{}}
+}
+
+// maySee reports whether the client of r may see secret values: it
+// presented a verified TLS certificate, or everyone may.
+func (l *Relay) maySee(r *http.Request) bool { return l.o.InsecureSecrets || verified(r) }
+
+// leaderTarget is where a follower asks its leader, and with which client.
+type leaderTarget struct {
+	client       *http.Client
+	scheme, host string
+}
+
+// target is where to ask the leader what r asks: its https listener when
+// the client of r may see secret values and the endpoint would not show
+// them to this member, else its endpoint.
+func (l *Relay) target(r *http.Request, view status.View) (leaderTarget, error) {
+	if l.o.HTTPSClient == nil || l.o.EndpointShowsSecrets || !l.maySee(r) {
+		return leaderTarget{l.o.Client, l.o.Scheme, view.LeaderEndpoint}, nil
+	}
+	host, _, err := net.SplitHostPort(view.LeaderEndpoint)
+	if err != nil {
+		return leaderTarget{}, fmt.Errorf("the leader's endpoint %q: %w", view.LeaderEndpoint, err)
+	}
+	return leaderTarget{l.o.HTTPSClient, "https", net.JoinHostPort(host, l.o.HTTPSPort)}, nil
 }
 
 // copyKey names a copy: the scrape configs (job "") or the member's share of
 // a job, and whether the client may see secrets, so that a copy with secret
-// values never reaches a plain client. There is one copy a job at most.
+// values never reaches a client that may not. There is one copy a job at
+// most for either kind of client.
 type copyKey struct {
 	job    string
 	secret bool
 }
 
-func keyOf(r *http.Request, req request) copyKey {
-	return copyKey{job: req.job, secret: verified(r)}
+func (l *Relay) keyOf(r *http.Request, req request) copyKey {
+	return copyKey{job: req.job, secret: l.maySee(r)}
 }
 
 // keep remembers an answer about the member's own share, whoever gave it.
 func (l *Relay) keep(r *http.Request, req request, ans shares.Answer) {
 	l.mu.Lock()
-	l.copies[keyOf(r, req)] = ans
+	l.copies[l.keyOf(r, req)] = ans
 	l.mu.Unlock()
 }
 
@@ -88,7 +113,7 @@ func (l *Relay) keep(r *http.Request, req request, ans shares.Answer) {
 // The leader calls it on every request for its scrape configs: an answer the
 // copy holds already changes nothing.
 func (l *Relay) keepScrapeConfigs(r *http.Request, req request, ans shares.Answer, jobs []string) {
-	key := keyOf(r, req)
+	key := l.keyOf(r, req)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if kept, ok := l.copies[key]; ok && kept.ETag != "" && kept.ETag == ans.ETag {
@@ -114,11 +139,30 @@ func (l *Relay) keepShare(r *http.Request, req request, s *shares.Share) {
 	}
 }
 
+// forget drops the copy of an answer about the member's own share.
+func (l *Relay) forget(r *http.Request, req request) {
+	l.mu.Lock()
+	delete(l.copies, l.keyOf(r, req))
+	l.mu.Unlock()
+}
+
+// forgetShares drops the copies of the member's shares; those of the scrape
+// configs stay.
+func (l *Relay) forgetShares() {
+	l.mu.Lock()
+	for k := range l.copies {
+		if k.job != "" {
+			delete(l.copies, k)
+		}
+	}
+	l.mu.Unlock()
+}
+
 // copy returns the copy of an answer about the member's own share.
 func (l *Relay) copy(r *http.Request, req request) (shares.Answer, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ans, ok := l.copies[keyOf(r, req)]
+	ans, ok := l.copies[l.keyOf(r, req)]
 	return ans, ok
 }
 
@@ -149,7 +193,12 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 	if haveCopy {
 		condition = copied.ETag
 	}
-	code, header, body, err := l.forward(r, view, condition)
+	to, err := l.target(r, view)
+	if err != nil {
+		l.fallback(w, r, req, view, "no leader answers: "+err.Error())
+		return
+	}
+	code, header, body, err := l.forward(r, to, view, condition)
 	if err == nil {
 		err = current(header, view)
 	}
@@ -161,26 +210,45 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 		l.fallback(w, r, req, view, "no leader answers: "+err.Error())
 		return
 	}
-	for _, k := range []string{"Content-Type", "Allow", GroupHeader, LeaderHeader, EpochHeader, MemberHeader} {
+	ok := code == http.StatusOK && own && req.route == routeTargets
+	noJob, noMember := ok && header.Get(JobHeader) == "false", ok && header.Get(MemberHeader) == "false"
+	if noMember && !noJob && view.Joined {
+		// The leader does not count this member, whose Lease is current: it
+		// is joining, or the leader has not seen its renewal yet. Its share
+		// is what it was, as Prometheus HTTP SD keeps its targets when an
+		// answer fails.
+		l.fallback(w, r, req, view, "the leader does not count this member yet")
+		return
+	}
+	for _, k := range []string{"Content-Type", "Allow", GroupHeader, LeaderHeader, EpochHeader, MemberHeader, JobHeader} {
 		if v := header.Get(k); v != "" {
 			w.Header().Set(k, v)
 		}
 	}
 	switch {
-	case code == http.StatusNotFound && own && header.Get(MemberHeader) == "false" && !view.Joined:
+	case noJob:
+		// No such job: no share to keep, and the copy of a job that is gone
+		// goes.
+		l.forget(r, req)
+		writeJSON(w, body)
+	case noMember:
 		// This member could not renew its Lease, and the leader has given
-		// its targets to the others: it is no member, and stops its share
-		// as theirs start. It answers its share again once it has rejoined.
+		// its targets to the others: it is no member, and stops its shares
+		// as theirs start, every one of them, also while no leader answers.
+		// It answers them again once it has rejoined.
 		ans := shares.Answer{Body: []byte("[]\n"), ETag: `"not-a-member"`}
-		l.keep(r, req, ans)
 		if !l.out.Swap(true) {
+			l.forgetShares()
 			l.logger.Warn("This member's Lease expired and the leader gave its targets to the others: its shares are empty until it rejoins")
 		}
+		l.keep(r, req, ans)
 		writeAnswer(w, r, ans)
 	case code == http.StatusNotModified && haveCopy:
 		writeAnswer(w, r, copied) // the leader confirmed the copy
 	case code == http.StatusOK && own:
-		if l.out.Swap(false) {
+		// The leader answers anyone its scrape configs: only a share says
+		// that this member is one again.
+		if req.route == routeTargets && l.out.Swap(false) {
 			l.logger.Info("This member is a member again: it answers its shares")
 		}
 		ans := shares.Answer{Body: body, ETag: header.Get("ETag")}
@@ -240,9 +308,9 @@ func current(header http.Header, view status.View) error {
 	return nil
 }
 
-func (l *Relay) forward(r *http.Request, view status.View, ifNoneMatch string) (int, http.Header, []byte, error) {
-	leader := view.LeaderEndpoint
-	u := url.URL{Scheme: l.scheme, Host: leader, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+func (l *Relay) forward(r *http.Request, to leaderTarget, view status.View, ifNoneMatch string) (int, http.Header, []byte, error) {
+	leader := to.host
+	u := url.URL{Scheme: to.scheme, Host: leader, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	out, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
 	if err != nil {
 		return 0, nil, nil, err
@@ -251,7 +319,7 @@ func (l *Relay) forward(r *http.Request, view status.View, ifNoneMatch string) (
 	if ifNoneMatch != "" {
 		out.Header.Set("If-None-Match", ifNoneMatch)
 	}
-	resp, err := l.client.Do(out)
+	resp, err := to.client.Do(out)
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("ask leader at %s: %w", leader, err)
 	}

@@ -85,6 +85,11 @@ const defaultReportWait = 30 * time.Second
 // the targets its discovery found in each job (label job), before relabeling.
 const DiscoveredTargetsMetric = "embedded_ta_discovered_targets"
 
+// ProcessTargetsDurationMetric names the histogram, on a Discoverer's
+// registerer, of the time each pass over the discovered targets takes: every
+// job's target groups turned into targets, filtered and identified.
+const ProcessTargetsDurationMetric = "embedded_ta_process_targets_duration_seconds"
+
 // managerName labels the discovery manager's metrics (name="...").
 const managerName = "target_allocator"
 
@@ -196,6 +201,15 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	if err := d.reg.Register(discovered); err != nil {
 		return fmt.Errorf("discovery: register %s: %w", DiscoveredTargetsMetric, err)
 	}
+	processing := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: ProcessTargetsDurationMetric,
+		Help: "Time a pass over the discovered targets takes: turned into targets, filtered and identified.",
+		// The Target Allocator's buckets for the same measure.
+		Buckets: []float64{1, 5, 10, 30, 60, 120},
+	})
+	if err := d.reg.Register(processing); err != nil {
+		return fmt.Errorf("discovery: register %s: %w", ProcessTargetsDurationMetric, err)
+	}
 	mgr := discovery.NewManager(ctx, slogger, d.reg, sdMetrics, discovery.Name(managerName), discovery.Updatert(maxBatch))
 	if mgr == nil {
 		// NewManager logs why and returns nil; the one reason it can have
@@ -214,13 +228,18 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	d.logger.Info("Service discovery started", zap.Int("jobs", len(d.jobs)))
 	s := newSnapshotter(d, discovered)
 	var groups map[string][]*targetgroup.Group
+	update := func() (Snapshot, bool) {
+		start := time.Now()
+		defer func() { processing.Observe(time.Since(start).Seconds()) }()
+		return s.update(groups)
+	}
 	wait := time.NewTimer(d.reportWait)
 	defer wait.Stop()
 	for {
 		select {
 		case <-wait.C:
 			// Jobs still unreported may report with what they have.
-			if snap, changed := s.update(groups); changed && groups != nil {
+			if snap, changed := update(); changed && groups != nil {
 				d.publish(snap)
 			}
 			if next, ok := s.nextReportWait(); ok {
@@ -230,7 +249,7 @@ func (d *Discoverer) Run(ctx context.Context) error {
 		case g, ok := <-mgr.SyncCh():
 			if ok {
 				groups = g
-				if snap, changed := s.update(groups); changed {
+				if snap, changed := update(); changed {
 					d.publish(snap)
 				}
 				continue
@@ -248,7 +267,7 @@ func (d *Discoverer) Run(ctx context.Context) error {
 			if groups == nil {
 				continue
 			}
-			if snap, changed := s.update(groups); changed {
+			if snap, changed := update(); changed {
 				d.publish(snap)
 			}
 			continue

@@ -313,11 +313,25 @@ func TestMetricsOnTheTermsRegistry(t *testing.T) {
 		run(t, d)
 		await(t, d, "the targets", hasAddresses("j", "127.0.0.1:1", "127.0.0.1:2"))
 		assert.Equal(t, map[string]float64{"j": 2}, discovered(reg))
+		assert.Positive(t, processed(t, reg), "each pass over the targets is timed")
 
 		again, err := New(cfg, FilterRelabelConfig, nil, reg)
 		require.NoError(t, err)
 		assert.ErrorContains(t, again.Run(context.Background()), "register SD metrics")
 	}
+}
+
+// processed counts the passes over the targets that reg's histogram timed.
+func processed(t *testing.T, reg *prometheus.Registry) uint64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() == ProcessTargetsDurationMetric {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
 }
 
 func TestRunRunsOnce(t *testing.T) {

@@ -120,11 +120,11 @@ func (t *Term) Run(ctx context.Context) {
 		logger.Error("Cannot set members", zap.Error(err))
 	}
 	pending := t.cfg.Jobs != nil // the resources' jobs are still to come
-	changed, publish := time.Now(), true
+	changed, cause, publish := time.Now(), shares.CauseMembers, true
 	for {
 		if publish {
 			a := s.allocation(t.cfg.Epoch, t.cfg.Identity)
-			a.Pending, a.Changed, a.Moved = pending, changed, s.takeMoved()
+			a.Pending, a.Changed, a.Cause, a.Moved = pending, changed, cause, s.takeMoved()
 			logger.Debug("Allocated targets", zap.Int("members", len(a.Members)), zap.Int("moved", a.Moved),
 				zap.Int("unreported", len(a.Unreported)), zap.Bool("pending", a.Pending), zap.Duration("took", time.Since(changed)))
 			if !t.send(ctx, a) {
@@ -135,7 +135,7 @@ func (t *Term) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case more := <-t.cfg.Jobs:
-			changed = time.Now()
+			changed, cause = time.Now(), shares.CauseJobs
 			jobs, byName := mergeJobs(t.configs, more, logger)
 			if err := s.setScrapeConfigs(byName); err != nil {
 				logger.Error("Cannot encode the scrape configs", zap.Error(err))
@@ -147,10 +147,10 @@ func (t *Term) Run(ctx context.Context) {
 			t.disc.SetJobs(jobs)
 			pending, publish = false, true
 		case snap := <-t.disc.Snapshots():
-			changed, publish = time.Now(), true
+			changed, cause, publish = time.Now(), shares.CauseTargets, true
 			s.setTargets(snap)
 		case <-t.cfg.MembersChanged:
-			changed = time.Now()
+			changed, cause = time.Now(), shares.CauseMembers
 			moved, err := s.setMembers(t.cfg.Members())
 			if err != nil {
 				logger.Error("Cannot set members", zap.Error(err))

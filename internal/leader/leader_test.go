@@ -80,10 +80,12 @@ func TestTermSendsAllocations(t *testing.T) {
 	assert.Equal(t, []string{"a", "b"}, a.Jobs())
 	assert.Equal(t, 7, a.Epoch)
 	assert.Equal(t, "m-0", a.Leader)
+	assert.Equal(t, shares.CauseMembers, a.Cause, "a term begins with its members")
 
 	a = next(t, term)
 	require.Empty(t, a.Unreported)
 	assert.Equal(t, 60, a.Summary().Targets)
+	assert.Equal(t, shares.CauseTargets, a.Cause)
 	assert.Equal(t, []string{"m-0", "m-1"}, a.Members)
 	assert.False(t, a.Changed.IsZero())
 
@@ -91,6 +93,7 @@ func TestTermSendsAllocations(t *testing.T) {
 	changed <- struct{}{}
 	b := next(t, term)
 	assert.Equal(t, []string{"m-0", "m-1", "m-2"}, b.Members)
+	assert.Equal(t, shares.CauseMembers, b.Cause)
 	sum := b.Summary()
 	assert.Positive(t, sum.Members[2].Targets, "the newcomer gets targets")
 	assert.Equal(t, sum.Members[2].Targets, b.Moved, "only the newcomer's targets moved")
@@ -141,6 +144,7 @@ func TestTermWaitsForResourceJobs(t *testing.T) {
 	jobs <- []*promconfig.ScrapeConfig{cr}
 	a := next(t, term)
 	assert.False(t, a.Pending, "the new scrape configs are served at once")
+	assert.Equal(t, shares.CauseJobs, a.Cause)
 	assert.Equal(t, []string{"serviceMonitor/ns/app/0", "static"}, a.Jobs())
 	assert.True(t, a.Unreported["serviceMonitor/ns/app/0"], "the resource's shares once its discovery reports")
 	for a = next(t, term); a.Summary().Targets < 5; a = next(t, term) {

@@ -173,9 +173,10 @@ type Allocation struct {
 	// are not answered from this allocation. Never modified once published.
 	Unreported map[string]bool
 	// Changed is when the change that led to this allocation arrived (zero
-	// for a pending allocation), and Moved counts the targets whose member it
-	// changed.
+	// for a pending allocation), Cause what that change was, and Moved counts
+	// the targets whose member it changed.
 	Changed time.Time
+	Cause   Cause
 	Moved   int
 
 	configs  *ScrapeConfigs
@@ -185,6 +186,18 @@ type Allocation struct {
 	summary     Summary
 	summaryOnce sync.Once
 }
+
+// Cause is the change an allocation follows.
+type Cause string
+
+const (
+	// CauseMembers: the group's members changed, or a term began.
+	CauseMembers Cause = "members"
+	// CauseTargets: service discovery found other targets.
+	CauseTargets Cause = "targets"
+	// CauseJobs: the jobs changed (those of Prometheus Operator resources).
+	CauseJobs Cause = "jobs"
+)
 
 // New returns an allocation of encoded scrape configs and jobs; it takes
 // ownership of the jobs map. Its cost is in the number of jobs: the jobs and

@@ -37,6 +37,7 @@ Page served by the leader. <a href="/">Overview</a> · <a href="/targets">Target
 <table><tr><th>Job</th><th>Target Count</th><th>Targets</th></tr>
 {{range .Allocation.Jobs}}<tr><td>{{.Name}}</td><td>{{.Targets}}</td><td><a href="{{link .Name}}">{{link .Name}}</a></td></tr>
 {{end}}</table>
+{{template "debug-nav"}}
 </body></html>
 {{end}}
 {{define "targets"}}{{template "head" .View}}

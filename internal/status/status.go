@@ -17,6 +17,9 @@ type View struct {
 	Namespace string `json:"namespace"`
 	// Endpoint is where this member serves the allocator API, as advertised.
 	Endpoint string `json:"endpoint"`
+	// HTTPSEndpoint is where it serves the allocator API with mutual TLS
+	// too (https::enabled): the advertised host with the https port.
+	HTTPSEndpoint string `json:"https_endpoint,omitempty"`
 	// Leader is the identity of the leader, "" when there is none.
 	Leader string `json:"leader"`
 	// LeaderEndpoint is where the leader serves the allocator API, from its

@@ -1,5 +1,5 @@
 // Package testpki makes real certificates for tests: a CA, and a key pair
-// for 127.0.0.1 that serves and authenticates as a client, the way one
+// for loopback addresses that serves and authenticates as a client, the way one
 // Secret mounted in every replica of a StatefulSet would.
 package testpki
 
@@ -23,8 +23,9 @@ import (
 type PKI struct {
 	// CAFile is the CA certificate (PEM).
 	CAFile string
-	// CertFile and KeyFile are a key pair for 127.0.0.1, good for serving
-	// and for client authentication.
+	// CertFile and KeyFile are a key pair for 127.0.0.1 to 127.0.0.9 (in-
+	// process replicas that listen on the same port each on an address of
+	// its own), good for serving and for client authentication.
 	CertFile, KeyFile string
 	// Pool holds the CA.
 	Pool *x509.CertPool
@@ -50,12 +51,21 @@ func New(t testing.TB) PKI {
 	p := PKI{Pool: x509.NewCertPool()}
 	p.Pool.AddCert(ca)
 	p.CAFile = write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
-	certPEM, keyPEM := issue(t, ca, caKey, "replica", net.ParseIP("127.0.0.1"))
+	certPEM, keyPEM := issue(t, ca, caKey, "replica", replicaIPs...)
 	p.CertFile, p.KeyFile = write("tls.crt", certPEM), write("tls.key", keyPEM)
 	p.Client = pair(t)(issue(t, ca, caKey, "client"))
 	p.Stranger = pair(t)(issue(t, other, otherKey, "stranger"))
 	return p
 }
+
+// replicaIPs are the addresses the replicas' certificate is for.
+var replicaIPs = func() []net.IP {
+	var ips []net.IP
+	for i := 1; i <= 9; i++ {
+		ips = append(ips, net.IPv4(127, 0, 0, byte(i)))
+	}
+	return ips
+}()
 
 func authority(t testing.TB, name string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
 	t.Helper()

@@ -149,10 +149,15 @@ func nameOr(name, def string) string {
 
 // stockConfig is the stock receiver's configuration for this member.
 func (r *allocatedReceiver) stockConfig(view targetallocatorextension.View) (component.Config, error) {
-	scheme := "http"
+	scheme, endpoint := "http", view.Endpoint
 	var tls map[string]any
 	if r.cfg.usesTLS() {
 		scheme = "https"
+		if view.HTTPSEndpoint != "" {
+			// The member's https listener (https::enabled), which shows
+			// secret values to a verified client.
+			endpoint = view.HTTPSEndpoint
+		}
 		m := confmap.New()
 		if err := m.Marshal(r.cfg.TLS); err != nil {
 			return nil, fmt.Errorf("tls: %w", err)
@@ -160,7 +165,7 @@ func (r *allocatedReceiver) stockConfig(view targetallocatorextension.View) (com
 		tls = m.ToStringMap()
 	}
 	ta := map[string]any{
-		"endpoint":       scheme + "://" + view.Endpoint,
+		"endpoint":       scheme + "://" + endpoint,
 		"collector_id":   view.Identity,
 		"interval":       r.cfg.Interval,
 		"timeout":        r.cfg.Timeout,
