@@ -183,6 +183,9 @@ func TestRunJoinsWatchesAndLeaves(t *testing.T) {
 		t.Fatalf("own Lease %+v", own)
 	}
 
+	// The member lists itself before anyone else comes (else the two
+	// sightings may make one change).
+	eventually(t, "m-0 listed", func() bool { return slices.Equal(r.members(), []string{"m-0"}) })
 	put(t, client, "m-1", t0.Add(10*time.Second)) // its clock is 10s ahead; it never renews
 	eventually(t, "m-1 joined", func() bool { return slices.Equal(r.members(), []string{"m-0", "m-1"}) })
 	for range 7 {
