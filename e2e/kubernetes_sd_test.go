@@ -30,6 +30,27 @@ import (
 // takes to answer each request.
 const slowSDDelay = 3 * time.Second
 
+// scrapingReplica is the rest of a test replica's configuration after its
+// target_allocator: its receiver at 1 s, its exporter where the test reads
+// what it scraped, and its own metrics where the test reads them.
+const scrapingReplica = `receivers:
+  prometheus_allocated:
+    interval: 1s
+    http_sd_config: {refresh_interval: 1s}
+exporters:
+  prometheus:
+    endpoint: ${env:EXPORTER_ENDPOINT}
+service:
+  extensions: [target_allocator]
+  pipelines:
+    metrics: {receivers: [prometheus_allocated], exporters: [prometheus]}
+  telemetry:
+    logs: {encoding: json}
+    metrics:
+      readers:
+        - pull: {exporter: {prometheus: {host: 127.0.0.1, port: '${env:TELEMETRY_PORT}'}}}
+`
+
 // usersPathConfig is a replica's configuration on the path users take: a
 // job of Kubernetes pod SD, a job of an HTTP SD endpoint that answers
 // slowly (at its default refresh interval), and Prometheus CRs; the fast
@@ -59,23 +80,7 @@ func usersPathConfig(t *testing.T, kubeconfig, apps, slowURL string) string {
               action: keep
         - job_name: slow
           http_sd_configs: [{url: %[3]q}]
-receivers:
-  prometheus_allocated:
-    interval: 1s
-    http_sd_config: {refresh_interval: 1s}
-exporters:
-  prometheus:
-    endpoint: ${env:EXPORTER_ENDPOINT}
-service:
-  extensions: [target_allocator]
-  pipelines:
-    metrics: {receivers: [prometheus_allocated], exporters: [prometheus]}
-  telemetry:
-    logs: {encoding: json}
-    metrics:
-      readers:
-        - pull: {exporter: {prometheus: {host: 127.0.0.1, port: '${env:TELEMETRY_PORT}'}}}
-`, kubeconfig, apps, slowURL)
+`, kubeconfig, apps, slowURL) + scrapingReplica
 	path := filepath.Join(t.TempDir(), "collector.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
 	return path

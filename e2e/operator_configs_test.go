@@ -45,23 +45,7 @@ func operatorTAConfig(t *testing.T, file, extra string, replace ...string) strin
 		b.WriteString("    " + line + "\n")
 	}
 	b.WriteString(extra)
-	b.WriteString(`receivers:
-  prometheus_allocated:
-    interval: 1s
-    http_sd_config: {refresh_interval: 1s}
-exporters:
-  prometheus:
-    endpoint: ${env:EXPORTER_ENDPOINT}
-service:
-  extensions: [target_allocator]
-  pipelines:
-    metrics: {receivers: [prometheus_allocated], exporters: [prometheus]}
-  telemetry:
-    logs: {encoding: json}
-    metrics:
-      readers:
-        - pull: {exporter: {prometheus: {host: 127.0.0.1, port: '${env:TELEMETRY_PORT}'}}}
-`)
+	b.WriteString(scrapingReplica)
 	path := filepath.Join(t.TempDir(), "collector.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o600))
 	return path
@@ -248,18 +232,7 @@ func TestOperatorTAConfigsOnRealProcesses(t *testing.T) {
 			addrs = append(addrs, addr)
 		}
 		controlPlane.Service(t, ns, "web", "metrics", map[string]string{"app": "web"}, addrs...)
-		_, err = mon.MonitoringV1().ServiceMonitors(ns).Create(ctx, &monitoringv1.ServiceMonitor{
-			ObjectMeta: metav1.ObjectMeta{Name: "web"},
-			Spec: monitoringv1.ServiceMonitorSpec{
-				Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-				Endpoints: []monitoringv1.Endpoint{{Port: "metrics", HTTPConfigWithProxyAndTLSFiles: monitoringv1.HTTPConfigWithProxyAndTLSFiles{
-					HTTPConfigWithTLSFiles: monitoringv1.HTTPConfigWithTLSFiles{HTTPConfigWithoutTLS: monitoringv1.HTTPConfigWithoutTLS{BasicAuth: &monitoringv1.BasicAuth{
-						Username: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "auth"}, Key: "user"},
-						Password: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "auth"}, Key: "password"},
-					}}},
-				}}},
-			},
-		}, metav1.CreateOptions{})
+		_, err = mon.MonitoringV1().ServiceMonitors(ns).Create(ctx, basicAuthServiceMonitor("auth"), metav1.CreateOptions{})
 		require.NoError(t, err)
 		kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
 		// The file has no prometheus_cr: the ServiceMonitor comes in through

@@ -126,6 +126,26 @@ func exportedSeries(procs []*process) (map[string]string, error) {
 	return owners, nil
 }
 
+// basicAuthServiceMonitor is a ServiceMonitor named web that selects the
+// Services labelled app=web and scrapes their port metrics with the basic
+// auth of Secret secret's keys user and password.
+func basicAuthServiceMonitor(secret string) *monitoringv1.ServiceMonitor {
+	key := func(k string) corev1.SecretKeySelector {
+		return corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: k}
+	}
+	return &monitoringv1.ServiceMonitor{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: monitoringv1.ServiceMonitorSpec{
+			Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Endpoints: []monitoringv1.Endpoint{{Port: "metrics", HTTPConfigWithProxyAndTLSFiles: monitoringv1.HTTPConfigWithProxyAndTLSFiles{
+				HTTPConfigWithTLSFiles: monitoringv1.HTTPConfigWithTLSFiles{HTTPConfigWithoutTLS: monitoringv1.HTTPConfigWithoutTLS{
+					BasicAuth: &monitoringv1.BasicAuth{Username: key("user"), Password: key("password")},
+				}},
+			}}},
+		},
+	}
+}
+
 // caPEM is a CA certificate, for a ServiceMonitor's TLS CA.
 func caPEM(t *testing.T) []byte {
 	t.Helper()
@@ -171,18 +191,7 @@ func TestPrometheusCRScrapedOnceWithExampleRBAC(t *testing.T) {
 		Data:       map[string][]byte{"user": []byte("scraper"), "password": []byte("hunter2")},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	_, err = mon.MonitoringV1().ServiceMonitors(apps).Create(ctx, &monitoringv1.ServiceMonitor{
-		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: monitoringv1.ServiceMonitorSpec{
-			Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-			Endpoints: []monitoringv1.Endpoint{{Port: "metrics", HTTPConfigWithProxyAndTLSFiles: monitoringv1.HTTPConfigWithProxyAndTLSFiles{
-				HTTPConfigWithTLSFiles: monitoringv1.HTTPConfigWithTLSFiles{HTTPConfigWithoutTLS: monitoringv1.HTTPConfigWithoutTLS{BasicAuth: &monitoringv1.BasicAuth{
-					Username: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "web-auth"}, Key: "user"},
-					Password: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "web-auth"}, Key: "password"},
-				}}},
-			}}},
-		},
-	}, metav1.CreateOptions{})
+	_, err = mon.MonitoringV1().ServiceMonitors(apps).Create(ctx, basicAuthServiceMonitor("web-auth"), metav1.CreateOptions{})
 	require.NoError(t, err)
 	// A ServiceMonitor whose TLS CA is in a ConfigMap; it selects no Service.
 	_, err = core.CoreV1().ConfigMaps(apps).Create(ctx, &corev1.ConfigMap{
