@@ -42,9 +42,11 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	go term.Run(ctx)
 	for a := range term.Allocations() { // closed once Run has stopped
 		e.allocation.Store(a)
+		e.allocationChanged()
 		e.record(ctx, a)
 	}
 	e.allocation.Store(nil)
+	e.allocationChanged()
 }
 
 // opTerm names the start of a leader's term in the component's status.

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -66,12 +67,17 @@ const MemberHeader = "X-Embedded-Ta-Member"
 type Handler struct {
 	src   Source
 	relay *Relay
+	// allocationChanged fires when the member's allocation or its leader may
+	// have changed (AllocationChanged).
+	allocationChanged signal
+	// waiting holds a slot per request for /shares waiting for a change.
+	waiting chan struct{}
 }
 
 // NewHandler returns a handler for src; client relays requests to the leader
 // over scheme ("http" or "https").
 func NewHandler(src Source, client *http.Client, scheme string, logger *zap.Logger) *Handler {
-	return &Handler{src: src, relay: newRelay(client, scheme, logger)}
+	return &Handler{src: src, relay: newRelay(client, scheme, logger), waiting: make(chan struct{}, maxWaiting)}
 }
 
 // route names what a request asks for.
@@ -83,14 +89,16 @@ const (
 	routeScrapeConfigs
 	routeJobs
 	routeTargets
+	routeShares
 )
 
 // request is a parsed, validated API request.
 type request struct {
 	route  route
 	job    string
-	member string // collector_id
-	all    bool   // targets of every member
+	member string        // collector_id
+	all    bool          // targets of every member
+	wait   time.Duration // how long the leader may wait for a change (/shares)
 }
 
 // ownShare reports whether req asks for identity's own share, which every
@@ -134,10 +142,14 @@ func parse(r *http.Request) (request, int, error) {
 	if err != nil {
 		return request{}, http.StatusBadRequest, fmt.Errorf("bad query: %w", err)
 	}
-	// Only the targets route takes a parameter, collector_id: anything else
-	// is refused, not ignored, so that no two requests for one answer differ.
+	// Only the targets route takes a parameter, collector_id, and /shares
+	// collector_id and wait: anything else is refused, not ignored, so that
+	// no two requests for one answer differ.
 	for name := range query {
-		if name != "collector_id" || !strings.HasPrefix(path, "/jobs/") {
+		switch {
+		case name == "collector_id" && (strings.HasPrefix(path, "/jobs/") || path == "/shares"):
+		case name == "wait" && path == "/shares":
+		default:
 			return request{}, http.StatusBadRequest, fmt.Errorf("unknown query parameter %q", name)
 		}
 	}
@@ -150,6 +162,8 @@ func parse(r *http.Request) (request, int, error) {
 		return request{route: routeScrapeConfigs}, 0, nil
 	case "/jobs":
 		return request{route: routeJobs}, 0, nil
+	case "/shares":
+		return parseShares(query)
 	}
 	raw, ok := strings.CutPrefix(path, "/jobs/")
 	if ok {
@@ -217,8 +231,7 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 			}
 			writeValue(w, out)
 		case !a.IsMember(req.member):
-			w.Header().Set(MemberHeader, "false")
-			httpError(w, http.StatusNotFound, "unknown collector_id %q: not a member of the group", req.member)
+			notMember(w, req.member)
 		default:
 			s := a.Share(req.job, req.member)
 			if req.ownShare(view.Identity) {
@@ -226,7 +239,16 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 			}
 			writeShare(w, r, s)
 		}
+	case routeShares:
+		h.answerShares(w, r, req)
 	}
+}
+
+// notMember answers a request about the shares of a collector_id that is no
+// member of the allocation.
+func notMember(w http.ResponseWriter, member string) {
+	w.Header().Set(MemberHeader, "false")
+	httpError(w, http.StatusNotFound, "unknown collector_id %q: not a member of the group", member)
 }
 
 // memberTargets is one member's entry in the answer about every member's
