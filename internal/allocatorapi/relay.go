@@ -113,7 +113,7 @@ func (l *Relay) ownCopies() OwnShares {
 	out := make(OwnShares, len(l.copies))
 	for k, ans := range l.copies {
 		if k.job != "" {
-			out[k.job] = OwnShare{ETag: ans.ETag, body: ans.Body}
+			out[k.job] = OwnShareOf(ans)
 		}
 	}
 	return out

@@ -51,6 +51,9 @@ type OwnShare struct {
 	body  []byte        // from the member's copy
 }
 
+// OwnShareOf is the share of an answer about a member's own targets in a job.
+func OwnShareOf(ans shares.Answer) OwnShare { return OwnShare{ETag: ans.ETag, body: ans.Body} }
+
 // Targets decodes the share's targets, as HTTP SD target groups.
 func (s OwnShare) Targets() ([]httpsd.TargetGroup, error) {
 	body := s.body
