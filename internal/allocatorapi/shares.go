@@ -97,12 +97,11 @@ func (h *Handler) AllocationChanged() {
 }
 
 func parseShares(query url.Values) (request, int, error) {
-	req := request{route: routeShares}
-	if ids := query["collector_id"]; len(ids) != 1 || ids[0] == "" {
+	ids := query["collector_id"]
+	if len(ids) != 1 || ids[0] == "" {
 		return request{}, http.StatusBadRequest, errors.New("collector_id must be given once and not be empty")
-	} else {
-		req.member = ids[0]
 	}
+	req := request{route: routeShares, member: ids[0]}
 	if waits, ok := query["wait"]; ok {
 		d, err := time.ParseDuration(waits[0])
 		if len(waits) != 1 || err != nil || d < 0 || d > maxWait {
@@ -214,9 +213,12 @@ func (h *Handler) Follow(ctx context.Context, wait, retry time.Duration) {
 		stop()
 		switch {
 		case errors.Is(err, errNotMember):
-			// Relaying its shares lets the relay decide whether it is out.
-			for job := range h.relay.ownCopies() {
-				h.relay.refresh(ctx, view, job)
+			// Relaying its shares lets the relay decide whether it is out:
+			// it is when its own Lease is not current either.
+			if !view.Joined {
+				for job := range h.relay.ownCopies() {
+					h.relay.refresh(ctx, view, job)
+				}
 			}
 			pause(ctx, nil, retry)
 		case err != nil:

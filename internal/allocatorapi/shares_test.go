@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -228,4 +229,34 @@ func TestFollowBringsChangesAtOnce(t *testing.T) {
 	asked := len(rec.statuses) - before
 	rec.mu.Unlock()
 	assert.LessOrEqual(t, asked, 3, "one answer to the wait, one share relayed, and the next wait")
+}
+
+// A follower whose Lease expired and whom the leader dropped learns it from
+// its wait at the leader, and its shares go empty without its receiver
+// asking.
+func TestFollowEmptiesTheSharesOfADroppedMember(t *testing.T) {
+	leaderSrc := &source{identity: "c-0", allocation: testAllocation(t)}
+	lh := NewHandler(leaderSrc, http.DefaultClient, "http", zap.NewNop())
+	leader := httptest.NewServer(lh)
+	defer leader.Close()
+	follower := &source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3}
+	h := NewHandler(follower, leader.Client(), "http", zap.NewNop())
+	get(t, h, "/jobs/plain/targets?collector_id=c-1")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var followed sync.WaitGroup
+	followed.Go(func() { h.Follow(ctx, 5*time.Second, 50*time.Millisecond) })
+	defer func() {
+		cancel()
+		followed.Wait()
+	}()
+
+	without, err := sharestest.New(3, "c-0", []string{"c-0", "c-2"}, map[string]*config.ScrapeConfig{"plain": {JobName: "plain"}}, nil)
+	require.NoError(t, err)
+	setAllocation(leaderSrc, lh, without)
+	require.Eventually(t, func() bool {
+		own, _ := h.Shares()
+		groups, err := own["plain"].Targets()
+		return err == nil && len(groups) == 0
+	}, 5*time.Second, 10*time.Millisecond)
 }
