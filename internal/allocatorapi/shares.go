@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -136,7 +137,7 @@ func (h *Handler) answerShares(w http.ResponseWriter, r *http.Request, req reque
 		ans := shareIndex(a, req.member)
 		if req.wait == 0 || !matches(r.Header.Get("If-None-Match"), ans.ETag) {
 			w.Header().Set(LeaderHeader, a.Leader)
-			w.Header().Set(EpochHeader, fmt.Sprint(a.Epoch))
+			w.Header().Set(EpochHeader, strconv.Itoa(a.Epoch))
 			writeAnswer(w, r, ans)
 			return
 		}
