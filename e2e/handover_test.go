@@ -316,7 +316,7 @@ receivers:
     interval: %[3]s
     http_sd_config: {refresh_interval: %[3]s}
 exporters:
-  otlphttp:
+  otlp_http:
     endpoint: %[4]s
     compression: none
     headers:
@@ -324,7 +324,7 @@ exporters:
 service:
   extensions: [target_allocator]
   pipelines:
-    metrics: {receivers: [prometheus_allocated], exporters: [otlphttp]}
+    metrics: {receivers: [prometheus_allocated], exporters: [otlp_http]}
   telemetry:
     logs: {encoding: json}
     metrics:
