@@ -47,6 +47,8 @@ type allocatorExtension struct {
 	peerLeader atomic.Pointer[status.View]
 	// promCR is set when prometheus_cr is enabled.
 	promCR *promcr.Options
+	// api serves the allocator API and hands the receiver this member's shares.
+	api    *allocatorapi.Handler
 	server *http.Server
 	// httpsServer is the https listener's, when https is enabled.
 	httpsServer *http.Server
@@ -137,7 +139,17 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 	e.done.Go(func() { e.members.Run(runCtx) })
 	e.done.Go(func() { e.elector.Run(runCtx) })
 	e.done.Go(func() { e.askPeers(runCtx, relay, e.scheme()) })
+	e.done.Go(func() { e.api.Follow(runCtx, e.sharesWait(), e.cfg.Lease.RetryPeriod) })
 	return nil
+}
+
+// allocationChanged tells the API that the allocation, the leadership or
+// the leader may have changed: followers waiting at this member for a change
+// of their shares, and this member's receiver, look again.
+func (e *allocatorExtension) allocationChanged() {
+	if e.api != nil {
+		e.api.AllocationChanged()
+	}
 }
 
 func (e *allocatorExtension) build(client kubernetes.Interface) error {
@@ -177,10 +189,12 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 			OnStoppedLeading: func() {
 				e.set.Logger.Info("Stopped leading", zap.String("group", e.s.group))
 				e.telemetry.TargetallocatorLeader.Record(context.Background(), 0)
+				e.allocationChanged()
 			},
 			OnNewLeader: func(l election.Leader) {
 				e.set.Logger.Info("New leader", zap.String("group", e.s.group), zap.String("leader", l.Identity), zap.Int("epoch", l.Transitions))
 				e.telemetry.TargetallocatorLeaderChanges.Add(context.Background(), 1)
+				e.allocationChanged()
 			},
 			OnAPIResult: e.health.set,
 		},
@@ -193,6 +207,7 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 func (e *allocatorExtension) lead(ctx context.Context) {
 	e.set.Logger.Info("Started leading", zap.String("group", e.s.group))
 	e.telemetry.TargetallocatorLeader.Record(context.Background(), 1)
+	e.allocationChanged()
 	var allocated sync.WaitGroup
 	allocated.Go(func() { e.allocate(ctx) })
 	defer allocated.Wait()

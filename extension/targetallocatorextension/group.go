@@ -5,21 +5,46 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 
+	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
 	"github.com/embedded-ta/embedded-ta/internal/status"
 )
 
 // Group is what other components, such as the prometheus_allocated receiver,
 // see of a target_allocator extension: who this member is, who leads its
-// group and where, and who the members are.
+// group and where, who the members are, and this member's shares.
 type Group interface {
 	component.Component
 	// View returns the member's current view of its group.
 	View() View
+	// Shares returns this member's shares by job, as its allocator API
+	// answers them for its own collector_id now (the leader's allocation on
+	// the leader, the copy of the last answer on a follower, which follows
+	// the leader's allocation within a round trip), and a channel that is
+	// closed when they may have changed. Whatever the API has answered this
+	// member's receiver is in there, or something newer.
+	Shares() (Shares, <-chan struct{})
 }
 
 // View is one member's view of its group; it is also the /status document.
 type View = status.View
+
+// Shares are a member's shares by job; Share is one of them, with its ETag
+// and its targets.
+type (
+	Shares = allocatorapi.OwnShares
+	Share  = allocatorapi.OwnShare
+)
+
+// Shares implements Group.
+func (e *allocatorExtension) Shares() (Shares, <-chan struct{}) {
+	if e.api == nil { // not started: ask again
+		closed := make(chan struct{})
+		close(closed)
+		return Shares{}, closed
+	}
+	return e.api.Shares()
+}
 
 // View implements Group.
 func (e *allocatorExtension) View() View {

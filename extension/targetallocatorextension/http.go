@@ -13,6 +13,21 @@ import (
 // defaultRelayTimeout bounds a follower's request to the leader (client::timeout).
 const defaultRelayTimeout = 5 * time.Second
 
+// maxSharesWait bounds how long a follower's request waits at its leader for
+// a change of its shares (allocatorapi.Handler.Follow).
+const maxSharesWait = 25 * time.Second
+
+// sharesWait is how long a follower's request waits at its leader for a
+// change of its shares: the leader must answer it within its write_timeout,
+// with time to spare for the answer itself (client::timeout).
+func (e *allocatorExtension) sharesWait() time.Duration {
+	wait := maxSharesWait
+	if wt := e.cfg.WriteTimeout; wt > 0 {
+		wait = min(wait, wt-e.cfg.Client.Timeout)
+	}
+	return max(wait, time.Second)
+}
+
 // scheme is how members reach one another's allocator API.
 func (e *allocatorExtension) scheme() string {
 	if e.cfg.TLS.HasValue() {
@@ -40,6 +55,7 @@ func (e *allocatorExtension) routes(relay, httpsRelay *http.Client) http.Handler
 		InsecureSecrets: e.cfg.AllowInsecureAuthSecrets,
 		Logger:          e.set.Logger,
 	})
+	e.api = api
 	mux.Handle("/", api)
 	return e.metrics.Instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// ServeMux answers a path with a "." or ".." segment with a redirect

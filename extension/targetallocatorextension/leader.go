@@ -43,6 +43,7 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	go term.Run(ctx)
 	for a := range term.Allocations() { // closed once Run has stopped
 		prev := e.allocation.Swap(a)
+		e.allocationChanged()
 		e.record(ctx, a)
 		// A change of the resources' jobs is the TA's event; their first
 		// jobs of a term are its initial load, which it does not count.
@@ -51,6 +52,7 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 		}
 	}
 	e.allocation.Store(nil)
+	e.allocationChanged()
 }
 
 // opTerm names the start of a leader's term in the component's status.

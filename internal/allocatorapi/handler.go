@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -72,6 +73,11 @@ const (
 type Handler struct {
 	src   Source
 	relay *Relay
+	// allocationChanged fires when the member's allocation or its leader may
+	// have changed (AllocationChanged).
+	allocationChanged signal
+	// waiting holds a slot per request for /shares waiting for a change.
+	waiting chan struct{}
 }
 
 // Options are how a handler answers, besides its source.
@@ -100,7 +106,7 @@ func New(src Source, o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	return &Handler{src: src, relay: newRelay(o)}
+	return &Handler{src: src, relay: newRelay(o), waiting: make(chan struct{}, maxWaiting)}
 }
 
 // NewHandler returns a handler for src that shows secret values to verified
@@ -125,6 +131,7 @@ const (
 	routeDebugTarget
 	routeDebugCollector
 	routeDebugScrapeConfigs
+	routeShares
 )
 
 // The TA's debug pages.
@@ -154,9 +161,10 @@ var pathRoutes = map[string]struct {
 type request struct {
 	route  route
 	job    string
-	member string // collector_id
-	all    bool   // targets of every member
-	target uint64 // target_hash
+	member string        // collector_id
+	all    bool          // targets of every member
+	target uint64        // target_hash
+	wait   time.Duration // how long the leader may wait for a change (/shares)
 }
 
 // ownShare reports whether req asks for identity's own share, which every
@@ -199,6 +207,17 @@ func parse(r *http.Request) (request, int, error) {
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return request{}, http.StatusBadRequest, fmt.Errorf("bad query: %w", err)
+	}
+	// /shares takes collector_id and wait; every other route at most one
+	// parameter (the targets route collector_id): anything else is refused,
+	// not ignored, so that no two requests for one answer differ.
+	if path == "/shares" {
+		for name := range query {
+			if name != "collector_id" && name != "wait" {
+				return request{}, http.StatusBadRequest, fmt.Errorf("unknown query parameter %q", name)
+			}
+		}
+		return parseShares(query)
 	}
 	// A route takes at most one parameter (the targets route collector_id):
 	// anything else is refused, not ignored, so that no two requests for
@@ -345,7 +364,16 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 			}
 			writeShare(w, r, s)
 		}
+	case routeShares:
+		h.answerShares(w, r, req)
 	}
+}
+
+// notMember answers a request about the shares of a collector_id that is no
+// member of the allocation.
+func notMember(w http.ResponseWriter, member string) {
+	w.Header().Set(MemberHeader, "false")
+	httpError(w, http.StatusNotFound, "unknown collector_id %q: not a member of the group", member)
 }
 
 // memberTargets is one member's entry in the answer about every member's

@@ -2,6 +2,7 @@ package allocatorapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/goccy/go-yaml"
 	"github.com/prometheus/prometheus/config"
 	"go.uber.org/zap"
@@ -55,6 +57,13 @@ type Relay struct {
 	relaying chan struct{} // a slot per request being relayed
 	// out is true while the leader says this member is none.
 	out atomic.Bool
+	// refreshing orders the relays of the member's own shares: one relay of
+	// a job's share at a time (a stripe of jobs), so that a copy is only ever
+	// replaced by an answer the leader gave later, never by the answer of a
+	// request that was overtaken.
+	refreshing [64]sync.Mutex
+	// changed fires when the copy of a share changes.
+	changed signal
 
 	mu     sync.Mutex
 	copies map[copyKey]shares.Answer
@@ -89,23 +98,50 @@ func (l *Relay) target(r *http.Request, view status.View) (leaderTarget, error) 
 }
 
 // copyKey names a copy: the scrape configs (job "") or the member's share of
-// a job, and whether the client may see secrets, so that a copy with secret
-// values never reaches a client that may not. There is one copy a job at
-// most for either kind of client.
+// a job, and, for the scrape configs, whether the client may see secrets, so
+// that a copy with secret values never reaches a client that may not. A
+// share's answer is the same for every client: there is one copy a job at
+// most.
 type copyKey struct {
 	job    string
 	secret bool
 }
 
 func (l *Relay) keyOf(r *http.Request, req request) copyKey {
-	return copyKey{job: req.job, secret: l.maySee(r)}
+	return copyKey{job: req.job, secret: req.route == routeScrapeConfigs && l.maySee(r)}
 }
 
 // keep remembers an answer about the member's own share, whoever gave it.
 func (l *Relay) keep(r *http.Request, req request, ans shares.Answer) {
+	key := l.keyOf(r, req)
 	l.mu.Lock()
-	l.copies[l.keyOf(r, req)] = ans
+	kept, had := l.copies[key]
+	l.copies[key] = ans
 	l.mu.Unlock()
+	if key.job != "" && (!had || kept.ETag != ans.ETag || ans.ETag == "") {
+		l.changed.fire()
+	}
+}
+
+// lockShare holds the relays of the member's own share of job until the
+// returned function is called.
+func (l *Relay) lockShare(job string) func() {
+	mu := &l.refreshing[xxhash.Sum64String(job)%uint64(len(l.refreshing))]
+	mu.Lock()
+	return mu.Unlock
+}
+
+// ownCopies returns the copies of the member's own shares.
+func (l *Relay) ownCopies() OwnShares {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(OwnShares, len(l.copies))
+	for k, ans := range l.copies {
+		if k.job != "" {
+			out[k.job] = OwnShareOf(ans)
+		}
+	}
+	return out
 }
 
 // keepScrapeConfigs keeps the scrape configs of jobs, and forgets the copies
@@ -124,10 +160,15 @@ func (l *Relay) keepScrapeConfigs(r *http.Request, req request, ans shares.Answe
 	for _, job := range jobs {
 		configured[job] = true
 	}
+	forgot := false
 	for k := range l.copies {
 		if k.job != "" && !configured[k.job] {
 			delete(l.copies, k)
+			forgot = true
 		}
+	}
+	if forgot {
+		l.changed.fire()
 	}
 }
 
@@ -177,6 +218,10 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 		l.fallback(w, r, req, view, "no leader answers: the group has no leader")
 		return
 	}
+	own := req.ownShare(view.Identity)
+	if own && req.route == routeTargets {
+		defer l.lockShare(req.job)()
+	}
 	select {
 	case l.relaying <- struct{}{}:
 		defer func() { <-l.relaying }()
@@ -184,7 +229,6 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 		l.fallback(w, r, req, view, fmt.Sprintf("too busy: %d requests are being relayed to the leader", maxRelaying))
 		return
 	}
-	own := req.ownShare(view.Identity)
 	// Ask for the answer only if it differs from the copy; without a copy,
 	// pass the client's condition on.
 	copied, haveCopy := l.copy(r, req)
@@ -198,7 +242,11 @@ func (l *Relay) serve(w http.ResponseWriter, r *http.Request, req request, view 
 		l.fallback(w, r, req, view, "no leader answers: "+err.Error())
 		return
 	}
-	code, header, body, err := l.forward(r, to, view, condition)
+	query := r.URL.RawQuery
+	if req.route == routeShares {
+		query = "collector_id=" + url.QueryEscape(req.member) // only a leader waits
+	}
+	code, header, body, err := l.forward(r, to, view, condition, query)
 	if err == nil {
 		err = current(header, view)
 	}
@@ -308,10 +356,17 @@ func current(header http.Header, view status.View) error {
 	return nil
 }
 
-func (l *Relay) forward(r *http.Request, to leaderTarget, view status.View, ifNoneMatch string) (int, http.Header, []byte, error) {
+func (l *Relay) forward(r *http.Request, to leaderTarget, view status.View, ifNoneMatch, query string) (int, http.Header, []byte, error) {
+	u := url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: query}
+	return l.ask(r.Context(), to, view, u, ifNoneMatch)
+}
+
+// ask sends the leader a request for u (path and query) on behalf of this
+// member, to the target to.
+func (l *Relay) ask(ctx context.Context, to leaderTarget, view status.View, u url.URL, ifNoneMatch string) (int, http.Header, []byte, error) {
 	leader := to.host
-	u := url.URL{Scheme: to.scheme, Host: leader, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	out, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
+	u.Scheme, u.Host = to.scheme, leader
+	out, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return 0, nil, nil, err
 	}

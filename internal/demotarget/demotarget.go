@@ -17,18 +17,36 @@ import (
 type Target struct {
 	Addr string
 	srv  *http.Server
+	// interval, for a numbered target, is the scrape interval it numbers.
+	interval time.Duration
 
 	mu      sync.Mutex
 	scrapes []time.Time
+	// origin is where the numbered target's first interval begins.
+	origin time.Time
 }
 
 // Start serves a target at addr (host:port; port 0 picks one).
-func Start(addr string) (*Target, error) {
+func Start(addr string) (*Target, error) { return start(addr, 0) }
+
+// StartNumbered serves a target whose only metric, the gauge scrape_number,
+// is the number of the scrape: of the interval the scrape falls in, counted
+// from the first scrape. Scraped once an interval, it answers 1, 2, 3...;
+// an interval nobody scraped is a missing number, and two scrapers in one
+// interval get the same number. The first scrape falls in the middle of its
+// interval: Prometheus scrapes a target at the same phase of every interval
+// (and, on one host with one configuration, every collector at the same
+// phase), so a scrape that comes a little early or late keeps its number.
+func StartNumbered(addr string, interval time.Duration) (*Target, error) {
+	return start(addr, interval)
+}
+
+func start(addr string, interval time.Duration) (*Target, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("demo target %s: %w", addr, err)
 	}
-	t := &Target{Addr: ln.Addr().String()}
+	t := &Target{Addr: ln.Addr().String(), interval: interval}
 	t.srv = &http.Server{Handler: t, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = t.srv.Serve(ln) }()
 	return t, nil
@@ -36,10 +54,22 @@ func Start(addr string) (*Target, error) {
 
 // ServeHTTP answers a scrape.
 func (t *Target) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	now := time.Now()
 	t.mu.Lock()
-	t.scrapes = append(t.scrapes, time.Now())
+	t.scrapes = append(t.scrapes, now)
+	if t.origin.IsZero() {
+		t.origin = now.Add(-t.interval / 2)
+	}
+	number := 0
+	if t.interval > 0 {
+		number = int(now.Sub(t.origin)/t.interval) + 1
+	}
 	t.mu.Unlock()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	if t.interval > 0 {
+		_, _ = fmt.Fprintf(w, "# HELP scrape_number the number of the scrape interval this scrape falls in\n# TYPE scrape_number gauge\nscrape_number %d\n", number)
+		return
+	}
 	_, _ = fmt.Fprint(w, "# HELP TargetAllocator_total a sample counter metric\n# TYPE TargetAllocator_total counter\nTargetAllocator_total 1\n")
 }
 

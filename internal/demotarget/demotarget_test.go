@@ -1,7 +1,9 @@
 package demotarget
 
 import (
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,4 +51,25 @@ func TestTargetRecordsScrapes(t *testing.T) {
 	}
 	assert.Len(t, target.Scrapes(), 3)
 	assert.Positive(t, target.DoubleScraped(from, time.Now(), time.Second), "three scrapes in a moment are more than one scraper")
+}
+
+// A numbered target answers the number of the interval a scrape falls in,
+// the first scrape in the middle of the first.
+func TestNumberedTarget(t *testing.T) {
+	target, err := StartNumbered("127.0.0.1:0", time.Second)
+	require.NoError(t, err)
+	defer target.Close()
+	number := func() string {
+		resp, err := http.Get("http://" + target.Addr + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+		return lines[len(lines)-1]
+	}
+	assert.Equal(t, "scrape_number 1", number())
+	assert.Equal(t, "scrape_number 1", number(), "a second scrape in the same interval")
+	time.Sleep(time.Second)
+	assert.Equal(t, "scrape_number 2", number())
 }

@@ -15,13 +15,16 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+	"github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver/internal/metadata"
 )
 
 // allocatedReceiver runs the stock prometheus receiver with its
 // target_allocator client pointed at this member's own allocator API, with
 // collector_id = this member's identity. The local API relays to whichever
 // replica leads and keeps this member's share while none does, so the
-// receiver follows leader changes and outages without a restart.
+// receiver follows leader changes and outages without a restart. The stock
+// receiver's data goes through a fence (fence.go), which passes on only the
+// data of the targets of this member's share as it is now.
 type allocatedReceiver struct {
 	cfg  *Config
 	set  receiver.Settings
@@ -31,6 +34,8 @@ type allocatedReceiver struct {
 	createStock func(context.Context, receiver.Settings, component.Config, consumer.Metrics) (receiver.Metrics, error)
 
 	stock receiver.Metrics
+	// telemetry counts what the fence drops.
+	telemetry *metadata.TelemetryBuilder
 	// stop cancels the stock receiver's Start, which retries until the
 	// allocator API answers, and gives up after about 15 minutes of failures.
 	stop context.CancelFunc
@@ -74,9 +79,17 @@ func (r *allocatedReceiver) Start(ctx context.Context, host component.Host) erro
 	if err != nil {
 		return err
 	}
+	r.telemetry, err = metadata.NewTelemetryBuilder(r.set.TelemetrySettings)
+	if err != nil {
+		return err
+	}
+	next, err := newFence(r.next, group, r.telemetry.ReceiverPrometheusAllocatedFencedMetricPoints, r.set.Logger)
+	if err != nil {
+		return err
+	}
 	set := r.set
 	set.ID = component.NewIDWithName(prometheusreceiver.NewFactory().Type(), r.set.ID.Type().String()+"_"+nameOr(r.set.ID.Name(), "default"))
-	stock, err := r.createStock(context.Background(), set, stockCfg, r.next)
+	stock, err := r.createStock(context.Background(), set, stockCfg, next)
 	if err != nil {
 		return fmt.Errorf("create the prometheus receiver: %w", err)
 	}
@@ -207,6 +220,9 @@ func (r *allocatedReceiver) stockConfig(view targetallocatorextension.View) (com
 // Shutdown cancels the stock receiver's Start if it still runs, waits for it
 // to return, then stops the stock receiver.
 func (r *allocatedReceiver) Shutdown(ctx context.Context) error {
+	if r.telemetry != nil {
+		defer r.telemetry.Shutdown()
+	}
 	if r.stock == nil {
 		return nil
 	}

@@ -2,11 +2,14 @@ package prometheusallocatedreceiver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +31,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
 	"github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver/internal/metadata"
 )
 
@@ -37,10 +42,45 @@ type member struct {
 	component.StartFunc
 	component.ShutdownFunc
 	endpoint string
+	// shares are the member's shares; by default, what the API at endpoint
+	// answers.
+	shares func() (targetallocatorextension.Shares, <-chan struct{})
 }
 
 func (m member) View() targetallocatorextension.View {
 	return targetallocatorextension.View{Identity: "c-0", Group: "c", Endpoint: m.endpoint}
+}
+
+func (m member) Shares() (targetallocatorextension.Shares, <-chan struct{}) {
+	if m.shares != nil {
+		return m.shares()
+	}
+	own := targetallocatorextension.Shares{}
+	changed := make(chan struct{})
+	close(changed) // read the API again every time
+	var configs map[string]any
+	if json.Unmarshal(apiGet(m.endpoint, "/scrape_configs"), &configs) != nil {
+		return own, changed
+	}
+	for job := range configs {
+		body := apiGet(m.endpoint, "/jobs/"+url.QueryEscape(job)+"/targets?collector_id=c-0")
+		own[job] = allocatorapi.OwnShareOf(shares.Answer{Body: body})
+	}
+	return own, changed
+}
+
+// apiGet is the body of the API's answer at endpoint, nil if it fails.
+func apiGet(endpoint, path string) []byte {
+	resp, err := http.Get("http://" + endpoint + path)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	return body
 }
 
 type host struct {

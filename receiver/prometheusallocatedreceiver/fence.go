@@ -1,0 +1,268 @@
+package prometheusallocatedreceiver // import "github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver"
+
+import (
+	"context"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/scrape"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+)
+
+// fence is the consumer the stock receiver hands its data to: it passes on
+// the data of the targets of this member's share, and drops the data of any
+// other target.
+//
+// The stock receiver reads its share at its HTTP SD poll and stops scraping
+// a target only when its scrape manager next reloads, up to
+// refresh_interval + 10 s after the target left the share; its new member
+// may scrape it meanwhile. The fence sees each scrape's data with its
+// target (the stock receiver's scrape loop puts the target in the context
+// of the data it commits) and checks it against the share as the extension
+// hands it in-process, which is never older than what the stock receiver
+// has read: data follows the share at once, whatever the scrape loops do.
+//
+// The target is the scrape's, not the job and instance labels of its
+// samples, which honor_labels and metric_relabel_configs may change (a
+// federation target's data names other jobs and instances). Data without a
+// target in its context (none comes from the stock receiver) passes.
+//
+// Before the member has any share, the share is empty: the stock receiver
+// has no target to scrape then either, since every target it has comes from
+// an answer of this member's API, which the extension has kept first.
+type fence struct {
+	next   consumer.Metrics
+	shares func() (targetallocatorextension.Shares, <-chan struct{})
+	fenced metric.Int64Counter
+	logger *zap.Logger
+
+	mu    sync.Mutex // one rebuild of the index at a time
+	index atomic.Pointer[shareIndex]
+}
+
+func newFence(next consumer.Metrics, group targetallocatorextension.Group, fenced metric.Int64Counter, logger *zap.Logger) (consumer.Metrics, error) {
+	f := &fence{next: next, shares: group.Shares, fenced: fenced, logger: logger}
+	return consumer.NewMetrics(f.consume)
+}
+
+func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
+	target, ok := scrape.TargetFromContext(ctx)
+	if !ok || f.current().holds(target) {
+		return f.next.ConsumeMetrics(ctx, md)
+	}
+	if dropped := dropValues(md); dropped > 0 {
+		f.fenced.Add(ctx, int64(dropped))
+	}
+	if md.DataPointCount() == 0 {
+		return nil
+	}
+	return f.next.ConsumeMetrics(ctx, md) // staleness markers
+}
+
+// current returns the index of the share as it is now: rebuilt, from the
+// jobs whose share changed, if the extension said that it may have changed.
+func (f *fence) current() *shareIndex {
+	if idx := f.index.Load(); idx != nil && !closed(idx.changed) {
+		return idx
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	idx := f.index.Load()
+	if idx != nil && !closed(idx.changed) {
+		return idx
+	}
+	own, changed := f.shares()
+	idx = idx.rebuild(own, changed, f.logger)
+	f.index.Store(idx)
+	return idx
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// shareIndex finds the targets of a share by what a scrape's target shows
+// of them: its job label and address.
+type shareIndex struct {
+	// changed is closed when the share may have changed.
+	changed <-chan struct{}
+	// jobs are the targets of each job's share, and the ETag they are of.
+	jobs    map[string]jobTargets
+	targets map[targetKey][]labels.Labels
+	// open is set when a share cannot be read: then everything passes (a
+	// share's answer is read before it is kept, so this is a bug).
+	open bool
+}
+
+type jobTargets struct {
+	etag    string
+	targets []shareTarget
+}
+
+type shareTarget struct {
+	key    targetKey
+	labels labels.Labels
+}
+
+// targetKey is a target's job label (the job's name unless its labels set
+// one) and address.
+type targetKey struct{ job, address string }
+
+// rebuild indexes own, reusing the targets of the jobs whose ETag has not
+// changed since idx.
+func (idx *shareIndex) rebuild(own targetallocatorextension.Shares, changed <-chan struct{}, logger *zap.Logger) *shareIndex {
+	next := &shareIndex{changed: changed, jobs: make(map[string]jobTargets, len(own)), targets: map[targetKey][]labels.Labels{}}
+	for job, share := range own {
+		if idx != nil && share.ETag != "" && idx.jobs[job].etag == share.ETag {
+			next.jobs[job] = idx.jobs[job]
+			continue
+		}
+		groups, err := share.Targets()
+		if err != nil {
+			logger.Error("Cannot read this member's share: its data passes unfenced", zap.String("job_name", job), zap.Error(err))
+			next.open = true
+			continue
+		}
+		next.jobs[job] = jobTargets{etag: share.ETag, targets: shareTargets(job, groups)}
+	}
+	for _, jt := range next.jobs {
+		for _, t := range jt.targets {
+			next.targets[t.key] = append(next.targets[t.key], t.labels)
+		}
+	}
+	return next
+}
+
+// shareTargets are the targets of a job's share with the labels the stock
+// receiver's HTTP SD gives them.
+func shareTargets(job string, groups []httpsd.TargetGroup) []shareTarget {
+	var out []shareTarget
+	for _, g := range groups {
+		for _, address := range g.Targets {
+			ls := maps.Clone(g.Labels)
+			if ls == nil {
+				ls = map[string]string{}
+			}
+			ls[model.AddressLabel] = address
+			key := targetKey{job: job, address: address}
+			if name := ls[model.JobLabel]; name != "" {
+				key.job = name
+			}
+			out = append(out, shareTarget{key: key, labels: labels.FromMap(ls)})
+		}
+	}
+	return out
+}
+
+// holds reports whether target is one of the share's.
+func (idx *shareIndex) holds(target *scrape.Target) bool {
+	if idx.open {
+		return true
+	}
+	discovered := target.DiscoveredLabels(labels.NewBuilder(labels.EmptyLabels()))
+	key := targetKey{job: discovered.Get(model.JobLabel), address: discovered.Get(model.AddressLabel)}
+	for _, ls := range idx.targets[key] {
+		if sameTarget(ls, discovered) {
+			return true
+		}
+	}
+	return false
+}
+
+// httpSDURL is the label the stock receiver's HTTP SD gives each target: its
+// own URL, in place of the share's (the leader's own HTTP SD jobs have one).
+const httpSDURL = model.MetaLabelPrefix + "url"
+
+// sameTarget reports whether a scrape's target, by its discovered labels,
+// is the share's target of labels share: it has the share's labels (but
+// __meta_url), and only what Prometheus adds to every target of a job (job,
+// __scheme__, __metrics_path__, __param_<name>, __scrape_interval__ and
+// its other reserved labels, none of them __meta_) and HTTP SD adds
+// (__meta_url).
+func sameTarget(share, discovered labels.Labels) bool {
+	same := true
+	share.Range(func(l labels.Label) {
+		if l.Name != httpSDURL && discovered.Get(l.Name) != l.Value {
+			same = false
+		}
+	})
+	if !same {
+		return false
+	}
+	discovered.Range(func(l labels.Label) {
+		if l.Name == model.JobLabel || l.Name == httpSDURL || share.Has(l.Name) {
+			return
+		}
+		if !strings.HasPrefix(l.Name, model.ReservedLabelPrefix) || strings.HasPrefix(l.Name, model.MetaLabelPrefix) {
+			same = false
+		}
+	})
+	return same
+}
+
+// dropValues removes from md every data point that carries a value, and
+// returns how many it removed: what is left are staleness markers, which
+// end the target's series here as they would anyway when its scrape loop
+// stops (a target that left the group entirely, or moved, ends here).
+func dropValues(md pmetric.Metrics) int {
+	dropped := 0
+	md.ResourceMetrics().RemoveIf(func(rm pmetric.ResourceMetrics) bool {
+		rm.ScopeMetrics().RemoveIf(func(sm pmetric.ScopeMetrics) bool {
+			sm.Metrics().RemoveIf(func(m pmetric.Metric) bool {
+				var n, left int
+				switch m.Type() {
+				case pmetric.MetricTypeGauge:
+					n, left = dropPoints(m.Gauge().DataPoints())
+				case pmetric.MetricTypeSum:
+					n, left = dropPoints(m.Sum().DataPoints())
+				case pmetric.MetricTypeHistogram:
+					n, left = dropPoints(m.Histogram().DataPoints())
+				case pmetric.MetricTypeExponentialHistogram:
+					n, left = dropPoints(m.ExponentialHistogram().DataPoints())
+				case pmetric.MetricTypeSummary:
+					n, left = dropPoints(m.Summary().DataPoints())
+				}
+				dropped += n
+				return left == 0
+			})
+			return sm.Metrics().Len() == 0
+		})
+		return rm.ScopeMetrics().Len() == 0
+	})
+	return dropped
+}
+
+type point interface{ Flags() pmetric.DataPointFlags }
+
+type points[P point] interface {
+	RemoveIf(func(P) bool)
+	Len() int
+}
+
+// dropPoints removes the points that carry a value; it returns how many it
+// removed and how many are left.
+func dropPoints[P point, S points[P]](s S) (dropped, left int) {
+	s.RemoveIf(func(p P) bool {
+		if p.Flags().NoRecordedValue() {
+			return false
+		}
+		dropped++
+		return true
+	})
+	return dropped, s.Len()
+}

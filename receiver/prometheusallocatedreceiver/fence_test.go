@@ -1,0 +1,378 @@
+package prometheusallocatedreceiver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/scrape"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+	"go.uber.org/zap"
+
+	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+	"github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver/internal/metadata"
+	"github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver/internal/metadatatest"
+)
+
+// shareOf is a member's shares as its API answers them: each job's targets,
+// one target group each, as the leader encodes them.
+type shareOf map[string][]map[string]string
+
+// ownShares are the shares of s, their ETags the hash of their answers.
+func ownShares(t *testing.T, s shareOf) targetallocatorextension.Shares {
+	t.Helper()
+	own := targetallocatorextension.Shares{}
+	for job, elements := range s {
+		groups := []map[string]any{}
+		for _, ls := range elements {
+			groups = append(groups, map[string]any{"targets": []string{ls[model.AddressLabel]}, "labels": ls})
+		}
+		body, err := json.Marshal(groups)
+		require.NoError(t, err)
+		own[job] = allocatorapi.OwnShareOf(shares.Answer{Body: body, ETag: fmt.Sprintf("%q", body)})
+	}
+	return own
+}
+
+// memberShares stands in for the extension's Shares: set replaces the
+// share and closes the channel, as the extension does.
+type memberShares struct {
+	mu      sync.Mutex
+	own     targetallocatorextension.Shares
+	changed chan struct{}
+	asked   int
+}
+
+func newMemberShares() *memberShares {
+	return &memberShares{own: targetallocatorextension.Shares{}, changed: make(chan struct{})}
+}
+
+func (m *memberShares) get() (targetallocatorextension.Shares, <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.asked++
+	return m.own, m.changed
+}
+
+func (m *memberShares) set(own targetallocatorextension.Shares) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.own = own
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// stockTarget is a target of job as the stock receiver makes it from an
+// element of this member's share: its HTTP SD gives it the element's labels
+// and its own URL, the scrape pool its job's settings.
+func stockTarget(t *testing.T, job string, element map[string]string, params url.Values) *scrape.Target {
+	t.Helper()
+	cfg := &config.ScrapeConfig{
+		JobName: job, ScrapeInterval: model.Duration(time.Second), ScrapeTimeout: model.Duration(time.Second),
+		MetricsPath: "/metrics", Scheme: "http", Params: params,
+	}
+	group := model.LabelSet{"__meta_url": model.LabelValue("http://127.0.0.1:8080/jobs/" + url.QueryEscape(job) + "/targets?collector_id=c-0")}
+	for name, value := range element {
+		if name != "__meta_url" {
+			group[model.LabelName(name)] = model.LabelValue(value)
+		}
+	}
+	target := model.LabelSet{model.AddressLabel: model.LabelValue(element[model.AddressLabel])}
+	ls, err := scrape.PopulateLabels(labels.NewBuilder(labels.EmptyLabels()), cfg, target, group)
+	require.NoError(t, err)
+	return scrape.NewTarget(ls, cfg, target, group)
+}
+
+// scrapeData is what the stock receiver commits for one scrape: values
+// data points and stale staleness markers, under the resource of job and
+// instance (the samples' labels, which honor_labels may make anything).
+func scrapeData(job, instance string, values, stale int) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	rm := md.ResourceMetrics().AppendEmpty()
+	rm.Resource().Attributes().PutStr("service.name", job)
+	rm.Resource().Attributes().PutStr("service.instance.id", instance)
+	sm := rm.ScopeMetrics().AppendEmpty()
+	gauge := sm.Metrics().AppendEmpty()
+	gauge.SetName("scrape_number")
+	points := gauge.SetEmptyGauge().DataPoints()
+	for i := range values {
+		points.AppendEmpty().SetIntValue(int64(i))
+	}
+	up := sm.Metrics().AppendEmpty()
+	up.SetName("up")
+	markers := up.SetEmptySum().DataPoints()
+	for range stale {
+		dp := markers.AppendEmpty()
+		dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
+		dp.SetTimestamp(pcommon.NewTimestampFromTime(time.Now()))
+	}
+	return md
+}
+
+// testFence is a fence over shares that passes to sink and counts in tel.
+func testFence(t *testing.T, m *memberShares, sink *consumertest.MetricsSink) (*fence, *componenttest.Telemetry) {
+	t.Helper()
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	tb, err := metadata.NewTelemetryBuilder(tel.NewTelemetrySettings())
+	require.NoError(t, err)
+	t.Cleanup(tb.Shutdown)
+	return &fence{next: sink, shares: m.get, fenced: tb.ReceiverPrometheusAllocatedFencedMetricPoints, logger: zap.NewNop()}, tel
+}
+
+// consume hands the fence one scrape's data, of target if not nil.
+func consume(t *testing.T, f *fence, target *scrape.Target, md pmetric.Metrics) {
+	t.Helper()
+	ctx := context.Background()
+	if target != nil {
+		ctx = scrape.ContextWithTarget(ctx, target)
+	}
+	require.NoError(t, f.consume(ctx, md))
+}
+
+func assertFenced(t *testing.T, tel *componenttest.Telemetry, n int64) {
+	t.Helper()
+	metadatatest.AssertEqualReceiverPrometheusAllocatedFencedMetricPoints(t, tel,
+		[]metricdata.DataPoint[int64]{{Value: n}}, metricdatatest.IgnoreTimestamp())
+}
+
+func TestFence(t *testing.T) {
+	a := map[string]string{"__address__": "10.0.0.1:80", "__meta_pod": "a"}
+	share := shareOf{
+		"pods": {a, {"__address__": "10.0.0.2:80", "__meta_pod": "b"}},
+		// A target that names its job: the scrape's target has that job label.
+		"federate": {{"__address__": "10.0.0.3:80", "job": "renamed"}},
+		// A target of the leader's own HTTP SD: the stock receiver's HTTP SD
+		// replaces its __meta_url.
+		"upstream": {{"__address__": "10.0.0.4:80", "__meta_url": "http://sd.example/targets"}},
+		"probes":   {{"__address__": "10.0.0.5:80"}},
+	}
+	with := func(ls map[string]string, name, value string) map[string]string {
+		out := map[string]string{name: value}
+		for k, v := range ls {
+			if k != name {
+				out[k] = v
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name     string
+		target   *scrape.Target // nil: none in the context
+		data     pmetric.Metrics
+		passed   int // data points
+		fenced   int
+		unfenced bool
+	}{
+		{name: "a target of the share", target: stockTarget(t, "pods", a, nil), data: scrapeData("pods", "10.0.0.1:80", 3, 0), passed: 3},
+		{name: "its samples name another job and instance (honor_labels, metric relabeling)", target: stockTarget(t, "pods", a, nil),
+			data: scrapeData("elsewhere", "10.9.9.9:1", 3, 0), passed: 3},
+		{name: "a target outside the share", target: stockTarget(t, "pods", map[string]string{"__address__": "10.0.0.9:80", "__meta_pod": "c"}, nil),
+			data: scrapeData("pods", "10.0.0.9:80", 3, 0), fenced: 3},
+		{name: "outside the share, its samples naming a target of the share", target: stockTarget(t, "pods", map[string]string{"__address__": "10.0.0.9:80"}, nil),
+			data: scrapeData("pods", "10.0.0.1:80", 3, 0), fenced: 3},
+		{name: "a share's address with other labels", target: stockTarget(t, "pods", with(a, "__meta_pod", "b"), nil),
+			data: scrapeData("pods", "10.0.0.1:80", 2, 0), fenced: 2},
+		{name: "a share's target with a discovered label more", target: stockTarget(t, "pods", with(a, "__meta_node", "n"), nil),
+			data: scrapeData("pods", "10.0.0.1:80", 2, 0), fenced: 2},
+		{name: "a share's target in another job", target: stockTarget(t, "nodes", a, nil), data: scrapeData("nodes", "10.0.0.1:80", 2, 0), fenced: 2},
+		{name: "a target that names its job", target: stockTarget(t, "federate", map[string]string{"__address__": "10.0.0.3:80", "job": "renamed"}, nil),
+			data: scrapeData("renamed", "10.0.0.3:80", 2, 0), passed: 2},
+		{name: "a target with its HTTP SD's URL", target: stockTarget(t, "upstream", map[string]string{"__address__": "10.0.0.4:80", "__meta_url": "x"}, nil),
+			data: scrapeData("upstream", "10.0.0.4:80", 2, 0), passed: 2},
+		{name: "a job with params", target: stockTarget(t, "probes", map[string]string{"__address__": "10.0.0.5:80"}, url.Values{"module": {"http_2xx"}}),
+			data: scrapeData("probes", "10.0.0.5:80", 2, 0), passed: 2},
+		{name: "no target in the context", data: scrapeData("pods", "10.0.0.9:80", 2, 0), passed: 2},
+		{name: "the staleness markers of a target outside the share pass", target: stockTarget(t, "pods", map[string]string{"__address__": "10.0.0.9:80"}, nil),
+			data: scrapeData("pods", "10.0.0.9:80", 2, 3), passed: 3, fenced: 2},
+		{name: "only staleness markers", target: stockTarget(t, "pods", map[string]string{"__address__": "10.0.0.9:80"}, nil),
+			data: scrapeData("pods", "10.0.0.9:80", 0, 2), passed: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMemberShares()
+			m.set(ownShares(t, share))
+			sink := new(consumertest.MetricsSink)
+			f, tel := testFence(t, m, sink)
+			consume(t, f, tc.target, tc.data)
+			assert.Equal(t, tc.passed, sink.DataPointCount())
+			if tc.passed == 0 {
+				assert.Empty(t, sink.AllMetrics(), "nothing is passed on")
+			}
+			if tc.fenced > 0 {
+				assertFenced(t, tel, int64(tc.fenced))
+			}
+		})
+	}
+}
+
+// The fence follows the share as it changes, and drops everything before
+// there is one.
+func TestFenceFollowsTheShare(t *testing.T) {
+	a := map[string]string{"__address__": "10.0.0.1:80"}
+	b := map[string]string{"__address__": "10.0.0.2:80"}
+	targetA, targetB := stockTarget(t, "pods", a, nil), stockTarget(t, "pods", b, nil)
+	m := newMemberShares()
+	sink := new(consumertest.MetricsSink)
+	f, tel := testFence(t, m, sink)
+
+	fenced := 0
+	for _, step := range []struct {
+		name  string
+		share shareOf // nil: unchanged
+		pass  map[*scrape.Target]bool
+	}{
+		{name: "no share yet", pass: map[*scrape.Target]bool{targetA: false, targetB: false}},
+		{name: "a's", share: shareOf{"pods": {a}}, pass: map[*scrape.Target]bool{targetA: true, targetB: false}},
+		{name: "a moved away, b came", share: shareOf{"pods": {b}}, pass: map[*scrape.Target]bool{targetA: false, targetB: true}},
+		{name: "a job gone", share: shareOf{"nodes": {a}}, pass: map[*scrape.Target]bool{targetA: false, targetB: false}},
+		{name: "both", share: shareOf{"pods": {a, b}}, pass: map[*scrape.Target]bool{targetA: true, targetB: true}},
+		{name: "empty", share: shareOf{"pods": {}}, pass: map[*scrape.Target]bool{targetA: false, targetB: false}},
+	} {
+		if step.share != nil {
+			m.set(ownShares(t, step.share))
+		}
+		for target, pass := range step.pass {
+			before := sink.DataPointCount()
+			consume(t, f, target, scrapeData("pods", target.GetValue("instance"), 1, 0))
+			if pass {
+				assert.Equal(t, before+1, sink.DataPointCount(), "%s: %s is fenced", step.name, target)
+			} else {
+				assert.Equal(t, before, sink.DataPointCount(), "%s: %s passes", step.name, target)
+				fenced++
+			}
+		}
+	}
+	assertFenced(t, tel, int64(fenced))
+}
+
+// The fence asks for the share only when it may have changed, and reads
+// again only the jobs whose share changed.
+func TestFenceRebuildsOnlyWhatChanged(t *testing.T) {
+	a := map[string]string{"__address__": "10.0.0.1:80"}
+	m := newMemberShares()
+	m.set(ownShares(t, shareOf{"pods": {a}, "nodes": {a}}))
+	f, _ := testFence(t, m, new(consumertest.MetricsSink))
+	target := stockTarget(t, "pods", a, nil)
+	for range 3 {
+		consume(t, f, target, scrapeData("pods", "10.0.0.1:80", 1, 0))
+	}
+	assert.Equal(t, 1, m.asked, "an unchanged share is asked for once")
+	first := f.index.Load()
+
+	m.set(ownShares(t, shareOf{"pods": {a}, "nodes": {}}))
+	consume(t, f, target, scrapeData("pods", "10.0.0.1:80", 1, 0))
+	assert.Equal(t, 2, m.asked)
+	second := f.index.Load()
+	assert.Same(t, &first.jobs["pods"].targets[0], &second.jobs["pods"].targets[0], "the unchanged job's targets are reused")
+	assert.Empty(t, second.jobs["nodes"].targets)
+}
+
+// With the stock receiver: its data reaches the fence with its target, and
+// the data of a job outside the share stops at once when the share
+// changes, while the stock receiver keeps scraping it until its next poll.
+func TestFenceWithTheStockReceiver(t *testing.T) {
+	verifyNoLeak(t)
+	api := newAllocatorAPI(t)
+	api.scrapeConfig.Store(`{"kept": {"job_name": "kept", "scrape_interval": "200ms", "scrape_timeout": "200ms"},
+		"fenced": {"job_name": "fenced", "scrape_interval": "200ms", "scrape_timeout": "200ms"}}`)
+	api.ready.Store(true)
+	element := map[string]string{"__address__": api.endpoint()}
+	m := newMemberShares()
+	m.set(ownShares(t, shareOf{"kept": {element}}))
+
+	cfg := createDefaultConfig().(*Config)
+	cfg.HTTPSDConfig.RefreshInterval = time.Minute // the stock receiver does not learn of the change
+	tel := componenttest.NewTelemetry()
+	defer func() { require.NoError(t, tel.Shutdown(context.Background())) }()
+	sink := &jobSink{}
+	r, err := NewFactory().CreateMetrics(context.Background(), metadatatest.NewSettings(tel), cfg, sink)
+	require.NoError(t, err)
+	h := &statusHost{host: host{Host: componenttest.NewNopHost(), extensions: map[component.ID]component.Component{
+		cfg.Allocator: member{endpoint: api.endpoint(), shares: m.get},
+	}}}
+	require.NoError(t, r.Start(context.Background(), h))
+	defer shutdown(t, r)
+
+	require.Eventually(t, func() bool { return sink.values("kept") >= 3 }, 30*time.Second, 20*time.Millisecond)
+	assert.Zero(t, sink.values("fenced"), "the data of a job outside the share passed")
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		fenced, err := tel.GetMetric("otelcol_receiver_prometheus_allocated_fenced_metric_points")
+		if assert.NoError(c, err) {
+			assert.Positive(c, fenced.Data.(metricdata.Sum[int64]).DataPoints[0].Value)
+		}
+	}, 30*time.Second, 20*time.Millisecond, "the stock receiver scrapes the job outside the share, and the fence counts its data")
+	assert.Zero(t, sink.values("fenced"), "the data of a job outside the share passed")
+
+	// The share changes: "kept" leaves it, "fenced" joins it.
+	m.set(ownShares(t, shareOf{"fenced": {element}}))
+	changed := time.Now()
+	require.Eventually(t, func() bool { return sink.values("fenced") >= 3 }, 30*time.Second, 20*time.Millisecond)
+	// A scrape the fence let pass just before the change may arrive just after it.
+	last := sink.lastValue("kept")
+	assert.False(t, last.After(changed.Add(100*time.Millisecond)), "data of a job that left the share passed %s after the change", last.Sub(changed))
+}
+
+// jobSink records the time of each data point with a value, by job.
+type jobSink struct {
+	mu    sync.Mutex
+	times map[string][]time.Time
+}
+
+func (*jobSink) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+
+func (s *jobSink) ConsumeMetrics(_ context.Context, md pmetric.Metrics) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.times == nil {
+		s.times = map[string][]time.Time{}
+	}
+	now := time.Now()
+	for _, rm := range md.ResourceMetrics().All() {
+		job, _ := rm.Resource().Attributes().Get("service.name")
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				if m.Type() == pmetric.MetricTypeGauge && m.Gauge().DataPoints().Len() > 0 && !m.Gauge().DataPoints().At(0).Flags().NoRecordedValue() {
+					s.times[job.Str()] = append(s.times[job.Str()], now)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (s *jobSink) values(job string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.times[job])
+}
+
+// lastValue is when the last data point with a value of job arrived.
+func (s *jobSink) lastValue(job string) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ts := append([]time.Time(nil), s.times[job]...)
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+	if len(ts) == 0 {
+		return time.Time{}
+	}
+	return ts[len(ts)-1]
+}
