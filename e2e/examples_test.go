@@ -227,41 +227,6 @@ func TestExampleConfigsValidate(t *testing.T) {
 	}
 }
 
-// The README's configuration validates where there is no pod: no POD_NAME,
-// no service account, no kubeconfig (a laptop, CI). The defaults that come
-// from the pod are resolved when the collector starts, not by validate.
-func TestReadmeConfigValidatesOutsideAPod(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
-	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
-	require.True(t, ok, "README.md has no Configuration section")
-	_, block, ok := strings.Cut(section, "```yaml\n")
-	require.True(t, ok, "the Configuration section has no YAML block")
-	block, _, _ = strings.Cut(block, "```")
-	var cfg map[string]any
-	require.NoError(t, yaml.Unmarshal([]byte(block), &cfg))
-	// The README leaves out the exporter its pipeline names.
-	cfg["exporters"] = map[string]any{"prometheus": map[string]any{"endpoint": "127.0.0.1:9464"}}
-	b, err := yaml.Marshal(cfg)
-	require.NoError(t, err)
-	path := filepath.Join(t.TempDir(), "readme.yaml")
-	require.NoError(t, os.WriteFile(path, b, 0o600))
-
-	env := []string{"KUBECONFIG=" + filepath.Join(t.TempDir(), "nonexistent")}
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "POD_") && name != "NODE_NAME" && !strings.HasPrefix(name, "KUBERNETES_") && name != "KUBECONFIG" {
-			env = append(env, kv)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, otelcol, "validate", "--config", path)
-	cmd.Env = env
-	out, err := cmd.CombinedOutput()
-	assert.NoError(t, err, "%s", out)
-}
-
 // rbacRole reads the Role of examples/rbac.
 func rbacRole(t *testing.T) *rbacv1.Role {
 	t.Helper()
