@@ -99,8 +99,10 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet ./...
 
-## demo: three replicas against a local control plane; Ctrl-C stops everything
-demo: kube otelcol
+## demo: three members against a local control plane (the README says what it
+## shows); Ctrl-C stops everything. It needs kube-apiserver, etcd and the
+## distribution, not kubectl
+demo: $(BIN)/kube-apiserver $(BIN)/etcd otelcol
 	$(GO) run ./cmd/demo
 
 ## image: the container image, where a Docker engine runs
