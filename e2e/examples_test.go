@@ -45,8 +45,9 @@ func namespace(t *testing.T, name string) {
 }
 
 // Every manifest of examples/statefulset, examples/operator (with the
-// operator's CRD installed) and the Helm example's RBAC is accepted by the
-// real API server, as `kubectl apply --dry-run=server` sends it.
+// operator's CRD installed), examples/rbac-prometheus-cr (alone and as a
+// component) and the Helm example's RBAC is accepted by the real API
+// server, as `kubectl apply --dry-run=server` sends it.
 func TestExamplesAcceptedByTheAPIServer(t *testing.T) {
 	namespace(t, "otctargetallocator")
 	controlPlane.InstallOpenTelemetryOperatorCRD(t)
@@ -65,6 +66,26 @@ func TestExamplesAcceptedByTheAPIServer(t *testing.T) {
 	require.NoError(t, err, out)
 	for _, want := range []string{"serviceaccount/otcta-collector", "role.rbac.authorization.k8s.io/otcta-collector",
 		"rolebinding.rbac.authorization.k8s.io/otcta-collector", "opentelemetrycollector.opentelemetry.io/otcta"} {
+		assert.Contains(t, out, want+" created (server dry run)")
+	}
+
+	// examples/rbac-prometheus-cr on its own, and as the component added to
+	// examples/statefulset (in a kustomization of the test's, which names
+	// both by relative paths, as kustomize requires).
+	out, err = run(t, []string{admin}, kubectl, "apply", "--dry-run=server", "-f", "../examples/rbac-prometheus-cr/rbac.yaml")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "clusterrolebinding.rbac.authorization.k8s.io/otcta-collector-prometheus-cr created (server dry run)")
+	dir := t.TempDir()
+	examples, err := filepath.Abs("../examples")
+	require.NoError(t, err)
+	rel, err := filepath.Rel(dir, examples)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(fmt.Sprintf(
+		"resources:\n  - %s/statefulset\ncomponents:\n  - %s/rbac-prometheus-cr\n", rel, rel)), 0o600))
+	out, err = run(t, []string{admin}, kubectl, "apply", "--dry-run=server", "-k", dir)
+	require.NoError(t, err, out)
+	for _, want := range []string{"statefulset.apps/otcta-collector", "clusterrole.rbac.authorization.k8s.io/otcta-collector-prometheus-cr",
+		"clusterrolebinding.rbac.authorization.k8s.io/otcta-collector-prometheus-cr"} {
 		assert.Contains(t, out, want+" created (server dry run)")
 	}
 
