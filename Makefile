@@ -76,8 +76,13 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
 	done
 
+## bench: every benchmark (BENCH=<regexp> for some), run in the packages that
+## have one only: no other package's TestMain (the control plane, the
+## distribution) runs, so a fresh clone needs nothing built first
+BENCH ?= .
+BENCH_PACKAGES = $(sort $(dir $(shell grep -rl --include='*_test.go' --exclude-dir=build --exclude-dir=tools '^func Benchmark' .)))
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./...
+	$(GO) test -run='^$$' -bench='$(BENCH)' -benchmem $(BENCH_PACKAGES)
 
 ## loadtest: a leader at scale, measured (not part of make test; see
 ## docs/performance.md): TARGETS, MEMBERS, JOBS, STEADY, LOADTEST_FLAGS
@@ -94,8 +99,10 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet ./...
 
-## demo: three replicas against a local control plane; Ctrl-C stops everything
-demo: kube otelcol
+## demo: three members against a local control plane (the README says what it
+## shows); Ctrl-C stops everything. It needs kube-apiserver, etcd and the
+## distribution, not kubectl
+demo: $(BIN)/kube-apiserver $(BIN)/etcd otelcol
 	$(GO) run ./cmd/demo
 
 ## image: the container image, where a Docker engine runs

@@ -23,7 +23,7 @@ import (
 )
 
 // metricsTarget is a real scrape target: an HTTP server on loopback that
-// exposes one counter, as the seed's demo targets do.
+// exposes one counter, as the demo's targets do.
 func metricsTarget(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

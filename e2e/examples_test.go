@@ -45,8 +45,9 @@ func namespace(t *testing.T, name string) {
 }
 
 // Every manifest of examples/statefulset, examples/operator (with the
-// operator's CRD installed) and the Helm example's RBAC is accepted by the
-// real API server, as `kubectl apply --dry-run=server` sends it.
+// operator's CRD installed), examples/rbac-prometheus-cr (alone and as a
+// component) and the Helm example's RBAC is accepted by the real API
+// server, as `kubectl apply --dry-run=server` sends it.
 func TestExamplesAcceptedByTheAPIServer(t *testing.T) {
 	namespace(t, "otctargetallocator")
 	controlPlane.InstallOpenTelemetryOperatorCRD(t)
@@ -65,6 +66,26 @@ func TestExamplesAcceptedByTheAPIServer(t *testing.T) {
 	require.NoError(t, err, out)
 	for _, want := range []string{"serviceaccount/otcta-collector", "role.rbac.authorization.k8s.io/otcta-collector",
 		"rolebinding.rbac.authorization.k8s.io/otcta-collector", "opentelemetrycollector.opentelemetry.io/otcta"} {
+		assert.Contains(t, out, want+" created (server dry run)")
+	}
+
+	// examples/rbac-prometheus-cr on its own, and as the component added to
+	// examples/statefulset (in a kustomization of the test's, which names
+	// both by relative paths, as kustomize requires).
+	out, err = run(t, []string{admin}, kubectl, "apply", "--dry-run=server", "-f", "../examples/rbac-prometheus-cr/rbac.yaml")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "clusterrolebinding.rbac.authorization.k8s.io/otcta-collector-prometheus-cr created (server dry run)")
+	dir := t.TempDir()
+	examples, err := filepath.Abs("../examples")
+	require.NoError(t, err)
+	rel, err := filepath.Rel(dir, examples)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(fmt.Sprintf(
+		"resources:\n  - %s/statefulset\ncomponents:\n  - %s/rbac-prometheus-cr\n", rel, rel)), 0o600))
+	out, err = run(t, []string{admin}, kubectl, "apply", "--dry-run=server", "-k", dir)
+	require.NoError(t, err, out)
+	for _, want := range []string{"statefulset.apps/otcta-collector", "clusterrole.rbac.authorization.k8s.io/otcta-collector-prometheus-cr",
+		"clusterrolebinding.rbac.authorization.k8s.io/otcta-collector-prometheus-cr"} {
 		assert.Contains(t, out, want+" created (server dry run)")
 	}
 
@@ -225,41 +246,6 @@ func TestExampleConfigsValidate(t *testing.T) {
 			assert.NoError(t, err, out)
 		})
 	}
-}
-
-// The README's configuration validates where there is no pod: no POD_NAME,
-// no service account, no kubeconfig (a laptop, CI). The defaults that come
-// from the pod are resolved when the collector starts, not by validate.
-func TestReadmeConfigValidatesOutsideAPod(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
-	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
-	require.True(t, ok, "README.md has no Configuration section")
-	_, block, ok := strings.Cut(section, "```yaml\n")
-	require.True(t, ok, "the Configuration section has no YAML block")
-	block, _, _ = strings.Cut(block, "```")
-	var cfg map[string]any
-	require.NoError(t, yaml.Unmarshal([]byte(block), &cfg))
-	// The README leaves out the exporter its pipeline names.
-	cfg["exporters"] = map[string]any{"prometheus": map[string]any{"endpoint": "127.0.0.1:9464"}}
-	b, err := yaml.Marshal(cfg)
-	require.NoError(t, err)
-	path := filepath.Join(t.TempDir(), "readme.yaml")
-	require.NoError(t, os.WriteFile(path, b, 0o600))
-
-	env := []string{"KUBECONFIG=" + filepath.Join(t.TempDir(), "nonexistent")}
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "POD_") && name != "NODE_NAME" && !strings.HasPrefix(name, "KUBERNETES_") && name != "KUBECONFIG" {
-			env = append(env, kv)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, otelcol, "validate", "--config", path)
-	cmd.Env = env
-	out, err := cmd.CombinedOutput()
-	assert.NoError(t, err, "%s", out)
 }
 
 // rbacRole reads the Role of examples/rbac.

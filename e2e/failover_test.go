@@ -54,18 +54,18 @@ func assertSingleScraper(t *testing.T, targets map[string]*demotarget.Target, fr
 // two scrapes; the dead member's targets are scraped again within
 // lease.duration + retry_period + refresh_interval.
 func TestLeaderKilledWhileScraping(t *testing.T) {
-	targets := startSeedTargets(t)
+	targets := startDemoTargets(t)
 	ns := controlPlane.Namespace(t)
 	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
 	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
 	leader := settled(t, procs, 60*time.Second)
-	owners := union(t, procs, seedSeries, 60*time.Second)
+	owners := union(t, procs, demoSeries, 60*time.Second)
 	assertSteadyState(t, targets)
 
 	killed := time.Now()
 	leader.kill(t)
 	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leader })
-	union(t, survivors, seedSeries, 30*time.Second)
+	union(t, survivors, demoSeries, 30*time.Second)
 	time.Sleep(3 * time.Second)
 	end := time.Now()
 

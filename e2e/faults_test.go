@@ -26,7 +26,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
 )
 
-// The fault suite: three real replicas scrape the seed's six targets at 1 s
+// The fault suite: three real replicas scrape the demo's six targets at 1 s
 // (refresh 1 s, lease 5s/3s/1s) while one fault is injected and lifted.
 // Each test measures, from the targets' side, the longest time a target went
 // unscraped and the longest stretch it was scraped twice, and how long after
@@ -76,7 +76,7 @@ type fleet struct {
 
 func startFleet(t *testing.T) *fleet {
 	t.Helper()
-	f := &fleet{targets: startSeedTargets(t), api: map[string]*kubetest.Proxy{}, peers: map[string]*kubetest.Proxy{}}
+	f := &fleet{targets: startDemoTargets(t), api: map[string]*kubetest.Proxy{}, peers: map[string]*kubetest.Proxy{}}
 	ns := controlPlane.Namespace(t)
 	for i := range 3 {
 		name := fmt.Sprintf("otcta-collector-%d", i)
@@ -96,7 +96,7 @@ func startFleet(t *testing.T) *fleet {
 	f.want = expectedOwners(t, names(f.procs))
 	f.converge(t, time.Now(), 60*time.Second)
 	// Every member has had its share and scrapes it.
-	union(t, f.procs, seedSeries, 30*time.Second)
+	union(t, f.procs, demoSeries, 30*time.Second)
 	return f
 }
 
@@ -132,7 +132,7 @@ func (f *fleet) converge(t *testing.T, since time.Time, within time.Duration) ti
 func ownShares(procs []*process) (map[string]string, error) {
 	out := map[string]string{}
 	for _, p := range procs {
-		for _, series := range seedSeries {
+		for _, series := range demoSeries {
 			job, _, _ := strings.Cut(series, " ")
 			u := "http://" + p.endpoint + "/jobs/" + url.QueryEscape(job) + "/targets?collector_id=" + url.QueryEscape(p.name)
 			resp, err := http.Get(u)
@@ -192,7 +192,7 @@ func (f *fleet) fault(t *testing.T, name string, moves bool, inject func() (lift
 		row.unscrapedBound += retryPeriod + stockDelay + scrapeInterval
 		row.doubleBound += stockDelay + scrapeInterval
 	}
-	for _, series := range seedSeries {
+	for _, series := range demoSeries {
 		target := targetOf(f.targets, series)
 		gap := target.MaxGap(began, end)
 		double := target.DoubleScraped(began, end, scrapeInterval)

@@ -20,7 +20,7 @@ import (
 )
 
 // expectedOwners computes, with the allocation package itself, which member
-// the consistent-hashing strategy gives each seed series to.
+// the consistent-hashing strategy gives each demo series to.
 func expectedOwners(t *testing.T, members []string) map[string]string {
 	t.Helper()
 	raw, err := os.ReadFile(replicaConfig)
@@ -44,11 +44,11 @@ func expectedOwners(t *testing.T, members []string) map[string]string {
 	}()
 	defer func() { cancel(); <-done }()
 	var snap discovery.Snapshot
-	for n := 0; n < len(seedSeries); {
+	for n := 0; n < len(demoSeries); {
 		select {
 		case snap = <-d.Snapshots():
 		case <-ctx.Done():
-			t.Fatal("no snapshot of the seed's targets")
+			t.Fatal("no snapshot of the demo's targets")
 		}
 		n = 0
 		for _, ts := range snap.Jobs {
@@ -103,12 +103,12 @@ func names(procs []*process) []string {
 // Scale 3 → 4 → 2: the targets move as consistent-hashing says, each is
 // scraped by exactly one member, and none is lost.
 func TestScaleUpAndDown(t *testing.T) {
-	startSeedTargets(t)
+	startDemoTargets(t)
 	ns := controlPlane.Namespace(t)
 	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
 	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
 	settled(t, procs, 60*time.Second)
-	owners := union(t, procs, seedSeries, 60*time.Second)
+	owners := union(t, procs, demoSeries, 60*time.Second)
 	assert.Equal(t, expectedOwners(t, names(procs)), owners, "3 replicas")
 	t.Logf("measured: 3 replicas: %v", owners)
 
@@ -129,12 +129,12 @@ func TestScaleUpAndDown(t *testing.T) {
 // no target goes unscraped for longer than refresh_interval + 2 scrape
 // intervals, and in steady state none is scraped twice.
 func TestRollingRestart(t *testing.T) {
-	targets := startSeedTargets(t)
+	targets := startDemoTargets(t)
 	ns := controlPlane.Namespace(t)
 	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
 	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
 	settled(t, procs, 60*time.Second)
-	union(t, procs, seedSeries, 60*time.Second)
+	union(t, procs, demoSeries, 60*time.Second)
 
 	start := time.Now()
 	for i := len(procs) - 1; i >= 0; i-- { // a StatefulSet rolls from the highest ordinal
@@ -147,7 +147,7 @@ func TestRollingRestart(t *testing.T) {
 		}
 		procs[i] = startProcess(t, kubeconfig, old.name, replicaConfig, fast...)
 		settled(t, procs, 30*time.Second) // the pod is ready before the next one rolls
-		union(t, procs, seedSeries, 30*time.Second)
+		union(t, procs, demoSeries, 30*time.Second)
 	}
 	end := time.Now()
 	// refresh_interval + 2 scrape intervals, plus the stock receiver's update delays.

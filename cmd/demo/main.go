@@ -1,12 +1,13 @@
-// Command demo runs the local demo behind `make demo`: the seed document's
-// scenario without a separate Target Allocator. It starts a real control
-// plane (etcd and kube-apiserver from bin/), the seed's six demo targets
-// (127.0.0.1:9090-9092 and 127.0.0.2:9090-9092, each exposing a
-// TargetAllocator_total counter), and three members of otelcol-embedded-ta
-// as one StatefulSet-like group, otcta-collector-0..2, each with a prometheus
-// exporter of its own. It prints where the status pages are and the merged
-// scrape result, keeps running until Ctrl-C, and then stops everything it
-// started.
+// Command demo runs the local demo behind `make demo`: three collectors that
+// share six Prometheus targets without a separate Target Allocator. It
+// starts a real control plane (etcd and kube-apiserver from bin/), six demo
+// targets (127.0.0.1:9090-9092 and 127.0.0.2:9090-9092, jobs otc0..otc5,
+// each exposing a TargetAllocator_total counter), and three members of
+// otelcol-embedded-ta as one StatefulSet-like group, otcta-collector-0..2,
+// each with a prometheus exporter of its own. It prints each member's pid and
+// where its status page is, then the group and the merged scrape result
+// whenever they change, keeps running until Ctrl-C, and then stops
+// everything it started.
 package main
 
 import (
@@ -58,7 +59,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	targets, err := demotarget.StartSeed()
+	targets, err := demotarget.StartDemo()
 	if err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ func run() error {
 			_ = t.Close()
 		}
 	}()
-	fmt.Println("Started the six demo targets:", strings.Join(demotarget.SeedAddrs, " "))
+	fmt.Println("Started the six demo targets:", strings.Join(demotarget.DemoAddrs, " "))
 
 	fmt.Println("Starting the control plane (etcd, kube-apiserver) ...")
 	cp, err := kubetest.Start()
@@ -120,8 +121,8 @@ func run() error {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
 		procs = append(procs, cmd)
-		fmt.Printf("Started %s: status page http://127.0.0.1:%d/  exporter http://127.0.0.1:%d/metrics  log %s\n",
-			name, apiPort+i, exporterPort+10*i, logPath)
+		fmt.Printf("Started %s (pid %d): status page http://127.0.0.1:%d/  exporter http://127.0.0.1:%d/metrics  log %s\n",
+			name, cmd.Process.Pid, apiPort+i, exporterPort+10*i, logPath)
 	}
 
 	// Show the group and the merged scrape result once all six targets are
@@ -141,7 +142,7 @@ func run() error {
 			continue
 		}
 		listing := merged()
-		if len(listing) < 2*len(demotarget.SeedAddrs) {
+		if len(listing) < 2*len(demotarget.DemoAddrs) {
 			continue
 		}
 		state := v.Leader + strings.Join(listing, "\n")
@@ -157,7 +158,8 @@ func run() error {
 		for _, line := range listing {
 			fmt.Println(" ", line)
 		}
-		fmt.Println("\nKill a member's process to watch its targets move; Ctrl-C stops the demo.")
+		fmt.Println("\nStop a member to watch its targets move: kill -9 <pid> (a crash) or kill <pid> (a graceful stop);")
+		fmt.Println("the demo does not restart it. Ctrl-C stops the demo.")
 	}
 }
 

@@ -2,9 +2,7 @@ package targetallocatorextension
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +11,6 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
@@ -251,29 +248,4 @@ func TestResolveErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tt.wantErr)
 		})
 	}
-}
-
-// The configuration of the repository's README validates where there is no
-// pod: no POD_NAME, no service account, no kubeconfig (`otelcol validate` on
-// a laptop or in CI).
-func TestReadmeConfigValidatesOutsideAPod(t *testing.T) {
-	t.Setenv("POD_NAME", "")
-	t.Setenv("POD_NAMESPACE", "")
-	t.Setenv("KUBERNETES_SERVICE_HOST", "")
-	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "nonexistent"))
-	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
-	require.True(t, ok, "README.md has no Configuration section")
-	_, block, ok := strings.Cut(section, "```yaml\n")
-	require.True(t, ok, "the Configuration section has no YAML block")
-	block, _, _ = strings.Cut(block, "```")
-	var raw map[string]any
-	require.NoError(t, yaml.Unmarshal([]byte(block), &raw))
-	sub, err := confmap.NewFromStringMap(raw).Sub("extensions::" + metadata.Type.String())
-	require.NoError(t, err)
-	cfg := NewFactory().CreateDefaultConfig().(*Config)
-	require.NoError(t, sub.Unmarshal(cfg))
-	require.NotEmpty(t, cfg.Config, "the README's target_allocator configuration was read")
-	assert.NoError(t, confmap.Validate(cfg))
 }

@@ -5,9 +5,8 @@ import (
 	"testing"
 )
 
-// Measured as DESIGN.md §8 says, so that the figures compare with the Target
-// Allocator's: targets with their hashes computed, a fresh allocator per op,
-// set the members, set the targets.
+// Each op allocates from scratch: targets with their hashes computed
+// beforehand, a fresh allocator, set the members, set the targets.
 func BenchmarkAllocate(b *testing.B) {
 	for _, strategy := range Strategies() {
 		b.Run("strategy="+strategy, func(b *testing.B) {

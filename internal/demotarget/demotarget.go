@@ -1,6 +1,6 @@
 // Package demotarget is a real scrape target for the demo and the
-// end-to-end tests: an HTTP server that exposes the seed document's
-// TargetAllocator_total counter and records when it is scraped, so a test
+// end-to-end tests: an HTTP server that exposes a TargetAllocator_total
+// counter and records when it is scraped, so a test
 // can measure gaps and double scrapes from the target's side.
 package demotarget
 
@@ -146,16 +146,16 @@ func (t *Target) Close() error {
 	return t.srv.Shutdown(ctx)
 }
 
-// SeedAddrs are the seed document's six targets.
-var SeedAddrs = []string{
+// DemoAddrs are the demo's six targets, those of examples/local/replica.yaml.
+var DemoAddrs = []string{
 	"127.0.0.1:9090", "127.0.0.1:9091", "127.0.0.1:9092",
 	"127.0.0.2:9090", "127.0.0.2:9091", "127.0.0.2:9092",
 }
 
-// StartSeed starts the seed's six targets.
-func StartSeed() ([]*Target, error) {
+// StartDemo starts the demo's six targets.
+func StartDemo() ([]*Target, error) {
 	var targets []*Target
-	for _, addr := range SeedAddrs {
+	for _, addr := range DemoAddrs {
 		t, err := Start(addr)
 		if err != nil {
 			for _, started := range targets {

@@ -3,6 +3,8 @@ package discovery
 import (
 	"context"
 	"fmt"
+	"os"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,15 +19,45 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
 )
 
-// controlPlane is a real etcd and kube-apiserver; each test that uses it
-// works in a namespace of its own.
-var controlPlane *kubetest.Env
+// controlPlane is a real etcd and kube-apiserver, started by the first test
+// that needs one (realAPIServer), so that the other tests and the
+// benchmarks (`make bench`) run without; each test that uses it works in a
+// namespace of its own.
+var controlPlane struct {
+	once sync.Once
+	env  *kubetest.Env
+	err  error
+}
 
-func TestMain(m *testing.M) { kubetest.MainLeakChecked(m, &controlPlane) }
+func realAPIServer(t *testing.T) *kubetest.Env {
+	t.Helper()
+	controlPlane.once.Do(func() { controlPlane.env, controlPlane.err = kubetest.Start() })
+	if controlPlane.err != nil {
+		t.Fatal(controlPlane.err)
+	}
+	return controlPlane.env
+}
+
+// TestMain stops the control plane, if a test started one, and then fails
+// the run if any goroutine is left.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if env := controlPlane.env; env != nil {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "kubetest: stop:", err)
+		}
+	}
+	if err := goleak.Find(kubetest.IdleHTTP2Connections); err != nil && code == 0 {
+		fmt.Fprintln(os.Stderr, "goleak:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
 
 func TestKubernetesPods(t *testing.T) {
-	ns := controlPlane.Namespace(t)
-	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+	cp := realAPIServer(t)
+	ns := cp.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, cp.Config, ns)
 	before := goleak.IgnoreCurrent()
 	cfg, err := LoadConfig(confmap(t, fmt.Sprintf(`
 scrape_configs:
@@ -44,7 +76,7 @@ scrape_configs:
 	require.NoError(t, err)
 	stop := run(t, d)
 
-	pods := controlPlane.Client.CoreV1().Pods(ns)
+	pods := cp.Client.CoreV1().Pods(ns)
 	runPod(t, ns, "web-0", "node-a", "127.0.0.2", corev1.PodRunning)
 	runPod(t, ns, "web-1", "", "127.0.0.3", corev1.PodRunning)
 	runPod(t, ns, "starting", "node-b", "127.0.0.4", corev1.PodPending)
@@ -95,14 +127,14 @@ func runPod(t *testing.T, ns, name, node, ip string, phase corev1.PodPhase) {
 			}},
 		},
 	}
-	_, err := controlPlane.Client.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
+	_, err := controlPlane.env.Client.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
 	require.NoError(t, err)
 	setStatus(t, ns, name, ip, phase)
 }
 
 func setStatus(t *testing.T, ns, name, ip string, phase corev1.PodPhase) {
 	t.Helper()
-	pods := controlPlane.Client.CoreV1().Pods(ns)
+	pods := controlPlane.env.Client.CoreV1().Pods(ns)
 	pod, err := pods.Get(context.Background(), name, metav1.GetOptions{})
 	require.NoError(t, err)
 	pod.Status.Phase = phase

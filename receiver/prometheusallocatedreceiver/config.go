@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -71,10 +72,9 @@ func (cfg *Config) Validate() error {
 }
 
 // usesTLS reports whether the allocator API is reached over TLS: when any
-// TLS client setting is given.
+// tls setting is given but `insecure: true`.
 func (cfg *Config) usesTLS() bool {
-	t := cfg.TLS
-	return !t.Insecure && (t.CAFile != "" || t.CAPem != "" || t.CertFile != "" || t.CertPem != "" || t.ServerName != "")
+	return !cfg.TLS.Insecure && !reflect.DeepEqual(cfg.TLS, configtls.ClientConfig{})
 }
 
 // readToken reads a bearer token file: one token, surrounding space trimmed.

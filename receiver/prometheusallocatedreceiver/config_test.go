@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver/internal/metadata"
@@ -54,6 +55,30 @@ func TestLoadConfig(t *testing.T) {
 	assert.True(t, cfg.ScrapeOnShutdown)
 	assert.True(t, cfg.usesTLS())
 	assert.Equal(t, "/etc/ta/ca.pem", cfg.TLS.CAFile)
+}
+
+// Any tls setting but `insecure: true` reaches the allocator API over https.
+func TestTLSSettingsSwitchToHTTPS(t *testing.T) {
+	for tls, https := range map[string]bool{
+		``:                       false,
+		`tls: {}`:                false,
+		`tls: {insecure: false}`: false,
+		`tls: {insecure: true, ca_file: /ca.crt}`:   false,
+		`tls: {ca_file: /ca.crt}`:                   true,
+		`tls: {cert_file: /t.crt, key_file: /t.k}`:  true,
+		`tls: {server_name_override: otcta}`:        true,
+		`tls: {insecure_skip_verify: true}`:         true,
+		`tls: {include_system_ca_certs_pool: true}`: true,
+		`tls: {min_version: "1.3"}`:                 true,
+	} {
+		t.Run(tls, func(t *testing.T) {
+			var raw map[string]any
+			require.NoError(t, yaml.Unmarshal([]byte(tls), &raw))
+			cfg := createDefaultConfig().(*Config)
+			require.NoError(t, confmap.NewFromStringMap(raw).Unmarshal(cfg))
+			assert.Equal(t, https, cfg.usesTLS())
+		})
+	}
 }
 
 func TestInvalidConfig(t *testing.T) {

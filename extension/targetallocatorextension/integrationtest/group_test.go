@@ -235,8 +235,9 @@ func TestLeaderStopsGracefully(t *testing.T) {
 	settled(t, survivors, time.Second)
 }
 
-// Two groups next to each other in one namespace, the seed's two target
-// allocators: each group's members are exactly its own replicas.
+// Two groups next to each other in one namespace, where two Target
+// Allocators would see each other's collectors: each group's members are
+// exactly its own replicas.
 func TestTwoGroupsInOneNamespace(t *testing.T) {
 	ns := controlPlane.Namespace(t)
 	a := startGroup(t, ns, "otcta-collector", 2)

@@ -23,15 +23,15 @@ import (
 // fast makes the members scrape and refresh every second.
 var fast = []string{"SCRAPE_INTERVAL=1s", "REFRESH_INTERVAL=1s"}
 
-// The seed's final listing, as instance/job pairs.
-var seedSeries = []string{
+// The demo's merged listing, as instance/job pairs.
+var demoSeries = []string{
 	"otc0 127.0.0.1:9090", "otc1 127.0.0.1:9091", "otc2 127.0.0.1:9092",
 	"otc3 127.0.0.2:9090", "otc4 127.0.0.2:9091", "otc5 127.0.0.2:9092",
 }
 
-func startSeedTargets(t *testing.T) map[string]*demotarget.Target {
+func startDemoTargets(t *testing.T) map[string]*demotarget.Target {
 	t.Helper()
-	targets, err := demotarget.StartSeed()
+	targets, err := demotarget.StartDemo()
 	require.NoError(t, err)
 	byAddr := map[string]*demotarget.Target{}
 	for _, target := range targets {
@@ -125,17 +125,17 @@ func startGroup(t *testing.T, kubeconfig, group string, n int, config string, en
 	return procs
 }
 
-// The seed document's scenario, without a separate Target Allocator: six
+// The demo, as `make demo` runs it, without a separate Target Allocator: six
 // jobs, six targets, three replicas; every target scraped by exactly one
-// replica, and the merged listing is the seed's final one.
-func TestSeedScenario(t *testing.T) {
-	startSeedTargets(t)
+// replica, and the merged listing is demoSeries.
+func TestDemoScenario(t *testing.T) {
+	startDemoTargets(t)
 	ns := controlPlane.Namespace(t)
 	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
 	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
 	settled(t, procs, 60*time.Second)
 
-	owners := union(t, procs, seedSeries, 60*time.Second)
+	owners := union(t, procs, demoSeries, 60*time.Second)
 	perReplica := map[string]int{}
 	for _, o := range owners {
 		perReplica[o]++
@@ -150,8 +150,8 @@ func TestSeedScenario(t *testing.T) {
 		merged = append(merged, l.lines...)
 	}
 	slices.Sort(merged)
-	// target_info exactly as in the seed's listing.
-	for _, series := range seedSeries {
+	// target_info exactly as in demoSeries.
+	for _, series := range demoSeries {
 		job, instance, _ := strings.Cut(series, " ")
 		_, port, _ := strings.Cut(instance, ":")
 		assert.Contains(t, merged, fmt.Sprintf(`target_info{instance="%s",job="%s",server_port="%s",url_scheme="http"} 1`, instance, job, port))
@@ -159,11 +159,11 @@ func TestSeedScenario(t *testing.T) {
 	t.Logf("measured: series per replica %v; merged listing:\n%s", perReplica, strings.Join(merged, "\n"))
 }
 
-// The seed's second-allocator problem: a second group in the same namespace
+// The problem of a second Target Allocator: a second group in the same namespace
 // with jobs of its own. Neither group scrapes the other's targets, and no
 // replica sits empty.
 func TestTwoGroupsNeverShareTargets(t *testing.T) {
-	startSeedTargets(t)
+	startDemoTargets(t)
 	var second []string
 	for _, addr := range []string{"127.0.0.3:9090", "127.0.0.3:9091", "127.0.0.4:9090", "127.0.0.4:9091"} {
 		target, err := demotarget.Start(addr)
@@ -197,7 +197,7 @@ func TestTwoGroupsNeverShareTargets(t *testing.T) {
 		want2 = append(want2, fmt.Sprintf("otcta2-job%d %s", i, addr))
 	}
 	slices.Sort(want2)
-	owners1 := union(t, first, seedSeries, 60*time.Second)
+	owners1 := union(t, first, demoSeries, 60*time.Second)
 	owners2 := union(t, other, want2, 60*time.Second)
 	for _, group := range []struct {
 		procs  []*process
