@@ -22,6 +22,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 }).Parse(`
 {{define "head"}}<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>embedded-ta: {{.Group}}</title>
+<link rel="icon" href="data:,">
 <style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}th{background:#eee}
 code{font-size:.9em}svg{max-width:100%;height:auto}svg text{font-size:13px}
@@ -49,7 +50,7 @@ Page served by {{.Identity}}{{if .IsLeader}}, the leader{{end}}. <a href="/">Ove
 {{end}}</svg>{{end}}
 <p>Series load per member is not known yet: the bars count targets only.</p>
 <table><tr><th>Member (collector_id)</th><th>Endpoint</th><th>Node</th><th>Lease age</th><th>Job Count</th><th>Target Count</th></tr>
-{{range .Rows}}<tr><td>{{.Identity}}{{if .Leader}} (leader){{end}}</td><td>{{.Endpoint}}</td><td>{{.Node}}</td><td>{{.LeaseAge}}</td>{{if .Counted}}<td>{{.Jobs}}</td><td>{{.Targets}}</td>{{else}}<td colspan="2">{{if $.Allocation}}not in the allocation yet{{else}}on the leader's page{{end}}</td>{{end}}</tr>
+{{range .Rows}}<tr><td>{{.Identity}}</td><td>{{.Endpoint}}</td><td>{{.Node}}</td><td>{{.LeaseAge}}</td>{{if .Counted}}<td>{{.Jobs}}</td><td>{{.Targets}}</td>{{else}}<td colspan="2">{{if $.Allocation}}not in the allocation yet{{else}}on the leader's page{{end}}</td>{{end}}</tr>
 {{end}}</table>
 {{if .Allocation}}<h2>Jobs</h2>
 <table><tr><th>Job</th><th>Target Count</th><th>Targets</th></tr>

@@ -50,7 +50,7 @@ func TestPageShowsOneRowAMember(t *testing.T) {
 	body := rec.Body.String()
 	assert.Equal(t, "text/html; charset=utf-8", rec.Header().Get("Content-Type"))
 	for _, row := range []string{
-		"<tr><td>g-0 (leader)</td><td>10.0.0.1:8080</td><td>n-0</td><td>1s</td><td>1</td><td>1</td></tr>",
+		"<tr><td>g-0</td><td>10.0.0.1:8080</td><td>n-0</td><td>1s</td><td>1</td><td>1</td></tr>",
 		"<tr><td>g-1</td><td>10.0.0.2:8080</td><td></td><td>2s</td><td>2</td><td>2</td></tr>",
 		"<tr><td>g-2</td><td></td><td></td><td>(no Lease seen)</td><td>0</td><td>0</td></tr>",
 		"<tr><td>(unassigned)</td><td></td><td></td><td></td><td>0</td><td>1</td></tr>",
