@@ -36,6 +36,7 @@ Page served by {{.Identity}}{{if .IsLeader}}, the leader{{end}}. <a href="/">Ove
 <p id="last-allocation">{{if .Allocation.Changed.IsZero}}Pending: the jobs are not all known yet, so no share is answered from it.{{else}}Made at <time datetime="{{time .Allocation.Changed}}">{{time .Allocation.Changed}}</time> ({{.Age}} before this page) by {{.Allocation.Leader}} in epoch {{.Allocation.Epoch}}, after a change of {{.Allocation.Cause}}: it moved {{targets .Allocation.Moved}} to another member.{{end}}
 {{targets .Allocation.Targets}} in {{len .Allocation.Jobs}} jobs, {{.Allocation.Unassigned}} unassigned.</p>
 {{else}}<p id="follower">{{.Identity}} is a follower and holds no allocation: {{if .LeaderEndpoint}}the leader, {{.Leader}}, serves it on its status page at <code>{{.LeaderEndpoint}}</code>{{else}}no leader is known{{end}}. Below are the members as this member sees their Leases.</p>
+{{with .Reason}}<p id="reason">This page is not the leader's: {{.}}.</p>{{end}}
 {{end}}
 <h2>Members</h2>
 {{with .Chart}}<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="chart-title" width="{{.Width}}" height="{{.Height}}" viewBox="0 0 {{.Width}} {{.Height}}">
@@ -48,7 +49,7 @@ Page served by {{.Identity}}{{if .IsLeader}}, the leader{{end}}. <a href="/">Ove
 {{if .Age}}<text x="{{$.Chart.AgeX}}" y="15">{{.Age}}</text>{{end}}
 </g>
 {{end}}</svg>{{end}}
-<p>Series load per member is not known yet: the bars count targets only.</p>
+{{if .Allocation}}<p>Series load per member is not known yet: the bars count targets only.</p>{{end}}
 <table><tr><th>Member (collector_id)</th><th>Endpoint</th><th>Node</th><th>Lease age</th><th>Job Count</th><th>Target Count</th></tr>
 {{range .Rows}}<tr><td>{{.Identity}}</td><td>{{.Endpoint}}</td><td>{{.Node}}</td><td>{{.LeaseAge}}</td>{{if .Counted}}<td>{{.Jobs}}</td><td>{{.Targets}}</td>{{else}}<td colspan="2">{{if $.Allocation}}not in the allocation yet{{else}}on the leader's page{{end}}</td>{{end}}</tr>
 {{end}}</table>
@@ -105,12 +106,24 @@ const (
 // WritePage writes the status page of d: the group's members, drawn, and on
 // the leader the allocation; a follower's page names the leader instead.
 func WritePage(w http.ResponseWriter, d Document) {
+	writePage(w, d, "", http.StatusOK)
+}
+
+// WriteFollowerPage writes, with a 503, the page of a member that holds no
+// allocation and could not ask its leader for the leader's page: why, and
+// the group as this member sees it.
+func WriteFollowerPage(w http.ResponseWriter, view View, reason string) {
+	writePage(w, Document{View: view}, reason, http.StatusServiceUnavailable)
+}
+
+func writePage(w http.ResponseWriter, d Document, reason string, code int) {
 	data := struct {
 		Document
-		Rows  []row
-		Chart chart
-		Age   string
-	}{Document: d}
+		Rows   []row
+		Chart  chart
+		Age    string
+		Reason string
+	}{Document: d, Reason: reason}
 	views := make(map[string]MemberView, len(d.Members))
 	for _, m := range d.Members {
 		views[m.Identity] = m
@@ -140,7 +153,7 @@ func WritePage(w http.ResponseWriter, d Document) {
 		data.Rows = append(data.Rows, row{MemberView: MemberView{Identity: "(unassigned)"}, Counted: true, Unassigned: true, Targets: a.Unassigned})
 	}
 	data.Chart = draw(d, data.Rows)
-	render(w, "page", data)
+	renderCode(w, "page", data, code)
 }
 
 // draw lays out rows as bars: a bar's length is its targets over the most
@@ -207,6 +220,10 @@ func WriteTargetsPage(w http.ResponseWriter, view View, a *shares.Allocation) {
 }
 
 func render(w http.ResponseWriter, name string, data any) {
+	renderCode(w, name, data, http.StatusOK)
+}
+
+func renderCode(w http.ResponseWriter, name string, data any, code int) {
 	var buf bytes.Buffer
 	if err := pages.ExecuteTemplate(&buf, name, data); err != nil {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -215,5 +232,6 @@ func render(w http.ResponseWriter, name string, data any) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
 	_, _ = w.Write(buf.Bytes())
 }
