@@ -33,7 +33,7 @@ Page served by {{.Identity}}{{if .IsLeader}}, the leader{{end}}. <a href="/">Ove
 {{end}}
 {{define "page"}}{{template "head" .View}}
 {{if .Allocation}}<h2>Last allocation</h2>
-<p id="last-allocation">{{if .Allocation.Changed.IsZero}}Pending: the jobs are not all known yet, so no share is answered from it.{{else}}Made at <time datetime="{{time .Allocation.Changed}}">{{time .Allocation.Changed}}</time> ({{.Age}} before this page) by {{.Allocation.Leader}} in epoch {{.Allocation.Epoch}}, after a change of {{.Allocation.Cause}}: it moved {{targets .Allocation.Moved}} to another member.{{end}}
+<p id="last-allocation">{{with .Allocation}}Made by {{.Leader}} in epoch {{.Epoch}}{{if not .Changed.IsZero}} after a change of {{.Cause}} that arrived at <time datetime="{{time .Changed}}">{{time .Changed}}</time> ({{$.Age}} before this page){{end}}: it changed the member of {{targets .Moved}}.{{if .Pending}} It is pending: the jobs are not all known yet, so no share is answered from it.{{end}}{{end}}
 {{targets .Allocation.Targets}} in {{len .Allocation.Jobs}} jobs, {{.Allocation.Unassigned}} unassigned.</p>
 {{else}}<p id="follower">{{.Identity}} is a follower and holds no allocation: {{if .LeaderEndpoint}}the leader, {{.Leader}}, serves it on its status page at <code>{{.LeaderEndpoint}}</code>{{else}}no leader is known{{end}}. Below are the members as this member sees their Leases.</p>
 {{with .Reason}}<p id="reason">This page is not the leader's: {{.}}.</p>{{end}}

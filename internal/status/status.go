@@ -95,9 +95,11 @@ type AllocationView struct {
 	shares.Summary
 	Epoch  int    `json:"epoch"`
 	Leader string `json:"leader"`
-	// Changed is when the change that led to it arrived (zero while it is
-	// pending), Cause what that change was, Moved how many targets it gave
-	// to another member.
+	// Pending is true while the jobs are not all known: no share is
+	// answered from it.
+	Pending bool `json:"pending,omitempty"`
+	// Changed is when the change that led to it arrived, Cause what that
+	// change was, Moved of how many targets it changed the member.
 	Changed time.Time    `json:"changed,omitzero"`
 	Cause   shares.Cause `json:"cause,omitempty"`
 	Moved   int          `json:"moved"`
@@ -108,7 +110,7 @@ type AllocationView struct {
 func NewDocument(view View, a *shares.Allocation) Document {
 	d := Document{View: view}
 	if a != nil {
-		d.Allocation = &AllocationView{Summary: a.Summary(), Epoch: a.Epoch, Leader: a.Leader,
+		d.Allocation = &AllocationView{Summary: a.Summary(), Epoch: a.Epoch, Leader: a.Leader, Pending: a.Pending,
 			Changed: a.Changed, Cause: a.Cause, Moved: a.Moved}
 	}
 	return d

@@ -55,14 +55,19 @@ func TestPageShowsOneRowAMember(t *testing.T) {
 		"<tr><td>g-2</td><td></td><td></td><td>(no Lease seen)</td><td>0</td><td>0</td></tr>",
 		"<tr><td>(unassigned)</td><td></td><td></td><td></td><td>0</td><td>1</td></tr>",
 		`<a href="/jobs/a%2Fb/targets">`,
-		`Made at <time datetime="2026-05-01T12:00:00Z">2026-05-01T12:00:00Z</time>`,
-		"in epoch 1, after a change of members: it moved 3 targets to another member.",
+		`Made by g-0 in epoch 1 after a change of members that arrived at <time datetime="2026-05-01T12:00:00Z">2026-05-01T12:00:00Z</time>`,
+		"it changed the member of 3 targets.",
 		`<rect class="bar leader" x="220" y="2" width="160" height="16"/>`,
 		`<rect class="bar" x="220" y="2" width="320" height="16"/>`,
 	} {
 		assert.Contains(t, body, row)
 	}
 	assert.Equal(t, 1, strings.Count(body, "<h2>Members</h2>"), "one table of members")
+
+	a.Pending = true
+	rec = httptest.NewRecorder()
+	status.WritePage(rec, status.NewDocument(view, a))
+	assert.Contains(t, rec.Body.String(), "It is pending: the jobs are not all known yet")
 }
 
 // A follower has no allocation: its page names the leader and where its page
