@@ -16,7 +16,7 @@ IMAGE ?= ghcr.io/embedded-ta/otelcol-embedded-ta:0.1.0
 FUZZ_TARGETS := internal/allocatorapi:FuzzServeHTTP internal/allocatorapi:FuzzRelayedAnswer extension/targetallocatorextension:FuzzConfig
 FUZZTIME ?= 2m
 
-.PHONY: all build test unit e2e faults bench fuzz demo otelcol kube lint generate image clean loadtest migrate
+.PHONY: all build test unit chromium e2e faults bench fuzz demo otelcol kube lint generate image clean loadtest migrate
 
 all: build
 
@@ -48,6 +48,13 @@ $(BIN)/etcd:
 	command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; }
 	mkdir -p $(BIN) && ln -sf "$$(command -v etcd)" $@
 
+## chromium: Debian's chromium, for the status page's browser test
+## (internal/status, TestPageInChromium), installed when missing; bin/chromium
+chromium: $(BIN)/chromium
+$(BIN)/chromium:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	mkdir -p $(BIN) && ln -sf "$$(command -v chromium)" $@
+
 $(BIN)/mdatagen: tools/mdatagen/go.mod tools/mdatagen/go.sum
 	cd tools/mdatagen && $(GO) build -o $@ go.opentelemetry.io/collector/cmd/mdatagen
 
@@ -59,8 +66,9 @@ generate: $(BIN)/mdatagen
 test: kube otelcol lint unit e2e faults
 	$(MAKE) fuzz FUZZTIME=10s
 
-unit: kube
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /e2e)
+# EMBEDDED_TA_CHROMIUM makes the browser test fail, not skip, without a Chromium.
+unit: kube chromium
+	EMBEDDED_TA_CHROMIUM=$(BIN)/chromium $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /e2e)
 
 e2e: kube otelcol
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -skip '^TestFault' ./e2e/...

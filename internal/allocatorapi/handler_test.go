@@ -249,6 +249,28 @@ func TestStatusPage(t *testing.T) {
 
 // A follower relays to the leader, keeps its own share, and serves it from
 // that copy while no leader answers.
+// A follower shows the leader's status page; when no leader answers, its
+// own, with a 503: why, and the members whose Leases it sees.
+func TestFollowerStatusPage(t *testing.T) {
+	leader := httptest.NewServer(leaderHandler(t))
+	defer leader.Close()
+	src := &source{identity: "c-1", leader: strings.TrimPrefix(leader.URL, "http://"), epoch: 3, members: []string{"c-0", "c-1"}}
+	h := NewHandler(src, leader.Client(), "http", zap.NewNop())
+	resp, body := get(t, h, "/")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, body, `id="last-allocation"`, "the leader's page")
+
+	leader.Close()
+	resp, body = get(t, h, "/")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Contains(t, resp.Header.Get("Content-Type"), "text/html")
+	assert.Contains(t, body, "the leader, c-0, serves it on its status page at <code>"+src.leader+"</code>")
+	assert.Contains(t, body, "This page is not the leader's: no leader answers")
+	assert.Contains(t, body, "<text x=\"0\" y=\"15\">c-0 (leader)</text>")
+	assert.Contains(t, body, "<text x=\"0\" y=\"15\">c-1</text>")
+	assert.NotContains(t, body, `id="last-allocation"`)
+}
+
 func TestFollowerRelaysAndKeepsItsShare(t *testing.T) {
 	leader := httptest.NewServer(leaderHandler(t))
 	defer leader.Close()

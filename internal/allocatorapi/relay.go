@@ -396,6 +396,11 @@ func (l *Relay) ask(ctx context.Context, to leaderTarget, view status.View, u ur
 func (l *Relay) fallback(w http.ResponseWriter, r *http.Request, req request, view status.View, reason string) {
 	// A copy is this member's own: a follower relaying its request gets none
 	// (it would take an empty answer for its leader's), and falls back to its own.
+	if req.route == routePage && r.Header.Get(forwardedHeader) == "" {
+		// A person looks at the page: this member's view, and why.
+		status.WriteFollowerPage(w, view, reason)
+		return
+	}
 	if !req.ownShare(view.Identity) || r.Header.Get(forwardedHeader) != "" {
 		httpError(w, http.StatusServiceUnavailable, "%s", reason)
 		return

@@ -86,7 +86,23 @@ type MemberView struct {
 // allocation. The status page shows the same document.
 type Document struct {
 	View
-	Allocation *shares.Summary `json:"allocation,omitempty"`
+	Allocation *AllocationView `json:"allocation,omitempty"`
+}
+
+// AllocationView is the leader's allocation: its counts, and the change it
+// follows.
+type AllocationView struct {
+	shares.Summary
+	Epoch  int    `json:"epoch"`
+	Leader string `json:"leader"`
+	// Pending is true while the jobs are not all known: no share is
+	// answered from it.
+	Pending bool `json:"pending,omitempty"`
+	// Changed is when the change that led to it arrived, Cause what that
+	// change was, Moved of how many targets it changed the member.
+	Changed time.Time    `json:"changed,omitzero"`
+	Cause   shares.Cause `json:"cause,omitempty"`
+	Moved   int          `json:"moved"`
 }
 
 // NewDocument returns the document of view and allocation a (nil on a
@@ -94,8 +110,8 @@ type Document struct {
 func NewDocument(view View, a *shares.Allocation) Document {
 	d := Document{View: view}
 	if a != nil {
-		s := a.Summary()
-		d.Allocation = &s
+		d.Allocation = &AllocationView{Summary: a.Summary(), Epoch: a.Epoch, Leader: a.Leader, Pending: a.Pending,
+			Changed: a.Changed, Cause: a.Cause, Moved: a.Moved}
 	}
 	return d
 }

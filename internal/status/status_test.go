@@ -5,11 +5,13 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/html"
 
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 	"github.com/embedded-ta/embedded-ta/internal/shares/sharestest"
@@ -33,12 +35,14 @@ func testDocument(t *testing.T) (status.View, *shares.Allocation) {
 		[]shares.Target{target("a/b", "10.0.0.1:80", "g-0", 1), target("a/b", "10.0.0.2:80", "g-1", 2),
 			target("c", "10.0.0.3:80", "g-1", 3), target("c", "10.0.0.4:80", "", 4)})
 	require.NoError(t, err)
+	a.Changed, a.Cause, a.Moved = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), shares.CauseMembers, 3
 	return view, a
 }
 
 // The page shows one row a member: its Lease as this member sees it, and its
 // part of the allocation; a member the allocation has but no Lease was seen
-// of says so; the unassigned targets have a row of their own.
+// of says so; the unassigned targets have a row of their own. The last
+// allocation says when it was made and how many targets it moved.
 func TestPageShowsOneRowAMember(t *testing.T) {
 	view, a := testDocument(t)
 	rec := httptest.NewRecorder()
@@ -51,10 +55,83 @@ func TestPageShowsOneRowAMember(t *testing.T) {
 		"<tr><td>g-2</td><td></td><td></td><td>(no Lease seen)</td><td>0</td><td>0</td></tr>",
 		"<tr><td>(unassigned)</td><td></td><td></td><td></td><td>0</td><td>1</td></tr>",
 		`<a href="/jobs/a%2Fb/targets">`,
+		`Made by g-0 in epoch 1 after a change of members that arrived at <time datetime="2026-05-01T12:00:00Z">2026-05-01T12:00:00Z</time>`,
+		"it changed the member of 3 targets.",
+		`<rect class="bar leader" x="220" y="2" width="160" height="16"/>`,
+		`<rect class="bar" x="220" y="2" width="320" height="16"/>`,
 	} {
 		assert.Contains(t, body, row)
 	}
 	assert.Equal(t, 1, strings.Count(body, "<h2>Members</h2>"), "one table of members")
+
+	a.Pending = true
+	rec = httptest.NewRecorder()
+	status.WritePage(rec, status.NewDocument(view, a))
+	assert.Contains(t, rec.Body.String(), "It is pending: the jobs are not all known yet")
+}
+
+// A follower has no allocation: its page names the leader and where its page
+// is, and still draws every member it sees with its Lease age.
+func TestFollowerPage(t *testing.T) {
+	view, _ := testDocument(t)
+	view.LeaderEndpoint = "10.0.0.1:8080"
+	rec := httptest.NewRecorder()
+	status.WritePage(rec, status.NewDocument(view, nil))
+	require.Equal(t, 200, rec.Code)
+	doc, err := html.Parse(rec.Body)
+	require.NoError(t, err)
+
+	follower := byID(doc, "follower")
+	require.NotNil(t, follower, "the page says it is a follower's")
+	assert.Contains(t, text(follower), "the leader, g-0, serves it on its status page at 10.0.0.1:8080")
+	assert.Nil(t, byID(doc, "last-allocation"), "a follower has no allocation to show")
+
+	var bars []string
+	walk(doc, func(n *html.Node) {
+		if n.Type == html.ElementNode && n.Data == "g" && strings.HasPrefix(attr(n, "class"), "member") {
+			bars = append(bars, text(n))
+		}
+	})
+	require.Len(t, bars, 2, "one line a member")
+	assert.Contains(t, bars[0], "g-0 (leader)")
+	assert.Contains(t, bars[0], "Lease age 1s")
+	assert.Contains(t, bars[1], "Lease age 2s")
+	assert.NotContains(t, rec.Body.String(), "<rect", "no target counts without an allocation")
+}
+
+func walk(n *html.Node, f func(*html.Node)) {
+	f(n)
+	for c := n.FirstChild; c != nil; c = c.NextSibling {
+		walk(c, f)
+	}
+}
+
+func byID(doc *html.Node, id string) (found *html.Node) {
+	walk(doc, func(n *html.Node) {
+		if found == nil && n.Type == html.ElementNode && attr(n, "id") == id {
+			found = n
+		}
+	})
+	return found
+}
+
+func attr(n *html.Node, name string) string {
+	for _, a := range n.Attr {
+		if a.Key == name {
+			return a.Val
+		}
+	}
+	return ""
+}
+
+func text(n *html.Node) string {
+	var b strings.Builder
+	walk(n, func(n *html.Node) {
+		if n.Type == html.TextNode {
+			b.WriteString(n.Data)
+		}
+	})
+	return b.String()
 }
 
 // The targets page lists each target with its member and escaped labels.
@@ -80,6 +157,9 @@ func TestDocumentJSON(t *testing.T) {
 	alloc := doc["allocation"].(map[string]any)
 	assert.Equal(t, 4.0, alloc["targets"])
 	assert.Equal(t, 1.0, alloc["unassigned"])
+	assert.Equal(t, "2026-05-01T12:00:00Z", alloc["changed"])
+	assert.Equal(t, "members", alloc["cause"])
+	assert.Equal(t, 3.0, alloc["moved"])
 	assert.Equal(t, map[string]any{"identity": "g-1", "job_count": 2.0, "target_count": 2.0}, alloc["members"].([]any)[1])
 
 	b, err = json.Marshal(status.NewDocument(view, nil))
