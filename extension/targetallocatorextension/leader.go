@@ -35,6 +35,8 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 		Fallback:       e.cfg.AllocationFallbackStrategy,
 		Logger:         e.set.Logger,
 		Registerer:     discoveryMetrics,
+
+		MaxTargetsPerMember: e.cfg.MaxTargetsPerCollector,
 	})
 	if term == nil {
 		return // leadership ended first

@@ -113,8 +113,15 @@ func (w *pinning) Update(added []Target, removed []uint64) {
 			toStrategy = append(toStrategy, t)
 		}
 	}
+	var gone map[uint64]bool // removed from the strategy: unknown once removed
+	if len(pinned) > 0 {
+		gone = make(map[uint64]bool, len(fromStrategy))
+		for _, h := range fromStrategy {
+			gone[h] = true
+		}
+	}
 	for h, t := range pinned {
-		if _, known := w.pins[h]; known || w.strategy.has(h) {
+		if _, known := w.pins[h]; known || w.strategy.has(h) && !gone[h] {
 			continue
 		}
 		p := w.newPin(t)

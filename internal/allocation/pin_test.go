@@ -196,7 +196,12 @@ func TestPinnedTargets(t *testing.T) {
 				t.Fatalf("counts %+v, want %+v", got, want)
 			}
 
-			a.Update([]Target{{Hash: toB.Hash, Pin: "a"}}, hashes([]Target{toB, toZ})) // a known hash: ignored
+			was, _ := a.MemberOf(targets[5].Hash)
+			a.Update([]Target{{Hash: targets[5].Hash, Pin: "a"}}, nil) // a known hash: ignored
+			if m, _ := a.MemberOf(targets[5].Hash); m != was {
+				t.Fatalf("a known target added again, pinned, moved from %s to %s", was, m)
+			}
+			a.Update(nil, hashes([]Target{toB, toZ}))
 			checkComplete(t, a, targets[:30])
 			if got, want := a.Counts(), (Counts{}); got != want {
 				t.Fatalf("counts %+v, want %+v", got, want)
@@ -205,6 +210,19 @@ func TestPinnedTargets(t *testing.T) {
 			if m, _ := a.MemberOf(toB.Hash); m != "a" {
 				t.Fatalf("the target pinned to a is with %q", m)
 			}
+
+			// Pinned anew in one Update, which removes it and adds it.
+			repinned := targets[0]
+			repinned.Pin = "c"
+			a.Update([]Target{repinned}, []uint64{repinned.Hash})
+			if m, _ := a.MemberOf(repinned.Hash); m != "c" {
+				t.Fatalf("the target pinned anew to c is with %q", m)
+			}
+			a.Update([]Target{{Hash: toB.Hash}}, []uint64{toB.Hash}) // unpinned
+			if got, want := a.Counts(), (Counts{Pinned: 1}); got != want {
+				t.Fatalf("counts %+v, want %+v", got, want)
+			}
+			checkComplete(t, a, append(slices.Clone(targets[:30]), Target{Hash: toB.Hash}))
 		})
 	}
 }

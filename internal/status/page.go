@@ -78,7 +78,11 @@ func WritePage(w http.ResponseWriter, d Document) {
 		data.Rows = append(data.Rows, row{MemberView: v, Jobs: c.Jobs, Targets: c.Targets})
 	}
 	if n := d.Allocation.Unassigned; n > 0 {
-		data.Rows = append(data.Rows, row{MemberView: MemberView{Identity: "(unassigned)"}, Targets: n})
+		identity := "(unassigned)"
+		if over := d.Allocation.OverLimit; over > 0 {
+			identity = fmt.Sprintf("(unassigned: %d over max_targets_per_collector)", over)
+		}
+		data.Rows = append(data.Rows, row{MemberView: MemberView{Identity: identity}, Targets: n})
 	}
 	render(w, "page", data)
 }

@@ -55,6 +55,12 @@ func TestPageShowsOneRowAMember(t *testing.T) {
 		assert.Contains(t, body, row)
 	}
 	assert.Equal(t, 1, strings.Count(body, "<h2>Members</h2>"), "one table of members")
+
+	view, a = testDocument(t)
+	a.OverLimit = 1 // the target no member may take is over max_targets_per_collector
+	rec = httptest.NewRecorder()
+	status.WritePage(rec, status.NewDocument(view, a))
+	assert.Contains(t, rec.Body.String(), "<tr><td>(unassigned: 1 over max_targets_per_collector)</td><td></td><td></td><td></td><td>0</td><td>1</td></tr>")
 }
 
 // The targets page lists each target with its member and escaped labels.
@@ -80,6 +86,7 @@ func TestDocumentJSON(t *testing.T) {
 	alloc := doc["allocation"].(map[string]any)
 	assert.Equal(t, 4.0, alloc["targets"])
 	assert.Equal(t, 1.0, alloc["unassigned"])
+	assert.Equal(t, 0.0, alloc["over_limit"])
 	assert.Equal(t, map[string]any{"identity": "g-1", "job_count": 2.0, "target_count": 2.0}, alloc["members"].([]any)[1])
 
 	b, err = json.Marshal(status.NewDocument(view, nil))
