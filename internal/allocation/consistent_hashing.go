@@ -47,8 +47,8 @@ import (
 // 10 000, never in practice), and only then do targets other than those a
 // change concerns move: the few the bounds hold away from their home, and
 // the few around the bound itself. With few targets a member they bind on
-// most changes, and a join or a leave moves about one target a member besides
-// the ideal share (see TestConsistentHashingChurn).
+// most changes, and a join or a leave moves up to about two targets a member
+// more than its ideal share (see TestConsistentHashingChurn).
 //
 // Placement limits (budget.go) enter the same computation: the members'
 // pinned targets count in their loads, the bounds are taken around the level

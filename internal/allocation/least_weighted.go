@@ -86,7 +86,7 @@ func (l *leastWeighted) SetMembers(members []Member) error {
 			l.unplaced++
 		}
 	}
-	l.settle()
+	l.settle(nil)
 	return nil
 }
 
@@ -121,21 +121,25 @@ func (l *leastWeighted) Update(added []Target, removed []uint64) {
 		slots[i].i = int32(first + i)
 	}
 	l.unplaced += len(slots)
-	l.give(slots)
-	l.settle()
+	l.settle(slots)
 }
 
 // settle takes targets off the members whose room is below their load, then
-// gives out the targets without a member, in the order of their mixed
-// hashes, while a member has room for them.
-func (l *leastWeighted) settle() {
+// gives out the targets without a member, fresh ones (new, in the order of
+// their mixed hashes) and those that waited for room together, in the order
+// of their mixed hashes, while a member has room for them.
+func (l *leastWeighted) settle(fresh []keyed) {
 	if l.members.len() == 0 {
 		return
 	}
 	if l.budget.room != nil {
 		l.giveUp()
 	}
-	if l.unplaced == 0 || !l.anyRoom() {
+	if l.unplaced == len(fresh) {
+		l.give(fresh) // none waited
+		return
+	}
+	if !l.anyRoom() {
 		return
 	}
 	var slots []keyed
