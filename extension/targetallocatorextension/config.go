@@ -72,6 +72,10 @@ type Config struct {
 	// AllocationFallbackStrategy places per-node's targets without a node:
 	// "" (leave them unassigned), consistent-hashing or least-weighted.
 	AllocationFallbackStrategy string `mapstructure:"allocation_fallback_strategy"`
+	// MaxTargetsPerCollector is the most targets a member gets, pinned ones
+	// included; the targets beyond every member's limit are unassigned,
+	// counted and logged. 0 (the default) sets no limit.
+	MaxTargetsPerCollector int `mapstructure:"max_targets_per_collector"`
 	// FilterStrategy is relabel-config (default: targets the job's
 	// relabel_configs drop are not allocated) or "" (no filtering).
 	FilterStrategy *string `mapstructure:"filter_strategy"`
@@ -318,6 +322,9 @@ func (cfg *Config) Validate() error {
 	errs = append(errs, cfg.validateClient()...)
 	if _, err := allocation.New(cfg.AllocationStrategy, allocation.WithFallback(cfg.AllocationFallbackStrategy)); err != nil {
 		errs = append(errs, fmt.Errorf("allocation_strategy: %w", err))
+	}
+	if cfg.MaxTargetsPerCollector < 0 {
+		errs = append(errs, fmt.Errorf("max_targets_per_collector: %d must not be negative (0 sets no limit)", cfg.MaxTargetsPerCollector))
 	}
 	if err := cfg.filterStrategy().Validate(); err != nil {
 		errs = append(errs, err) // names filter_strategy

@@ -42,6 +42,7 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, "127.0.0.1:9080", cfg.NetAddr.Endpoint)
 	assert.Equal(t, "otcta-collector-1.otcta-collector:9080", cfg.Advertise)
 	assert.Equal(t, "node-a", cfg.NodeName)
+	assert.Equal(t, 5000, cfg.MaxTargetsPerCollector)
 	assert.Equal(t, LeaseConfig{Duration: 20 * time.Second, RenewDeadline: 12 * time.Second, RetryPeriod: 3 * time.Second}, cfg.Lease)
 }
 
@@ -186,6 +187,7 @@ func TestInvalidConfig(t *testing.T) {
 		{"prometheus_cr_bad_scrape_class", "prometheus_cr::scrape_classes: failed to parse scrape classes: multiple default scrape classes defined"},
 		{"bad_strategy", `allocation_strategy: unknown allocation strategy "round-robin"`},
 		{"bad_fallback", `allocation_strategy: unknown allocation fallback strategy "per-node"`},
+		{"negative_limit", "max_targets_per_collector: -1 must not be negative (0 sets no limit)"},
 		{"bad_filter", `filter_strategy: unknown value "keep-all"`},
 		{"bad_regex", `config: scrape_configs: job "otc0": error parsing regexp`},
 		{"duplicate_job", `"otc0"`},

@@ -36,6 +36,8 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 		Fallback:       e.cfg.AllocationFallbackStrategy,
 		Logger:         e.set.Logger,
 		Registerer:     discoveryMetrics,
+
+		MaxTargetsPerMember: e.cfg.MaxTargetsPerCollector,
 	})
 	if term == nil {
 		return // leadership ended first
@@ -93,6 +95,8 @@ func (e *allocatorExtension) record(ctx context.Context, a *shares.Allocation) {
 	tb.TargetallocatorAllocationDuration.Record(ctx, time.Since(a.Changed).Seconds())
 	tb.TargetallocatorTargetsMoved.Add(ctx, int64(a.Moved))
 	tb.TargetallocatorTargets.Record(ctx, int64(sum.Targets))
+	tb.TargetallocatorTargetsUnassigned.Record(ctx, int64(sum.Unassigned))
+	tb.TargetallocatorTargetsOverLimit.Record(ctx, int64(sum.OverLimit))
 	for _, m := range sum.Members {
 		tb.TargetallocatorTargetsPerMember.Record(ctx, int64(m.Targets), metric.WithAttributes(attribute.String("member", m.Identity)))
 	}

@@ -20,6 +20,11 @@
 //   - per-node: a target goes to the member running on the target's node, or
 //     stays unassigned while no member runs there; targets without a node go
 //     to an optional fallback strategy or stay unassigned.
+//
+// Two placement limits hold for every strategy (pin.go): a target pinned to a
+// member (Target.Pin, from PinLabel) goes to that member while it is one, and
+// a member never gets more targets than WithLimit allows; the targets no
+// member may take then are unassigned, and counted (Counts.OverLimit).
 package allocation
 
 import (
@@ -51,7 +56,18 @@ type Target struct {
 	// Job is the name of the target's scrape job. Only least-weighted (also
 	// as per-node's fallback) reads it, to spread each job's targets.
 	Job string
+	// Pin is the identity of the member the target is pinned to, from its
+	// PinLabel after relabeling, or "". A pinned target goes to that member,
+	// whatever the strategy, while it is a member; while it is not, the
+	// target is placed as if it had no pin.
+	Pin string
 }
+
+// PinLabel is the target label, read after relabeling, that pins a target
+// to the member it names; relabel_configs can set it from any discovered
+// label. Prometheus drops labels that start with "__" once relabeling is
+// done, so it never reaches the scraped series.
+const PinLabel = "__embedded_ta_member"
 
 // Member is one member of the group: a collector that scrapes its share of the targets.
 type Member struct {
@@ -97,6 +113,20 @@ type Allocator interface {
 	// after it: a caller that follows the assignment by changes asks for no
 	// member beyond those. It is short: bounds rarely bind.
 	Displaced() []uint64
+	// Counts counts the targets the placement limits concern.
+	Counts() Counts
+}
+
+// Counts are the targets the placement limits concern.
+type Counts struct {
+	// OverLimit counts the unassigned targets that a member could take but
+	// for the limit: every member they may go to holds as many targets as
+	// WithLimit allows. They are among Unassigned.
+	OverLimit int
+	// Pinned counts the targets on the member they are pinned to, and
+	// PinnedToNonMember those pinned to an identity that is no member,
+	// which are placed as if they had no pin.
+	Pinned, PinnedToNonMember int
 }
 
 // Option configures an Allocator.
@@ -104,6 +134,7 @@ type Option func(*options)
 
 type options struct {
 	fallback string
+	limit    int
 }
 
 // WithFallback names the strategy for the targets per-node cannot place
@@ -116,15 +147,26 @@ func WithFallback(strategy string) Option {
 	return func(o *options) { o.fallback = strategy }
 }
 
+// WithLimit bounds the targets of each member, pinned ones included, as the
+// extension's max_targets_per_collector does: a target that no member may
+// take without going beyond it stays unassigned, and Counts counts it. 0,
+// the default, sets no limit.
+func WithLimit(maxTargets int) Option {
+	return func(o *options) { o.limit = maxTargets }
+}
+
 // New returns an empty Allocator of the named strategy; "" names the default,
 // consistent-hashing. It fails on an unknown strategy or fallback, naming the
-// valid ones.
+// valid ones, and on a negative limit.
 func New(strategy string, opts ...Option) (Allocator, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
-	var fallback Allocator
+	if o.limit < 0 {
+		return nil, fmt.Errorf("the limit of targets per member, %d, is negative", o.limit)
+	}
+	var fallback strategyAllocator
 	switch o.fallback {
 	case "":
 	case ConsistentHashing:
@@ -137,14 +179,35 @@ func New(strategy string, opts ...Option) (Allocator, error) {
 	}
 	switch strategy {
 	case ConsistentHashing, "":
-		return newConsistentHashing(), nil
+		return newPinning(newConsistentHashing(), o.limit), nil
 	case LeastWeighted:
-		return newLeastWeighted(), nil
+		return newPinning(newLeastWeighted(), o.limit), nil
 	case PerNode:
-		return newPerNode(fallback), nil
+		return newPinning(newPerNode(fallback), o.limit), nil
 	}
 	return nil, fmt.Errorf("unknown allocation strategy %q: valid strategies are %s",
 		strategy, strings.Join(Strategies(), ", "))
+}
+
+// strategyAllocator is a strategy as New wraps it: it places the targets the
+// pins leave to it, within the budget its wrapper sets.
+type strategyAllocator interface {
+	Strategy() string
+	SetMembers(members []Member) error
+	SetTargets(targets []Target)
+	Update(added []Target, removed []uint64)
+	MemberOf(hash uint64) (member string, ok bool)
+	Assignment() map[string][]uint64
+	Unassigned() []uint64
+	Displaced() []uint64
+	// setBudget hands the strategy its budget, which the caller keeps up to
+	// date, in place, before each call that changes members or targets.
+	setBudget(b *budget)
+	// has reports whether the strategy holds the target.
+	has(hash uint64) bool
+	// overLimit counts the unassigned targets that a member could take but
+	// for the budget's room.
+	overLimit() int
 }
 
 // memberSet is the member list every strategy keeps: sorted by name, so that a

@@ -212,76 +212,93 @@ func shuffled[T any](s []T, seed uint64) []T {
 }
 
 // An Update moves no target beyond those it adds and those Displaced names
-// before or after it, with the bounds binding (few targets a member) and not.
+// before or after it, with the bounds binding (few targets a member) and not,
+// and with pinned targets and a limit that binds.
 func TestUpdateMovesOnlyAddedAndDisplaced(t *testing.T) {
 	for _, perMember := range []int{3, 20, 1000} {
-		for _, a := range allStrategies(t) {
-			t.Run(fmt.Sprintf("%s/%d", a.Strategy(), perMember), func(t *testing.T) {
-				r := rand.New(rand.NewPCG(uint64(perMember), 2))
-				members := testMembers(10)
-				for i := range members {
-					members[i].Node = "node-" + strconv.Itoa(i%7) // per-node: some fall back
+		for _, limited := range []bool{false, true} {
+			strategies := allStrategies(t)
+			if limited {
+				strategies = nil
+				for _, s := range Strategies() {
+					strategies = append(strategies, mustNew(t, s, WithFallback(ConsistentHashing), WithLimit(perMember*9/10+1)))
 				}
-				if err := a.SetMembers(members); err != nil {
-					t.Fatal(err)
-				}
-				pool := testTargets(20*perMember, "pool")
-				for i := range pool {
-					pool[i].Node = "node-" + strconv.Itoa(i%11)
-				}
-				current := pool[:10*perMember]
-				a.SetTargets(current)
-				bound := 0
-				for round := range 30 {
-					before := membersOf(a, pool)
-					displaced := a.Displaced()
-					bound += len(displaced)
-					// Replace a random tenth of the current targets with others of the pool.
-					in := map[uint64]bool{}
-					for _, tg := range current {
-						in[tg.Hash] = true
+			}
+			for _, a := range strategies {
+				t.Run(fmt.Sprintf("%s/%d/limited=%t", a.Strategy(), perMember, limited), func(t *testing.T) {
+					r := rand.New(rand.NewPCG(uint64(perMember), 2))
+					members := testMembers(10)
+					for i := range members {
+						members[i].Node = "node-" + strconv.Itoa(i%7) // per-node: some fall back
 					}
-					var added []Target
-					var removed []uint64
-					for _, tg := range pool {
-						switch {
-						case in[tg.Hash] && r.IntN(10) == 0:
-							removed = append(removed, tg.Hash)
-						case !in[tg.Hash] && r.IntN(10) == 0:
-							added = append(added, tg)
+					if err := a.SetMembers(members); err != nil {
+						t.Fatal(err)
+					}
+					pool := testTargets(20*perMember, "pool")
+					for i := range pool {
+						pool[i].Node = "node-" + strconv.Itoa(i%11)
+						if limited && i%9 == 0 {
+							pool[i].Pin = "collector-" + strconv.Itoa(i%12) // some to no member
 						}
 					}
-					a.Update(added, removed)
-					may := map[uint64]bool{}
-					for _, h := range append(displaced, a.Displaced()...) {
-						may[h] = true
-					}
-					for _, tg := range added {
-						may[tg.Hash] = true
-					}
-					after := membersOf(a, pool)
-					for i, tg := range pool {
-						if before[i] != "" && after[i] != "" && before[i] != after[i] && !may[tg.Hash] {
-							t.Fatalf("round %d: target %x moved from %s to %s, neither added nor displaced", round, tg.Hash, before[i], after[i])
+					current := pool[:10*perMember]
+					a.SetTargets(current)
+					bound, overLimit := 0, 0
+					for round := range 30 {
+						before := membersOf(a, pool)
+						displaced := a.Displaced()
+						bound += len(displaced)
+						overLimit += a.Counts().OverLimit
+						// Replace a random tenth of the current targets with others of the pool.
+						in := map[uint64]bool{}
+						for _, tg := range current {
+							in[tg.Hash] = true
+						}
+						var added []Target
+						var removed []uint64
+						for _, tg := range pool {
+							switch {
+							case in[tg.Hash] && r.IntN(10) == 0:
+								removed = append(removed, tg.Hash)
+							case !in[tg.Hash] && r.IntN(10) == 0:
+								added = append(added, tg)
+							}
+						}
+						a.Update(added, removed)
+						may := map[uint64]bool{}
+						for _, h := range append(displaced, a.Displaced()...) {
+							may[h] = true
+						}
+						for _, tg := range added {
+							may[tg.Hash] = true
+						}
+						after := membersOf(a, pool)
+						for i, tg := range pool {
+							if before[i] != "" && after[i] != "" && before[i] != after[i] && !may[tg.Hash] {
+								t.Fatalf("round %d: target %x moved from %s to %s, neither added nor displaced", round, tg.Hash, before[i], after[i])
+							}
+						}
+						for _, h := range removed {
+							delete(in, h)
+						}
+						for _, tg := range added {
+							in[tg.Hash] = true
+						}
+						current = current[:0:0]
+						for _, tg := range pool {
+							if in[tg.Hash] {
+								current = append(current, tg)
+							}
 						}
 					}
-					for _, h := range removed {
-						delete(in, h)
+					if a.Strategy() == ConsistentHashing && perMember == 3 && bound == 0 {
+						t.Fatal("the bounds never bound: the test does not exercise displaced targets")
 					}
-					for _, tg := range added {
-						in[tg.Hash] = true
+					if limited && overLimit == 0 {
+						t.Fatal("the limit never bound: the test does not exercise it")
 					}
-					current = current[:0:0]
-					for _, tg := range pool {
-						if in[tg.Hash] {
-							current = append(current, tg)
-						}
-					}
-				}
-				if a.Strategy() == ConsistentHashing && perMember == 3 && bound == 0 {
-					t.Fatal("the bounds never bound: the test does not exercise displaced targets")
-				}
-			})
+				})
+			}
 		}
 	}
 }

@@ -137,8 +137,56 @@ func BenchmarkIncremental(b *testing.B) {
 	}
 }
 
-func benchNew(b *testing.B, strategy string) Allocator {
-	a, err := New(strategy, WithFallback(ConsistentHashing))
+// BenchmarkLimit times a full allocation, and an update of 1 % of the
+// targets, while the limit binds: 100 members may hold 9000 of the 1M
+// targets each, so that 100k of them (per-node: those its fallback cannot
+// place in the room the nodes leave) stay unassigned.
+func BenchmarkLimit(b *testing.B) {
+	const n, m, limit = 1_000_000, 100, 9000
+	for _, strategy := range Strategies() {
+		b.Run("strategy="+strategy, func(b *testing.B) {
+			members, targets := benchMembers(m), benchTargets(n, m)
+			b.Run("full", func(b *testing.B) {
+				var a Allocator
+				b.ReportAllocs()
+				for b.Loop() {
+					a = benchNew(b, strategy, WithLimit(limit))
+					if err := a.SetMembers(members); err != nil {
+						b.Fatal(err)
+					}
+					a.SetTargets(targets)
+				}
+				b.ReportMetric(float64(a.Counts().OverLimit), "over-limit")
+			})
+			b.Run("incremental", func(b *testing.B) {
+				k := n / 100
+				fresh := make([]Target, k)
+				for i := range fresh {
+					fresh[i] = Target{Hash: mix(uint64(i) + 1<<62), Node: targets[i].Node, Job: targets[i].Job}
+				}
+				old, new := hashes(targets[:k]), hashes(fresh)
+				a := benchNew(b, strategy, WithLimit(limit))
+				if err := a.SetMembers(members); err != nil {
+					b.Fatal(err)
+				}
+				a.SetTargets(targets)
+				b.ReportAllocs()
+				swap := false
+				for b.Loop() {
+					if swap {
+						a.Update(targets[:k], new)
+					} else {
+						a.Update(fresh, old)
+					}
+					swap = !swap
+				}
+			})
+		})
+	}
+}
+
+func benchNew(b *testing.B, strategy string, opts ...Option) Allocator {
+	a, err := New(strategy, append([]Option{WithFallback(ConsistentHashing)}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}

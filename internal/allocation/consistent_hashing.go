@@ -1,6 +1,9 @@
 package allocation
 
-import "slices"
+import (
+	"cmp"
+	"slices"
+)
 
 // consistent-hashing is rendezvous hashing with bounded loads.
 //
@@ -17,9 +20,11 @@ import "slices"
 //
 // Homes are not balanced enough on their own: at 1000 targets a member the
 // count per member is binomial with a deviation of 3 %, so among 100 members
-// one is off by 10 % in about one group in six. Loads are therefore bounded
-// to [lo, hi] = [ceil(0.9 avg), floor(1.1 avg)], widened to [floor(avg),
-// ceil(avg)] where that is narrower:
+// one is off by 10 % in about one group in six; with few targets a member,
+// one member may get twice another's. Loads are therefore bounded to
+// [lo, hi] = [ceil(0.9 avg), floor(1.1 avg)], widened to [floor(avg),
+// ceil(avg)] where that is narrower, so that with few targets a member the
+// members' loads are within one target of each other:
 //
 //  1. A member above hi keeps the hi targets that score it highest; the rest
 //     move on to their next choice, which accepts them while it is below hi
@@ -30,13 +35,27 @@ import "slices"
 //  2. Then each member below lo, in name order, takes the targets that score
 //     it highest from members above lo until it reaches lo.
 //
+// The bounds hold on a member's whole load, whatever jobs its targets belong
+// to: a job is spread as its targets' homes spread it, and only the load
+// bounds move its targets. Balancing each job too would cost moves on every
+// join and leave in proportion to the number of small jobs.
+//
 // The bounds are recomputed from the homes after every change, so the
 // assignment stays a function of the member names and the target hashes: any
 // process, and an incremental update, gives the same answer as a full
-// computation. The bounds bind rarely (at 10 000 targets a member, never in
-// practice), and only then do targets other than those a change concerns
-// move: the few the bounds hold away from their home, and the few around the
-// bound itself.
+// computation. At 1000 targets a member and more the bounds bind rarely (at
+// 10 000, never in practice), and only then do targets other than those a
+// change concerns move: the few the bounds hold away from their home, and
+// the few around the bound itself. With few targets a member they bind on
+// most changes, and a join or a leave moves up to about two targets a member
+// more than its ideal share (see TestConsistentHashingChurn).
+//
+// Placement limits (budget.go) enter the same computation: the members'
+// pinned targets count in their loads, the bounds are taken around the level
+// the loads would reach if they were even (budget.level), and no member gets
+// more than its room. When the room of all members cannot hold all targets,
+// those with the smallest mix(hash) stay unassigned (the same ones in every
+// process) before the rest are placed.
 //
 // Cost: a full computation takes one score per target and member (about
 // 1.7 ns each); a member joining, two scores per target; a member leaving,
@@ -44,16 +63,18 @@ import "slices"
 // per member. Rebalancing costs nothing while no bound binds.
 type consistentHashing struct {
 	members   memberSet
+	budget    *budget
 	t         table[chSlot]
 	homeLoad  []int    // per member: targets whose home it is
 	load      []int    // per member: targets it owns
-	displaced []uint64 // hashes of the targets owned by a member not their home
+	displaced []uint64 // hashes of the targets owned by a member not their home, or by none
+	dropped   int      // targets left unassigned: the members' room cannot hold them
 }
 
 type chSlot struct {
 	hash   uint64
 	home   int32 // first choice among the members; -1 without members
-	member int32 // home, unless the bounds moved the target
+	member int32 // home, unless the bounds moved the target; -1: none
 }
 
 func (s chSlot) key() uint64 { return s.hash }
@@ -64,9 +85,15 @@ const (
 	minLoadPercent = 90
 )
 
-func newConsistentHashing() *consistentHashing { return &consistentHashing{} }
+func newConsistentHashing() *consistentHashing { return &consistentHashing{budget: &budget{}} }
 
 func (c *consistentHashing) Strategy() string { return ConsistentHashing }
+
+func (c *consistentHashing) setBudget(b *budget) { c.budget = b }
+
+func (c *consistentHashing) has(hash uint64) bool { _, ok := c.t.lookup(hash); return ok }
+
+func (c *consistentHashing) overLimit() int { return c.dropped }
 
 // home returns the first choice, among the members, of the target whose mixed
 // hash is k.
@@ -166,28 +193,25 @@ func (c *consistentHashing) Assignment() map[string][]uint64 {
 func (c *consistentHashing) Displaced() []uint64 { return slices.Clone(c.displaced) }
 
 func (c *consistentHashing) Unassigned() []uint64 {
-	if c.members.len() > 0 {
+	if c.members.len() > 0 && c.dropped == 0 {
 		return nil
 	}
-	out := make([]uint64, len(c.t.slots))
-	for i, s := range c.t.slots {
-		out[i] = s.hash
+	var out []uint64
+	for _, s := range c.t.slots {
+		if s.member < 0 {
+			out = append(out, s.hash)
+		}
 	}
 	return out
 }
 
-// loadBounds returns the least and the most targets a member may own: ±10 %
-// of the average, but never closer to it than one target either side, so
-// that with few targets a member leaving or joining does not force the
-// others to trade targets among themselves (each trade is a scrape gap);
-// and never less than one while there are at least as many targets as
-// members.
-func loadBounds(targets, members int) (lo, hi int) {
-	hi = max(targets*maxLoadPercent/(100*members), (targets+members-1)/members+1)
-	lo = max(min((targets*minLoadPercent+100*members-1)/(100*members), targets/members-1), 0)
-	if targets >= members {
-		lo = max(lo, 1)
-	}
+// loadBounds returns the least and the most targets a member may hold when
+// the average is p/q: ±10 % of the average, but at least floor(avg) to
+// ceil(avg), so that with few targets a member the loads are within one
+// target of each other; so never none while the average is one or more.
+func loadBounds(p, q int) (lo, hi int) {
+	hi = max(p*maxLoadPercent/(100*q), (p+q-1)/q)
+	lo = min((p*minLoadPercent+100*q-1)/(100*q), p/q)
 	return lo, hi
 }
 
@@ -199,17 +223,23 @@ func (c *consistentHashing) rebalance() {
 		}
 	}
 	c.displaced = c.displaced[:0]
+	c.dropped = 0
 	c.load = append(c.load[:0], c.homeLoad...)
 	if len(c.load) == 0 || len(c.t.slots) == 0 {
 		return
 	}
-	lo, hi := loadBounds(len(c.t.slots), len(c.load))
+	n := len(c.t.slots)
 	var moved []int32
-	if slices.Max(c.load) > hi {
-		moved = c.capLoads(hi, moved)
+	if room := c.budget.totalRoom(); n > room {
+		moved = c.drop(n-room, moved)
+		n = room
 	}
-	if slices.Min(c.load) < lo {
-		moved = c.raiseLoads(lo, moved)
+	low, high := c.budget.bounds(n, len(c.load))
+	if exceeds(c.load, high) {
+		moved = c.capLoads(high, moved)
+	}
+	if exceeds(low, c.load) {
+		moved = c.raiseLoads(low, moved)
 	}
 	for _, i := range moved {
 		if s := c.t.slots[i]; s.member != s.home {
@@ -220,14 +250,63 @@ func (c *consistentHashing) rebalance() {
 	c.displaced = slices.Compact(c.displaced)
 }
 
-// capLoads brings every member down to hi by deferred acceptance, and returns
-// moved with the slots whose member it set appended.
-func (c *consistentHashing) capLoads(hi int, moved []int32) []int32 {
+// exceeds reports whether a member's value in a is above its value in b.
+func exceeds(a, b []int) bool {
+	for m := range a {
+		if a[m] > b[m] {
+			return true
+		}
+	}
+	return false
+}
+
+// drop leaves the k targets of the smallest mix(hash) without a member, and
+// returns moved with their slots appended. It counts the keys by their top
+// 16 bits and sorts only those of the bucket where the k-th falls.
+func (c *consistentHashing) drop(k int, moved []int32) []int32 {
+	count := make([]int, 1<<16)
+	for _, s := range c.t.slots {
+		count[mix(s.hash)>>48]++
+	}
+	edge, below := 0, 0
+	for ; below+count[edge] < k; edge++ {
+		below += count[edge]
+	}
+	var tied []keyed
+	for i, s := range c.t.slots {
+		key := mix(s.hash)
+		if top := int(key >> 48); top < edge {
+			moved = c.dropSlot(int32(i), moved)
+		} else if top == edge {
+			tied = append(tied, keyed{key, int32(i)})
+		}
+	}
+	slices.SortFunc(tied, func(a, b keyed) int { return cmp.Compare(a.key, b.key) })
+	for _, it := range tied[:k-below] {
+		moved = c.dropSlot(it.i, moved)
+	}
+	c.dropped = k
+	return moved
+}
+
+func (c *consistentHashing) dropSlot(i int32, moved []int32) []int32 {
+	s := &c.t.slots[i]
+	c.load[s.member]--
+	s.member = -1
+	return append(moved, i)
+}
+
+// capLoads brings every member m down to hi[m] by deferred acceptance, and
+// returns moved with the slots whose member it set appended.
+func (c *consistentHashing) capLoads(hi []int, moved []int32) []int32 {
 	// A member's targets are ranked once it is full: those it owned at the
 	// start, bucketed here by a counting sort, and those it accepted since.
+	// Dropped targets have no member and take no part.
 	start := make([]int32, len(c.load)+1)
 	for _, s := range c.t.slots {
-		start[s.member+1]++
+		if s.member >= 0 {
+			start[s.member+1]++
+		}
 	}
 	for m := range c.load {
 		start[m+1] += start[m]
@@ -235,8 +314,10 @@ func (c *consistentHashing) capLoads(hi int, moved []int32) []int32 {
 	owned := make([]int32, len(c.t.slots))
 	next := slices.Clone(start)
 	for i, s := range c.t.slots {
-		owned[next[s.member]] = int32(i)
-		next[s.member]++
+		if s.member >= 0 {
+			owned[next[s.member]] = int32(i)
+			next[s.member]++
+		}
 	}
 	accepted := make(map[int32][]int32)
 	held := make(map[int32]*weakestFirst)
@@ -244,15 +325,16 @@ func (c *consistentHashing) capLoads(hi int, moved []int32) []int32 {
 		if h, ok := held[m]; ok {
 			return h
 		}
-		h := &weakestFirst{}
+		mine := owned[start[m]:start[m+1]]
+		h := make(weakestFirst, 0, len(mine)+len(accepted[m])+1)
 		seed := c.members.seeds[m]
-		for _, i := range slices.Concat(owned[start[m]:start[m+1]], accepted[m]) {
+		for _, i := range slices.Concat(mine, accepted[m]) {
 			s := c.t.slots[i]
 			h.push(candidate{mix(mix(s.hash) ^ seed), s.hash, i})
 		}
-		held[m] = h
+		held[m] = &h
 		delete(accepted, m)
-		return h
+		return &h
 	}
 	// An offer is a target looking for a member ranked below the one that
 	// last turned it away.
@@ -263,11 +345,11 @@ func (c *consistentHashing) capLoads(hi int, moved []int32) []int32 {
 	}
 	var offers []offer
 	for m := range int32(len(c.load)) {
-		if c.load[m] <= hi {
+		if c.load[m] <= hi[m] {
 			continue
 		}
 		h := holdings(m)
-		for c.load[m] > hi {
+		for c.load[m] > hi[m] {
 			w := h.pop()
 			c.t.slots[w.slot].member = -1
 			c.load[m]--
@@ -280,7 +362,11 @@ func (c *consistentHashing) capLoads(hi int, moved []int32) []int32 {
 		s := &c.t.slots[o.slot]
 		m, score := c.nextChoice(mix(s.hash), o.after, o.scored)
 		me := candidate{score, s.hash, o.slot}
-		if c.load[m] < hi {
+		if hi[m] == 0 {
+			offers = append(offers, offer{o.slot, m, score}) // it holds nothing to compare
+			continue
+		}
+		if c.load[m] < hi[m] {
 			s.member = m
 			c.load[m]++
 			moved = append(moved, o.slot)
@@ -325,20 +411,20 @@ func (c *consistentHashing) nextChoice(k uint64, after int32, scored uint64) (in
 	return bi, best
 }
 
-// raiseLoads brings every member up to lo: in name order, a member below lo
-// takes the targets that score it highest from members above lo. It returns
-// moved with the slots whose member it set appended.
-func (c *consistentHashing) raiseLoads(lo int, moved []int32) []int32 {
+// raiseLoads brings every member m up to lo[m]: in name order, a member
+// below its lo takes the targets that score it highest from members above
+// theirs. It returns moved with the slots whose member it set appended.
+func (c *consistentHashing) raiseLoads(lo []int, moved []int32) []int32 {
 	for d := range int32(len(c.load)) {
 		seed := c.members.seeds[d]
-		for c.load[d] < lo {
-			// Gather the need best candidates; if members reaching lo rule some
-			// out, gather again: later ones score lower, so the order of
-			// taking is the same as one target at a time.
-			need := lo - c.load[d]
+		for c.load[d] < lo[d] {
+			// Gather the need best candidates; if members reaching their lo
+			// rule some out, gather again: later ones score lower, so the
+			// order of taking is the same as one target at a time.
+			need := lo[d] - c.load[d]
 			best := weakestFirst{}
 			for i, s := range c.t.slots {
-				if s.member < 0 || s.member == d || c.load[s.member] <= lo {
+				if s.member < 0 || s.member == d || c.load[s.member] <= lo[s.member] {
 					continue
 				}
 				cd := candidate{mix(mix(s.hash) ^ seed), s.hash, int32(i)}
@@ -349,7 +435,7 @@ func (c *consistentHashing) raiseLoads(lo int, moved []int32) []int32 {
 				}
 			}
 			if len(best) == 0 {
-				break // cannot happen: members × lo ≤ targets
+				break // cannot happen: the sum of lo is at most the targets
 			}
 			slices.SortFunc(best, func(a, b candidate) int {
 				switch {
@@ -362,10 +448,10 @@ func (c *consistentHashing) raiseLoads(lo int, moved []int32) []int32 {
 			})
 			for _, cd := range best {
 				s := &c.t.slots[cd.slot]
-				if c.load[d] >= lo {
+				if c.load[d] >= lo[d] {
 					break
 				}
-				if c.load[s.member] > lo {
+				if c.load[s.member] > lo[s.member] {
 					c.load[s.member]--
 					s.member = d
 					c.load[d]++

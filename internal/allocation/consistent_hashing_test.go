@@ -10,13 +10,20 @@ import (
 )
 
 // The same members and targets give the same assignment, whatever the order
-// they come in and whatever happened before.
+// they come in and whatever happened before; with pins and a limit too.
 func TestConsistentHashingDeterministic(t *testing.T) {
-	for _, tc := range []struct{ members, targets int }{
-		{1, 10}, {3, 10}, {7, 50}, {10, 33}, {10, 10_000}, {100, 100_000},
+	for _, tc := range []struct{ members, targets, limit int }{
+		{1, 10, 0}, {3, 10, 0}, {7, 50, 0}, {10, 33, 0}, {10, 10_000, 0}, {100, 100_000, 0},
+		{3, 10, 3}, {7, 50, 6}, {10, 10_000, 1000}, {100, 100_000, 900},
 	} {
-		t.Run(fmt.Sprintf("members=%d/targets=%d", tc.members, tc.targets), func(t *testing.T) {
+		t.Run(fmt.Sprintf("members=%d/targets=%d/limit=%d", tc.members, tc.targets, tc.limit), func(t *testing.T) {
 			members, targets := testMembers(tc.members), testTargets(tc.targets, "det")
+			if tc.limit > 0 {
+				for i := 0; i < len(targets); i += 7 {
+					targets[i].Pin = testMembers(tc.members + 2)[i%(tc.members+2)].Identity
+				}
+			}
+			mustNew := func(t *testing.T, strategy string) Allocator { return mustNew(t, strategy, WithLimit(tc.limit)) }
 
 			straight := mustNew(t, ConsistentHashing)
 			if err := straight.SetMembers(members); err != nil {
@@ -61,7 +68,9 @@ func TestConsistentHashingDeterministic(t *testing.T) {
 // The assignment is a function of the inputs and of this algorithm alone, the
 // same in every process and every release: a new leader running another build
 // must reproduce it. Change these values only when changing the algorithm on
-// purpose, knowing that an upgrade will then move targets.
+// purpose, knowing that an upgrade will then move targets. (They changed
+// when the bounds became floor(avg) to ceil(avg) with few targets a member:
+// here 3 each, where they allowed 2 to 4.)
 func TestConsistentHashingStable(t *testing.T) {
 	a := mustNew(t, ConsistentHashing)
 	if err := a.SetMembers(testMembers(4)); err != nil {
@@ -69,8 +78,8 @@ func TestConsistentHashingStable(t *testing.T) {
 	}
 	targets := testTargets(12, "stable")
 	a.SetTargets(targets)
-	want := []string{"collector-0", "collector-2", "collector-3", "collector-0", "collector-1", "collector-1",
-		"collector-0", "collector-2", "collector-1", "collector-2", "collector-1", "collector-3"}
+	want := []string{"collector-3", "collector-2", "collector-0", "collector-0", "collector-1", "collector-3",
+		"collector-0", "collector-2", "collector-1", "collector-3", "collector-1", "collector-2"}
 	if got := membersOf(a, targets); !slices.Equal(got, want) {
 		t.Fatalf("assignment changed:\n got %q\nwant %q", got, want)
 	}
@@ -121,11 +130,13 @@ func TestLoadBounds(t *testing.T) {
 	for _, tc := range []struct{ targets, members, lo, hi int }{
 		{100_000, 100, 900, 1100},      // ±10 %
 		{1000, 3, 300, 366},            // ceil(0.9 × 333.3), floor(1.1 × 333.3)
-		{10, 10, 1, 2},                 // no empty member; one target of slack above
-		{19, 10, 1, 3},                 // ±10 % is tighter than one target of slack
-		{6, 2, 2, 4},                   // few targets: one target of slack either side
-		{5, 10, 0, 2},                  // fewer targets than members
-		{0, 10, 0, 1},                  //
+		{10, 10, 1, 1},                 // few targets: floor(avg) to ceil(avg)
+		{19, 10, 1, 2},                 //
+		{6, 3, 2, 2},                   // the demo's six targets over three members
+		{6, 2, 3, 3},                   //
+		{100, 10, 9, 11},               // from ten a member, ±10 % is one target or more
+		{5, 10, 0, 1},                  // fewer targets than members
+		{0, 10, 0, 0},                  //
 		{1_000_000, 7, 128572, 157142}, //
 	} {
 		if lo, hi := loadBounds(tc.targets, tc.members); lo != tc.lo || hi != tc.hi {
@@ -252,21 +263,37 @@ func TestConsistentHashingUnrelatedTargets(t *testing.T) {
 }
 
 // Any sequence of updates ends where a full computation from the final
-// members and targets does, including when the load bounds bind at every step.
+// members and targets does, including when the load bounds bind at every step,
+// and with pinned targets (to members that come and go) and a limit that
+// binds at some steps and not at others.
 func TestConsistentHashingIncrementalEqualsFull(t *testing.T) {
-	for _, tc := range []struct{ members, targets, steps int }{
-		{5, 20, 300},   // the bounds bind almost always
-		{12, 100, 300}, //
-		{40, 4000, 60}, //
-		{100, 100_000, 8},
+	for _, tc := range []struct {
+		members, targets, steps, limit int
+		pins                           bool
+	}{
+		{5, 20, 300, 0, false},   // the bounds bind almost always
+		{12, 100, 300, 0, false}, //
+		{40, 4000, 60, 0, false}, //
+		{100, 100_000, 8, 0, false},
+		{5, 20, 300, 5, true},     // targets over the limit at most steps
+		{12, 100, 300, 12, true},  //
+		{40, 4000, 60, 110, true}, //
+		{100, 100_000, 8, 0, true},
 	} {
-		t.Run(fmt.Sprintf("members=%d/targets=%d", tc.members, tc.targets), func(t *testing.T) {
-			r := rand.New(rand.NewPCG(uint64(tc.members), uint64(tc.targets)))
+		t.Run(fmt.Sprintf("members=%d/targets=%d/limit=%d/pins=%t", tc.members, tc.targets, tc.limit, tc.pins), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(uint64(tc.members), uint64(tc.targets+tc.limit)))
 			pool := testTargets(2*tc.targets, "pool")
 			names := testMembers(2 * tc.members)
+			if tc.pins {
+				for i := range pool {
+					if r.IntN(20) == 0 {
+						pool[i].Pin = names[r.IntN(len(names))].Identity
+					}
+				}
+			}
 			present := map[uint64]bool{}
 			var members []Member
-			a := mustNew(t, ConsistentHashing)
+			a := mustNew(t, ConsistentHashing, WithLimit(tc.limit))
 			for step := range tc.steps {
 				switch r.IntN(4) {
 				case 0: // members come and go
@@ -312,7 +339,11 @@ func TestConsistentHashingIncrementalEqualsFull(t *testing.T) {
 						ts = append(ts, tg)
 					}
 				}
-				full, _ := chWith(t, members, ts)
+				full := mustNew(t, ConsistentHashing, WithLimit(tc.limit))
+				if err := full.SetMembers(members); err != nil {
+					t.Fatal(err)
+				}
+				full.SetTargets(ts)
 				if got, want := membersOf(a, ts), membersOf(full, ts); !slices.Equal(got, want) {
 					t.Fatalf("step %d: incremental and full assignments differ in %d of %d targets", step, differences(got, want), len(ts))
 				}
@@ -325,28 +356,88 @@ func TestConsistentHashingIncrementalEqualsFull(t *testing.T) {
 // say, computed here the slow and obvious way: all (target, member) pairs by
 // descending score, each taken while the target is free and the member below
 // hi; then each member below lo, in name order, takes its best-scoring
-// targets from members above lo.
+// targets from members above lo. With pins and a limit, the pinned targets
+// go first, each member keeping the limit's worth that score it highest,
+// and, if the room left cannot hold all other targets, those of the
+// smallest mix(hash) are left out.
 func TestConsistentHashingMatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 11))
-	for range 300 {
+	for i := range 600 {
 		members, targets := 1+r.IntN(12), r.IntN(120)
 		ms, ts := testMembers(members), testTargets(targets, strconv.Itoa(r.IntN(1000)))
-		a, _ := chWith(t, ms, ts)
-		if got, want := membersOf(a, ts), referenceAssignment(ms, ts); !slices.Equal(got, want) {
-			t.Fatalf("%d members, %d targets: differs from the reference in %d targets", members, targets, differences(got, want))
+		limit := 0
+		if i%2 == 1 { // pins, and a limit around the average, above or below
+			limit = 1 + r.IntN(2*targets/members+2)
+			for j := range ts {
+				if r.IntN(8) == 0 {
+					ts[j].Pin = "collector-" + strconv.Itoa(r.IntN(members+2)) // two of them no member
+				}
+			}
+		}
+		a := mustNew(t, ConsistentHashing, WithLimit(limit))
+		if err := a.SetMembers(ms); err != nil {
+			t.Fatal(err)
+		}
+		a.SetTargets(ts)
+		if got, want := membersOf(a, ts), referenceAssignment(ms, ts, limit); !slices.Equal(got, want) {
+			t.Fatalf("%d members, %d targets, limit %d: differs from the reference in %d targets", members, targets, limit, differences(got, want))
 		}
 	}
 }
 
-func referenceAssignment(members []Member, targets []Target) []string {
+func referenceAssignment(members []Member, targets []Target, limit int) []string {
 	set, err := newMemberSet(members)
 	if err != nil {
 		panic(err)
 	}
 	score := func(t, m int) uint64 { return mix(mix(targets[t].Hash) ^ set.seeds[m]) }
+	better := func(t, u, m int) bool { // member m ranks target t above u
+		return score(t, m) > score(u, m) || score(t, m) == score(u, m) && targets[t].Hash < targets[u].Hash
+	}
+	member, load := make([]int, len(targets)), make([]int, len(members))
+	for i := range member {
+		member[i] = -1
+	}
+	// Pinned targets, by member, the limit's worth that score it highest.
+	var free []int
+	b := budget{fixed: make([]int, len(members))}
+	pinnedTo := map[int][]int{}
+	for t, tg := range targets {
+		if m, ok := set.index[tg.Pin]; ok {
+			pinnedTo[int(m)] = append(pinnedTo[int(m)], t)
+		} else {
+			free = append(free, t)
+		}
+	}
+	for m, ts := range pinnedTo {
+		slices.SortFunc(ts, func(t, u int) int {
+			if better(t, u, m) {
+				return -1
+			}
+			return 1
+		})
+		if limit > 0 && len(ts) > limit {
+			ts = ts[:limit]
+		}
+		for _, t := range ts {
+			member[t] = -2 // placed by its pin, not by the strategy
+		}
+		b.fixed[m] = len(ts)
+	}
+	if limit > 0 {
+		b.room = make([]int, len(members))
+		for m := range b.room {
+			b.room[m] = limit - b.fixed[m]
+		}
+		if room := b.totalRoom(); len(free) > room {
+			slices.SortFunc(free, func(t, u int) int { return cmp.Compare(mix(targets[t].Hash), mix(targets[u].Hash)) })
+			free = free[len(free)-room:]
+		}
+	}
+	lo, hi := b.bounds(len(free), len(members))
 	type pair struct{ t, m int }
 	var pairs []pair
-	for t := range targets {
+	for _, t := range free {
 		for m := range set.names {
 			pairs = append(pairs, pair{t, m})
 		}
@@ -357,25 +448,20 @@ func referenceAssignment(members []Member, targets []Target) []string {
 		}
 		return cmp.Compare(a.m, b.m)
 	})
-	lo, hi := loadBounds(len(targets), len(members))
-	member, load := make([]int, len(targets)), make([]int, len(members))
-	for i := range member {
-		member[i] = -1
-	}
 	for _, p := range pairs {
-		if member[p.t] < 0 && load[p.m] < hi {
+		if member[p.t] == -1 && load[p.m] < hi[p.m] {
 			member[p.t] = p.m
 			load[p.m]++
 		}
 	}
 	for d := range set.names {
-		for load[d] < lo {
+		for load[d] < lo[d] {
 			best := -1
-			for t := range targets {
-				if o := member[t]; o == d || load[o] <= lo {
+			for _, t := range free {
+				if o := member[t]; o < 0 || o == d || load[o] <= lo[o] {
 					continue
 				}
-				if best < 0 || score(t, d) > score(best, d) || score(t, d) == score(best, d) && targets[t].Hash < targets[best].Hash {
+				if best < 0 || better(t, best, d) {
 					best = t
 				}
 			}
@@ -385,8 +471,13 @@ func referenceAssignment(members []Member, targets []Target) []string {
 		}
 	}
 	out := make([]string, len(targets))
-	for i, o := range member {
-		out[i] = set.names[o]
+	for t, o := range member {
+		switch {
+		case o == -2:
+			out[t] = targets[t].Pin
+		case o >= 0:
+			out[t] = set.names[o]
+		}
 	}
 	return out
 }
@@ -400,14 +491,14 @@ func chWith(t testing.TB, members []Member, targets []Target) (Allocator, *consi
 		t.Fatal(err)
 	}
 	a.SetTargets(targets)
-	return a, a.(*consistentHashing)
+	return a, a.(*pinning).strategy.(*consistentHashing)
 }
 
 // displacedSet returns the targets the load bounds hold away from their first
 // choice.
 func displacedSet(a Allocator) map[uint64]bool {
 	out := map[uint64]bool{}
-	for _, h := range a.(*consistentHashing).displaced {
+	for _, h := range a.(*pinning).strategy.(*consistentHashing).displaced {
 		out[h] = true
 	}
 	return out

@@ -12,11 +12,27 @@ import "slices"
 // events: a new leader computing it afresh gets another one. Targets given
 // out together go in the order of their mixed hash, so the order of a batch
 // does not matter.
+//
+// It balances the members' whole loads, whatever the jobs, as targets come:
+// targets given out while the members stay leave them within one target of
+// each other. It does not move targets to rebalance: after a join, or after
+// the targets of some members went away, the loads differ until enough new
+// targets have come.
+//
+// Within a budget (budget.go), a member's pinned targets count in its load,
+// and a member without room takes nothing: a target for which no member
+// has room waits, unassigned, and is given out, in the order of the mixed
+// hashes, once one has. A member whose room shrinks below its load (a
+// target pinned to it came) gives up the targets of its own with the
+// highest mixed hashes, which go to the others as new ones do.
 type leastWeighted struct {
-	members memberSet
-	t       table[lwSlot]
-	load    []int // per member: its targets
-	jobs    jobLoads
+	members  memberSet
+	budget   *budget
+	t        table[lwSlot]
+	load     []int // per member: its targets
+	jobs     jobLoads
+	unplaced int      // targets without a member
+	shed     []uint64 // targets the last change took off a member without room
 }
 
 type lwSlot struct {
@@ -27,9 +43,22 @@ type lwSlot struct {
 
 func (s lwSlot) key() uint64 { return s.hash }
 
-func newLeastWeighted() *leastWeighted { return &leastWeighted{} }
+func newLeastWeighted() *leastWeighted { return &leastWeighted{budget: &budget{}} }
 
 func (l *leastWeighted) Strategy() string { return LeastWeighted }
+
+func (l *leastWeighted) setBudget(b *budget) { l.budget = b }
+
+func (l *leastWeighted) has(hash uint64) bool { _, ok := l.t.lookup(hash); return ok }
+
+// overLimit counts the targets waiting for room: those without a member
+// while there are members.
+func (l *leastWeighted) overLimit() int {
+	if l.members.len() == 0 {
+		return 0
+	}
+	return l.unplaced
+}
 
 func (l *leastWeighted) SetMembers(members []Member) error {
 	next, err := newMemberSet(members)
@@ -44,7 +73,8 @@ func (l *leastWeighted) SetMembers(members []Member) error {
 	l.members = next
 	l.load = make([]int, next.len())
 	l.jobs.remap(old2new, next.len())
-	var orphans []keyed
+	l.shed = l.shed[:0]
+	l.unplaced = 0
 	for i := range l.t.slots {
 		s := &l.t.slots[i]
 		if s.member >= 0 {
@@ -53,10 +83,10 @@ func (l *leastWeighted) SetMembers(members []Member) error {
 		if s.member >= 0 {
 			l.load[s.member]++
 		} else {
-			orphans = append(orphans, keyed{mix(s.hash), int32(i)})
+			l.unplaced++
 		}
 	}
-	l.give(byKey(orphans, 64))
+	l.settle(nil)
 	return nil
 }
 
@@ -65,11 +95,14 @@ func (l *leastWeighted) SetTargets(targets []Target) {
 }
 
 func (l *leastWeighted) Update(added []Target, removed []uint64) {
+	l.shed = l.shed[:0]
 	for _, h := range removed {
 		if s, ok := l.t.remove(h); ok {
 			if s.member >= 0 {
 				l.load[s.member]--
 				l.jobs.lose(s.job, s.member)
+			} else {
+				l.unplaced--
 			}
 			l.jobs.drop(s.job)
 		}
@@ -87,25 +120,106 @@ func (l *leastWeighted) Update(added []Target, removed []uint64) {
 	for i := range slots {
 		slots[i].i = int32(first + i)
 	}
-	l.give(slots)
+	l.unplaced += len(slots)
+	l.settle(slots)
 }
 
-// give assigns the slots, in order, each to the member with the fewest
-// targets, then the fewest of its job, then the smaller name.
+// settle takes targets off the members whose room is below their load, then
+// gives out the targets without a member, fresh ones (new, in the order of
+// their mixed hashes) and those that waited for room together, in the order
+// of their mixed hashes, while a member has room for them.
+func (l *leastWeighted) settle(fresh []keyed) {
+	if l.members.len() == 0 {
+		return
+	}
+	if l.budget.room != nil {
+		l.giveUp()
+	}
+	if l.unplaced == len(fresh) {
+		l.give(fresh) // none waited
+		return
+	}
+	if !l.anyRoom() {
+		return
+	}
+	var slots []keyed
+	for i, s := range l.t.slots {
+		if s.member < 0 {
+			slots = append(slots, keyed{mix(s.hash), int32(i)})
+		}
+	}
+	l.give(byKey(slots, 64))
+}
+
+// anyRoom reports whether a member has room for a target.
+func (l *leastWeighted) anyRoom() bool {
+	for m, n := range l.load {
+		if n < l.budget.roomOf(m) {
+			return true
+		}
+	}
+	return false
+}
+
+// giveUp takes off each member whose room is below its load the targets
+// of the highest mixed hashes.
+func (l *leastWeighted) giveUp() {
+	over := make(map[int32][]keyed)
+	for m, n := range l.load {
+		if n > l.budget.room[m] {
+			over[int32(m)] = nil
+		}
+	}
+	if len(over) == 0 {
+		return
+	}
+	for i, s := range l.t.slots {
+		if ks, ok := over[s.member]; ok {
+			over[s.member] = append(ks, keyed{mix(s.hash), int32(i)})
+		}
+	}
+	for m, ks := range over {
+		ks = byKey(ks, 64)
+		for _, it := range ks[l.budget.room[m]:] {
+			s := &l.t.slots[it.i]
+			s.member = -1
+			l.load[m]--
+			l.jobs.lose(s.job, m)
+			l.unplaced++
+			l.shed = append(l.shed, s.hash)
+		}
+	}
+}
+
+// give assigns the slots, which have no member, in order, each to the member
+// with the fewest targets (its pinned ones included) among those with room,
+// then the fewest of its job, then the smaller name; a slot for which no
+// member has room keeps none.
 func (l *leastWeighted) give(slots []keyed) {
 	if l.members.len() == 0 || len(slots) == 0 {
 		return
 	}
-	// The members with the fewest targets, by name. Each leaves on taking a
-	// target, so the others still have the fewest until none is left.
+	b := l.budget
+	// The members with room and the fewest targets, by name. Each leaves on
+	// taking a target, so the others still have the fewest until none is
+	// left.
 	var fewest []int32
 	for _, it := range slots {
 		if len(fewest) == 0 {
-			least := slices.Min(l.load)
+			least := -1
 			for m, n := range l.load {
-				if n == least {
+				if n >= b.roomOf(m) {
+					continue
+				}
+				switch total := n + b.fixedOf(m); {
+				case least < 0 || total < least:
+					least, fewest = total, append(fewest[:0], int32(m))
+				case total == least:
 					fewest = append(fewest, int32(m))
 				}
+			}
+			if least < 0 {
+				return // no member has room
 			}
 		}
 		s := &l.t.slots[it.i]
@@ -121,6 +235,7 @@ func (l *leastWeighted) give(slots []keyed) {
 		s.member = m
 		l.load[m]++
 		l.jobs.gain(s.job, m)
+		l.unplaced--
 	}
 }
 
@@ -138,8 +253,15 @@ func (l *leastWeighted) Assignment() map[string][]uint64 {
 	})
 }
 
-// Displaced is empty: an Update places its new targets and moves no other.
-func (l *leastWeighted) Displaced() []uint64 { return nil }
+// Displaced are the targets waiting for room, and those the last change
+// took off a member whose room shrank: without a limit, none, as an Update
+// places its new targets and moves no other.
+func (l *leastWeighted) Displaced() []uint64 {
+	if l.overLimit() == 0 {
+		return slices.Clone(l.shed)
+	}
+	return append(l.Unassigned(), l.shed...)
+}
 
 func (l *leastWeighted) Unassigned() []uint64 {
 	var out []uint64

@@ -203,7 +203,7 @@ func TestLeastWeightedJobCounts(t *testing.T) {
 	names := testMembers(8)
 	present := map[uint64]bool{}
 	a := mustNew(t, LeastWeighted)
-	lw := a.(*leastWeighted)
+	lw := a.(*pinning).strategy.(*leastWeighted)
 	emptied := 0
 	for step := range 400 {
 		switch r.IntN(5) {

@@ -11,24 +11,100 @@ import "slices"
 // allocation_fallback_strategy; where members share a node, the Target
 // Allocator gives all of its targets to one of them, picked by the order
 // of a map.
+//
+// The members' loads are those of their nodes: per-node does not balance
+// them, and its fallback balances only the targets it places.
+//
+// Within a budget (budget.go), a member whose node has more targets than
+// its room keeps those that score it highest, as rendezvous hashing scores
+// them; the others stay unassigned. The fallback gets the room the members'
+// nodes leave.
 type perNode struct {
 	members  memberSet
 	onNode   map[string][]int32 // node → its members, by name
 	t        table[pnSlot]
-	fallback Allocator // nil: targets without a node stay unassigned
+	fallback strategyAllocator // nil: targets without a node stay unassigned
+	budget   *budget
+	homeLoad []int    // per member: targets whose home it is
+	cut      []uint64 // targets whose home has no room for them
+	fbBudget budget   // the fallback's
 }
 
 type pnSlot struct {
 	hash   uint64
 	node   string
-	member int32 // -1: no member on the node, or no node
+	home   int32 // the member on the node; -1: no member on the node, or no node
+	member int32 // home, unless it has no room for the target: -1
 }
 
 func (s pnSlot) key() uint64 { return s.hash }
 
-func newPerNode(fallback Allocator) *perNode { return &perNode{fallback: fallback} }
+func newPerNode(fallback strategyAllocator) *perNode {
+	p := &perNode{fallback: fallback, budget: &budget{}}
+	if fallback != nil {
+		fallback.setBudget(&p.fbBudget)
+	}
+	return p
+}
 
 func (p *perNode) Strategy() string { return PerNode }
+
+func (p *perNode) setBudget(b *budget) { p.budget = b }
+
+func (p *perNode) has(hash uint64) bool { _, ok := p.t.lookup(hash); return ok }
+
+func (p *perNode) overLimit() int {
+	n := len(p.cut)
+	if p.fallback != nil {
+		n += p.fallback.overLimit()
+	}
+	return n
+}
+
+// limit keeps each member's targets within its room, and hands the fallback
+// the room that is left.
+func (p *perNode) limit() {
+	for _, h := range p.cut {
+		if i, ok := p.t.lookup(h); ok {
+			p.t.slots[i].member = p.t.slots[i].home
+		}
+	}
+	p.cut = p.cut[:0]
+	room := p.budget.room
+	if room == nil {
+		p.fbBudget.room = nil
+		return
+	}
+	over := map[int32][]candidate{}
+	for m, n := range p.homeLoad {
+		if n > room[m] {
+			over[int32(m)] = nil
+		}
+	}
+	if len(over) > 0 {
+		for i, s := range p.t.slots {
+			if cs, ok := over[s.home]; ok {
+				over[s.home] = append(cs, candidate{mix(mix(s.hash) ^ p.members.seeds[s.home]), s.hash, int32(i)})
+			}
+		}
+		for m, cs := range over {
+			slices.SortFunc(cs, func(a, b candidate) int {
+				if weaker(b, a) {
+					return -1
+				}
+				return 1
+			})
+			for _, c := range cs[room[m]:] {
+				p.t.slots[c.slot].member = -1
+				p.cut = append(p.cut, c.hash)
+			}
+		}
+	}
+	p.fbBudget.room = make([]int, len(room))
+	for m, r := range room {
+		p.fbBudget.room[m] = r - min(p.homeLoad[m], r)
+	}
+}
 
 // Node labels, as the Target Allocator reads them.
 var nodeLabels = []string{
@@ -95,24 +171,32 @@ func (p *perNode) SetMembers(members []Member) error {
 	if err != nil {
 		return err
 	}
+	if !slices.Equal(p.members.names, next.names) || !slices.Equal(p.members.nodes, next.nodes) {
+		p.members = next
+		p.onNode = make(map[string][]int32)
+		for i, node := range next.nodes {
+			if node != "" {
+				p.onNode[node] = append(p.onNode[node], int32(i))
+			}
+		}
+		p.homeLoad = make([]int, next.len())
+		for i := range p.t.slots {
+			s := &p.t.slots[i]
+			s.home = p.place(s.hash, s.node)
+			s.member = s.home
+			if s.home >= 0 {
+				p.homeLoad[s.home]++
+			}
+		}
+	}
+	p.limit()
 	if p.fallback != nil {
 		if err := p.fallback.SetMembers(members); err != nil {
 			return err // cannot happen: newMemberSet accepted them
 		}
-	}
-	if slices.Equal(p.members.names, next.names) && slices.Equal(p.members.nodes, next.nodes) {
-		return nil
-	}
-	p.members = next
-	p.onNode = make(map[string][]int32)
-	for i, node := range next.nodes {
-		if node != "" {
-			p.onNode[node] = append(p.onNode[node], int32(i))
+		if p.fbBudget.room != nil {
+			p.fallback.Update(nil, nil) // the room left may have changed, the names not
 		}
-	}
-	for i := range p.t.slots {
-		s := &p.t.slots[i]
-		s.member = p.place(s.hash, s.node)
 	}
 	return nil
 }
@@ -125,18 +209,28 @@ func (p *perNode) Update(added []Target, removed []uint64) {
 	var toFallback []Target
 	var fromFallback []uint64
 	for _, h := range removed {
-		if s, ok := p.t.remove(h); ok && p.delegated(s) {
+		s, ok := p.t.remove(h)
+		switch {
+		case !ok:
+		case p.delegated(s):
 			fromFallback = append(fromFallback, h)
+		case s.home >= 0:
+			p.homeLoad[s.home]--
 		}
 	}
 	p.t.addAll(added, false, func(h uint64, i int32) pnSlot {
-		s := pnSlot{hash: h, node: added[i].Node, member: p.place(h, added[i].Node)}
-		if p.delegated(s) {
+		home := p.place(h, added[i].Node)
+		s := pnSlot{hash: h, node: added[i].Node, home: home, member: home}
+		switch {
+		case p.delegated(s):
 			toFallback = append(toFallback, added[i])
+		case home >= 0:
+			p.homeLoad[home]++
 		}
 		return s
 	})
-	if len(toFallback) > 0 || len(fromFallback) > 0 {
+	p.limit()
+	if p.fallback != nil && (len(toFallback) > 0 || len(fromFallback) > 0 || p.fbBudget.room != nil) {
 		p.fallback.Update(toFallback, fromFallback)
 	}
 }
@@ -166,13 +260,15 @@ func (p *perNode) Assignment() map[string][]uint64 {
 	return out
 }
 
-// Displaced are the fallback's: a target on a member's node never moves
-// unless it or the members change.
+// Displaced are the targets a member's room holds off it, and the
+// fallback's: a target on a member's node never moves otherwise unless it or
+// the members change.
 func (p *perNode) Displaced() []uint64 {
+	out := slices.Clone(p.cut)
 	if p.fallback != nil {
-		return p.fallback.Displaced()
+		out = append(out, p.fallback.Displaced()...)
 	}
-	return nil
+	return out
 }
 
 func (p *perNode) Unassigned() []uint64 {

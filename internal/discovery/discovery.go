@@ -55,6 +55,10 @@ type Target struct {
 	// the pod's, the node's or the endpoint's node name, or the Node an
 	// EndpointSlice address targets), else "".
 	Node string
+	// Pin is the value of the target's allocation.PinLabel after relabeling,
+	// the identity of the member it is pinned to, or "". A target that
+	// relabeling drops has none.
+	Pin string
 }
 
 // Labels returns the target's discovered labels, decoded from its element
@@ -408,7 +412,7 @@ func (s *snapshotter) forget(job string) {
 }
 
 func sameTarget(a, b Target) bool {
-	return a.Hash == b.Hash && a.Node == b.Node && a.Element == b.Element
+	return a.Hash == b.Hash && a.Node == b.Node && a.Pin == b.Pin && a.Element == b.Element
 }
 
 // report logs a job's targets that Prometheus would not scrape when their

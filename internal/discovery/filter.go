@@ -311,9 +311,11 @@ func (f *filter) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTarg
 			}
 		}
 		var hash uint64
+		var pin string
 		switch {
 		case err == nil && !scraped.IsEmpty():
 			hash = f.hash(job.JobName, keptMark, scraped.Range)
+			pin = scraped.Get(allocation.PinLabel)
 		case f.strategy == FilterRelabelConfig:
 			continue
 		default:
@@ -323,7 +325,7 @@ func (f *filter) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTarg
 				}
 			})
 		}
-		out.targets = append(out.targets, Target{Job: job.JobName, Element: httpsd.EncodeSorted(discovered), Hash: hash, Node: node(discovered)})
+		out.targets = append(out.targets, Target{Job: job.JobName, Element: httpsd.EncodeSorted(discovered), Hash: hash, Node: node(discovered), Pin: pin})
 	}
 	return out
 }

@@ -189,6 +189,34 @@ func TestNode(t *testing.T) {
 	}
 }
 
+// A target's pin is its __embedded_ta_member label after relabeling, which
+// relabel_configs can set from a discovered label; a pin that differs makes
+// another target (the label is part of the target's labels, and of its
+// identity, until Prometheus drops it with the other "__" labels).
+func TestPinAfterRelabeling(t *testing.T) {
+	job, groups := staticJob(t, `
+scrape_configs:
+- job_name: pinned
+  relabel_configs:
+  - {source_labels: [__meta_heavy], regex: "true", target_label: __embedded_ta_member, replacement: otcta-collector-2}
+  static_configs:
+  - targets: ["10.0.0.1:80"]
+    labels: {__meta_heavy: "true"}
+  - targets: ["10.0.0.2:80"]
+  - targets: ["10.0.0.3:80"]
+    labels: {__embedded_ta_member: otcta-collector-0}
+`)
+	res, _ := newFilter(FilterRelabelConfig).update(job, groups)
+	require.Len(t, res.sorted, 3)
+	pins := map[string]string{}
+	for _, tg := range res.sorted {
+		pins[tg.Labels().Get("__address__")] = tg.Pin
+	}
+	assert.Equal(t, map[string]string{"10.0.0.1:80": "otcta-collector-2", "10.0.0.2:80": "", "10.0.0.3:80": "otcta-collector-0"}, pins)
+	assert.Empty(t, byAddress(res.sorted)["10.0.0.1:80"].Labels().Get("__embedded_ta_member"),
+		"the served labels are the discovered ones: the receiver relabels them itself")
+}
+
 // BenchmarkFilter measures relabeling and hashing one job's targets: all of
 // them, as on the first discovery update of a term, and then an update in
 // which 1 % of the target groups changed.

@@ -48,7 +48,10 @@ type Config struct {
 	Filter discovery.FilterStrategy
 	// Strategy and Fallback name the allocation strategies.
 	Strategy, Fallback string
-	Logger             *zap.Logger
+	// MaxTargetsPerMember is max_targets_per_collector: no member gets more
+	// targets; 0 sets no limit.
+	MaxTargetsPerMember int
+	Logger              *zap.Logger
 	// Registerer takes the term's discovery metrics: a registry of this
 	// term's own (see discovery.New); nil keeps them private.
 	Registerer prometheus.Registerer
@@ -73,7 +76,7 @@ func New(cfg Config) (*Term, error) {
 	if err != nil {
 		return nil, fmt.Errorf("service discovery: %w", err)
 	}
-	alloc, err := allocation.New(cfg.Strategy, allocation.WithFallback(cfg.Fallback))
+	alloc, err := allocation.New(cfg.Strategy, allocation.WithFallback(cfg.Fallback), allocation.WithLimit(cfg.MaxTargetsPerMember))
 	if err != nil {
 		return nil, fmt.Errorf("allocation strategy: %w", err)
 	}
@@ -121,12 +124,14 @@ func (t *Term) Run(ctx context.Context) {
 	}
 	pending := t.cfg.Jobs != nil // the resources' jobs are still to come
 	changed, cause, publish := time.Now(), shares.CauseMembers, true
+	var counts allocation.Counts // as last logged
 	for {
 		if publish {
 			a := s.allocation(t.cfg.Epoch, t.cfg.Identity)
 			a.Pending, a.Changed, a.Cause, a.Moved = pending, changed, cause, s.takeMoved()
 			logger.Debug("Allocated targets", zap.Int("members", len(a.Members)), zap.Int("moved", a.Moved),
 				zap.Int("unreported", len(a.Unreported)), zap.Bool("pending", a.Pending), zap.Duration("took", time.Since(changed)))
+			counts = t.logCounts(counts)
 			if !t.send(ctx, a) {
 				return
 			}
@@ -158,6 +163,29 @@ func (t *Term) Run(ctx context.Context) {
 			publish = moved
 		}
 	}
+}
+
+// logCounts logs the targets the placement limits concern, one line when
+// their number changes, and returns the counts.
+func (t *Term) logCounts(was allocation.Counts) allocation.Counts {
+	c, logger := t.state.alloc.Counts(), t.cfg.Logger
+	switch {
+	case c.OverLimit == was.OverLimit:
+	case c.OverLimit > 0:
+		logger.Warn("Targets are unassigned: every member that may take them holds max_targets_per_collector targets",
+			zap.Int("unassigned", c.OverLimit), zap.Int("max_targets_per_collector", t.cfg.MaxTargetsPerMember))
+	default:
+		logger.Info("No target is unassigned for max_targets_per_collector any more")
+	}
+	switch {
+	case c.PinnedToNonMember == was.PinnedToNonMember:
+	case c.PinnedToNonMember > 0:
+		logger.Warn("Targets are pinned to an identity that is no member; they are placed as if unpinned",
+			zap.Int("targets", c.PinnedToNonMember), zap.String("label", allocation.PinLabel))
+	default:
+		logger.Info("No target is pinned to an identity that is no member any more", zap.String("label", allocation.PinLabel))
+	}
+	return c
 }
 
 // send hands a to the reader; false when the term ends first.

@@ -181,7 +181,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 		old := js.targets
 		members := make([]int32, len(ts))
 		add := func(j int) {
-			added = append(added, allocation.Target{Hash: ts[j].Hash, Node: ts[j].Node, Job: name})
+			added = append(added, allocation.Target{Hash: ts[j].Hash, Node: ts[j].Node, Job: name, Pin: ts[j].Pin})
 			entering = append(entering, entry{name, js, j})
 			members[j] = unassigned // until the allocator is updated
 		}
@@ -196,7 +196,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 				j++
 			default:
 				switch {
-				case old[i].Node != ts[j].Node: // per-node places it anew
+				case old[i].Node != ts[j].Node || old[i].Pin != ts[j].Pin: // placed anew
 					leaving(name, js, i)
 					add(j)
 				case old[i].Element != ts[j].Element: // new metadata, same member
@@ -310,6 +310,7 @@ func (s *state) allocation(epoch int, identity string) *shares.Allocation {
 		jobs[name] = js.job
 	}
 	a := shares.New(epoch, identity, s.names, s.configs, jobs)
+	a.OverLimit = s.alloc.Counts().OverLimit
 	a.Unreported = make(map[string]bool)
 	for name, unreported := range s.unreported {
 		if _, ok := jobs[name]; ok && unreported {

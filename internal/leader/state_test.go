@@ -24,6 +24,7 @@ type fleet struct {
 	r    *rand.Rand
 	jobs map[string][]discovery.Target
 	next int
+	pins bool // pin a tenth of the targets to members, joiners or none
 }
 
 func newFleet(seed uint64, jobs, perJob int) *fleet {
@@ -42,9 +43,20 @@ func newFleet(seed uint64, jobs, perJob int) *fleet {
 func (f *fleet) target(job string) discovery.Target {
 	f.next++
 	addr := fmt.Sprintf("10.%d.%d.%d:9100", f.next>>16&255, f.next>>8&255, f.next&255)
-	return newTarget(job,
+	t := newTarget(job,
 		labels.FromStrings("__address__", addr, "__meta_pod", "pod-"+strconv.Itoa(f.next), "__meta_rev", "0"),
 		f.r.Uint64(), "node-"+strconv.Itoa(f.r.IntN(5)))
+	t.Pin = f.pin()
+	return t
+}
+
+// pin returns, for a tenth of the targets when the fleet pins, a member's
+// identity, a joiner's or one that never is a member.
+func (f *fleet) pin() string {
+	if !f.pins || f.r.IntN(10) > 0 {
+		return ""
+	}
+	return [...]string{"collector-1", "collector-4", "joiner-11", "nobody"}[f.r.IntN(4)]
 }
 
 func sortTargets(ts []discovery.Target) []discovery.Target {
@@ -78,8 +90,9 @@ func (f *fleet) changeJob(name string, share float64) {
 			t = newTarget(t.Job, labels.NewBuilder(t.Labels()).Set("__meta_rev", strconv.Itoa(f.next)).Labels(), t.Hash, t.Node)
 			f.next++
 			ts = append(ts, t)
-		case x < share: // rescheduled to another node
+		case x < share: // rescheduled to another node, pinned anew
 			t.Node = "node-" + strconv.Itoa(f.r.IntN(5))
+			t.Pin = f.pin()
 			ts = append(ts, t)
 		default:
 			ts = append(ts, t)
@@ -106,9 +119,9 @@ func members(n int) []allocation.Member {
 
 // want computes the allocation from scratch: a fresh allocator over the
 // whole snapshot, every target asked for its member.
-func want(t *testing.T, strategy string, ms []allocation.Member, snap discovery.Snapshot, configs map[string]*promconfig.ScrapeConfig) *shares.Allocation {
+func want(t *testing.T, strategy string, limit int, ms []allocation.Member, snap discovery.Snapshot, configs map[string]*promconfig.ScrapeConfig) *shares.Allocation {
 	t.Helper()
-	a, err := allocation.New(strategy, allocation.WithFallback(allocation.ConsistentHashing))
+	a, err := allocation.New(strategy, allocation.WithFallback(allocation.ConsistentHashing), allocation.WithLimit(limit))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +131,7 @@ func want(t *testing.T, strategy string, ms []allocation.Member, snap discovery.
 	var all []allocation.Target
 	for _, ts := range snap.Jobs {
 		for _, tg := range ts {
-			all = append(all, allocation.Target{Hash: tg.Hash, Node: tg.Node, Job: tg.Job})
+			all = append(all, allocation.Target{Hash: tg.Hash, Node: tg.Node, Job: tg.Job, Pin: tg.Pin})
 		}
 	}
 	a.SetTargets(all)
@@ -166,15 +179,23 @@ func same(t *testing.T, step string, got, want *shares.Allocation) {
 
 // Followed by its changes, the state serves what a computation from
 // scratch serves, through target changes (added, gone, relabeled,
-// rescheduled), members joining and leaving, with bounds that bind (few
-// targets a member) and not.
+// rescheduled, pinned anew), members joining and leaving, with bounds that
+// bind (few targets a member) and not, and with pins and a limit that binds.
 func TestStateFollowsChanges(t *testing.T) {
 	for _, strategy := range allocation.Strategies() {
-		for _, perJob := range []int{7, 300} {
-			t.Run(fmt.Sprintf("%s/%d", strategy, perJob), func(t *testing.T) {
+		for _, tc := range []struct{ perJob, limit int }{{7, 0}, {300, 0}, {7, 4}, {300, 190}} {
+			t.Run(fmt.Sprintf("%s/%d/limit=%d", strategy, tc.perJob, tc.limit), func(t *testing.T) {
+				perJob := tc.perJob
 				configs := map[string]*promconfig.ScrapeConfig{"configured-only": {JobName: "configured-only"}}
-				f := newFleet(uint64(perJob), 4, perJob)
-				alloc, err := allocation.New(strategy, allocation.WithFallback(allocation.ConsistentHashing))
+				f := newFleet(uint64(perJob), 4, 0)
+				f.pins = tc.limit > 0
+				for name := range f.jobs {
+					for range perJob {
+						f.jobs[name] = append(f.jobs[name], f.target(name))
+					}
+					f.jobs[name] = sortTargets(f.jobs[name])
+				}
+				alloc, err := allocation.New(strategy, allocation.WithFallback(allocation.ConsistentHashing), allocation.WithLimit(tc.limit))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -188,7 +209,7 @@ func TestStateFollowsChanges(t *testing.T) {
 				}
 				snap := f.snapshot()
 				s.setTargets(snap)
-				same(t, "first", s.allocation(1, "collector-0"), want(t, strategy, ms, snap, configs))
+				same(t, "first", s.allocation(1, "collector-0"), want(t, strategy, tc.limit, ms, snap, configs))
 				for step := range 40 {
 					switch step % 8 {
 					case 3:
@@ -211,7 +232,7 @@ func TestStateFollowsChanges(t *testing.T) {
 						checkServedOnce(t, s.allocation(1, "collector-0"), snap)
 						continue
 					}
-					same(t, fmt.Sprintf("step %d", step), s.allocation(1, "collector-0"), want(t, strategy, ms, snap, configs))
+					same(t, fmt.Sprintf("step %d", step), s.allocation(1, "collector-0"), want(t, strategy, tc.limit, ms, snap, configs))
 				}
 				reversed := slices.Clone(ms)
 				slices.Reverse(reversed)
@@ -227,7 +248,10 @@ func checkServedOnce(t *testing.T, a *shares.Allocation, snap discovery.Snapshot
 	t.Helper()
 	for job, ts := range snap.Jobs {
 		seen := map[uint64]int{}
-		for _, m := range a.Members {
+		for _, m := range append(slices.Clone(a.Members), "") { // "": unassigned
+			if m == "" && a.Summary().Unassigned != a.OverLimit {
+				t.Fatalf("%d targets unassigned, %d of them over the limit: no other cause here", a.Summary().Unassigned, a.OverLimit)
+			}
 			for _, tg := range a.Share(job, m).Targets() {
 				seen[tg.Hash]++
 			}

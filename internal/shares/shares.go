@@ -178,6 +178,9 @@ type Allocation struct {
 	Changed time.Time
 	Cause   Cause
 	Moved   int
+	// OverLimit counts the unassigned targets that a member could take but
+	// for max_targets_per_collector (allocation.Counts).
+	OverLimit int
 
 	configs  *ScrapeConfigs
 	jobs     map[string]*Job
@@ -269,9 +272,12 @@ type Summary struct {
 	// Members are the group's members, in order, each with its counts.
 	Members []MemberCount `json:"members"`
 	Jobs    []JobCount    `json:"jobs"`
-	// Targets counts every target; Unassigned those no member may take.
+	// Targets counts every target; Unassigned those no member may take,
+	// and OverLimit those of them that a member could take but for
+	// max_targets_per_collector.
 	Targets    int `json:"targets"`
 	Unassigned int `json:"unassigned"`
+	OverLimit  int `json:"over_limit"`
 }
 
 // MemberCount is one member's part of an allocation.
@@ -294,7 +300,7 @@ type JobCount struct {
 // Summary returns the allocation's counts, computed on first use.
 func (a *Allocation) Summary() Summary {
 	a.summaryOnce.Do(func() {
-		s := Summary{Members: make([]MemberCount, len(a.Members)), Jobs: make([]JobCount, len(a.jobNames))}
+		s := Summary{Members: make([]MemberCount, len(a.Members)), Jobs: make([]JobCount, len(a.jobNames)), OverLimit: a.OverLimit}
 		index := make(map[string]int, len(a.Members))
 		for i, m := range a.Members {
 			s.Members[i].Identity = m

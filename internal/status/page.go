@@ -150,7 +150,11 @@ func writePage(w http.ResponseWriter, d Document, reason string, code int) {
 		data.Rows[i].Leader = data.Rows[i].Identity == d.Leader && d.Leader != ""
 	}
 	if a := d.Allocation; a != nil && a.Unassigned > 0 {
-		data.Rows = append(data.Rows, row{MemberView: MemberView{Identity: "(unassigned)"}, Counted: true, Unassigned: true, Targets: a.Unassigned})
+		identity := "(unassigned)"
+		if a.OverLimit > 0 {
+			identity = fmt.Sprintf("(unassigned: %d over max_targets_per_collector)", a.OverLimit)
+		}
+		data.Rows = append(data.Rows, row{MemberView: MemberView{Identity: identity}, Counted: true, Unassigned: true, Targets: a.Unassigned})
 	}
 	data.Chart = draw(d, data.Rows)
 	renderCode(w, "page", data, code)

@@ -68,6 +68,12 @@ func TestPageShowsOneRowAMember(t *testing.T) {
 	rec = httptest.NewRecorder()
 	status.WritePage(rec, status.NewDocument(view, a))
 	assert.Contains(t, rec.Body.String(), "It is pending: the jobs are not all known yet")
+
+	view, a = testDocument(t)
+	a.OverLimit = 1 // the target no member may take is over max_targets_per_collector
+	rec = httptest.NewRecorder()
+	status.WritePage(rec, status.NewDocument(view, a))
+	assert.Contains(t, rec.Body.String(), "(unassigned: 1 over max_targets_per_collector)")
 }
 
 // A follower has no allocation: its page names the leader and where its page
@@ -160,6 +166,7 @@ func TestDocumentJSON(t *testing.T) {
 	assert.Equal(t, "2026-05-01T12:00:00Z", alloc["changed"])
 	assert.Equal(t, "members", alloc["cause"])
 	assert.Equal(t, 3.0, alloc["moved"])
+	assert.Equal(t, 0.0, alloc["over_limit"])
 	assert.Equal(t, map[string]any{"identity": "g-1", "job_count": 2.0, "target_count": 2.0}, alloc["members"].([]any)[1])
 
 	b, err = json.Marshal(status.NewDocument(view, nil))

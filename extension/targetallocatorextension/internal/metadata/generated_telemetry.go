@@ -37,7 +37,9 @@ type TelemetryBuilder struct {
 	TargetallocatorMembers                  metric.Int64Gauge
 	TargetallocatorTargets                  metric.Int64Gauge
 	TargetallocatorTargetsMoved             metric.Int64Counter
+	TargetallocatorTargetsOverLimit         metric.Int64Gauge
 	TargetallocatorTargetsPerMember         metric.Int64Gauge
+	TargetallocatorTargetsUnassigned        metric.Int64Gauge
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -179,9 +181,21 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithUnit("{target}"),
 	)
 	errs = errors.Join(errs, err)
+	builder.TargetallocatorTargetsOverLimit, err = builder.meter.Int64Gauge(
+		"otelcol_targetallocator_targets_over_limit",
+		metric.WithDescription("Unassigned targets that a member could take but for max_targets_per_collector. [Development]"),
+		metric.WithUnit("{target}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.TargetallocatorTargetsPerMember, err = builder.meter.Int64Gauge(
 		"otelcol_targetallocator_targets_per_member",
 		metric.WithDescription("Targets the leader assigned to each member. [Development]"),
+		metric.WithUnit("{target}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.TargetallocatorTargetsUnassigned, err = builder.meter.Int64Gauge(
+		"otelcol_targetallocator_targets_unassigned",
+		metric.WithDescription("Targets the leader assigned to no member. [Development]"),
 		metric.WithUnit("{target}"),
 	)
 	errs = errors.Join(errs, err)

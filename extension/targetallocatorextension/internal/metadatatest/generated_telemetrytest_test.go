@@ -38,7 +38,9 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.TargetallocatorMembers.Record(context.Background(), 1)
 	tb.TargetallocatorTargets.Record(context.Background(), 1)
 	tb.TargetallocatorTargetsMoved.Add(context.Background(), 1)
+	tb.TargetallocatorTargetsOverLimit.Record(context.Background(), 1)
 	tb.TargetallocatorTargetsPerMember.Record(context.Background(), 1)
+	tb.TargetallocatorTargetsUnassigned.Record(context.Background(), 1)
 	AssertEqualTargetallocatorAllocationDuration(t, testTel,
 		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
 		metricdatatest.IgnoreTimestamp())
@@ -66,7 +68,13 @@ func TestSetupTelemetry(t *testing.T) {
 	AssertEqualTargetallocatorTargetsMoved(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
+	AssertEqualTargetallocatorTargetsOverLimit(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualTargetallocatorTargetsPerMember(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualTargetallocatorTargetsUnassigned(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 

@@ -1,0 +1,260 @@
+package allocation
+
+import "slices"
+
+// pinning is the Allocator New returns: it places the pinned targets itself
+// and hands the others to the strategy, with a budget (budget.go) of what
+// the pins and the limit leave.
+//
+// A target pinned to a member goes to that member; one pinned to an
+// identity that is no member goes to the strategy, as if it had no pin,
+// until that identity joins. A member pinned more targets than the limit
+// keeps those that score it highest, as rendezvous hashing scores them; the
+// others stay unassigned. A member's pinned targets count in its load for
+// the strategy's balance (not per-node's, which balances nothing), and the
+// strategy gives a member at most the limit less its pinned targets.
+//
+// The pinned targets are few, as a rule: what it does per change is in
+// proportion to them, and without them it adds nothing to the strategy's
+// own work but a scan of the added targets for a pin.
+type pinning struct {
+	strategy strategyAllocator
+	limit    int // 0: none
+	members  memberSet
+	pins     map[uint64]*pin // every pinned target, by hash
+	budget   budget
+	cut      []uint64 // pinned targets over their member's limit
+	placed   int      // pinned targets on their member
+	absent   int      // pinned targets whose Pin names no member
+}
+
+type pin struct {
+	target Target
+	member int32 // the member Pin names, in members; -1 for none
+	kept   bool  // on its member, within the limit
+}
+
+func newPinning(s strategyAllocator, limit int) *pinning {
+	w := &pinning{strategy: s, limit: limit, pins: map[uint64]*pin{}}
+	s.setBudget(&w.budget)
+	return w
+}
+
+func (w *pinning) Strategy() string { return w.strategy.Strategy() }
+
+func (w *pinning) SetMembers(members []Member) error {
+	next, err := newMemberSet(members)
+	if err != nil {
+		return err
+	}
+	var toStrategy []Target
+	var fromStrategy []uint64
+	for h, p := range w.pins {
+		m, ok := next.index[p.target.Pin]
+		if !ok {
+			m = -1
+		}
+		switch {
+		case p.member < 0 && m >= 0:
+			fromStrategy = append(fromStrategy, h)
+		case p.member >= 0 && m < 0:
+			toStrategy = append(toStrategy, p.target)
+		}
+		p.member = m
+	}
+	w.members = next
+	w.place()
+	if err := w.strategy.SetMembers(members); err != nil {
+		return err // cannot happen: newMemberSet accepted them
+	}
+	if len(toStrategy) > 0 || len(fromStrategy) > 0 {
+		w.strategy.Update(toStrategy, fromStrategy)
+	}
+	return nil
+}
+
+func (w *pinning) SetTargets(targets []Target) {
+	pinned, others := split(targets)
+	if len(pinned) == 0 && len(w.pins) == 0 {
+		w.strategy.SetTargets(targets)
+		return
+	}
+	w.pins = make(map[uint64]*pin, len(pinned))
+	for h, t := range pinned {
+		p := w.newPin(t)
+		w.pins[h] = p
+		if p.member < 0 {
+			others = append(others, t)
+		}
+	}
+	w.place()
+	w.strategy.SetTargets(others)
+}
+
+func (w *pinning) Update(added []Target, removed []uint64) {
+	pinned, others := split(added)
+	if len(pinned) == 0 && len(w.pins) == 0 {
+		w.strategy.Update(added, removed)
+		return
+	}
+	var fromStrategy []uint64
+	for _, h := range removed {
+		if p, ok := w.pins[h]; ok {
+			delete(w.pins, h)
+			if p.member >= 0 {
+				continue
+			}
+		}
+		fromStrategy = append(fromStrategy, h)
+	}
+	toStrategy := make([]Target, 0, len(others))
+	for _, t := range others {
+		if _, known := w.pins[t.Hash]; !known {
+			toStrategy = append(toStrategy, t)
+		}
+	}
+	var gone map[uint64]bool // removed from the strategy: unknown once removed
+	if len(pinned) > 0 {
+		gone = make(map[uint64]bool, len(fromStrategy))
+		for _, h := range fromStrategy {
+			gone[h] = true
+		}
+	}
+	for h, t := range pinned {
+		if _, known := w.pins[h]; known || w.strategy.has(h) && !gone[h] {
+			continue
+		}
+		p := w.newPin(t)
+		w.pins[h] = p
+		if p.member < 0 {
+			toStrategy = append(toStrategy, t)
+		}
+	}
+	w.place()
+	w.strategy.Update(toStrategy, fromStrategy)
+}
+
+// split parts targets into the pinned ones, by hash, and the others; of
+// several targets with one hash it keeps the first, pinned or not.
+func split(targets []Target) (pinned map[uint64]Target, others []Target) {
+	if !slices.ContainsFunc(targets, func(t Target) bool { return t.Pin != "" }) {
+		return nil, targets
+	}
+	first := map[uint64]int{} // a pinned hash: the position of its first target
+	for i, t := range targets {
+		if _, seen := first[t.Hash]; t.Pin != "" && !seen {
+			first[t.Hash] = i
+		}
+	}
+	others = make([]Target, 0, len(targets)-len(first))
+	for i, t := range targets {
+		if t.Pin != "" {
+			continue
+		}
+		if j, ok := first[t.Hash]; ok {
+			if j < i {
+				continue // pinned first
+			}
+			delete(first, t.Hash)
+		}
+		others = append(others, t)
+	}
+	pinned = make(map[uint64]Target, len(first))
+	for h, i := range first {
+		pinned[h] = targets[i]
+	}
+	return pinned, others
+}
+
+func (w *pinning) newPin(t Target) *pin {
+	m, ok := w.members.index[t.Pin]
+	if !ok {
+		m = -1
+	}
+	return &pin{target: t, member: m}
+}
+
+// place decides which pinned targets their members keep, and sets the
+// strategy's budget.
+func (w *pinning) place() {
+	n := w.members.len()
+	w.cut, w.placed, w.absent = w.cut[:0], 0, 0
+	var fixed []int
+	if len(w.pins) > 0 {
+		on := make([][]*pin, n)
+		for _, p := range w.pins {
+			if p.member < 0 {
+				w.absent++
+			} else {
+				on[p.member] = append(on[p.member], p)
+			}
+		}
+		fixed = make([]int, n)
+		for m, ps := range on {
+			for _, p := range ps {
+				p.kept = true
+			}
+			if w.limit > 0 && len(ps) > w.limit {
+				seed := w.members.seeds[m]
+				score := func(p *pin) candidate { return candidate{mix(mix(p.target.Hash) ^ seed), p.target.Hash, 0} }
+				slices.SortFunc(ps, func(a, b *pin) int {
+					if weaker(score(b), score(a)) {
+						return -1
+					}
+					return 1
+				})
+				for _, p := range ps[w.limit:] {
+					p.kept = false
+					w.cut = append(w.cut, p.target.Hash)
+				}
+				ps = ps[:w.limit]
+			}
+			fixed[m] = len(ps)
+			w.placed += len(ps)
+		}
+	}
+	w.budget.fixed = nil
+	if w.placed > 0 {
+		w.budget.fixed = fixed
+	}
+	w.budget.room = nil
+	if w.limit > 0 {
+		w.budget.room = make([]int, n)
+		for m := range n {
+			w.budget.room[m] = w.limit - w.budget.fixedOf(m)
+		}
+	}
+}
+
+func (w *pinning) MemberOf(hash uint64) (string, bool) {
+	if p, ok := w.pins[hash]; ok && p.member >= 0 {
+		if !p.kept {
+			return "", false
+		}
+		return w.members.names[p.member], true
+	}
+	return w.strategy.MemberOf(hash)
+}
+
+func (w *pinning) Assignment() map[string][]uint64 {
+	out := w.strategy.Assignment()
+	for h, p := range w.pins {
+		if p.member >= 0 && p.kept {
+			name := w.members.names[p.member]
+			out[name] = append(out[name], h)
+		}
+	}
+	return out
+}
+
+func (w *pinning) Unassigned() []uint64 { return append(w.strategy.Unassigned(), w.cut...) }
+
+func (w *pinning) Displaced() []uint64 { return append(w.strategy.Displaced(), w.cut...) }
+
+func (w *pinning) Counts() Counts {
+	c := Counts{OverLimit: len(w.cut) + w.strategy.overLimit(), Pinned: w.placed}
+	if w.members.len() > 0 {
+		c.PinnedToNonMember = w.absent
+	}
+	return c
+}
