@@ -3,8 +3,6 @@ package discovery
 import (
 	"context"
 	"fmt"
-	"os"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,39 +18,12 @@ import (
 )
 
 // controlPlane is a real etcd and kube-apiserver, started by the first test
-// that needs one (realAPIServer), so that the other tests and the
-// benchmarks (`make bench`) run without; each test that uses it works in a
-// namespace of its own.
-var controlPlane struct {
-	once sync.Once
-	env  *kubetest.Env
-	err  error
-}
+// that needs one, so that the other tests and the benchmarks run without.
+var controlPlane kubetest.OnDemand
 
-func realAPIServer(t *testing.T) *kubetest.Env {
-	t.Helper()
-	controlPlane.once.Do(func() { controlPlane.env, controlPlane.err = kubetest.Start() })
-	if controlPlane.err != nil {
-		t.Fatal(controlPlane.err)
-	}
-	return controlPlane.env
-}
+func realAPIServer(t *testing.T) *kubetest.Env { return controlPlane.Get(t) }
 
-// TestMain stops the control plane, if a test started one, and then fails
-// the run if any goroutine is left.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if env := controlPlane.env; env != nil {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "kubetest: stop:", err)
-		}
-	}
-	if err := goleak.Find(kubetest.IdleHTTP2Connections); err != nil && code == 0 {
-		fmt.Fprintln(os.Stderr, "goleak:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { kubetest.MainOnDemand(m, &controlPlane) }
 
 func TestKubernetesPods(t *testing.T) {
 	cp := realAPIServer(t)
@@ -127,14 +98,14 @@ func runPod(t *testing.T, ns, name, node, ip string, phase corev1.PodPhase) {
 			}},
 		},
 	}
-	_, err := controlPlane.env.Client.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
+	_, err := realAPIServer(t).Client.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
 	require.NoError(t, err)
 	setStatus(t, ns, name, ip, phase)
 }
 
 func setStatus(t *testing.T, ns, name, ip string, phase corev1.PodPhase) {
 	t.Helper()
-	pods := controlPlane.env.Client.CoreV1().Pods(ns)
+	pods := realAPIServer(t).Client.CoreV1().Pods(ns)
 	pod, err := pods.Get(context.Background(), name, metav1.GetOptions{})
 	require.NoError(t, err)
 	pod.Status.Phase = phase

@@ -2,13 +2,10 @@ package election_test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
@@ -18,37 +15,12 @@ import (
 )
 
 // controlPlane is a real etcd and kube-apiserver, started by the first test
-// that needs one, so that the unit tests run without.
-var controlPlane struct {
-	once sync.Once
-	env  *kubetest.Env
-	err  error
-}
+// that needs one, so that the other tests and the benchmarks run without.
+var controlPlane kubetest.OnDemand
 
-func realAPIServer(t *testing.T) *kubetest.Env {
-	t.Helper()
-	controlPlane.once.Do(func() { controlPlane.env, controlPlane.err = kubetest.Start() })
-	if controlPlane.err != nil {
-		t.Fatal(controlPlane.err)
-	}
-	return controlPlane.env
-}
+func realAPIServer(t *testing.T) *kubetest.Env { return controlPlane.Get(t) }
 
-// TestMain stops the control plane, if a test started one, and then fails
-// the run if any goroutine is left: every Run must have waited for its own.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if env := controlPlane.env; env != nil {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "kubetest: stop:", err)
-		}
-	}
-	if err := goleak.Find(kubetest.IdleHTTP2Connections); err != nil && code == 0 {
-		fmt.Fprintln(os.Stderr, "goleak:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { kubetest.MainOnDemand(m, &controlPlane) }
 
 var (
 	leaseDuration = 5 * time.Second

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -135,6 +136,42 @@ func MainLeakChecked(m *testing.M, env **Env, opts ...goleak.Option) {
 		os.Exit(code)
 	}))
 	goleak.VerifyTestMain(m, opts...)
+}
+
+// OnDemand is a control plane that the first test needing one starts
+// (Get), so that a package's other tests and its benchmarks run without
+// one; MainOnDemand stops it.
+type OnDemand struct {
+	once sync.Once
+	env  *Env
+	err  error
+}
+
+// Get starts the control plane on its first call and returns it.
+func (o *OnDemand) Get(t testing.TB) *Env {
+	t.Helper()
+	o.once.Do(func() { o.env, o.err = Start() })
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	return o.env
+}
+
+// MainOnDemand runs the tests, stops the control plane if a test started
+// one, and then fails the run if any goroutine is left but
+// IdleHTTP2Connections; use it as the package's TestMain body.
+func MainOnDemand(m *testing.M, o *OnDemand) {
+	code := m.Run()
+	if o.env != nil {
+		if err := o.env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "kubetest: stop:", err)
+		}
+	}
+	if err := goleak.Find(IdleHTTP2Connections); err != nil && code == 0 {
+		fmt.Fprintln(os.Stderr, "goleak:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 // assetsDir finds the control-plane binaries.
