@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync"
 	"testing"
 )
 
@@ -15,11 +16,22 @@ import (
 // load.
 const lowest, highest = 20000, 32767
 
-// Free returns 127.0.0.1:<port> with a port nothing listens on.
+// handedOut holds every port Free returned in this test binary. A port
+// handed to a process that has not bound it yet looks free; without this, two
+// calls in one test (three per collector process) draw the same port about
+// once in a few thousand tests, and the second process to bind it exits.
+var handedOut sync.Map
+
+// Free returns 127.0.0.1:<port> with a port nothing listens on and that no
+// earlier call in this test binary returned.
 func Free(t testing.TB) string {
 	t.Helper()
 	for range 100 {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(lowest+rand.IntN(highest-lowest+1)))
+		port := lowest + rand.IntN(highest-lowest+1)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
