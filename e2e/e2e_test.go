@@ -52,6 +52,7 @@ type process struct {
 	endpoint  string // allocator API
 	exporter  string // the prometheus exporter: what this member scraped
 	telemetry string // the collector's own metrics
+	health    string // the health_check extension, where a test's config has one (HEALTH_ENDPOINT)
 	cmd       *exec.Cmd
 	log       string
 	exited    chan error

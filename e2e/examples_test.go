@@ -1,17 +1,25 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,7 +52,8 @@ func namespace(t *testing.T, name string) {
 	})
 }
 
-// Every manifest of examples/statefulset, examples/operator (with the
+// Every manifest of examples/statefulset, examples/scrape-targets,
+// examples/operator (with the
 // operator's CRD installed), examples/rbac-prometheus-cr (alone and as a
 // component) and the Helm example's RBAC is accepted by the real API
 // server, as `kubectl apply --dry-run=server` sends it.
@@ -61,6 +70,12 @@ func TestExamplesAcceptedByTheAPIServer(t *testing.T) {
 		assert.Contains(t, out, want)
 	}
 	t.Logf("kubectl apply --dry-run=server -k examples/statefulset:\n%s", out)
+
+	out, err = run(t, []string{admin}, kubectl, "apply", "--dry-run=server", "-k", "../examples/scrape-targets")
+	require.NoError(t, err, out)
+	for _, want := range []string{"configmap/otcta-scrape-target-", "deployment.apps/otcta-scrape-target"} {
+		assert.Contains(t, out, want)
+	}
 
 	out, err = run(t, []string{admin}, kubectl, "apply", "--dry-run=server", "-k", "../examples/operator")
 	require.NoError(t, err, out)
@@ -205,11 +220,14 @@ func TestHelmRBACIsTheExamples(t *testing.T) {
 	assert.NotContains(t, fmt.Sprint(base["alternateConfig"]), "prometheus_cr")
 }
 
+// scrapeTargetConfig is the configuration of examples/scrape-targets' pods.
+const scrapeTargetConfig = "../examples/scrape-targets/target.yaml"
+
 // exampleConfigs are the collector configurations in examples/, each as a file.
 func exampleConfigs(t *testing.T) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
-	configs := map[string]string{"statefulset": "../examples/statefulset/collector.yaml"}
+	configs := map[string]string{"statefulset": "../examples/statefulset/collector.yaml", "scrape-targets": scrapeTargetConfig}
 
 	var cr struct {
 		Spec struct {
@@ -357,4 +375,102 @@ func TestExampleRBACIsEnoughAndNoMore(t *testing.T) {
 			})
 		}
 	}
+}
+
+// The walk-through's scrape targets are scraped: processes of
+// examples/scrape-targets' configuration, each behind the IP of a pod with
+// the annotations of its Deployment, are found by the annotated-pods job of
+// examples/statefulset's configuration, and every member of the group
+// scrapes a share of them, each target on exactly one member.
+func TestExampleScrapeTargetsAreScraped(t *testing.T) {
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+
+	raw, err := os.ReadFile("../examples/scrape-targets/deployment.yaml")
+	require.NoError(t, err)
+	var deployment appsv1.Deployment
+	require.NoError(t, yaml.Unmarshal(raw, &deployment))
+	annotations := deployment.Spec.Template.Annotations
+	port, err := strconv.Atoi(annotations["prometheus.io/port"])
+	require.NoError(t, err)
+	require.Equal(t, int32(port), deployment.Spec.Template.Spec.Containers[0].Ports[0].ContainerPort)
+
+	var want, pods []string
+	for i, ip := range []string{"127.0.0.41", "127.0.0.42", "127.0.0.43", "127.0.0.44"} {
+		startProcess(t, kubeconfig, fmt.Sprintf("otcta-scrape-target-%d", i), scrapeTargetConfig, "POD_IP="+ip)
+		pod := controlPlane.RunningPod(t, ns, fmt.Sprintf("otcta-scrape-target-%d", i), ip, "node-a", int32(port), nil)
+		pod.Annotations = annotations
+		_, err = controlPlane.Client.CoreV1().Pods(ns).Update(context.Background(), pod, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		want = append(want, fmt.Sprintf("annotated-pods %s:%d", ip, port))
+		pods = append(pods, pod.Name)
+	}
+
+	procs := startGroup(t, kubeconfig, "otcta-collector", 2, localConfig(t, kubeconfig, ns))
+	settled(t, procs, 60*time.Second)
+	// What the walk-through's verify step shows: each member's share of
+	// annotated-pods, none empty, and in its exporter an up series of each
+	// pod it scrapes (the pod label is the job's; job and instance are
+	// the scraped collector's own service name and instance ID, from its
+	// target_info), each pod on exactly one member.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		var shared, scraped []string
+		for _, p := range procs {
+			targets := shareOf(c, p.endpoint, "annotated-pods", p.name)
+			assert.NotEmpty(c, targets, "%s's share is empty", p.name)
+			shared = append(shared, targets...)
+			pods, err := upPods(p.exporter)
+			if !assert.NoError(c, err) {
+				return
+			}
+			assert.NotEmpty(c, pods, "%s scrapes nothing", p.name)
+			scraped = append(scraped, pods...)
+		}
+		slices.Sort(shared)
+		slices.Sort(scraped)
+		assert.Equal(c, want, shared, "the members' shares")
+		assert.Equal(c, pods, scraped, "the pods of the up series: each on exactly one member")
+	}, 60*time.Second, 250*time.Millisecond)
+}
+
+var upRE = regexp.MustCompile(`^up\{.*pod="([^"]+)".*\} 1$`)
+
+// upPods are the pods of the up series in a member's exporter.
+func upPods(exporter string) ([]string, error) {
+	resp, err := http.Get("http://" + exporter + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var pods []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if m := upRE.FindStringSubmatch(sc.Text()); m != nil {
+			pods = append(pods, m[1])
+		}
+	}
+	return pods, sc.Err()
+}
+
+// shareOf asks a member's API for collector's targets in job.
+func shareOf(c *assert.CollectT, endpoint, job, collector string) []string {
+	resp, err := http.Get("http://" + endpoint + "/jobs/" + url.PathEscape(job) + "/targets?collector_id=" + url.QueryEscape(collector))
+	if !assert.NoError(c, err) {
+		return nil
+	}
+	defer resp.Body.Close()
+	var groups []struct {
+		Targets []string `json:"targets"`
+	}
+	if !assert.NoError(c, json.NewDecoder(resp.Body).Decode(&groups)) {
+		return nil
+	}
+	var targets []string
+	for _, g := range groups {
+		for _, target := range g.Targets {
+			targets = append(targets, job+" "+target)
+		}
+	}
+	return targets
 }

@@ -8,14 +8,19 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/embedded-ta/embedded-ta/internal/kubetest"
+	"github.com/embedded-ta/embedded-ta/internal/testaddr"
 	"github.com/embedded-ta/embedded-ta/internal/testpki"
 )
 
@@ -81,8 +86,9 @@ func securedGroup(t *testing.T, config, scheme string, client *http.Client, want
 	require.NoError(t, os.WriteFile(file, []byte(config), 0o600))
 	var procs []*process
 	for i, receiver := range []string{"prometheus_allocated", "prometheus_allocated", "prometheus"} {
-		p := startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i), file, "RECEIVER="+receiver, "SCHEME="+scheme)
-		p.apiScheme, p.apiClient = scheme, client
+		health := testaddr.Free(t)
+		p := startProcess(t, kubeconfig, fmt.Sprintf("otcta-collector-%d", i), file, "RECEIVER="+receiver, "SCHEME="+scheme, "HEALTH_ENDPOINT="+health)
+		p.apiScheme, p.apiClient, p.health = scheme, client, health
 		procs = append(procs, p)
 	}
 	settled(t, procs, 60*time.Second)
@@ -144,7 +150,7 @@ func TestMutualTLSBetweenReplicas(t *testing.T) {
 		jobs,
 		"    tls: "+clientTLS,
 		"      tls: "+clientTLS+"\n      http_sd_config: {refresh_interval: 1s}",
-		"", "target_allocator")
+		"  health_check:\n    endpoint: ${env:HEALTH_ENDPOINT}", "health_check, target_allocator")
 	member := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		RootCAs: pki.Pool, Certificates: []tls.Certificate{pki.Client},
 	}}}
@@ -189,6 +195,73 @@ func TestMutualTLSBetweenReplicas(t *testing.T) {
 		}
 		t.Logf("measured: %s: %v", name, err)
 	}
+
+	// Kubelet's probes present no client certificate (an HTTPS probe does
+	// not even verify the server's). The probes of examples/statefulset on
+	// the health_check extension's port answer under mutual TLS; its
+	// readiness probe of /readyz on the API's port cannot, which is why
+	// docs/security.md moves it to the health port with mutual TLS.
+	kubelet := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as kubelet's HTTPS probes
+	}}
+	probes := exampleProbes(t)
+	require.Equal(t, "health", probes["liveness"].component)
+	require.Equal(t, "allocator", probes["readiness"].component)
+	for _, p := range procs {
+		resp, err := kubelet.Get("http://" + p.health + probes["liveness"].path)
+		if assert.NoError(t, err, "%s: the liveness probe", p.name) {
+			resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: the liveness probe, and the readiness probe docs/security.md gives under mutual TLS", p.name)
+		}
+		_, err = kubelet.Get("https://" + p.endpoint + probes["readiness"].path)
+		assert.Error(t, err, "%s: /readyz on the API's port answered a client without a certificate", p.name)
+	}
+}
+
+// probe is an HTTP probe of examples/statefulset: its path, and what listens
+// on its port, by the collector configuration: "health" (the health_check
+// extension) or "allocator" (the target_allocator's API).
+type probe struct{ path, component string }
+
+// exampleProbes are the liveness and readiness probes of examples/statefulset.
+func exampleProbes(t *testing.T) map[string]probe {
+	t.Helper()
+	raw, err := os.ReadFile("../examples/statefulset/statefulset.yaml")
+	require.NoError(t, err)
+	var sts appsv1.StatefulSet
+	require.NoError(t, yaml.Unmarshal([]byte(strings.Split(string(raw), "\n---\n")[0]), &sts))
+	require.Equal(t, "StatefulSet", sts.Kind)
+	container := sts.Spec.Template.Spec.Containers[0]
+	raw, err = os.ReadFile("../examples/statefulset/collector.yaml")
+	require.NoError(t, err)
+	var cfg struct {
+		Extensions struct {
+			HealthCheck     struct{ Endpoint string } `json:"health_check"`
+			TargetAllocator struct{ Endpoint string } `json:"target_allocator"`
+		} `json:"extensions"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &cfg))
+	listens := map[int32]string{}
+	for component, endpoint := range map[string]string{"health": cfg.Extensions.HealthCheck.Endpoint, "allocator": cfg.Extensions.TargetAllocator.Endpoint} {
+		// The host may be a ${env:POD_IP}: the port is what follows the last colon.
+		n, err := strconv.Atoi(endpoint[strings.LastIndex(endpoint, ":")+1:])
+		require.NoError(t, err, endpoint)
+		listens[int32(n)] = component
+	}
+	probes := map[string]probe{}
+	for name, pr := range map[string]*corev1.Probe{"liveness": container.LivenessProbe, "readiness": container.ReadinessProbe} {
+		require.NotNil(t, pr, name)
+		require.NotNil(t, pr.HTTPGet, name)
+		port := pr.HTTPGet.Port.IntVal
+		for _, cp := range container.Ports {
+			if cp.Name == pr.HTTPGet.Port.StrVal {
+				port = cp.ContainerPort
+			}
+		}
+		require.Contains(t, listens, port, "the %s probe's port %s is no endpoint of collector.yaml", name, pr.HTTPGet.Port.String())
+		probes[name] = probe{path: pr.HTTPGet.Path, component: listens[port]}
+	}
+	return probes
 }
 
 // A bearer token (the bearertokenauth extension) protects every route; the
