@@ -220,6 +220,37 @@ func TestHelmRBACIsTheExamples(t *testing.T) {
 	assert.NotContains(t, fmt.Sprint(base["alternateConfig"]), "prometheus_cr")
 }
 
+// Every example gives a member the same memory, sized for a leader (the
+// statefulset's comment says for which scale).
+func TestExamplesSizeMembersAlike(t *testing.T) {
+	raw, err := os.ReadFile("../examples/statefulset/statefulset.yaml")
+	require.NoError(t, err)
+	var sts appsv1.StatefulSet
+	require.NoError(t, yaml.Unmarshal([]byte(strings.Split(string(raw), "\n---\n")[0]), &sts))
+	want := sts.Spec.Template.Spec.Containers[0].Resources
+	require.False(t, want.Limits.Memory().IsZero(), "the statefulset example sets no memory limit")
+	require.False(t, want.Requests.Memory().IsZero(), "the statefulset example requests no memory")
+
+	var cr struct {
+		Spec struct {
+			Resources corev1.ResourceRequirements `json:"resources"`
+		} `json:"spec"`
+	}
+	raw, err = os.ReadFile("../examples/operator/opentelemetrycollector.yaml")
+	require.NoError(t, err)
+	require.NoError(t, yaml.Unmarshal(raw, &cr))
+	var values struct {
+		Resources corev1.ResourceRequirements `json:"resources"`
+	}
+	raw, err = os.ReadFile("../examples/helm/values.yaml")
+	require.NoError(t, err)
+	require.NoError(t, yaml.Unmarshal(raw, &values))
+	for name, got := range map[string]corev1.ResourceRequirements{"operator": cr.Spec.Resources, "helm": values.Resources} {
+		assert.True(t, want.Requests.Memory().Equal(*got.Requests.Memory()), "%s: memory request %s, the statefulset's %s", name, got.Requests.Memory(), want.Requests.Memory())
+		assert.True(t, want.Limits.Memory().Equal(*got.Limits.Memory()), "%s: memory limit %s, the statefulset's %s", name, got.Limits.Memory(), want.Limits.Memory())
+	}
+}
+
 // scrapeTargetConfig is the configuration of examples/scrape-targets' pods.
 const scrapeTargetConfig = "../examples/scrape-targets/target.yaml"
 
