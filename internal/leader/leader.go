@@ -26,6 +26,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
@@ -46,6 +47,11 @@ type Config struct {
 	// win a clash of names. Shares wait for the first delivery.
 	Jobs   <-chan []*promconfig.ScrapeConfig
 	Filter discovery.FilterStrategy
+	// Reports are the members' reports (internal/report), which make
+	// planned moves before they break them (handoff.go); nil: none come,
+	// and a move between members waits for its new member's report, at most
+	// a bounded time.
+	Reports <-chan report.Report
 	// Strategy and Fallback name the allocation strategies.
 	Strategy, Fallback string
 	// MaxTargetsPerMember is max_targets_per_collector: no member gets more
@@ -119,13 +125,20 @@ func (t *Term) Run(ctx context.Context) {
 		<-discDone
 	}()
 
+	s.now, s.handoff = time.Now(), t.cfg.Reports != nil
 	if _, err := s.setMembers(t.cfg.Members()); err != nil {
 		logger.Error("Cannot set members", zap.Error(err))
 	}
 	pending := t.cfg.Jobs != nil // the resources' jobs are still to come
 	changed, cause, publish := time.Now(), shares.CauseMembers, true
 	var counts allocation.Counts // as last logged
+	deadline := time.NewTimer(time.Hour)
+	defer deadline.Stop()
 	for {
+		deadline.Stop()
+		if next, ok := s.nextDeadline(); ok {
+			deadline.Reset(time.Until(next))
+		}
 		if publish {
 			a := s.allocation(t.cfg.Epoch, t.cfg.Identity)
 			a.Pending, a.Changed, a.Cause, a.Moved = pending, changed, cause, s.takeMoved()
@@ -136,9 +149,30 @@ func (t *Term) Run(ctx context.Context) {
 				return
 			}
 		}
+		var event time.Time
 		select {
 		case <-ctx.Done():
 			return
+		case r := <-t.cfg.Reports:
+			event = time.Now()
+			s.now = event
+			moved, err := s.report(r)
+			if err != nil {
+				logger.Error("Cannot set members after a member's report", zap.String("member", r.Member), zap.Error(err))
+			}
+			if publish = moved; moved {
+				changed, cause = event, shares.CauseHandoff
+			}
+			continue
+		case <-deadline.C:
+			event = time.Now()
+			s.now = event
+			if publish = s.expire(); publish {
+				changed, cause = event, shares.CauseHandoff
+				all, warming := s.handoffCount()
+				logger.Debug("Hand-off deadline passed: moved targets without their first scrape reported", zap.Int("handoffs", all), zap.Int("warming", warming))
+			}
+			continue
 		case more := <-t.cfg.Jobs:
 			changed, cause = time.Now(), shares.CauseJobs
 			jobs, byName := mergeJobs(t.configs, more, logger)
@@ -153,9 +187,11 @@ func (t *Term) Run(ctx context.Context) {
 			pending, publish = false, true
 		case snap := <-t.disc.Snapshots():
 			changed, cause, publish = time.Now(), shares.CauseTargets, true
+			s.now = changed
 			s.setTargets(snap)
 		case <-t.cfg.MembersChanged:
 			changed, cause = time.Now(), shares.CauseMembers
+			s.now = changed
 			moved, err := s.setMembers(t.cfg.Members())
 			if err != nil {
 				logger.Error("Cannot set members", zap.Error(err))

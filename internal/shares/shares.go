@@ -118,8 +118,20 @@ func (s *Share) Answer() Answer {
 // immutable once built.
 type Job struct {
 	shares map[string]*Share
+	// scrape holds, for the members that warm targets of the job, what they
+	// scrape: their share and the targets they warm (see WarmingLabel).
+	scrape map[string]*Share
 	count  int
 }
+
+// WarmingLabel marks a warming target in what its new member scrapes: a
+// target handed to it, make before break, whose data its receiver drops
+// until the leader releases the target from its old member. Its value is
+// the target's hash (report.FormatHash): the member reports the first
+// scrape it sees of it by that hash. Like every label that starts with
+// "__", it is gone after relabeling: the target's scrape loop goes on
+// unchanged when the label leaves.
+const WarmingLabel = "__embedded_ta_warming"
 
 // NewJob returns a job of the given shares; it takes ownership of the map.
 func NewJob(shares map[string]*Share) *Job {
@@ -138,6 +150,15 @@ func (j *Job) Share(member string) *Share {
 	return empty
 }
 
+// ScrapeShare returns what member scrapes of the job: its share and the
+// targets it warms, each of them marked with WarmingLabel.
+func (j *Job) ScrapeShare(member string) *Share {
+	if s, ok := j.scrape[member]; ok {
+		return s
+	}
+	return j.Share(member)
+}
+
 // With returns a job whose shares are j's with those of changed replaced;
 // an empty share removes the member's. It costs one map copy per member,
 // not per target.
@@ -150,7 +171,27 @@ func (j *Job) With(changed map[string]*Share) *Job {
 			shares[m] = s
 		}
 	}
-	return NewJob(shares)
+	next := NewJob(shares)
+	next.scrape = j.scrape
+	return next
+}
+
+// WithScrape returns a job whose scrape shares (see ScrapeShare) are j's
+// with those of changed replaced; nil removes a member's, which then
+// scrapes its share.
+func (j *Job) WithScrape(changed map[string]*Share) *Job {
+	scrape := maps.Clone(j.scrape)
+	if scrape == nil {
+		scrape = map[string]*Share{}
+	}
+	for m, s := range changed {
+		if s == nil {
+			delete(scrape, m)
+		} else {
+			scrape[m] = s
+		}
+	}
+	return &Job{shares: j.shares, scrape: scrape, count: j.count}
 }
 
 // Allocation is what a leader publishes, immutable: its jobs' shares and
@@ -200,6 +241,10 @@ const (
 	CauseTargets Cause = "targets"
 	// CauseJobs: the jobs changed (those of Prometheus Operator resources).
 	CauseJobs Cause = "jobs"
+	// CauseHandoff: a move made before it was broken was completed (its
+	// new member reported the target's first scrape, or its deadline
+	// passed) or began (its new member reported that it may warm it).
+	CauseHandoff Cause = "handoff"
 )
 
 // New returns an allocation of encoded scrape configs and jobs; it takes
@@ -236,6 +281,15 @@ func (a *Allocation) IsMember(identity string) bool {
 func (a *Allocation) Share(job, member string) *Share {
 	if j, ok := a.jobs[job]; ok {
 		return j.Share(member)
+	}
+	return empty
+}
+
+// ScrapeShare returns what member scrapes of job (Job.ScrapeShare): what
+// the allocator API answers it, an empty share when it has none.
+func (a *Allocation) ScrapeShare(job, member string) *Share {
+	if j, ok := a.jobs[job]; ok {
+		return j.ScrapeShare(member)
 	}
 	return empty
 }
