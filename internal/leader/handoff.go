@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
 	"github.com/embedded-ta/embedded-ta/internal/httpsd"
 	"github.com/embedded-ta/embedded-ta/internal/report"
@@ -22,8 +23,11 @@ import (
 // shares.WarmingLabel), and the new member's receiver drops its data. When
 // the new member reports the target's first scrape (report.Report.Warm),
 // one allocation moves it: out of the old member's share, into the new
-// member's. Both members learn of that allocation within a round trip, so
-// the data of one scrape at most is exported twice or not at all.
+// member's. The old member exports it one scrape interval more (it is in
+// what the old member scrapes, marked shares.ReleasingLabel), so that, at
+// whatever offsets within the interval the two members scrape it, no
+// interval goes without a scrape exported, and one at most is exported
+// twice; then an allocation releases it.
 //
 // Every wait is bounded: a move whose new member has not reported that it
 // fences its data (report.Report.Fenced) waits for that at most
@@ -58,6 +62,7 @@ type memberFacts struct {
 	fenced     bool
 	warmWithin time.Duration
 	leaving    bool
+	standby    bool
 }
 
 // assign gives the target at i of job to member, make before break when
@@ -97,44 +102,82 @@ func (s *state) move(job string, js *jobState, i int, member string) {
 
 // warm puts the target of ho in its new member's scrape share.
 func (s *state) warm(t discovery.Target, ho *handoff) {
+	if rel := s.releases[t.Hash]; rel != nil && rel.from == ho.to {
+		s.release(t.Hash, rel) // it comes back to where it was
+	}
 	ho.warming = true
 	ho.deadline = s.now.Add(s.warmWithin(ho.to, ho.job))
-	k := shareKey{ho.job, ho.to}
-	if s.warming[k] == nil {
-		s.warming[k] = map[uint64]shares.Target{}
+	s.scrapeExtra(ho.job, ho.to, markedTarget(t, ho.to, shares.WarmingLabel))
+}
+
+// scrapeExtra adds t to what member scrapes of job beyond its share.
+func (s *state) scrapeExtra(job, member string, t shares.Target) {
+	k := shareKey{job, member}
+	if s.extra[k] == nil {
+		s.extra[k] = map[uint64]shares.Target{}
 	}
-	s.warming[k][t.Hash] = warmingTarget(t, ho.to)
-	s.warmingChanged[k] = true
+	s.extra[k][t.Hash] = t
+	s.extraChanged[k] = true
+}
+
+// release ends the last interval of a moved target at its old member.
+func (s *state) release(h uint64, rel *handoff) {
+	k := shareKey{rel.job, rel.from}
+	delete(s.extra[k], h)
+	s.extraChanged[k] = true
+	delete(s.releases, h)
 }
 
 // cancel ends a hand-off without a move.
 func (s *state) cancel(h uint64, ho *handoff) {
 	if ho.warming {
 		k := shareKey{ho.job, ho.to}
-		delete(s.warming[k], h)
-		s.warmingChanged[k] = true
+		delete(s.extra[k], h)
+		s.extraChanged[k] = true
 	}
 	delete(s.handoffs, h)
 }
 
-// complete ends a hand-off with its move.
+// complete ends a hand-off with its move; the old member exports the
+// target for one more scrape interval.
 func (s *state) complete(h uint64, ho *handoff) {
 	s.cancel(h, ho)
 	js, ok := s.jobs[ho.job]
 	if !ok {
 		return
 	}
-	if i, found := slices.BinarySearchFunc(js.targets, h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) }); found {
-		s.move(ho.job, js, i, ho.to)
+	i, found := slices.BinarySearchFunc(js.targets, h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
+	if !found {
+		return
+	}
+	s.move(ho.job, js, i, ho.to)
+	if interval := s.intervals[ho.job]; interval > 0 {
+		if rel := s.releases[h]; rel != nil {
+			s.release(h, rel)
+		}
+		s.releases[h] = &handoff{job: ho.job, from: ho.from, to: ho.to, deadline: s.now.Add(interval)}
+		s.scrapeExtra(ho.job, ho.from, markedTarget(js.targets[i], ho.from, shares.ReleasingLabel))
 	}
 }
 
-// rewarm replaces a warming target's labels after discovery changed them.
-func (s *state) rewarm(t discovery.Target) {
+// relabel replaces the labels of a warming or releasing target after
+// discovery changed them.
+func (s *state) relabel(t discovery.Target) {
 	if ho := s.handoffs[t.Hash]; ho != nil && ho.warming {
-		k := shareKey{ho.job, ho.to}
-		s.warming[k][t.Hash] = warmingTarget(t, ho.to)
-		s.warmingChanged[k] = true
+		s.scrapeExtra(ho.job, ho.to, markedTarget(t, ho.to, shares.WarmingLabel))
+	}
+	if rel := s.releases[t.Hash]; rel != nil {
+		s.scrapeExtra(rel.job, rel.from, markedTarget(t, rel.from, shares.ReleasingLabel))
+	}
+}
+
+// forget ends the hand-off and the release of a target that is gone.
+func (s *state) forget(h uint64) {
+	if ho := s.handoffs[h]; ho != nil {
+		s.cancel(h, ho)
+	}
+	if rel := s.releases[h]; rel != nil {
+		s.release(h, rel)
 	}
 }
 
@@ -149,7 +192,10 @@ func (s *state) warmWithin(member, job string) time.Duration {
 // report takes a member's report and reports whether the allocation changed.
 func (s *state) report(r report.Report) (bool, error) {
 	was, known := s.facts[r.Member]
-	s.facts[r.Member] = memberFacts{fenced: r.Fenced, warmWithin: time.Duration(r.WarmWithin), leaving: r.Leaving}
+	s.facts[r.Member] = memberFacts{fenced: r.Fenced, warmWithin: time.Duration(r.WarmWithin), leaving: r.Leaving, standby: r.HotStandby && r.Fenced}
+	if was.standby != (r.HotStandby && r.Fenced) {
+		s.standbyChanged = true
+	}
 	if !known && len(s.facts) > 2*len(s.names)+64 {
 		for m := range s.facts { // forget those that are no members
 			if _, member := s.index[m]; !member && m != r.Member {
@@ -157,7 +203,7 @@ func (s *state) report(r report.Report) (bool, error) {
 			}
 		}
 	}
-	changed := false
+	changed := s.standbyChanged
 	if was.leaving != r.Leaving && s.names != nil {
 		moved, err := s.place()
 		if err != nil {
@@ -190,25 +236,34 @@ func (s *state) report(r report.Report) (bool, error) {
 	return changed, nil
 }
 
-// expire makes the moves whose deadline has passed, and reports whether
-// there were any.
-func (s *state) expire() bool {
-	changed := false
+// expire makes the moves and the releases whose deadline has passed,
+// reports whether there were any, and counts the moves.
+func (s *state) expire() (changed bool, late int) {
+	for h, rel := range s.releases {
+		if !rel.deadline.After(s.now) {
+			s.release(h, rel)
+			changed = true
+		}
+	}
 	for h, ho := range s.handoffs {
 		if !ho.deadline.After(s.now) {
 			s.complete(h, ho)
 			changed = true
+			late++
 		}
 	}
-	return changed
+	return changed, late
 }
 
-// nextDeadline returns the earliest hand-off deadline, false without one.
+// nextDeadline returns the earliest deadline of a hand-off or a release,
+// false without one.
 func (s *state) nextDeadline() (time.Time, bool) {
 	var next time.Time
-	for _, ho := range s.handoffs {
-		if next.IsZero() || ho.deadline.Before(next) {
-			next = ho.deadline
+	for _, m := range []map[uint64]*handoff{s.handoffs, s.releases} {
+		for _, ho := range m {
+			if next.IsZero() || ho.deadline.Before(next) {
+				next = ho.deadline
+			}
 		}
 	}
 	return next, !next.IsZero()
@@ -238,16 +293,16 @@ func (s *state) target(job string, h uint64) (discovery.Target, bool) {
 	return js.targets[i], true
 }
 
-// warmingTarget is t as its new member scrapes it while it warms: marked
-// with shares.WarmingLabel.
-func warmingTarget(t discovery.Target, member string) shares.Target {
+// markedTarget is t as member scrapes it beyond its share: marked with
+// label (shares.WarmingLabel or shares.ReleasingLabel).
+func markedTarget(t discovery.Target, member, label string) shares.Target {
 	b := labels.NewBuilder(t.Element.Labels())
-	b.Set(shares.WarmingLabel, report.FormatHash(t.Hash))
+	b.Set(label, report.FormatHash(t.Hash))
 	return shares.Target{Job: t.Job, Member: member, Hash: t.Hash, Element: httpsd.Encode(b.Labels())}
 }
 
 // scrapeShares rebuilds the scrape shares of the members whose share or
-// warming targets changed in the jobs of keys.
+// extra targets changed in the jobs of keys.
 func (s *state) scrapeShares(keys map[shareKey]bool) {
 	changed := map[string]map[string]*shares.Share{}
 	for k := range keys {
@@ -255,12 +310,18 @@ func (s *state) scrapeShares(keys map[shareKey]bool) {
 		if !ok {
 			continue
 		}
-		w := s.warming[k]
+		w := s.extra[k]
+		if len(s.standby[k]) > 0 {
+			w = maps.Clone(s.standby[k])
+			maps.Copy(w, s.extra[k])
+		}
 		var share *shares.Share
 		if len(w) > 0 {
-			share = shares.NewShare(mergeWarming(js.job.Share(k.member).Targets(), w))
+			share = shares.NewShare(mergeExtra(js.job.Share(k.member).Targets(), w))
 		} else {
-			delete(s.warming, k)
+			if len(s.extra[k]) == 0 {
+				delete(s.extra, k)
+			}
 			if js.job.ScrapeShare(k.member) == js.job.Share(k.member) {
 				continue // none before either
 			}
@@ -275,10 +336,60 @@ func (s *state) scrapeShares(keys map[shareKey]bool) {
 	}
 }
 
-// mergeWarming returns a share's targets and its member's warming targets,
+// exactHeirs bounds the work of heirs: targets × members², the scores of
+// an allocation without each member in turn.
+const exactHeirs = 20_000_000
+
+// heirs returns, with consistent-hashing, the member each target would go
+// to if its member died, by allocating the targets without each member in
+// turn, load bounds and limits included, while that costs at most
+// exactHeirs scores; nil otherwise (allocation.Successor is then the
+// heir, the load bounds apart).
+func (s *state) heirs() map[uint64]string {
+	if s.fresh == nil || s.alloc.Strategy() != allocation.ConsistentHashing || len(s.members) < 2 {
+		return nil
+	}
+	var targets []allocation.Target
+	for name, js := range s.jobs {
+		for _, t := range js.targets {
+			targets = append(targets, allocation.Target{Hash: t.Hash, Node: t.Node, Job: name, Pin: t.Pin})
+		}
+	}
+	if len(targets)*len(s.members)*len(s.members) > exactHeirs {
+		return nil
+	}
+	heirs := make(map[uint64]string, len(targets))
+	for k, gone := range s.members {
+		a, err := s.fresh()
+		if err != nil {
+			return nil
+		}
+		if err := a.SetMembers(slices.Delete(slices.Clone(s.members), k, k+1)); err != nil {
+			return nil
+		}
+		a.SetTargets(targets)
+		for _, t := range targets {
+			if m, _ := s.alloc.MemberOf(t.Hash); m == gone.Identity {
+				if heir, ok := a.MemberOf(t.Hash); ok {
+					heirs[t.Hash] = heir
+				}
+			}
+		}
+	}
+	return heirs
+}
+
+// standbyTarget is t as member scrapes it on hot standby.
+func standbyTarget(t discovery.Target, member string) shares.Target {
+	b := labels.NewBuilder(t.Element.Labels())
+	b.Set(shares.WarmingLabel, shares.Standby)
+	return shares.Target{Job: t.Job, Member: member, Hash: t.Hash, Element: httpsd.Encode(b.Labels())}
+}
+
+// mergeExtra returns a share's targets and its member's extra targets,
 // sorted by hash.
-func mergeWarming(own []shares.Target, warming map[uint64]shares.Target) []shares.Target {
-	w := slices.SortedFunc(maps.Values(warming), func(a, b shares.Target) int { return cmp.Compare(a.Hash, b.Hash) })
+func mergeExtra(own []shares.Target, extra map[uint64]shares.Target) []shares.Target {
+	w := slices.SortedFunc(maps.Values(extra), func(a, b shares.Target) int { return cmp.Compare(a.Hash, b.Hash) })
 	out := make([]shares.Target, 0, len(own)+len(w))
 	i, j := 0, 0
 	for i < len(own) || j < len(w) {
@@ -291,4 +402,60 @@ func mergeWarming(own []shares.Target, warming map[uint64]shares.Target) []share
 		}
 	}
 	return out
+}
+
+// Hot standby: a member that reports hot_standby also warms the targets it
+// would take if their member died, their successors in the allocator
+// (allocation.Successor: consistent-hashing only). When their member dies,
+// the allocator gives them to it, and its receiver already scrapes them:
+// their data passes at once, with no poll or stock receiver delay. The
+// price is a second scrape of every such target, and a pass over all
+// targets (one score per target and member) at each allocation while a
+// member is on standby.
+
+// standbys computes what each standby member warms, and adds to keys the
+// shares whose standby targets changed.
+func (s *state) standbys(keys map[shareKey]bool) {
+	any := false
+	for _, f := range s.facts {
+		any = any || f.standby
+	}
+	if !any && len(s.standby) == 0 {
+		return
+	}
+	next := map[shareKey]map[uint64]shares.Target{}
+	if any {
+		heirs := s.heirs()
+		for name, js := range s.jobs {
+			for i, t := range js.targets {
+				m, ok := heirs[t.Hash]
+				if !ok {
+					m, ok = allocation.Successor(s.alloc, t.Hash)
+				}
+				if !ok || !s.facts[m].standby || m == memberName(s.names, js.members[i]) {
+					continue
+				}
+				if _, member := s.index[m]; !member {
+					continue
+				}
+				k := shareKey{name, m}
+				if next[k] == nil {
+					next[k] = map[uint64]shares.Target{}
+				}
+				next[k][t.Hash] = standbyTarget(t, m)
+			}
+		}
+	}
+	for k, ts := range next {
+		if !maps.EqualFunc(ts, s.standby[k], func(a, b shares.Target) bool { return a.Element == b.Element }) {
+			keys[k] = true
+		}
+	}
+	for k := range s.standby {
+		if _, ok := next[k]; !ok {
+			keys[k] = true
+		}
+	}
+	s.standby = next
+	s.standbyChanged = false
 }

@@ -33,6 +33,7 @@ func newHandoffGroup(t *testing.T, targets int, ms []allocation.Member) *handoff
 	s, err := newState(alloc, map[string]*promconfig.ScrapeConfig{handoffJob: {JobName: handoffJob, ScrapeInterval: model.Duration(2 * time.Second)}})
 	require.NoError(t, err)
 	s.handoff, s.now = true, time.Unix(1000, 0)
+	s.fresh = func() (allocation.Allocator, error) { return allocation.New(allocation.ConsistentHashing) }
 	g := &handoffGroup{t: t, s: s, fl: newFleet(7, 1, targets)}
 	for _, m := range ms {
 		g.report(report.Report{Member: m.Identity, Fenced: true, WarmWithin: report.Duration(10 * time.Second)})
@@ -71,7 +72,14 @@ func (g *handoffGroup) owner(h uint64) string {
 // warming returns the targets each member warms: in what it scrapes,
 // marked, and not in its share.
 func (g *handoffGroup) warming() map[string][]uint64 {
-	out := map[string][]uint64{}
+	out, _ := g.extra()
+	return out
+}
+
+// extra returns the targets each member scrapes beyond its share: those it
+// warms and those it releases.
+func (g *handoffGroup) extra() (warming, releasing map[string][]uint64) {
+	warming, releasing = map[string][]uint64{}, map[string][]uint64{}
 	for _, m := range g.last.Members {
 		own := map[uint64]bool{}
 		for _, t := range g.last.Share(handoffJob, m).Targets() {
@@ -83,12 +91,22 @@ func (g *handoffGroup) warming() map[string][]uint64 {
 				delete(own, t.Hash)
 				continue
 			}
-			assert.Equal(g.t, report.FormatHash(t.Hash), t.Labels().Get(shares.WarmingLabel), "%s scrapes a target of another share unmarked", m)
-			out[m] = append(out[m], t.Hash)
+			switch ls := t.Labels(); {
+			case ls.Get(shares.WarmingLabel) == shares.Standby:
+				warming[m] = append(warming[m], t.Hash)
+			case ls.Has(shares.WarmingLabel):
+				assert.Equal(g.t, report.FormatHash(t.Hash), ls.Get(shares.WarmingLabel))
+				warming[m] = append(warming[m], t.Hash)
+			case ls.Has(shares.ReleasingLabel):
+				assert.Equal(g.t, report.FormatHash(t.Hash), ls.Get(shares.ReleasingLabel))
+				releasing[m] = append(releasing[m], t.Hash)
+			default:
+				g.t.Errorf("%s scrapes a target of another share unmarked", m)
+			}
 		}
 		assert.Empty(g.t, own, "%s does not scrape targets of its share", m)
 	}
-	return out
+	return warming, releasing
 }
 
 // exportedOnce checks that each target is in exactly one share.
@@ -148,22 +166,43 @@ func TestHandoffJoin(t *testing.T) {
 	assert.Equal(t, "joiner", g.owner(first))
 	assert.NotContains(t, g.warming()["joiner"], first)
 	assert.Equal(t, 1, g.s.takeMoved())
+	// Its old member exports it one interval more, then releases it.
+	_, releasing := g.extra()
+	assert.Equal(t, map[string][]uint64{before[first]: {first}}, releasing)
+	next, ok := g.s.nextDeadline()
+	require.True(t, ok)
+	assert.Equal(t, g.s.now.Add(2*time.Second), next)
+	g.s.now = next
+	changed, _ = g.s.expire()
+	require.True(t, changed)
+	g.publish()
+	_, releasing = g.extra()
+	assert.Empty(t, releasing)
+	assert.Equal(t, "joiner", g.owner(first))
 	assert.False(t, g.report(warmReport("joiner", first)), "a second report of it changes nothing")
 	assert.False(t, g.report(warmReport(before[first], warming[1])), "only the new member's report counts")
 
 	// The rest at the deadline: warm_within + the job's interval.
-	next, ok := g.s.nextDeadline()
+	next, ok = g.s.nextDeadline()
 	require.True(t, ok)
 	assert.Equal(t, time.Unix(1000, 0).Add(12*time.Second), next)
 	g.s.now = next.Add(-time.Millisecond)
-	assert.False(t, g.s.expire())
+	changed, _ = g.s.expire()
+	assert.False(t, changed)
 	g.s.now = next
-	assert.True(t, g.s.expire())
+	changed, _ = g.s.expire()
+	assert.True(t, changed)
 	g.publish()
 	for _, h := range warming {
 		assert.Equal(t, "joiner", g.owner(h))
 	}
 	assert.Empty(t, g.warming())
+	next, _ = g.s.nextDeadline()
+	g.s.now = next
+	g.s.expire() // the releases
+	g.publish()
+	_, releasing = g.extra()
+	assert.Empty(t, releasing)
 	_, ok = g.s.nextDeadline()
 	assert.False(t, ok)
 	want := want(t, allocation.ConsistentHashing, 0, append(slices.Clone(ms), allocation.Member{Identity: "joiner"}), g.fl.snapshot(), nil)
@@ -206,7 +245,8 @@ func TestHandoffWaitsForTheNewMembersReport(t *testing.T) {
 		next := g.deadlineTo("joiner")
 		assert.Equal(t, g.s.now.Add(waitForReport), next)
 		g.s.now = next
-		require.True(t, g.s.expire())
+		changed, _ := g.s.expire()
+		require.True(t, changed)
 		g.publish()
 		assert.NotEqual(t, before, g.owners(), "a member that never reports gets its targets at the deadline")
 	}
@@ -274,6 +314,15 @@ func TestHandoffGracefulLeave(t *testing.T) {
 	_, err := g.s.setMembers(ms[:3])
 	require.NoError(t, err)
 	assert.Zero(t, g.s.takeMoved())
+
+	// A member under its name later (a restart) is no longer leaving:
+	// targets move to it, once it reports.
+	_, err = g.s.setMembers(ms)
+	require.NoError(t, err)
+	assert.False(t, g.deadlineTo(leaving).IsZero(), "no move to the member that came back")
+	require.True(t, g.report(report.Report{Member: leaving, Fenced: true}))
+	g.publish()
+	assert.NotEmpty(t, g.warming()[leaving])
 }
 
 // Bounded by the members' fate: a move whose old member dies is made at
@@ -349,6 +398,67 @@ func TestHandoffTargetsChange(t *testing.T) {
 			for _, h := range hs {
 				assert.True(t, hashes[h], "a gone target warms")
 			}
+		}
+	}
+}
+
+// Hot standby: each member that asks for it also scrapes (warming) the
+// targets it would take if their member died; when one dies, its targets
+// go to the members that already scrape them.
+func TestHotStandby(t *testing.T) {
+	ms := members(3)
+	g := newHandoffGroup(t, 60, ms)
+	for _, m := range ms {
+		require.True(t, g.report(report.Report{Member: m.Identity, Fenced: true, HotStandby: true}))
+	}
+	g.publish()
+	warming := g.warming()
+	n := 0
+	for m, hs := range warming {
+		for _, h := range hs {
+			n++
+			assert.NotEqual(t, m, g.owner(h), "a member stands by for its own target")
+		}
+	}
+	assert.Equal(t, 60, n, "every target has one standby")
+	all, _ := g.s.handoffCount()
+	assert.Zero(t, all, "standing by is no move")
+	seen := warmReport("collector-1", warming["collector-1"]...)
+	seen.HotStandby = true
+	assert.False(t, g.report(seen), "a standby's first scrape moves nothing")
+
+	// collector-2 dies: each of its targets goes to the member that
+	// stood by for it.
+	standby := map[uint64]string{}
+	for m, hs := range warming {
+		for _, h := range hs {
+			standby[h] = m
+		}
+	}
+	before := g.owners()
+	_, err := g.s.setMembers(ms[:2])
+	require.NoError(t, err)
+	g.publish()
+	for h, m := range before {
+		if m == "collector-2" {
+			assert.Equal(t, standby[h], g.owner(h), "target %x went elsewhere than to its standby", h)
+		}
+	}
+	for m, hs := range g.warming() {
+		for _, h := range hs {
+			assert.NotEqual(t, m, g.owner(h))
+		}
+	}
+
+	// Standing by ends when asked.
+	for _, m := range ms[:2] {
+		g.report(report.Report{Member: m.Identity, Fenced: true})
+	}
+	g.publish()
+	assert.Empty(t, g.s.standby)
+	for m, hs := range g.warming() {
+		for _, h := range hs {
+			assert.NotNil(t, g.s.handoffs[h], "%s still stands by for %x", m, h)
 		}
 	}
 }

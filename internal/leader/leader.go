@@ -94,6 +94,9 @@ func New(cfg Config) (*Term, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode the scrape configs: %w", err)
 	}
+	s.fresh = func() (allocation.Allocator, error) {
+		return allocation.New(cfg.Strategy, allocation.WithFallback(cfg.Fallback), allocation.WithLimit(cfg.MaxTargetsPerMember))
+	}
 	return &Term{cfg: cfg, disc: disc, state: s, configs: configs, out: make(chan *shares.Allocation)}, nil
 }
 
@@ -142,6 +145,7 @@ func (t *Term) Run(ctx context.Context) {
 		if publish {
 			a := s.allocation(t.cfg.Epoch, t.cfg.Identity)
 			a.Pending, a.Changed, a.Cause, a.Moved = pending, changed, cause, s.takeMoved()
+			a.Handoffs = len(s.handoffs) + len(s.releases)
 			logger.Debug("Allocated targets", zap.Int("members", len(a.Members)), zap.Int("moved", a.Moved),
 				zap.Int("unreported", len(a.Unreported)), zap.Bool("pending", a.Pending), zap.Duration("took", time.Since(changed)))
 			counts = t.logCounts(counts)
@@ -167,10 +171,12 @@ func (t *Term) Run(ctx context.Context) {
 		case <-deadline.C:
 			event = time.Now()
 			s.now = event
-			if publish = s.expire(); publish {
+			var late int
+			if publish, late = s.expire(); publish {
 				changed, cause = event, shares.CauseHandoff
-				all, warming := s.handoffCount()
-				logger.Debug("Hand-off deadline passed: moved targets without their first scrape reported", zap.Int("handoffs", all), zap.Int("warming", warming))
+			}
+			if late > 0 {
+				logger.Info("Hand-off deadline passed: targets moved without their new member's first scrape reported", zap.Int("targets", late))
 			}
 			continue
 		case more := <-t.cfg.Jobs:

@@ -55,12 +55,22 @@ type state struct {
 	now time.Time
 	// facts are what members last reported of themselves.
 	facts map[string]memberFacts
-	// handoffs are the moves under way, by target hash.
+	// handoffs are the moves under way, and releases the moves made whose
+	// old member still exports the target for an interval, by target hash.
 	handoffs map[uint64]*handoff
-	// warming are the warming targets of each share, and warmingChanged
-	// the shares whose warming targets changed since the last allocation.
-	warming        map[shareKey]map[uint64]shares.Target
-	warmingChanged map[shareKey]bool
+	releases map[uint64]*handoff
+	// extra are the targets each member scrapes beyond its share (warming
+	// and releasing ones), and extraChanged the shares whose extra
+	// targets changed since the last allocation.
+	extra        map[shareKey]map[uint64]shares.Target
+	extraChanged map[shareKey]bool
+	// standby are the targets each hot standby member warms (handoff.go),
+	// and standbyChanged is set when a member's hot_standby changed.
+	standby        map[shareKey]map[uint64]shares.Target
+	standbyChanged bool
+	// fresh returns an allocator like alloc, empty: hot standby asks it
+	// where targets would go without a member.
+	fresh func() (allocation.Allocator, error)
 }
 
 type jobState struct {
@@ -101,14 +111,15 @@ type shareDelta struct {
 
 func newState(alloc allocation.Allocator, configs map[string]*promconfig.ScrapeConfig) (*state, error) {
 	s := &state{
-		alloc:          alloc,
-		jobs:           map[string]*jobState{},
-		delta:          map[shareKey]*shareDelta{},
-		unreported:     map[string]bool{},
-		facts:          map[string]memberFacts{},
-		handoffs:       map[uint64]*handoff{},
-		warming:        map[shareKey]map[uint64]shares.Target{},
-		warmingChanged: map[shareKey]bool{},
+		alloc:        alloc,
+		jobs:         map[string]*jobState{},
+		delta:        map[shareKey]*shareDelta{},
+		unreported:   map[string]bool{},
+		facts:        map[string]memberFacts{},
+		handoffs:     map[uint64]*handoff{},
+		releases:     map[uint64]*handoff{},
+		extra:        map[shareKey]map[uint64]shares.Target{},
+		extraChanged: map[shareKey]bool{},
 	}
 	return s, s.setScrapeConfigs(configs)
 }
@@ -163,6 +174,11 @@ func (s *state) setMembers(members []allocation.Member) (bool, error) {
 // move of each target whose member in the allocator changed (handoff.go),
 // and reports whether anything changed.
 func (s *state) place() (bool, error) {
+	for m, f := range s.facts {
+		if f.leaving && !slices.ContainsFunc(s.all, func(a allocation.Member) bool { return a.Identity == m }) {
+			delete(s.facts, m) // it has left: whoever comes under its name reports anew
+		}
+	}
 	placed := slices.DeleteFunc(slices.Clone(s.all), func(m allocation.Member) bool { return s.facts[m.Identity].leaving })
 	same := s.names != nil && len(s.names) == len(s.all)
 	for i := 0; same && i < len(s.all); i++ {
@@ -187,6 +203,11 @@ func (s *state) place() (bool, error) {
 	for h, ho := range s.handoffs {
 		if _, ok := s.index[ho.to]; !ok {
 			s.cancel(h, ho) // its new member is gone
+		}
+	}
+	for h, rel := range s.releases {
+		if _, ok := s.index[rel.from]; !ok {
+			s.release(h, rel) // its old member is gone
 		}
 	}
 	for name, js := range s.jobs {
@@ -218,9 +239,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 	var removed []uint64
 	var entering []entry
 	leaving := func(job string, js *jobState, i int) {
-		if ho := s.handoffs[js.targets[i].Hash]; ho != nil {
-			s.cancel(js.targets[i].Hash, ho)
-		}
+		s.forget(js.targets[i].Hash)
 		removed = append(removed, js.targets[i].Hash)
 		s.leave(job, memberName(s.names, js.members[i]), js.targets[i].Hash)
 	}
@@ -257,7 +276,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 					member := memberName(s.names, js.members[i])
 					s.leave(name, member, ts[j].Hash)
 					s.enter(name, member, ts[j])
-					s.rewarm(ts[j])
+					s.relabel(ts[j])
 					members[j] = js.members[i]
 				default:
 					members[j] = js.members[i]
@@ -337,11 +356,11 @@ func (s *state) takeMoved() int {
 
 // allocation rebuilds the changed shares and returns the allocation to serve.
 func (s *state) allocation(epoch int, identity string) *shares.Allocation {
-	rescrape := maps.Clone(s.warmingChanged)
-	clear(s.warmingChanged)
+	rescrape := maps.Clone(s.extraChanged)
+	clear(s.extraChanged)
 	changed := map[string]map[string]*shares.Share{}
 	for k, d := range s.delta {
-		if len(s.warming[k]) > 0 {
+		if len(s.extra[k]) > 0 || len(s.standby[k]) > 0 {
 			rescrape[k] = true
 		}
 		js, ok := s.jobs[k.job]
@@ -357,6 +376,7 @@ func (s *state) allocation(epoch int, identity string) *shares.Allocation {
 	for name, byMember := range changed {
 		s.jobs[name].job = s.jobs[name].job.With(byMember)
 	}
+	s.standbys(rescrape)
 	s.scrapeShares(rescrape)
 	jobs := make(map[string]*shares.Job, len(s.jobs))
 	for name, js := range s.jobs {

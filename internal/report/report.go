@@ -5,7 +5,8 @@
 // its meaning, and older leaders ignore fields they do not know.
 //
 //	{"member": "otcta-collector-1", "fenced": true, "warm_within": "20s",
-//	 "warm": {"numbered": ["8d3f00a1b2c3d4e5"]}, "leaving": false}
+//	 "warm": {"numbered": ["8d3f00a1b2c3d4e5"]}, "hot_standby": false,
+//	 "leaving": false}
 package report
 
 import (
@@ -36,6 +37,11 @@ type Report struct {
 	// Warm holds, by job, the warming targets (by hash, shares.WarmingLabel's
 	// value) whose first scrape the member has seen since its last report.
 	Warm map[string][]string `json:"warm,omitempty"`
+	// HotStandby is true when the member's receiver asks to warm, besides
+	// its share, the targets it would take if their member died (its
+	// hot_standby setting): it scrapes them and drops their data until
+	// they are its own.
+	HotStandby bool `json:"hot_standby,omitempty"`
 	// Leaving is true when the member stops gracefully: the leader moves
 	// its targets away, make before break, and the member exports them
 	// until its share is empty.

@@ -129,9 +129,24 @@ type Job struct {
 // until the leader releases the target from its old member. Its value is
 // the target's hash (report.FormatHash): the member reports the first
 // scrape it sees of it by that hash. Like every label that starts with
-// "__", it is gone after relabeling: the target's scrape loop goes on
-// unchanged when the label leaves.
-const WarmingLabel = "__embedded_ta_warming"
+// "__meta_", it is gone after relabeling, and no part of the target's
+// identity in Prometheus (only __meta_ labels are not): the target's scrape
+// loop, and its offset within the interval, go on unchanged when the label
+// leaves. A relabeling rule that copies every __meta_ label
+// (labelmap: __meta_(.+)) would copy it into the target's labels.
+const WarmingLabel = "__meta_embedded_ta_warming"
+
+// Standby is the WarmingLabel value of a target a member warms for hot
+// standby: it would take the target if its member died. Its first scrape
+// is not reported: it moves nothing.
+const Standby = "standby"
+
+// ReleasingLabel marks a releasing target in what its old member scrapes:
+// a target moved away from it, make before break, that it still exports
+// for one scrape interval, so that no interval of the target goes without
+// an exported scrape whatever the two members' offsets within it. Its
+// value is the target's hash.
+const ReleasingLabel = "__meta_embedded_ta_releasing"
 
 // NewJob returns a job of the given shares; it takes ownership of the map.
 func NewJob(shares map[string]*Share) *Job {
@@ -150,8 +165,9 @@ func (j *Job) Share(member string) *Share {
 	return empty
 }
 
-// ScrapeShare returns what member scrapes of the job: its share and the
-// targets it warms, each of them marked with WarmingLabel.
+// ScrapeShare returns what member scrapes of the job: its share, the
+// targets it warms, each marked with WarmingLabel, and those it releases,
+// each marked with ReleasingLabel.
 func (j *Job) ScrapeShare(member string) *Share {
 	if s, ok := j.scrape[member]; ok {
 		return s
@@ -219,6 +235,10 @@ type Allocation struct {
 	Changed time.Time
 	Cause   Cause
 	Moved   int
+	// Handoffs counts the targets whose move, made before it is broken, is
+	// under way: waiting for its new member's report, warming, or
+	// releasing (exported by its old member one interval more).
+	Handoffs int
 	// OverLimit counts the unassigned targets that a member could take but
 	// for max_targets_per_collector (allocation.Counts).
 	OverLimit int
