@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,7 +107,17 @@ func startProcessArgs(t *testing.T, kubeconfig, name string, args []string, extr
 		close(p.done)
 		logFile.Close()
 	}()
+	group := testGroups.add(t, p)
 	t.Cleanup(func() {
+		// Every member of the test gets SIGTERM at once: leaving together,
+		// none waits to hand its share over to another.
+		for _, q := range group() {
+			select {
+			case <-q.done:
+			default:
+				_ = q.cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
 		p.terminate()
 		if t.Failed() {
 			b, _ := os.ReadFile(p.log)
@@ -114,6 +125,33 @@ func startProcessArgs(t *testing.T, kubeconfig, name string, args []string, extr
 		}
 	})
 	return p
+}
+
+// stopTimeout is how long a member may take to stop after SIGTERM before it
+// gets SIGKILL, as terminationGracePeriodSeconds: a graceful stop hands the
+// member's share over first, which takes its receiver's refresh_interval
+// and the stock receiver's delays (10 s), bounded by refresh_interval + 30 s.
+const stopTimeout = 40 * time.Second
+
+// testGroups are the processes each test started.
+var testGroups = &processGroups{byTest: map[*testing.T][]*process{}}
+
+type processGroups struct {
+	mu     sync.Mutex
+	byTest map[*testing.T][]*process
+}
+
+// add records p as one of t's processes and returns a function that lists
+// them.
+func (g *processGroups) add(t *testing.T, p *process) func() []*process {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.byTest[t] = append(g.byTest[t], p)
+	return func() []*process {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return slices.Clone(g.byTest[t])
+	}
 }
 
 // terminate stops the process as Kubernetes does: SIGTERM, then SIGKILL.
@@ -124,7 +162,7 @@ func (p *process) terminate() {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(stopTimeout):
 		_ = p.cmd.Process.Kill()
 		<-p.exited
 	}
@@ -305,13 +343,15 @@ func TestProcessGracefulStopHandsOver(t *testing.T) {
 	require.NoError(t, leader.cmd.Process.Signal(syscall.SIGTERM))
 	handover := newLeader(t, survivors, stopped, 3*time.Second)
 	t.Logf("measured graceful handover after SIGTERM of the leader: %s", handover.Round(time.Millisecond))
-	settled(t, survivors, 2*time.Second)
+	// It steps down at once, then hands its share over (make before
+	// break) before it leaves the group: bounded by stopTimeout.
 	select {
 	case err := <-leader.exited:
 		assert.NoError(t, err, "the stopped leader did not exit cleanly")
-	case <-time.After(10 * time.Second):
+	case <-time.After(stopTimeout):
 		t.Error("the stopped leader did not exit")
 	}
+	settled(t, survivors, 2*time.Second)
 }
 
 func TestProcessRefusesInvalidConfig(t *testing.T) {

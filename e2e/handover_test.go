@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -40,6 +41,16 @@ const (
 	// old owner exports until its stock receiver has polled and reloaded:
 	// up to refresh_interval + 10 s.
 	fenceBound = time.Second
+	// handoverSlack is how much longer than one interval two exported
+	// points of a moved target may lie apart: the members scrape a target
+	// at the same offset within its interval (one host), so the points lie
+	// one interval apart but for the scrape loops' timing jitter.
+	handoverSlack = time.Second
+	// handoverLease is the members' lease.duration, and stopBound how long a
+	// graceful stop may take: the hand-over of its share, bounded by its
+	// receiver's refresh_interval + 30 s.
+	handoverLease = 5 * time.Second
+	stopBound     = handoverRefresh + 30*time.Second + 5*time.Second
 )
 
 // exportedPoint is one data point of scrape_number as a replica exported it.
@@ -123,15 +134,15 @@ type ownerChange struct {
 	owner string
 }
 
-// owners polls a member's allocator API for who owns each target of job,
-// and records every change.
+// owners polls a member's allocator API (the member at endpoint, which may
+// change) for who owns each target of job, and records every change.
 type owners struct {
 	mu      sync.Mutex
 	current map[string]string
 	changes map[string][]ownerChange
 }
 
-func watchOwners(t *testing.T, p *process, job string) *owners {
+func watchOwners(t *testing.T, endpoint func() string, job string) *owners {
 	o := &owners{current: map[string]string{}, changes: map[string][]ownerChange{}}
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -145,7 +156,7 @@ func watchOwners(t *testing.T, p *process, job string) *owners {
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
-			resp, err := client.Get("http://" + p.endpoint + "/jobs/" + job + "/targets")
+			resp, err := client.Get("http://" + endpoint() + "/jobs/" + job + "/targets")
 			if err != nil {
 				continue
 			}
@@ -227,6 +238,35 @@ func waitExportedByOwners(t *testing.T, sink *otlpSink, o *owners, addrs []strin
 	}, within, 250*time.Millisecond)
 }
 
+// waitHandedOver waits until every member of procs owns a target and the
+// leader has no move under way.
+func waitHandedOver(t *testing.T, leader *process, o *owners, procs []*process, within time.Duration) {
+	t.Helper()
+	client := &http.Client{Timeout: time.Second}
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		owning := map[string]bool{}
+		for _, m := range o.snapshot() {
+			owning[m] = true
+		}
+		for _, p := range procs {
+			assert.True(c, owning[p.name], "%s owns no target yet", p.name)
+		}
+		resp, err := client.Get("http://" + leader.endpoint + "/status")
+		if !assert.NoError(c, err) {
+			return
+		}
+		defer resp.Body.Close()
+		var doc struct {
+			Allocation *struct {
+				Handoffs int `json:"handoffs"`
+			} `json:"allocation"`
+		}
+		if assert.NoError(c, json.NewDecoder(resp.Body).Decode(&doc)) && assert.NotNil(c, doc.Allocation, "%s does not lead", leader.name) {
+			assert.Zero(c, doc.Allocation.Handoffs, "moves under way")
+		}
+	}, within, 250*time.Millisecond)
+}
+
 // handoverFigures are one target's figures through one change.
 type handoverFigures struct {
 	from, to   string        // members before and after, "" if it did not move
@@ -239,6 +279,9 @@ type handoverFigures struct {
 	lastOld time.Duration
 	// sequence is who exported each number, for the log: "member:number".
 	sequence []string
+	// longestSilence is the longest time between two exported points of
+	// the target (their scrapes' times).
+	longestSilence time.Duration
 }
 
 // figures counts each target's exported scrape numbers from the scrapes in
@@ -270,6 +313,16 @@ func figures(sink *otlpSink, o *owners, addrs []string, change, from, to time.Ti
 				f.lastOld = from.Sub(m.at) // nothing since from: at least that long before
 			}
 		}
+		var times []time.Time
+		for _, p := range sink.since(from) {
+			if p.target == addr && !p.at.After(to) {
+				times = append(times, p.at)
+			}
+		}
+		slices.SortFunc(times, time.Time.Compare)
+		for i := 1; i < len(times); i++ {
+			f.longestSilence = max(f.longestSilence, times[i].Sub(times[i-1]))
+		}
 		numbers := slices.Sorted(maps.Keys(byNumber))
 		for _, n := range numbers {
 			for _, r := range slices.Sorted(maps.Keys(byNumber[n])) {
@@ -294,7 +347,7 @@ func figures(sink *otlpSink, o *owners, addrs []string, change, from, to time.Ti
 // handoverConfig is the members' configuration: one job of the numbered
 // targets, scraped every 2 s, exported over OTLP/HTTP to the sink with the
 // member's name in a header.
-func handoverConfig(t *testing.T, addrs []string, sink string) string {
+func handoverConfig(t *testing.T, addrs []string, sink string, receiver ...string) string {
 	quoted := make([]string, len(addrs))
 	for i, a := range addrs {
 		quoted[i] = fmt.Sprintf("%q", a)
@@ -315,6 +368,7 @@ receivers:
   prometheus_allocated:
     interval: %[3]s
     http_sd_config: {refresh_interval: %[3]s}
+    %[5]s
 exporters:
   otlp_http:
     endpoint: %[4]s
@@ -334,18 +388,37 @@ service:
               prometheus:
                 host: 127.0.0.1
                 port: ${env:TELEMETRY_PORT}
-`, handoverInterval, strings.Join(quoted, ", "), handoverRefresh, sink)
+`, handoverInterval, strings.Join(quoted, ", "), handoverRefresh, sink, strings.Join(receiver, "\n    "))
 	path := filepath.Join(t.TempDir(), "handover.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
 	return path
 }
 
-// Through a graceful leave and a join at a 2 s scrape interval, counted
-// where data is exported: a member that loses a target stops exporting its
-// data as soon as it learns of the change (the fence), so no scrape is
-// exported twice; the gaps (until the new member's stock receiver has
-// polled and reloaded) are measured and logged, not bounded: make-before-
-// break is to close them.
+// handoverChange is one change of the group and its figures.
+type handoverChange struct {
+	name string
+	// planned counts the planned moves a target makes in the change, each
+	// made before it is broken: 1 for a graceful leave or a join, 2 for a
+	// restart (a leave and a join), 0 for a crash.
+	planned int
+	// fenced: the old member's export is bounded by an interval (its
+	// release) + fenceBound after the move (false when the target comes
+	// back to it, as in a restart).
+	fenced  bool
+	figures map[string]handoverFigures
+}
+
+// Through a graceful leave, a join, a rolling restart and a SIGKILL at a 2 s
+// scrape interval, counted where data is exported. Planned changes are made
+// before they are broken: a moved target's new member scrapes it first and
+// drops its data (it warms) while its old member exports it; once the new
+// member has seen its first scrape, one allocation moves it. So no moved
+// target misses an interval (no scrape number is missing, and two exported
+// points lie at most an interval + handoverSlack apart), and each is
+// exported twice at most once. A member that loses a target stops
+// exporting its data as soon as it learns of the change (the fence). A
+// SIGKILL costs its targets the lease, the new member's HTTP SD poll and
+// the stock receiver's delays.
 func TestHandoverExportsEachScrapeOnce(t *testing.T) {
 	var addrs []string
 	for range 12 {
@@ -361,46 +434,89 @@ func TestHandoverExportsEachScrapeOnce(t *testing.T) {
 	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
 	procs := startGroup(t, kubeconfig, "otcta-collector", 3, cfg)
 	leader := settled(t, procs, 60*time.Second)
-	o := watchOwners(t, leader, "numbered")
+	var watched atomic.Pointer[process] // the leader, which answers at once
+	watched.Store(leader)
+	o := watchOwners(t, func() string { return watched.Load().endpoint }, "numbered")
 	waitExportedByOwners(t, sink, o, addrs, procs, time.Now(), 90*time.Second)
 
-	// A graceful leave: a follower gets SIGTERM, as a StatefulSet scales down.
-	var leaving *process
-	for _, p := range slices.Backward(procs) {
-		if p != leader {
-			leaving = p
-			break
+	stop := func(p *process) {
+		t.Helper()
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+		select {
+		case <-p.done:
+		case <-time.After(stopBound):
+			t.Fatalf("%s did not stop within %s", p.name, stopBound)
 		}
 	}
-	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leaving })
-	leaveStart := time.Now()
-	require.NoError(t, leaving.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case <-leaving.done:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("%s did not stop", leaving.name)
+	follower := func(procs []*process) *process {
+		for _, p := range slices.Backward(procs) {
+			if p != leader {
+				return p
+			}
+		}
+		return nil
 	}
-	settled(t, survivors, 30*time.Second)
-	waitExportedByOwners(t, sink, o, addrs, survivors, leaveStart, 60*time.Second)
-	leave := figures(sink, o, addrs, leaveStart, leaveStart.Add(-3*handoverInterval), time.Now())
+	var changes []handoverChange
+	var measured time.Time // the end of the last change's figures
+	measure := func(name string, planned int, fenced bool, start time.Time, after []*process) {
+		t.Helper()
+		leader = settled(t, after, 60*time.Second)
+		watched.Store(leader)
+		waitHandedOver(t, leader, o, after, 90*time.Second)
+		waitExportedByOwners(t, sink, o, addrs, after, start, 90*time.Second)
+		from := start.Add(-3 * handoverInterval)
+		if from.Before(measured) {
+			from = measured
+		}
+		measured = time.Now()
+		changes = append(changes, handoverChange{name: name, planned: planned, fenced: fenced,
+			figures: figures(sink, o, addrs, start, from, measured)})
+	}
+
+	// A graceful leave: a follower gets SIGTERM, as a StatefulSet scales down.
+	leaving := follower(procs)
+	procs = slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == leaving })
+	start := time.Now()
+	stop(leaving)
+	measure("graceful leave of "+leaving.name, 1, true, start, procs)
 
 	// A join: a new member, as a StatefulSet scales up.
-	joinStart := time.Now()
-	procs = append(survivors, startProcess(t, kubeconfig, "otcta-collector-3", cfg))
-	settled(t, procs, 60*time.Second)
-	waitExportedByOwners(t, sink, o, addrs, procs, joinStart, 60*time.Second)
-	join := figures(sink, o, addrs, joinStart, joinStart.Add(-3*handoverInterval), time.Now())
+	start = time.Now()
+	procs = append(procs, startProcess(t, kubeconfig, "otcta-collector-3", cfg))
+	measure("join of otcta-collector-3", 1, true, start, procs)
 
-	for _, change := range []struct {
-		name    string
-		figures map[string]handoverFigures
-	}{{"graceful leave of " + leaving.name, leave}, {"join of otcta-collector-3", join}} {
+	// A rolling restart, from the highest ordinal, the leader among them:
+	// each member leaves and comes back under its name.
+	slices.SortFunc(procs, func(a, b *process) int { return strings.Compare(a.name, b.name) })
+	for i := len(procs) - 1; i >= 0; i-- {
+		old := procs[i]
+		start = time.Now()
+		stop(old)
+		procs[i] = startProcess(t, kubeconfig, old.name, cfg)
+		measure("restart of "+old.name, 2, false, start, procs)
+	}
+
+	// A SIGKILL of a follower, in steady state (no stock receiver still
+	// scrapes a target it had before the restarts: it has polled and
+	// reloaded since): its targets wait for its Lease to expire.
+	time.Sleep(handoverRefresh + 10*time.Second + handoverInterval)
+	killed := follower(procs)
+	procs = slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == killed })
+	start = time.Now()
+	killed.kill(t)
+	measure("SIGKILL of "+killed.name, 0, false, start, procs)
+	// Its Lease, the new member's HTTP SD poll, the stock receiver's delays
+	// (discovery 5 s, scrape reload 5 s) and two intervals.
+	crashBound := handoverLease + handoverRefresh + 10*time.Second + 2*handoverInterval
+
+	for _, change := range changes {
 		var lines []string
 		moved, missing, duplicates := 0, 0, 0
+		var silence time.Duration
 		for _, addr := range addrs {
 			f := change.figures[addr]
 			if f.from == "" {
-				lines = append(lines, fmt.Sprintf("%-16s %-38s missing %2d  longest gap %5s  duplicates %d  %s", addr, "(stayed)", f.missing, f.longestGap, f.duplicates, strings.Join(f.sequence, " ")))
+				lines = append(lines, fmt.Sprintf("%-16s %-38s missing %2d  longest silence %5s  duplicates %d  %s", addr, "(stayed)", f.missing, f.longestSilence, f.duplicates, strings.Join(f.sequence, " ")))
 				assert.Zero(t, f.duplicates, "%s: %s did not move, yet scrapes of it were exported twice", change.name, addr)
 				assert.Zero(t, f.missing, "%s: %s did not move, yet scrapes of it are missing", change.name, addr)
 				continue
@@ -408,13 +524,24 @@ func TestHandoverExportsEachScrapeOnce(t *testing.T) {
 			moved++
 			missing += f.missing
 			duplicates += f.duplicates
-			lines = append(lines, fmt.Sprintf("%-16s %-38s missing %2d  longest gap %5s  duplicates %d  old member's last export %+.3fs after the move  %s",
-				addr, f.from+" -> "+f.to, f.missing, f.longestGap, f.duplicates, f.lastOld.Seconds(), strings.Join(f.sequence, " ")))
-			assert.LessOrEqual(t, f.duplicates, 1, "%s: %s: a planned change adds at most one extra data point per moved target", change.name, addr)
-			assert.LessOrEqual(t, f.lastOld, fenceBound, "%s: %s: %s exported its data %s after the target moved", change.name, addr, f.from, f.lastOld)
+			silence = max(silence, f.longestSilence)
+			lines = append(lines, fmt.Sprintf("%-16s %-38s missing %2d  longest silence %5s  duplicates %d  old member's last export %+.3fs after the move  %s",
+				addr, f.from+" -> "+f.to, f.missing, f.longestSilence.Round(time.Millisecond), f.duplicates, f.lastOld.Seconds(), strings.Join(f.sequence, " ")))
+			if change.planned > 0 {
+				assert.Zero(t, f.missing, "%s: %s: a planned change lets no target miss an interval", change.name, addr)
+				assert.LessOrEqual(t, f.longestSilence, handoverInterval+handoverSlack, "%s: %s: exported points lie too far apart", change.name, addr)
+				assert.LessOrEqual(t, f.duplicates, change.planned, "%s: %s: a planned move adds at most one extra data point per moved target", change.name, addr)
+			} else {
+				assert.LessOrEqual(t, f.longestSilence, crashBound, "%s: %s: its data came back too late", change.name, addr)
+			}
+			if change.fenced {
+				// The old member exports a moved target one interval more
+				// (it releases it), then its fence drops its data.
+				assert.LessOrEqual(t, f.lastOld, handoverInterval+fenceBound, "%s: %s: %s exported its data %s after the target moved", change.name, addr, f.from, f.lastOld)
+			}
 		}
-		t.Logf("measured: %s at a %s scrape interval, refresh_interval %s: %d of %d targets moved, %d scrape numbers missing, %d exported twice\n%s",
-			change.name, handoverInterval, handoverRefresh, moved, len(addrs), missing, duplicates, strings.Join(lines, "\n"))
+		t.Logf("measured: %s at a %s scrape interval, refresh_interval %s: %d of %d targets moved, %d scrape numbers missing, %d exported twice, longest silence of a moved target %s\n%s",
+			change.name, handoverInterval, handoverRefresh, moved, len(addrs), missing, duplicates, silence.Round(time.Millisecond), strings.Join(lines, "\n"))
 		assert.Positive(t, moved, "%s moved no target: nothing measured", change.name)
 	}
 	for _, p := range procs {
@@ -424,4 +551,90 @@ func TestHandoverExportsEachScrapeOnce(t *testing.T) {
 		}
 		t.Logf("measured: %s fenced %.0f data points", p.name, fenced)
 	}
+}
+
+// With hot_standby, each member also scrapes the targets it would take if
+// their member died, and drops their data: in steady state no scrape is
+// exported twice, and a SIGKILL costs the dead member's targets the lease
+// and at most two intervals (the stock receiver of their new member already
+// scrapes them), not its poll and delays.
+func TestHotStandbyFailover(t *testing.T) {
+	var addrs []string
+	for range 12 {
+		target, err := demotarget.StartNumbered(testaddr.Free(t), handoverInterval)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = target.Close() })
+		addrs = append(addrs, target.Addr)
+	}
+	slices.Sort(addrs)
+	sink := newOTLPSink(t)
+	cfg := handoverConfig(t, addrs, sink.URL, "hot_standby: true")
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+	procs := startGroup(t, kubeconfig, "otcta-collector", 3, cfg)
+	leader := settled(t, procs, 60*time.Second)
+	var watched atomic.Pointer[process]
+	watched.Store(leader)
+	o := watchOwners(t, func() string { return watched.Load().endpoint }, "numbered")
+	waitHandedOver(t, leader, o, procs, 90*time.Second)
+	waitExportedByOwners(t, sink, o, addrs, procs, time.Now(), 90*time.Second)
+
+	// Steady state: the standbys scrape (their fences drop data), and
+	// nothing is exported twice or missing.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		for _, p := range procs {
+			fenced, err := p.metric("otelcol_receiver_prometheus_allocated_fenced_metric_points")
+			if assert.NoError(c, err, "%s has dropped nothing yet", p.name) {
+				assert.Positive(c, fenced, "%s drops no standby data", p.name)
+			}
+		}
+	}, 60*time.Second, time.Second)
+	steady := time.Now()
+	time.Sleep(6 * handoverInterval)
+	for addr, f := range figures(sink, o, addrs, steady, steady, time.Now()) {
+		assert.Empty(t, f.from, "%s moved in steady state", addr)
+		assert.Zero(t, f.duplicates, "%s: a standby's data reached the exporter: %v", addr, f.sequence)
+		assert.Zero(t, f.missing, "%s: %v", addr, f.sequence)
+	}
+
+	// A SIGKILL of a follower.
+	var killed *process
+	for _, p := range slices.Backward(procs) {
+		if p != leader {
+			killed = p
+			break
+		}
+	}
+	survivors := slices.DeleteFunc(slices.Clone(procs), func(p *process) bool { return p == killed })
+	start := time.Now()
+	killed.kill(t)
+	leader = settled(t, survivors, 60*time.Second)
+	watched.Store(leader)
+	waitHandedOver(t, leader, o, survivors, 60*time.Second)
+	waitExportedByOwners(t, sink, o, addrs, survivors, start, 60*time.Second)
+	// The lease, two intervals, and handoverSlack.
+	bound := handoverLease + 2*handoverInterval + handoverSlack
+	var lines []string
+	moved := 0
+	for _, addr := range addrs {
+		f := figures(sink, o, addrs, start, start.Add(-3*handoverInterval), time.Now())[addr]
+		lines = append(lines, fmt.Sprintf("%-16s %-38s missing %2d  longest silence %5s  duplicates %d  %s", addr, f.from+" -> "+f.to, f.missing, f.longestSilence.Round(time.Millisecond), f.duplicates, strings.Join(f.sequence, " ")))
+		if f.from == "" {
+			assert.Zero(t, f.missing, "%s did not move, yet scrapes of it are missing", addr)
+			assert.Zero(t, f.duplicates, "%s did not move, yet scrapes of it were exported twice", addr)
+			continue
+		}
+		if f.from != killed.name {
+			// A target of a survivor the load bounds move: a planned move.
+			assert.Zero(t, f.missing, "%s: moved from a survivor, yet scrapes of it are missing", addr)
+			assert.LessOrEqual(t, f.duplicates, 1, "%s: a planned move adds at most one extra data point", addr)
+			continue
+		}
+		moved++
+		assert.LessOrEqual(t, f.longestSilence, bound, "%s: its data came back too late", addr)
+		assert.Zero(t, f.duplicates, "%s: exported twice", addr)
+	}
+	t.Logf("measured: SIGKILL of %s with hot_standby at a %s scrape interval, lease %s: %d of its targets moved among %d (bound %s)\n%s",
+		killed.name, handoverInterval, handoverLease, moved, len(addrs), bound, strings.Join(lines, "\n"))
+	assert.Positive(t, moved, "the killed member had no target: nothing measured")
 }

@@ -142,7 +142,7 @@ func TestRollingRestart(t *testing.T) {
 		require.NoError(t, old.cmd.Process.Signal(syscall.SIGTERM))
 		select {
 		case <-old.done:
-		case <-time.After(15 * time.Second):
+		case <-time.After(stopTimeout):
 			t.Fatalf("%s did not stop", old.name)
 		}
 		procs[i] = startProcess(t, kubeconfig, old.name, replicaConfig, fast...)

@@ -19,6 +19,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 	"github.com/embedded-ta/embedded-ta/internal/status"
 )
@@ -47,13 +48,22 @@ type allocatorExtension struct {
 	peerLeader atomic.Pointer[status.View]
 	// promCR is set when prometheus_cr is enabled.
 	promCR *promcr.Options
+	// reporter keeps and sends this member's report to its leader, and
+	// reports is the channel of the term that takes reports while this
+	// member leads.
+	reporter *reporter
+	reports  atomic.Pointer[chan report.Report]
 	// api serves the allocator API and hands the receiver this member's shares.
 	api    *allocatorapi.Handler
 	server *http.Server
 	// httpsServer is the https listener's, when https is enabled.
 	httpsServer *http.Server
 	cancel      context.CancelFunc
-	done        sync.WaitGroup
+	// leave stops the membership, which deletes the member Lease, and left
+	// is closed once it has.
+	leave context.CancelFunc
+	left  chan struct{}
+	done  sync.WaitGroup
 }
 
 var _ Group = (*allocatorExtension)(nil)
@@ -70,7 +80,7 @@ func newExtension(cfg *Config, set extension.Settings) (*allocatorExtension, err
 		tb.Shutdown()
 		return nil, err
 	}
-	e := &allocatorExtension{cfg: cfg, set: set, telemetry: tb, sd: sd, membersChanged: make(chan struct{}, 1)}
+	e := &allocatorExtension{cfg: cfg, set: set, telemetry: tb, sd: sd, membersChanged: make(chan struct{}, 1), reporter: newReporter()}
 	e.metrics = allocatorapi.NewMetrics(allocatorapi.MetricsSource{Source: e, Strategy: cfg.strategy(), Discovery: sd.gatherer})
 	return e, nil
 }
@@ -136,10 +146,16 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 			e.health.fatal(fmt.Errorf("serve %s: %w", ln.Addr(), err))
 		}
 	})
-	e.done.Go(func() { e.members.Run(runCtx) })
+	memberCtx, leave := context.WithCancel(runCtx)
+	e.leave, e.left = leave, make(chan struct{})
+	e.done.Go(func() {
+		defer close(e.left)
+		e.members.Run(memberCtx)
+	})
 	e.done.Go(func() { e.elector.Run(runCtx) })
 	e.done.Go(func() { e.askPeers(runCtx, relay, e.scheme()) })
 	e.done.Go(func() { e.api.Follow(runCtx, e.sharesWait(), e.cfg.Lease.RetryPeriod) })
+	e.done.Go(func() { e.sendReports(runCtx, e.cfg.Lease.RetryPeriod) })
 	return nil
 }
 
@@ -230,6 +246,14 @@ func (e *allocatorExtension) Shutdown(ctx context.Context) error {
 	defer e.telemetry.Shutdown()
 	if e.cancel == nil {
 		return nil
+	}
+	// The member Lease goes first, leadership after: the next leader's
+	// first allocation does not count this member in.
+	e.leave()
+	select {
+	case <-e.left:
+	case <-ctx.Done():
+	case <-time.After(e.cfg.Lease.RenewDeadline):
 	}
 	e.cancel()
 	for _, srv := range []*http.Server{e.server, e.httpsServer} {

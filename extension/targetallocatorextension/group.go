@@ -1,12 +1,14 @@
 package targetallocatorextension // import "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 
 import (
+	"context"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
 	"github.com/embedded-ta/embedded-ta/internal/status"
 )
 
@@ -24,7 +26,24 @@ type Group interface {
 	// closed when they may have changed. Whatever the API has answered this
 	// member's receiver is in there, or something newer.
 	Shares() (Shares, <-chan struct{})
+	// Fenced tells the leader that this member's receiver fences its data
+	// per target, and may take about warmWithin to scrape a target that
+	// entered its share: the leader may then hand it warming targets
+	// (make before break). A member whose receiver never calls it gets
+	// its targets without warming. With hotStandby, the member also warms
+	// the targets it would take if their member died.
+	Fenced(warmWithin time.Duration, hotStandby bool)
+	// Warmed tells the leader that the receiver has seen data of a warming
+	// target: its job and its hash (the value of its WarmingLabel).
+	Warmed(job, hash string)
+	// Leave tells the leader that this member is stopping, and waits until
+	// its share is empty (its targets handed over, each after its new
+	// member's first scrape), ctx is done, or a bound has passed.
+	Leave(ctx context.Context) error
 }
+
+// WarmingLabel marks a warming target in a share: scraped, its data dropped.
+const WarmingLabel = shares.WarmingLabel
 
 // View is one member's view of its group; it is also the /status document.
 type View = status.View

@@ -13,6 +13,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/leader"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
@@ -24,6 +25,9 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	defer stopCR()
 	discoveryMetrics := e.sd.term()
 	defer e.sd.end()
+	reports := make(chan report.Report)
+	e.reports.Store(&reports)
+	defer e.reports.Store(nil)
 	term := e.newTerm(ctx, leader.Config{
 		Epoch:          e.elector.Leader().Transitions,
 		Identity:       e.s.identity,
@@ -32,6 +36,7 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 		Jobs:           crJobs,
 		Prometheus:     e.s.prometheus,
 		Filter:         e.cfg.filterStrategy(),
+		Reports:        reports,
 		Strategy:       e.cfg.AllocationStrategy,
 		Fallback:       e.cfg.AllocationFallbackStrategy,
 		Logger:         e.set.Logger,

@@ -174,6 +174,10 @@ func (req request) ownShare(identity string) bool {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == ReportPath {
+		h.answerReport(w, r)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		httpError(w, http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
@@ -358,7 +362,8 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, req request, vi
 			}
 			writeJSON(w, []byte("[]\n"))
 		default:
-			s := a.Share(req.job, req.member)
+			// What the member scrapes: its share and the targets it warms.
+			s := a.ScrapeShare(req.job, req.member)
 			if req.ownShare(view.Identity) {
 				h.relay.keepShare(r, req, s)
 			}

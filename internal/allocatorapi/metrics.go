@@ -109,7 +109,7 @@ func (m *Metrics) Instrument(next http.Handler) http.Handler {
 var routes = map[string]bool{
 	"/": true, "/targets": true, "/scrape_configs": true, "/jobs": true, "/metrics": true, "/livez": true,
 	"/readyz": true, "/status": true, debugCollector: true, debugJob: true, debugJobs: true, debugTarget: true,
-	debugTargets: true, debugScrapeConfigs: true,
+	debugTargets: true, debugScrapeConfigs: true, "/shares": true, ReportPath: true,
 }
 
 // routeOf names a path's route, with a bounded number of names.

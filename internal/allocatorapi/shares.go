@@ -81,7 +81,7 @@ func (h *Handler) Shares() (OwnShares, <-chan struct{}) {
 	if a := h.src.Allocation(); a != nil && !a.Pending && a.IsMember(identity) {
 		for _, job := range a.Jobs() {
 			if a.Reported(job) {
-				s := a.Share(job, identity)
+				s := a.ScrapeShare(job, identity)
 				etag, _ := s.ETag()
 				own[job] = OwnShare{ETag: etag, share: s}
 			}
@@ -167,7 +167,7 @@ func shareIndex(a *shares.Allocation, member string) shares.Answer {
 	index := make(map[string]string, len(a.Jobs()))
 	for _, job := range a.Jobs() {
 		if a.Reported(job) {
-			index[job], _ = a.Share(job, member).ETag()
+			index[job], _ = a.ScrapeShare(job, member).ETag()
 		}
 	}
 	body, _ := json.Marshal(index) // map[string]string: no error

@@ -92,6 +92,9 @@ type Elector struct {
 	lock *rl.LeaseLock
 	// changed wakes Run when the observed record changes.
 	changed chan struct{}
+	// down is closed by StepDown.
+	down     chan struct{}
+	stepDown sync.Once
 
 	mu sync.Mutex
 	s  state
@@ -122,6 +125,7 @@ func New(cfg Config) (*Elector, error) {
 			Labels:     cfg.Labels,
 		},
 		changed: make(chan struct{}, 1),
+		down:    make(chan struct{}),
 		s:       state{identity: cfg.Identity, leaseDuration: cfg.LeaseDuration, renewDeadline: cfg.RenewDeadline},
 	}, nil
 }
@@ -134,10 +138,26 @@ func (e *Elector) Run(ctx context.Context) {
 	watching.Go(func() { e.watch(watchCtx) })
 	defer watching.Wait()
 	defer stopWatch()
-	for e.acquire(ctx) {
-		e.lead(ctx)
+	campaign, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-e.down:
+			stop()
+		case <-campaign.Done():
+		}
+	}()
+	for e.acquire(campaign) {
+		e.lead(campaign)
 	}
+	<-ctx.Done() // after StepDown, it goes on following who leads
 }
+
+// StepDown ends this member's candidacy: if it leads, it stops leading and
+// releases the Lease, and it campaigns no more, while Run goes on
+// following who leads. A member about to leave steps down so that another
+// leads while it hands its share over.
+func (e *Elector) StepDown() { e.stepDown.Do(func() { close(e.down) }) }
 
 // IsLeader reports whether this member leads now, by its own clock: see
 // state.isLeader for why a won election is not enough.

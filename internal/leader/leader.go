@@ -26,6 +26,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
@@ -46,6 +47,11 @@ type Config struct {
 	// win a clash of names. Shares wait for the first delivery.
 	Jobs   <-chan []*promconfig.ScrapeConfig
 	Filter discovery.FilterStrategy
+	// Reports are the members' reports (internal/report), which make
+	// planned moves before they break them (handoff.go); nil: none come,
+	// and a move between members waits for its new member's report, at most
+	// a bounded time.
+	Reports <-chan report.Report
 	// Strategy and Fallback name the allocation strategies.
 	Strategy, Fallback string
 	// MaxTargetsPerMember is max_targets_per_collector: no member gets more
@@ -88,6 +94,9 @@ func New(cfg Config) (*Term, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode the scrape configs: %w", err)
 	}
+	s.fresh = func() (allocation.Allocator, error) {
+		return allocation.New(cfg.Strategy, allocation.WithFallback(cfg.Fallback), allocation.WithLimit(cfg.MaxTargetsPerMember))
+	}
 	return &Term{cfg: cfg, disc: disc, state: s, configs: configs, out: make(chan *shares.Allocation)}, nil
 }
 
@@ -119,16 +128,24 @@ func (t *Term) Run(ctx context.Context) {
 		<-discDone
 	}()
 
+	s.now, s.handoff = time.Now(), t.cfg.Reports != nil
 	if _, err := s.setMembers(t.cfg.Members()); err != nil {
 		logger.Error("Cannot set members", zap.Error(err))
 	}
 	pending := t.cfg.Jobs != nil // the resources' jobs are still to come
 	changed, cause, publish := time.Now(), shares.CauseMembers, true
 	var counts allocation.Counts // as last logged
+	deadline := time.NewTimer(time.Hour)
+	defer deadline.Stop()
 	for {
+		deadline.Stop()
+		if next, ok := s.nextDeadline(); ok {
+			deadline.Reset(time.Until(next))
+		}
 		if publish {
 			a := s.allocation(t.cfg.Epoch, t.cfg.Identity)
 			a.Pending, a.Changed, a.Cause, a.Moved = pending, changed, cause, s.takeMoved()
+			a.Handoffs = len(s.handoffs) + len(s.releases)
 			logger.Debug("Allocated targets", zap.Int("members", len(a.Members)), zap.Int("moved", a.Moved),
 				zap.Int("unreported", len(a.Unreported)), zap.Bool("pending", a.Pending), zap.Duration("took", time.Since(changed)))
 			counts = t.logCounts(counts)
@@ -136,9 +153,32 @@ func (t *Term) Run(ctx context.Context) {
 				return
 			}
 		}
+		var event time.Time
 		select {
 		case <-ctx.Done():
 			return
+		case r := <-t.cfg.Reports:
+			event = time.Now()
+			s.now = event
+			moved, err := s.report(r)
+			if err != nil {
+				logger.Error("Cannot set members after a member's report", zap.String("member", r.Member), zap.Error(err))
+			}
+			if publish = moved; moved {
+				changed, cause = event, shares.CauseHandoff
+			}
+			continue
+		case <-deadline.C:
+			event = time.Now()
+			s.now = event
+			var late int
+			if publish, late = s.expire(); publish {
+				changed, cause = event, shares.CauseHandoff
+			}
+			if late > 0 {
+				logger.Info("Hand-off deadline passed: targets moved without their new member's first scrape reported", zap.Int("targets", late))
+			}
+			continue
 		case more := <-t.cfg.Jobs:
 			changed, cause = time.Now(), shares.CauseJobs
 			jobs, byName := mergeJobs(t.configs, more, logger)
@@ -153,9 +193,11 @@ func (t *Term) Run(ctx context.Context) {
 			pending, publish = false, true
 		case snap := <-t.disc.Snapshots():
 			changed, cause, publish = time.Now(), shares.CauseTargets, true
+			s.now = changed
 			s.setTargets(snap)
 		case <-t.cfg.MembersChanged:
 			changed, cause = time.Now(), shares.CauseMembers
+			s.now = changed
 			moved, err := s.setMembers(t.cfg.Members())
 			if err != nil {
 				logger.Error("Cannot set members", zap.Error(err))

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	promconfig "github.com/prometheus/prometheus/config"
 
@@ -32,15 +33,44 @@ type state struct {
 	alloc    allocation.Allocator
 	configs  *shares.ScrapeConfigs
 	jobNames map[string]bool // configured jobs: served even without targets
-	members  []allocation.Member
-	names    []string // of members, sorted
-	jobs     map[string]*jobState
-	index    map[string]int32 // of names: member index in names
-	moved    int              // targets that changed member since takeMoved
-	delta    map[shareKey]*shareDelta
+	// intervals are the configured jobs' scrape intervals.
+	intervals map[string]time.Duration
+	// all are the group's members, sorted; members those of them the
+	// allocator has (not leaving).
+	all     []allocation.Member
+	members []allocation.Member
+	names   []string // of all, sorted
+	jobs    map[string]*jobState
+	index   map[string]int32 // of names: member index in names
+	moved   int              // targets that changed member since takeMoved
+	delta   map[shareKey]*shareDelta
 	// unreported are the jobs whose discovery has not reported (see
 	// discovery.Snapshot): their targets are kept as they were.
 	unreported map[string]bool
+
+	// handoff is set when members report (handoff.go): moves are made
+	// before they are broken; else at once.
+	handoff bool
+	// now is the time of the change being applied.
+	now time.Time
+	// facts are what members last reported of themselves.
+	facts map[string]memberFacts
+	// handoffs are the moves under way, and releases the moves made whose
+	// old member still exports the target for an interval, by target hash.
+	handoffs map[uint64]*handoff
+	releases map[uint64]*handoff
+	// extra are the targets each member scrapes beyond its share (warming
+	// and releasing ones), and extraChanged the shares whose extra
+	// targets changed since the last allocation.
+	extra        map[shareKey]map[uint64]shares.Target
+	extraChanged map[shareKey]bool
+	// standby are the targets each hot standby member warms (handoff.go),
+	// and standbyChanged is set when a member's hot_standby changed.
+	standby        map[shareKey]map[uint64]shares.Target
+	standbyChanged bool
+	// fresh returns an allocator like alloc, empty: hot standby asks it
+	// where targets would go without a member.
+	fresh func() (allocation.Allocator, error)
 }
 
 type jobState struct {
@@ -81,10 +111,15 @@ type shareDelta struct {
 
 func newState(alloc allocation.Allocator, configs map[string]*promconfig.ScrapeConfig) (*state, error) {
 	s := &state{
-		alloc:      alloc,
-		jobs:       map[string]*jobState{},
-		delta:      map[shareKey]*shareDelta{},
-		unreported: map[string]bool{},
+		alloc:        alloc,
+		jobs:         map[string]*jobState{},
+		delta:        map[shareKey]*shareDelta{},
+		unreported:   map[string]bool{},
+		facts:        map[string]memberFacts{},
+		handoffs:     map[uint64]*handoff{},
+		releases:     map[uint64]*handoff{},
+		extra:        map[shareKey]map[uint64]shares.Target{},
+		extraChanged: map[shareKey]bool{},
 	}
 	return s, s.setScrapeConfigs(configs)
 }
@@ -99,8 +134,12 @@ func (s *state) setScrapeConfigs(configs map[string]*promconfig.ScrapeConfig) er
 	}
 	s.configs = encoded
 	s.jobNames = make(map[string]bool, len(configs))
-	for name := range configs {
+	s.intervals = make(map[string]time.Duration, len(configs))
+	for name, sc := range configs {
 		s.jobNames[name] = true
+		if sc != nil {
+			s.intervals[name] = time.Duration(sc.ScrapeInterval)
+		}
 		if _, known := s.jobs[name]; !known {
 			s.unreported[name] = true // until discovery reports it
 		}
@@ -123,34 +162,67 @@ func (s *state) job(name string) *jobState {
 	return js
 }
 
-// setMembers hands the members to the allocator if they changed, moves the
-// targets whose member changed, and reports whether they did.
+// setMembers sets the group's members and reports whether a target's
+// member changed or a move began (see place).
 func (s *state) setMembers(members []allocation.Member) (bool, error) {
-	sorted := slices.SortedFunc(slices.Values(members), func(a, b allocation.Member) int { return strings.Compare(a.Identity, b.Identity) })
-	if s.names != nil && slices.Equal(sorted, s.members) {
+	s.all = slices.SortedFunc(slices.Values(members), func(a, b allocation.Member) int { return strings.Compare(a.Identity, b.Identity) })
+	return s.place()
+}
+
+// place hands the members that are not leaving to the allocator if they
+// changed, moves the targets of members that are gone at once, begins the
+// move of each target whose member in the allocator changed (handoff.go),
+// and reports whether anything changed.
+func (s *state) place() (bool, error) {
+	for m, f := range s.facts {
+		if f.leaving && !slices.ContainsFunc(s.all, func(a allocation.Member) bool { return a.Identity == m }) {
+			delete(s.facts, m) // it has left: whoever comes under its name reports anew
+		}
+	}
+	placed := slices.DeleteFunc(slices.Clone(s.all), func(m allocation.Member) bool { return s.facts[m.Identity].leaving })
+	same := s.names != nil && len(s.names) == len(s.all)
+	for i := 0; same && i < len(s.all); i++ {
+		same = s.names[i] == s.all[i].Identity
+	}
+	if same && slices.Equal(placed, s.members) {
 		return false, nil
 	}
-	if err := s.alloc.SetMembers(sorted); err != nil {
-		return false, err
+	if s.names == nil || !slices.Equal(placed, s.members) {
+		if err := s.alloc.SetMembers(placed); err != nil {
+			return false, err
+		}
+		s.members = placed
 	}
-	s.members = sorted
 	old := s.names
-	s.names = make([]string, len(sorted))
-	s.index = make(map[string]int32, len(sorted))
-	for i, m := range sorted {
+	s.names = make([]string, len(s.all))
+	s.index = make(map[string]int32, len(s.all))
+	for i, m := range s.all {
 		s.names[i] = m.Identity
 		s.index[m.Identity] = int32(i)
+	}
+	for h, ho := range s.handoffs {
+		if _, ok := s.index[ho.to]; !ok {
+			s.cancel(h, ho) // its new member is gone
+		}
+	}
+	for h, rel := range s.releases {
+		if _, ok := s.index[rel.from]; !ok {
+			s.release(h, rel) // its old member is gone
+		}
 	}
 	for name, js := range s.jobs {
 		for i, t := range js.targets {
 			was := memberName(old, js.members[i])
 			member, _ := s.alloc.MemberOf(t.Hash)
-			js.members[i] = s.memberIndex(member)
-			if member != was {
-				s.leave(name, was, t.Hash)
-				s.enter(name, member, t)
-				s.moved++
+			if js.members[i] = s.memberIndex(was); js.members[i] == unassigned && was != "" {
+				s.leave(name, was, t.Hash) // its member is gone
+				if member == "" {
+					s.enter(name, "", t)
+					s.moved++
+					continue
+				}
 			}
+			s.assign(name, js, i, member)
 		}
 	}
 	return true, nil
@@ -167,6 +239,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 	var removed []uint64
 	var entering []entry
 	leaving := func(job string, js *jobState, i int) {
+		s.forget(js.targets[i].Hash)
 		removed = append(removed, js.targets[i].Hash)
 		s.leave(job, memberName(s.names, js.members[i]), js.targets[i].Hash)
 	}
@@ -203,6 +276,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 					member := memberName(s.names, js.members[i])
 					s.leave(name, member, ts[j].Hash)
 					s.enter(name, member, ts[j])
+					s.relabel(ts[j])
 					members[j] = js.members[i]
 				default:
 					members[j] = js.members[i]
@@ -247,16 +321,8 @@ func (s *state) follow(h uint64) {
 		if !found {
 			continue
 		}
-		t := js.targets[i]
-		was := memberName(s.names, js.members[i])
 		member, _ := s.alloc.MemberOf(h)
-		if member == was {
-			return
-		}
-		s.leave(name, was, h)
-		s.enter(name, member, t)
-		js.members[i] = s.memberIndex(member)
-		s.moved++
+		s.assign(name, js, i, member)
 		return
 	}
 }
@@ -290,8 +356,13 @@ func (s *state) takeMoved() int {
 
 // allocation rebuilds the changed shares and returns the allocation to serve.
 func (s *state) allocation(epoch int, identity string) *shares.Allocation {
+	rescrape := maps.Clone(s.extraChanged)
+	clear(s.extraChanged)
 	changed := map[string]map[string]*shares.Share{}
 	for k, d := range s.delta {
+		if len(s.extra[k]) > 0 || len(s.standby[k]) > 0 {
+			rescrape[k] = true
+		}
 		js, ok := s.jobs[k.job]
 		if !ok {
 			continue
@@ -305,6 +376,8 @@ func (s *state) allocation(epoch int, identity string) *shares.Allocation {
 	for name, byMember := range changed {
 		s.jobs[name].job = s.jobs[name].job.With(byMember)
 	}
+	s.standbys(rescrape)
+	s.scrapeShares(rescrape)
 	jobs := make(map[string]*shares.Job, len(s.jobs))
 	for name, js := range s.jobs {
 		jobs[name] = js.job

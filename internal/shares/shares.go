@@ -118,8 +118,35 @@ func (s *Share) Answer() Answer {
 // immutable once built.
 type Job struct {
 	shares map[string]*Share
+	// scrape holds, for the members that warm targets of the job, what they
+	// scrape: their share and the targets they warm (see WarmingLabel).
+	scrape map[string]*Share
 	count  int
 }
+
+// WarmingLabel marks a warming target in what its new member scrapes: a
+// target handed to it, make before break, whose data its receiver drops
+// until the leader releases the target from its old member. Its value is
+// the target's hash (report.FormatHash): the member reports the first
+// scrape it sees of it by that hash. Like every label that starts with
+// "__meta_", it is gone after relabeling, and no part of the target's
+// identity in Prometheus (only __meta_ labels are not): the target's scrape
+// loop, and its offset within the interval, go on unchanged when the label
+// leaves. A relabeling rule that copies every __meta_ label
+// (labelmap: __meta_(.+)) would copy it into the target's labels.
+const WarmingLabel = "__meta_embedded_ta_warming"
+
+// Standby is the WarmingLabel value of a target a member warms for hot
+// standby: it would take the target if its member died. Its first scrape
+// is not reported: it moves nothing.
+const Standby = "standby"
+
+// ReleasingLabel marks a releasing target in what its old member scrapes:
+// a target moved away from it, make before break, that it still exports
+// for one scrape interval, so that no interval of the target goes without
+// an exported scrape whatever the two members' offsets within it. Its
+// value is the target's hash.
+const ReleasingLabel = "__meta_embedded_ta_releasing"
 
 // NewJob returns a job of the given shares; it takes ownership of the map.
 func NewJob(shares map[string]*Share) *Job {
@@ -138,6 +165,16 @@ func (j *Job) Share(member string) *Share {
 	return empty
 }
 
+// ScrapeShare returns what member scrapes of the job: its share, the
+// targets it warms, each marked with WarmingLabel, and those it releases,
+// each marked with ReleasingLabel.
+func (j *Job) ScrapeShare(member string) *Share {
+	if s, ok := j.scrape[member]; ok {
+		return s
+	}
+	return j.Share(member)
+}
+
 // With returns a job whose shares are j's with those of changed replaced;
 // an empty share removes the member's. It costs one map copy per member,
 // not per target.
@@ -150,7 +187,27 @@ func (j *Job) With(changed map[string]*Share) *Job {
 			shares[m] = s
 		}
 	}
-	return NewJob(shares)
+	next := NewJob(shares)
+	next.scrape = j.scrape
+	return next
+}
+
+// WithScrape returns a job whose scrape shares (see ScrapeShare) are j's
+// with those of changed replaced; nil removes a member's, which then
+// scrapes its share.
+func (j *Job) WithScrape(changed map[string]*Share) *Job {
+	scrape := maps.Clone(j.scrape)
+	if scrape == nil {
+		scrape = map[string]*Share{}
+	}
+	for m, s := range changed {
+		if s == nil {
+			delete(scrape, m)
+		} else {
+			scrape[m] = s
+		}
+	}
+	return &Job{shares: j.shares, scrape: scrape, count: j.count}
 }
 
 // Allocation is what a leader publishes, immutable: its jobs' shares and
@@ -178,6 +235,10 @@ type Allocation struct {
 	Changed time.Time
 	Cause   Cause
 	Moved   int
+	// Handoffs counts the targets whose move, made before it is broken, is
+	// under way: waiting for its new member's report, warming, or
+	// releasing (exported by its old member one interval more).
+	Handoffs int
 	// OverLimit counts the unassigned targets that a member could take but
 	// for max_targets_per_collector (allocation.Counts).
 	OverLimit int
@@ -200,6 +261,10 @@ const (
 	CauseTargets Cause = "targets"
 	// CauseJobs: the jobs changed (those of Prometheus Operator resources).
 	CauseJobs Cause = "jobs"
+	// CauseHandoff: a move made before it was broken was completed (its
+	// new member reported the target's first scrape, or its deadline
+	// passed) or began (its new member reported that it may warm it).
+	CauseHandoff Cause = "handoff"
 )
 
 // New returns an allocation of encoded scrape configs and jobs; it takes
@@ -236,6 +301,15 @@ func (a *Allocation) IsMember(identity string) bool {
 func (a *Allocation) Share(job, member string) *Share {
 	if j, ok := a.jobs[job]; ok {
 		return j.Share(member)
+	}
+	return empty
+}
+
+// ScrapeShare returns what member scrapes of job (Job.ScrapeShare): what
+// the allocator API answers it, an empty share when it has none.
+func (a *Allocation) ScrapeShare(job, member string) *Share {
+	if j, ok := a.jobs[job]; ok {
+		return j.ScrapeShare(member)
 	}
 	return empty
 }

@@ -103,6 +103,9 @@ type AllocationView struct {
 	Changed time.Time    `json:"changed,omitzero"`
 	Cause   shares.Cause `json:"cause,omitempty"`
 	Moved   int          `json:"moved"`
+	// Handoffs counts the targets whose move, made before it is broken,
+	// is under way.
+	Handoffs int `json:"handoffs"`
 }
 
 // NewDocument returns the document of view and allocation a (nil on a
@@ -111,7 +114,7 @@ func NewDocument(view View, a *shares.Allocation) Document {
 	d := Document{View: view}
 	if a != nil {
 		d.Allocation = &AllocationView{Summary: a.Summary(), Epoch: a.Epoch, Leader: a.Leader, Pending: a.Pending,
-			Changed: a.Changed, Cause: a.Cause, Moved: a.Moved}
+			Changed: a.Changed, Cause: a.Cause, Moved: a.Moved, Handoffs: a.Handoffs}
 	}
 	return d
 }

@@ -39,6 +39,12 @@ type Config struct {
 	// ScrapeOnShutdown scrapes every target once more on shutdown.
 	ScrapeOnShutdown bool `mapstructure:"scrape_on_shutdown"`
 
+	// HotStandby also scrapes the targets this member would take if their
+	// member died, and drops their data until they are its own: a crash
+	// then costs them the lease only. The price: those targets are scraped
+	// twice.
+	HotStandby bool `mapstructure:"hot_standby"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }

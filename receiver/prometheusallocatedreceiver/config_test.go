@@ -53,6 +53,7 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, 5*time.Second, cfg.HTTPSDConfig.RefreshInterval)
 	assert.True(t, cfg.TrimMetricSuffixes)
 	assert.True(t, cfg.ScrapeOnShutdown)
+	assert.True(t, cfg.HotStandby)
 	assert.True(t, cfg.usesTLS())
 	assert.Equal(t, "/etc/ta/ca.pem", cfg.TLS.CAFile)
 }

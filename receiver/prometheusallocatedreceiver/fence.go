@@ -17,6 +17,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
 // fence is the consumer the stock receiver hands its data to: it passes on
@@ -37,6 +38,13 @@ import (
 // federation target's data names other jobs and instances). Data without a
 // target in its context (none comes from the stock receiver) passes.
 //
+// A warming target (shares.WarmingLabel: handed to this member, make before
+// break, while its old member still exports it) is scraped and its data
+// dropped; its first data is reported to the leader (warmed), which then
+// moves it into this member's share, and its data passes from then on. A
+// releasing target (shares.ReleasingLabel: moved away, exported one
+// interval more) passes as a target of the share.
+//
 // Before the member has any share, the share is empty: the stock receiver
 // has no target to scrape then either, since every target it has comes from
 // an answer of this member's API, which the extension has kept first.
@@ -44,6 +52,9 @@ type fence struct {
 	next   consumer.Metrics
 	shares func() (targetallocatorextension.Shares, <-chan struct{})
 	fenced metric.Int64Counter
+	// warmed tells the leader that a warming target's data was seen: its
+	// job, and its hash (the value of shares.WarmingLabel).
+	warmed func(job, hash string)
 	logger *zap.Logger
 
 	mu    sync.Mutex // one rebuild of the index at a time
@@ -51,17 +62,24 @@ type fence struct {
 }
 
 func newFence(next consumer.Metrics, group targetallocatorextension.Group, fenced metric.Int64Counter, logger *zap.Logger) (consumer.Metrics, error) {
-	f := &fence{next: next, shares: group.Shares, fenced: fenced, logger: logger}
+	f := &fence{next: next, shares: group.Shares, fenced: fenced, warmed: group.Warmed, logger: logger}
 	return consumer.NewMetrics(f.consume)
 }
 
 func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 	target, ok := scrape.TargetFromContext(ctx)
-	if !ok || f.current().holds(target) {
+	if !ok {
+		return f.next.ConsumeMetrics(ctx, md)
+	}
+	idx := f.current()
+	if idx.holds(target) {
 		return f.next.ConsumeMetrics(ctx, md)
 	}
 	if dropped := dropValues(md); dropped > 0 {
 		f.fenced.Add(ctx, int64(dropped))
+		if w, ok := idx.warming(target); ok && f.warmed != nil && w.hash != shares.Standby {
+			f.warmed(w.job, w.hash)
+		}
 	}
 	if md.DataPointCount() == 0 {
 		return nil
@@ -104,6 +122,8 @@ type shareIndex struct {
 	// jobs are the targets of each job's share, and the ETag they are of.
 	jobs    map[string]jobTargets
 	targets map[targetKey][]labels.Labels
+	// warm are the warming targets: scraped, their data dropped.
+	warm map[targetKey][]warmingTarget
 	// open is set when a share cannot be read: then everything passes (a
 	// share's answer is read before it is kept, so this is a bug).
 	open bool
@@ -117,6 +137,15 @@ type jobTargets struct {
 type shareTarget struct {
 	key    targetKey
 	labels labels.Labels
+	// hash is the value of shares.WarmingLabel when the target warms.
+	hash string
+}
+
+// warmingTarget is a warming target: its labels (without
+// shares.WarmingLabel), its job and hash, as the leader knows them.
+type warmingTarget struct {
+	labels    labels.Labels
+	job, hash string
 }
 
 // targetKey is a target's job label (the job's name unless its labels set
@@ -126,7 +155,7 @@ type targetKey struct{ job, address string }
 // rebuild indexes own, reusing the targets of the jobs whose ETag has not
 // changed since idx.
 func (idx *shareIndex) rebuild(own targetallocatorextension.Shares, changed <-chan struct{}, logger *zap.Logger) *shareIndex {
-	next := &shareIndex{changed: changed, jobs: make(map[string]jobTargets, len(own)), targets: map[targetKey][]labels.Labels{}}
+	next := &shareIndex{changed: changed, jobs: make(map[string]jobTargets, len(own)), targets: map[targetKey][]labels.Labels{}, warm: map[targetKey][]warmingTarget{}}
 	for job, share := range own {
 		if idx != nil && share.ETag != "" && idx.jobs[job].etag == share.ETag {
 			next.jobs[job] = idx.jobs[job]
@@ -140,8 +169,12 @@ func (idx *shareIndex) rebuild(own targetallocatorextension.Shares, changed <-ch
 		}
 		next.jobs[job] = jobTargets{etag: share.ETag, targets: shareTargets(job, groups)}
 	}
-	for _, jt := range next.jobs {
+	for job, jt := range next.jobs {
 		for _, t := range jt.targets {
+			if t.hash != "" {
+				next.warm[t.key] = append(next.warm[t.key], warmingTarget{labels: t.labels, job: job, hash: t.hash})
+				continue
+			}
 			next.targets[t.key] = append(next.targets[t.key], t.labels)
 		}
 	}
@@ -163,7 +196,10 @@ func shareTargets(job string, groups []httpsd.TargetGroup) []shareTarget {
 			if name := ls[model.JobLabel]; name != "" {
 				key.job = name
 			}
-			out = append(out, shareTarget{key: key, labels: labels.FromMap(ls)})
+			hash := ls[shares.WarmingLabel]
+			delete(ls, shares.WarmingLabel)
+			delete(ls, shares.ReleasingLabel) // still this member's to export
+			out = append(out, shareTarget{key: key, labels: labels.FromMap(ls), hash: hash})
 		}
 	}
 	return out
@@ -184,6 +220,21 @@ func (idx *shareIndex) holds(target *scrape.Target) bool {
 	return false
 }
 
+// warming returns the warming target that target is, if it is one.
+func (idx *shareIndex) warming(target *scrape.Target) (warmingTarget, bool) {
+	if len(idx.warm) == 0 {
+		return warmingTarget{}, false
+	}
+	discovered := target.DiscoveredLabels(labels.NewBuilder(labels.EmptyLabels()))
+	key := targetKey{job: discovered.Get(model.JobLabel), address: discovered.Get(model.AddressLabel)}
+	for _, w := range idx.warm[key] {
+		if sameTarget(w.labels, discovered) {
+			return w, true
+		}
+	}
+	return warmingTarget{}, false
+}
+
 // httpSDURL is the label the stock receiver's HTTP SD gives each target: its
 // own URL, in place of the share's (the leader's own HTTP SD jobs have one).
 const httpSDURL = model.MetaLabelPrefix + "url"
@@ -192,8 +243,9 @@ const httpSDURL = model.MetaLabelPrefix + "url"
 // is the share's target of labels share: it has the share's labels (but
 // __meta_url), and only what Prometheus adds to every target of a job (job,
 // __scheme__, __metrics_path__, __param_<name>, __scrape_interval__ and
-// its other reserved labels, none of them __meta_) and HTTP SD adds
-// (__meta_url).
+// its other reserved labels, none of them __meta_), HTTP SD adds
+// (__meta_url), and the marks of warming and releasing targets, which the
+// stock receiver may still have read when the share no longer has them.
 func sameTarget(share, discovered labels.Labels) bool {
 	same := true
 	share.Range(func(l labels.Label) {
@@ -205,7 +257,7 @@ func sameTarget(share, discovered labels.Labels) bool {
 		return false
 	}
 	discovered.Range(func(l labels.Label) {
-		if l.Name == model.JobLabel || l.Name == httpSDURL || share.Has(l.Name) {
+		if l.Name == model.JobLabel || l.Name == httpSDURL || share.Has(l.Name) || l.Name == shares.WarmingLabel || l.Name == shares.ReleasingLabel {
 			return
 		}
 		if !strings.HasPrefix(l.Name, model.ReservedLabelPrefix) || strings.HasPrefix(l.Name, model.MetaLabelPrefix) {

@@ -376,3 +376,45 @@ func (s *jobSink) lastValue(job string) time.Time {
 	}
 	return ts[len(ts)-1]
 }
+
+// A warming target (make before break) is scraped and its data dropped; its
+// data is reported as seen, with its job and hash. Once it is in the
+// share, its data passes, also from the scrape loop that still carries the
+// warming label in its discovered labels (the stock receiver reads the
+// share later than the fence).
+func TestFenceWarmingTarget(t *testing.T) {
+	plain := map[string]string{"__address__": "10.0.0.1:80", "__meta_pod": "a"}
+	warming := map[string]string{"__address__": "10.0.0.1:80", "__meta_pod": "a", shares.WarmingLabel: "00000000000000aa"}
+	m := newMemberShares()
+	sink := new(consumertest.MetricsSink)
+	f, tel := testFence(t, m, sink)
+	type seen struct{ job, hash string }
+	var warmed []seen
+	f.warmed = func(job, hash string) { warmed = append(warmed, seen{job, hash}) }
+	scraped := stockTarget(t, "pods", warming, nil)
+
+	m.set(ownShares(t, shareOf{"pods": {warming}}))
+	consume(t, f, scraped, scrapeData("pods", "10.0.0.1:80", 3, 0))
+	assert.Zero(t, sink.DataPointCount(), "a warming target's data passed")
+	assertFenced(t, tel, 3)
+	assert.Equal(t, []seen{{"pods", "00000000000000aa"}}, warmed)
+	consume(t, f, scraped, scrapeData("pods", "10.0.0.1:80", 0, 2))
+	assert.Len(t, warmed, 1, "staleness markers alone are no scrape")
+
+	other := stockTarget(t, "pods", map[string]string{"__address__": "10.0.0.1:80", "__meta_pod": "b", shares.WarmingLabel: "00000000000000aa"}, nil)
+	consume(t, f, other, scrapeData("pods", "10.0.0.1:80", 1, 0))
+	assert.Len(t, warmed, 1, "a target with other labels is not the warming one")
+
+	m.set(ownShares(t, shareOf{"pods": {plain}}))
+	consume(t, f, scraped, scrapeData("pods", "10.0.0.1:80", 3, 0))
+	assert.Equal(t, 3+2, sink.DataPointCount(), "once in the share, its data passes")
+	assert.Len(t, warmed, 1)
+
+	// A target on hot standby: its data is dropped, and not reported.
+	standby := map[string]string{"__address__": "10.0.0.2:80", shares.WarmingLabel: shares.Standby}
+	m.set(ownShares(t, shareOf{"pods": {plain, standby}}))
+	consume(t, f, stockTarget(t, "pods", standby, nil), scrapeData("pods", "10.0.0.2:80", 4, 0))
+	assert.Equal(t, 3+2, sink.DataPointCount(), "a standby's data passed")
+	assertFenced(t, tel, 3+1+4)
+	assert.Len(t, warmed, 1, "a standby's scrape was reported")
+}

@@ -34,6 +34,8 @@ type allocatedReceiver struct {
 	createStock func(context.Context, receiver.Settings, component.Config, consumer.Metrics) (receiver.Metrics, error)
 
 	stock receiver.Metrics
+	// group is the extension's, once started.
+	group targetallocatorextension.Group
 	// telemetry counts what the fence drops.
 	telemetry *metadata.TelemetryBuilder
 	// stop cancels the stock receiver's Start, which retries until the
@@ -87,6 +89,10 @@ func (r *allocatedReceiver) Start(ctx context.Context, host component.Host) erro
 	if err != nil {
 		return err
 	}
+	r.group = group
+	// The fence drops a warming target's data: the leader may hand this
+	// member targets make before break.
+	group.Fenced(r.cfg.HTTPSDConfig.RefreshInterval+stockDelays+warmSlack, r.cfg.HotStandby)
 	set := r.set
 	set.ID = component.NewIDWithName(prometheusreceiver.NewFactory().Type(), r.set.ID.Type().String()+"_"+nameOr(r.set.ID.Name(), "default"))
 	stock, err := r.createStock(context.Background(), set, stockCfg, next)
@@ -217,7 +223,18 @@ func (r *allocatedReceiver) stockConfig(view targetallocatorextension.View) (com
 	return cfg, nil
 }
 
-// Shutdown cancels the stock receiver's Start if it still runs, waits for it
+// stockDelays is how long the stock receiver may take, after its HTTP SD
+// has read a new target, to scrape it: its discovery manager sends target
+// groups every 5 s, its scrape manager reloads every 5 s. warmSlack adds room
+// for the first scrape's offset within its interval.
+const (
+	stockDelays = 10 * time.Second
+	warmSlack   = 5 * time.Second
+)
+
+// Shutdown hands this member's share over (make before break: it goes on
+// exporting its targets until their new members scrape them, for a bounded
+// time), cancels the stock receiver's Start if it still runs, waits for it
 // to return, then stops the stock receiver.
 func (r *allocatedReceiver) Shutdown(ctx context.Context) error {
 	if r.telemetry != nil {
@@ -225,6 +242,9 @@ func (r *allocatedReceiver) Shutdown(ctx context.Context) error {
 	}
 	if r.stock == nil {
 		return nil
+	}
+	if err := r.group.Leave(ctx); err != nil {
+		r.set.Logger.Warn("Stopping before this member's share is handed over: its targets may miss a scrape", zap.Error(err))
 	}
 	r.mu.Lock()
 	r.stop() // from now on, the stock Start's result is not reported

@@ -1,0 +1,230 @@
+package targetallocatorextension // import "github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/embedded-ta/embedded-ta/internal/report"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+)
+
+// reporter keeps what this member reports to its leader (internal/report)
+// and sends it: after each change, and to each new leader.
+type reporter struct {
+	mu         sync.Mutex
+	fenced     bool
+	warmWithin time.Duration
+	hotStandby bool
+	leaving    bool
+	// warm are the warming targets whose data was seen and not yet
+	// reported, by job; sent when each was last reported: the receiver
+	// sees a warming target's data at each scrape, and the leader takes
+	// one report, so another within resendAfter is not sent.
+	warm map[string]map[string]bool
+	sent map[string]time.Time
+	// term is the leader and epoch the last report went to, and
+	// sentLeaving what it said of leaving.
+	term        string
+	sentLeaving bool
+	dirty       chan struct{}
+}
+
+func newReporter() *reporter {
+	return &reporter{warm: map[string]map[string]bool{}, sent: map[string]time.Time{}, dirty: make(chan struct{}, 1)}
+}
+
+func (r *reporter) wake() {
+	select {
+	case r.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Fenced implements Group.
+func (e *allocatorExtension) Fenced(warmWithin time.Duration, hotStandby bool) {
+	r := e.reporter
+	r.mu.Lock()
+	r.fenced, r.warmWithin, r.hotStandby = true, warmWithin, hotStandby
+	r.mu.Unlock()
+	r.wake()
+}
+
+// Warmed implements Group.
+func (e *allocatorExtension) Warmed(job, hash string) {
+	r := e.reporter
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.sent[hash]) < resendAfter || r.warm[job][hash] {
+		return
+	}
+	if r.warm[job] == nil {
+		r.warm[job] = map[string]bool{}
+	}
+	r.warm[job][hash] = true
+	r.wake()
+}
+
+// Leave implements Group.
+func (e *allocatorExtension) Leave(ctx context.Context) error {
+	r := e.reporter
+	r.mu.Lock()
+	r.leaving = true
+	bound := r.warmWithin + leaveSlack
+	fenced := r.fenced
+	r.mu.Unlock()
+	if !fenced || e.api == nil {
+		return nil // the leader moves nothing make before break to it
+	}
+	r.wake()
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	start := time.Now()
+	if e.elector != nil && e.elector.IsLeader() && len(e.members.Members()) > 1 {
+		// Another member leads while this one hands its share over: the
+		// next leader's first allocation then counts this member in, as
+		// the last one did, and moves nothing at once.
+		e.set.Logger.Info("Stepping down before leaving")
+		e.elector.StepDown()
+	}
+	for {
+		own, changed := e.Shares()
+		n, err := exporting(own)
+		if err == nil && n == 0 {
+			e.set.Logger.Info("This member's share is handed over: leaving", zap.Duration("took", time.Since(start)))
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			e.set.Logger.Warn("Leaving before this member's share is handed over", zap.Int("targets", n), zap.Duration("waited", time.Since(start)))
+			return fmt.Errorf("hand over this member's share: %w", ctx.Err())
+		}
+	}
+}
+
+// resendAfter is how long after reporting a warming target's first scrape
+// a member does not report it again: the leader moves the target within a
+// round trip, after which its data is no longer the data of a warming
+// target; if it still is (the report was lost), it is reported again.
+const resendAfter = 5 * time.Second
+
+// leaveSlack is how much longer than its warm_within a leaving member
+// waits for its share to be handed over: the leader's deadline adds the
+// job's scrape interval.
+const leaveSlack = 15 * time.Second
+
+// exporting counts the targets of own that are not warming.
+func exporting(own Shares) (int, error) {
+	n := 0
+	var errs []error
+	for _, s := range own {
+		groups, err := s.Targets()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, g := range groups {
+			if g.Labels[shares.WarmingLabel] == "" {
+				n += len(g.Targets)
+			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// sendReports runs while the member runs: it sends the member's report when it
+// changed and to each new leader, and after a failure again after retry.
+func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duration) {
+	r := e.reporter
+	for ctx.Err() == nil {
+		_, changed := e.Shares() // closed after a change of leader, too
+		view := e.View()
+		term := fmt.Sprintf("%s/%d", view.Leader, view.Epoch)
+		r.mu.Lock()
+		newTerm := term != r.term
+		send := r.fenced && view.Leader != "" && (newTerm || len(r.warm) > 0 || r.leaving != r.sentLeaving)
+		rep := report.Report{Member: e.s.identity, Fenced: r.fenced, WarmWithin: report.Duration(r.warmWithin), HotStandby: r.hotStandby, Leaving: r.leaving}
+		warm := r.warm
+		if len(warm) > 0 {
+			rep.Warm = map[string][]string{}
+			for job, hashes := range warm {
+				rep.Warm[job] = slices.Sorted(maps.Keys(hashes))
+			}
+		}
+		r.mu.Unlock()
+		var err error
+		if send {
+			sendCtx, cancel := context.WithTimeout(ctx, retry+e.cfg.Client.Timeout)
+			err = e.api.SendReport(sendCtx, rep)
+			cancel()
+		}
+		r.mu.Lock()
+		if send && err == nil {
+			if newTerm {
+				clear(r.sent)
+			}
+			r.term, r.sentLeaving = term, rep.Leaving
+			now := time.Now()
+			for h, at := range r.sent {
+				if now.Sub(at) >= resendAfter {
+					delete(r.sent, h)
+				}
+			}
+			for job, hashes := range warm {
+				for h := range hashes {
+					r.sent[h] = now
+					delete(r.warm[job], h)
+				}
+				if len(r.warm[job]) == 0 {
+					delete(r.warm, job)
+				}
+			}
+		}
+		r.mu.Unlock()
+		if err != nil {
+			e.set.Logger.Debug("Cannot report to the leader", zap.Error(err))
+			pause(ctx, nil, retry)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+		case <-r.dirty:
+		case <-changed:
+		}
+	}
+}
+
+// pause waits for d, ctx or changed, whichever comes first.
+func pause(ctx context.Context, changed <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-changed:
+	case <-t.C:
+	}
+}
+
+// TakeReport implements allocatorapi.Reporter: the report goes to this
+// member's term while it leads.
+func (e *allocatorExtension) TakeReport(ctx context.Context, rep report.Report) error {
+	ch := e.reports.Load()
+	if ch == nil || e.Allocation() == nil {
+		return errors.New("this member does not lead")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	select {
+	case *ch <- rep:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("the leader's term did not take the report: %w", ctx.Err())
+	}
+}

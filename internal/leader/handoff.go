@@ -1,0 +1,461 @@
+package leader
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/embedded-ta/embedded-ta/internal/allocation"
+	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+	"github.com/embedded-ta/embedded-ta/internal/report"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+)
+
+// A planned move is made before it is broken. When a target's member
+// changes from one member to another (a join, a graceful leave, a
+// rebalancing), the target stays in its old member's share, which exports
+// it, and is handed to the new member as a warming target: it is in what
+// the new member scrapes (shares.Job.ScrapeShare, marked with
+// shares.WarmingLabel), and the new member's receiver drops its data. When
+// the new member reports the target's first scrape (report.Report.Warm),
+// one allocation moves it: out of the old member's share, into the new
+// member's. The old member exports it one scrape interval more (it is in
+// what the old member scrapes, marked shares.ReleasingLabel), so that, at
+// whatever offsets within the interval the two members scrape it, no
+// interval goes without a scrape exported, and one at most is exported
+// twice; then an allocation releases it.
+//
+// Every wait is bounded: a move whose new member has not reported that it
+// fences its data (report.Report.Fenced) waits for that at most
+// waitForReport, and a warming target is moved at its deadline (the new
+// member's warm_within plus the job's scrape interval) whether or not its
+// first scrape was reported. A move whose old member is gone, or that
+// takes a target from no member or gives it to none, is made at once.
+//
+// A member that reports it is leaving gets no targets from the allocator
+// but keeps exporting its share until each target's hand-off is made.
+
+// waitForReport bounds how long a move waits for its new member to report
+// that it fences: a member that has just joined reports within seconds, a
+// member whose receiver is the stock one never does.
+const waitForReport = 20 * time.Second
+
+// defaultWarmWithin is the warm_within of a member that reports none.
+const defaultWarmWithin = 45 * time.Second
+
+// handoff is one target's move, from its old member to its new one.
+type handoff struct {
+	job      string
+	from, to string
+	deadline time.Time
+	// warming is set once the target is in to's scrape share; before,
+	// to has not reported that it fences.
+	warming bool
+}
+
+// memberFacts are what a member last reported of itself.
+type memberFacts struct {
+	fenced     bool
+	warmWithin time.Duration
+	leaving    bool
+	standby    bool
+}
+
+// assign gives the target at i of job to member, make before break when
+// it has a member now and member is one.
+func (s *state) assign(job string, js *jobState, i int, member string) {
+	t := js.targets[i]
+	was := memberName(s.names, js.members[i])
+	if ho := s.handoffs[t.Hash]; ho != nil {
+		if ho.to == member && was != "" {
+			return // under way
+		}
+		s.cancel(t.Hash, ho)
+	}
+	if member == was {
+		return
+	}
+	facts, reported := s.facts[member]
+	if !s.handoff || was == "" || member == "" || reported && !facts.fenced {
+		s.move(job, js, i, member)
+		return
+	}
+	ho := &handoff{job: job, from: was, to: member, deadline: s.now.Add(waitForReport)}
+	s.handoffs[t.Hash] = ho
+	if facts.fenced {
+		s.warm(t, ho)
+	}
+}
+
+// move moves the target at i of job to member at once.
+func (s *state) move(job string, js *jobState, i int, member string) {
+	t := js.targets[i]
+	s.leave(job, memberName(s.names, js.members[i]), t.Hash)
+	s.enter(job, member, t)
+	js.members[i] = s.memberIndex(member)
+	s.moved++
+}
+
+// warm puts the target of ho in its new member's scrape share.
+func (s *state) warm(t discovery.Target, ho *handoff) {
+	if rel := s.releases[t.Hash]; rel != nil && rel.from == ho.to {
+		s.release(t.Hash, rel) // it comes back to where it was
+	}
+	ho.warming = true
+	ho.deadline = s.now.Add(s.warmWithin(ho.to, ho.job))
+	s.scrapeExtra(ho.job, ho.to, markedTarget(t, ho.to, shares.WarmingLabel))
+}
+
+// scrapeExtra adds t to what member scrapes of job beyond its share.
+func (s *state) scrapeExtra(job, member string, t shares.Target) {
+	k := shareKey{job, member}
+	if s.extra[k] == nil {
+		s.extra[k] = map[uint64]shares.Target{}
+	}
+	s.extra[k][t.Hash] = t
+	s.extraChanged[k] = true
+}
+
+// release ends the last interval of a moved target at its old member.
+func (s *state) release(h uint64, rel *handoff) {
+	k := shareKey{rel.job, rel.from}
+	delete(s.extra[k], h)
+	s.extraChanged[k] = true
+	delete(s.releases, h)
+}
+
+// cancel ends a hand-off without a move.
+func (s *state) cancel(h uint64, ho *handoff) {
+	if ho.warming {
+		k := shareKey{ho.job, ho.to}
+		delete(s.extra[k], h)
+		s.extraChanged[k] = true
+	}
+	delete(s.handoffs, h)
+}
+
+// complete ends a hand-off with its move; the old member exports the
+// target for one more scrape interval.
+func (s *state) complete(h uint64, ho *handoff) {
+	s.cancel(h, ho)
+	js, ok := s.jobs[ho.job]
+	if !ok {
+		return
+	}
+	i, found := slices.BinarySearchFunc(js.targets, h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
+	if !found {
+		return
+	}
+	s.move(ho.job, js, i, ho.to)
+	if interval := s.intervals[ho.job]; interval > 0 {
+		if rel := s.releases[h]; rel != nil {
+			s.release(h, rel)
+		}
+		s.releases[h] = &handoff{job: ho.job, from: ho.from, to: ho.to, deadline: s.now.Add(interval)}
+		s.scrapeExtra(ho.job, ho.from, markedTarget(js.targets[i], ho.from, shares.ReleasingLabel))
+	}
+}
+
+// relabel replaces the labels of a warming or releasing target after
+// discovery changed them.
+func (s *state) relabel(t discovery.Target) {
+	if ho := s.handoffs[t.Hash]; ho != nil && ho.warming {
+		s.scrapeExtra(ho.job, ho.to, markedTarget(t, ho.to, shares.WarmingLabel))
+	}
+	if rel := s.releases[t.Hash]; rel != nil {
+		s.scrapeExtra(rel.job, rel.from, markedTarget(t, rel.from, shares.ReleasingLabel))
+	}
+}
+
+// forget ends the hand-off and the release of a target that is gone.
+func (s *state) forget(h uint64) {
+	if ho := s.handoffs[h]; ho != nil {
+		s.cancel(h, ho)
+	}
+	if rel := s.releases[h]; rel != nil {
+		s.release(h, rel)
+	}
+}
+
+func (s *state) warmWithin(member, job string) time.Duration {
+	d := s.facts[member].warmWithin
+	if d <= 0 {
+		d = defaultWarmWithin
+	}
+	return d + s.intervals[job]
+}
+
+// report takes a member's report and reports whether the allocation changed.
+func (s *state) report(r report.Report) (bool, error) {
+	was, known := s.facts[r.Member]
+	s.facts[r.Member] = memberFacts{fenced: r.Fenced, warmWithin: time.Duration(r.WarmWithin), leaving: r.Leaving, standby: r.HotStandby && r.Fenced}
+	if was.standby != (r.HotStandby && r.Fenced) {
+		s.standbyChanged = true
+	}
+	if !known && len(s.facts) > 2*len(s.names)+64 {
+		for m := range s.facts { // forget those that are no members
+			if _, member := s.index[m]; !member && m != r.Member {
+				delete(s.facts, m)
+			}
+		}
+	}
+	changed := s.standbyChanged
+	if was.leaving != r.Leaving && s.names != nil {
+		moved, err := s.place()
+		if err != nil {
+			return false, err
+		}
+		changed = moved
+	}
+	if r.Fenced {
+		for h, ho := range s.handoffs {
+			if ho.to == r.Member && !ho.warming {
+				if t, ok := s.target(ho.job, h); ok {
+					s.warm(t, ho)
+					changed = true
+				}
+			}
+		}
+	}
+	for _, hashes := range r.Warm {
+		for _, hex := range hashes {
+			h, err := report.ParseHash(hex)
+			if err != nil {
+				continue // Validate has said so
+			}
+			if ho := s.handoffs[h]; ho != nil && ho.to == r.Member && ho.warming {
+				s.complete(h, ho)
+				changed = true
+			}
+		}
+	}
+	return changed, nil
+}
+
+// expire makes the moves and the releases whose deadline has passed,
+// reports whether there were any, and counts the moves.
+func (s *state) expire() (changed bool, late int) {
+	for h, rel := range s.releases {
+		if !rel.deadline.After(s.now) {
+			s.release(h, rel)
+			changed = true
+		}
+	}
+	for h, ho := range s.handoffs {
+		if !ho.deadline.After(s.now) {
+			s.complete(h, ho)
+			changed = true
+			late++
+		}
+	}
+	return changed, late
+}
+
+// nextDeadline returns the earliest deadline of a hand-off or a release,
+// false without one.
+func (s *state) nextDeadline() (time.Time, bool) {
+	var next time.Time
+	for _, m := range []map[uint64]*handoff{s.handoffs, s.releases} {
+		for _, ho := range m {
+			if next.IsZero() || ho.deadline.Before(next) {
+				next = ho.deadline
+			}
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// handoffs counts the moves under way, and of them those warming.
+func (s *state) handoffCount() (all, warming int) {
+	for _, ho := range s.handoffs {
+		all++
+		if ho.warming {
+			warming++
+		}
+	}
+	return all, warming
+}
+
+// target finds a known target by job and hash.
+func (s *state) target(job string, h uint64) (discovery.Target, bool) {
+	js, ok := s.jobs[job]
+	if !ok {
+		return discovery.Target{}, false
+	}
+	i, found := slices.BinarySearchFunc(js.targets, h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
+	if !found {
+		return discovery.Target{}, false
+	}
+	return js.targets[i], true
+}
+
+// markedTarget is t as member scrapes it beyond its share: marked with
+// label (shares.WarmingLabel or shares.ReleasingLabel).
+func markedTarget(t discovery.Target, member, label string) shares.Target {
+	b := labels.NewBuilder(t.Element.Labels())
+	b.Set(label, report.FormatHash(t.Hash))
+	return shares.Target{Job: t.Job, Member: member, Hash: t.Hash, Element: httpsd.Encode(b.Labels())}
+}
+
+// scrapeShares rebuilds the scrape shares of the members whose share or
+// extra targets changed in the jobs of keys.
+func (s *state) scrapeShares(keys map[shareKey]bool) {
+	changed := map[string]map[string]*shares.Share{}
+	for k := range keys {
+		js, ok := s.jobs[k.job]
+		if !ok {
+			continue
+		}
+		w := s.extra[k]
+		if len(s.standby[k]) > 0 {
+			w = maps.Clone(s.standby[k])
+			maps.Copy(w, s.extra[k])
+		}
+		var share *shares.Share
+		if len(w) > 0 {
+			share = shares.NewShare(mergeExtra(js.job.Share(k.member).Targets(), w))
+		} else {
+			if len(s.extra[k]) == 0 {
+				delete(s.extra, k)
+			}
+			if js.job.ScrapeShare(k.member) == js.job.Share(k.member) {
+				continue // none before either
+			}
+		}
+		if changed[k.job] == nil {
+			changed[k.job] = map[string]*shares.Share{}
+		}
+		changed[k.job][k.member] = share
+	}
+	for name, byMember := range changed {
+		s.jobs[name].job = s.jobs[name].job.WithScrape(byMember)
+	}
+}
+
+// exactHeirs bounds the work of heirs: targets × members², the scores of
+// an allocation without each member in turn.
+const exactHeirs = 20_000_000
+
+// heirs returns, with consistent-hashing, the member each target would go
+// to if its member died, by allocating the targets without each member in
+// turn, load bounds and limits included, while that costs at most
+// exactHeirs scores; nil otherwise (allocation.Successor is then the
+// heir, the load bounds apart).
+func (s *state) heirs() map[uint64]string {
+	if s.fresh == nil || s.alloc.Strategy() != allocation.ConsistentHashing || len(s.members) < 2 {
+		return nil
+	}
+	var targets []allocation.Target
+	for name, js := range s.jobs {
+		for _, t := range js.targets {
+			targets = append(targets, allocation.Target{Hash: t.Hash, Node: t.Node, Job: name, Pin: t.Pin})
+		}
+	}
+	if len(targets)*len(s.members)*len(s.members) > exactHeirs {
+		return nil
+	}
+	heirs := make(map[uint64]string, len(targets))
+	for k, gone := range s.members {
+		a, err := s.fresh()
+		if err != nil {
+			return nil
+		}
+		if err := a.SetMembers(slices.Delete(slices.Clone(s.members), k, k+1)); err != nil {
+			return nil
+		}
+		a.SetTargets(targets)
+		for _, t := range targets {
+			if m, _ := s.alloc.MemberOf(t.Hash); m == gone.Identity {
+				if heir, ok := a.MemberOf(t.Hash); ok {
+					heirs[t.Hash] = heir
+				}
+			}
+		}
+	}
+	return heirs
+}
+
+// standbyTarget is t as member scrapes it on hot standby.
+func standbyTarget(t discovery.Target, member string) shares.Target {
+	b := labels.NewBuilder(t.Element.Labels())
+	b.Set(shares.WarmingLabel, shares.Standby)
+	return shares.Target{Job: t.Job, Member: member, Hash: t.Hash, Element: httpsd.Encode(b.Labels())}
+}
+
+// mergeExtra returns a share's targets and its member's extra targets,
+// sorted by hash.
+func mergeExtra(own []shares.Target, extra map[uint64]shares.Target) []shares.Target {
+	w := slices.SortedFunc(maps.Values(extra), func(a, b shares.Target) int { return cmp.Compare(a.Hash, b.Hash) })
+	out := make([]shares.Target, 0, len(own)+len(w))
+	i, j := 0, 0
+	for i < len(own) || j < len(w) {
+		if j == len(w) || i < len(own) && own[i].Hash < w[j].Hash {
+			out = append(out, own[i])
+			i++
+		} else {
+			out = append(out, w[j])
+			j++
+		}
+	}
+	return out
+}
+
+// Hot standby: a member that reports hot_standby also warms the targets it
+// would take if their member died, their successors in the allocator
+// (allocation.Successor: consistent-hashing only). When their member dies,
+// the allocator gives them to it, and its receiver already scrapes them:
+// their data passes at once, with no poll or stock receiver delay. The
+// price is a second scrape of every such target, and a pass over all
+// targets (one score per target and member) at each allocation while a
+// member is on standby.
+
+// standbys computes what each standby member warms, and adds to keys the
+// shares whose standby targets changed.
+func (s *state) standbys(keys map[shareKey]bool) {
+	any := false
+	for _, f := range s.facts {
+		any = any || f.standby
+	}
+	if !any && len(s.standby) == 0 {
+		return
+	}
+	next := map[shareKey]map[uint64]shares.Target{}
+	if any {
+		heirs := s.heirs()
+		for name, js := range s.jobs {
+			for i, t := range js.targets {
+				m, ok := heirs[t.Hash]
+				if !ok {
+					m, ok = allocation.Successor(s.alloc, t.Hash)
+				}
+				if !ok || !s.facts[m].standby || m == memberName(s.names, js.members[i]) {
+					continue
+				}
+				if _, member := s.index[m]; !member {
+					continue
+				}
+				k := shareKey{name, m}
+				if next[k] == nil {
+					next[k] = map[uint64]shares.Target{}
+				}
+				next[k][t.Hash] = standbyTarget(t, m)
+			}
+		}
+	}
+	for k, ts := range next {
+		if !maps.EqualFunc(ts, s.standby[k], func(a, b shares.Target) bool { return a.Element == b.Element }) {
+			keys[k] = true
+		}
+	}
+	for k := range s.standby {
+		if _, ok := next[k]; !ok {
+			keys[k] = true
+		}
+	}
+	s.standby = next
+	s.standbyChanged = false
+}

@@ -1,0 +1,464 @@
+package leader
+
+import (
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	promconfig "github.com/prometheus/prometheus/config"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/embedded-ta/embedded-ta/internal/allocation"
+	"github.com/embedded-ta/embedded-ta/internal/report"
+	"github.com/embedded-ta/embedded-ta/internal/shares"
+)
+
+// handoffGroup is a state with hand-offs on, one job of targets, and a fake
+// clock.
+type handoffGroup struct {
+	t    *testing.T
+	s    *state
+	fl   *fleet
+	last *shares.Allocation
+}
+
+const handoffJob = "job-0"
+
+func newHandoffGroup(t *testing.T, targets int, ms []allocation.Member) *handoffGroup {
+	alloc, err := allocation.New(allocation.ConsistentHashing)
+	require.NoError(t, err)
+	s, err := newState(alloc, map[string]*promconfig.ScrapeConfig{handoffJob: {JobName: handoffJob, ScrapeInterval: model.Duration(2 * time.Second)}})
+	require.NoError(t, err)
+	s.handoff, s.now = true, time.Unix(1000, 0)
+	s.fresh = func() (allocation.Allocator, error) { return allocation.New(allocation.ConsistentHashing) }
+	g := &handoffGroup{t: t, s: s, fl: newFleet(7, 1, targets)}
+	for _, m := range ms {
+		g.report(report.Report{Member: m.Identity, Fenced: true, WarmWithin: report.Duration(10 * time.Second)})
+	}
+	_, err = s.setMembers(ms)
+	require.NoError(t, err)
+	s.setTargets(g.fl.snapshot())
+	g.publish()
+	return g
+}
+
+func (g *handoffGroup) report(r report.Report) bool {
+	changed, err := g.s.report(r)
+	require.NoError(g.t, err)
+	return changed
+}
+
+func (g *handoffGroup) publish() *shares.Allocation {
+	g.last = g.s.allocation(1, "collector-0")
+	g.exportedOnce()
+	return g.last
+}
+
+// owner is the member whose share holds h: the one that exports it.
+func (g *handoffGroup) owner(h uint64) string {
+	for _, m := range g.last.Members {
+		for _, t := range g.last.Share(handoffJob, m).Targets() {
+			if t.Hash == h {
+				return m
+			}
+		}
+	}
+	return ""
+}
+
+// warming returns the targets each member warms: in what it scrapes,
+// marked, and not in its share.
+func (g *handoffGroup) warming() map[string][]uint64 {
+	out, _ := g.extra()
+	return out
+}
+
+// extra returns the targets each member scrapes beyond its share: those it
+// warms and those it releases.
+func (g *handoffGroup) extra() (warming, releasing map[string][]uint64) {
+	warming, releasing = map[string][]uint64{}, map[string][]uint64{}
+	for _, m := range g.last.Members {
+		own := map[uint64]bool{}
+		for _, t := range g.last.Share(handoffJob, m).Targets() {
+			own[t.Hash] = true
+			assert.False(g.t, t.Labels().Has(shares.WarmingLabel), "%s exports a target marked warming", m)
+		}
+		for _, t := range g.last.ScrapeShare(handoffJob, m).Targets() {
+			if own[t.Hash] {
+				delete(own, t.Hash)
+				continue
+			}
+			switch ls := t.Labels(); {
+			case ls.Get(shares.WarmingLabel) == shares.Standby:
+				warming[m] = append(warming[m], t.Hash)
+			case ls.Has(shares.WarmingLabel):
+				assert.Equal(g.t, report.FormatHash(t.Hash), ls.Get(shares.WarmingLabel))
+				warming[m] = append(warming[m], t.Hash)
+			case ls.Has(shares.ReleasingLabel):
+				assert.Equal(g.t, report.FormatHash(t.Hash), ls.Get(shares.ReleasingLabel))
+				releasing[m] = append(releasing[m], t.Hash)
+			default:
+				g.t.Errorf("%s scrapes a target of another share unmarked", m)
+			}
+		}
+		assert.Empty(g.t, own, "%s does not scrape targets of its share", m)
+	}
+	return warming, releasing
+}
+
+// exportedOnce checks that each target is in exactly one share.
+func (g *handoffGroup) exportedOnce() {
+	seen := map[uint64]int{}
+	for _, m := range append(slices.Clone(g.last.Members), "") {
+		for _, t := range g.last.Share(handoffJob, m).Targets() {
+			seen[t.Hash]++
+		}
+	}
+	assert.Len(g.t, seen, len(g.fl.jobs[handoffJob]))
+	for h, n := range seen {
+		assert.Equal(g.t, 1, n, "target %x is in %d shares", h, n)
+	}
+}
+
+func (g *handoffGroup) owners() map[uint64]string {
+	out := map[uint64]string{}
+	for _, t := range g.fl.jobs[handoffJob] {
+		out[t.Hash] = g.owner(t.Hash)
+	}
+	return out
+}
+
+func warmReport(member string, hashes ...uint64) report.Report {
+	var hex []string
+	for _, h := range hashes {
+		hex = append(hex, report.FormatHash(h))
+	}
+	return report.Report{Member: member, Fenced: true, WarmWithin: report.Duration(10 * time.Second), Warm: map[string][]string{handoffJob: hex}}
+}
+
+// A join: the targets the newcomer is to take stay with their members,
+// which export them, and the newcomer warms them; each moves when the
+// newcomer reports its first scrape, the others at their deadline.
+func TestHandoffJoin(t *testing.T) {
+	ms := members(3)
+	g := newHandoffGroup(t, 60, ms)
+	before := g.owners()
+	require.Empty(t, g.warming())
+
+	g.report(report.Report{Member: "joiner", Fenced: true, WarmWithin: report.Duration(10 * time.Second)})
+	changed, err := g.s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
+	require.NoError(t, err)
+	require.True(t, changed)
+	g.publish()
+	assert.Equal(t, before, g.owners(), "nothing moves before the newcomer has scraped")
+	warming := g.warming()["joiner"]
+	require.NotEmpty(t, warming)
+	assert.Zero(t, g.s.takeMoved())
+
+	// The first scrape of one: it moves, out of its old member's share.
+	first := warming[0]
+	g.s.now = g.s.now.Add(3 * time.Second)
+	require.True(t, g.report(warmReport("joiner", first)))
+	g.publish()
+	assert.Equal(t, "joiner", g.owner(first))
+	assert.NotContains(t, g.warming()["joiner"], first)
+	assert.Equal(t, 1, g.s.takeMoved())
+	// Its old member exports it one interval more, then releases it.
+	_, releasing := g.extra()
+	assert.Equal(t, map[string][]uint64{before[first]: {first}}, releasing)
+	next, ok := g.s.nextDeadline()
+	require.True(t, ok)
+	assert.Equal(t, g.s.now.Add(2*time.Second), next)
+	g.s.now = next
+	changed, _ = g.s.expire()
+	require.True(t, changed)
+	g.publish()
+	_, releasing = g.extra()
+	assert.Empty(t, releasing)
+	assert.Equal(t, "joiner", g.owner(first))
+	assert.False(t, g.report(warmReport("joiner", first)), "a second report of it changes nothing")
+	assert.False(t, g.report(warmReport(before[first], warming[1])), "only the new member's report counts")
+
+	// The rest at the deadline: warm_within + the job's interval.
+	next, ok = g.s.nextDeadline()
+	require.True(t, ok)
+	assert.Equal(t, time.Unix(1000, 0).Add(12*time.Second), next)
+	g.s.now = next.Add(-time.Millisecond)
+	changed, _ = g.s.expire()
+	assert.False(t, changed)
+	g.s.now = next
+	changed, _ = g.s.expire()
+	assert.True(t, changed)
+	g.publish()
+	for _, h := range warming {
+		assert.Equal(t, "joiner", g.owner(h))
+	}
+	assert.Empty(t, g.warming())
+	next, _ = g.s.nextDeadline()
+	g.s.now = next
+	g.s.expire() // the releases
+	g.publish()
+	_, releasing = g.extra()
+	assert.Empty(t, releasing)
+	_, ok = g.s.nextDeadline()
+	assert.False(t, ok)
+	want := want(t, allocation.ConsistentHashing, 0, append(slices.Clone(ms), allocation.Member{Identity: "joiner"}), g.fl.snapshot(), nil)
+	for h, m := range g.owners() {
+		assert.Equal(t, wantOwner(want, h), m)
+	}
+}
+
+func wantOwner(a *shares.Allocation, h uint64) string {
+	for _, m := range a.Members {
+		for _, t := range a.Share(handoffJob, m).Targets() {
+			if t.Hash == h {
+				return m
+			}
+		}
+	}
+	return ""
+}
+
+// A newcomer that has not reported yet warms nothing (it might not fence
+// its data): its moves wait for its report, at most waitForReport.
+func TestHandoffWaitsForTheNewMembersReport(t *testing.T) {
+	ms := members(3)
+	for _, reports := range []bool{true, false} {
+		g := newHandoffGroup(t, 60, ms)
+		before := g.owners()
+		_, err := g.s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
+		require.NoError(t, err)
+		g.publish()
+		assert.Equal(t, before, g.owners())
+		assert.Empty(t, g.warming()["joiner"], "warming for a member that may not fence")
+		if reports {
+			g.s.now = g.s.now.Add(time.Second)
+			require.True(t, g.report(report.Report{Member: "joiner", Fenced: true, WarmWithin: report.Duration(10 * time.Second)}))
+			g.publish()
+			assert.NotEmpty(t, g.warming()["joiner"])
+			assert.Equal(t, g.s.now.Add(12*time.Second), g.deadlineTo("joiner"), "the deadline starts when it warms")
+			continue
+		}
+		next := g.deadlineTo("joiner")
+		assert.Equal(t, g.s.now.Add(waitForReport), next)
+		g.s.now = next
+		changed, _ := g.s.expire()
+		require.True(t, changed)
+		g.publish()
+		assert.NotEqual(t, before, g.owners(), "a member that never reports gets its targets at the deadline")
+	}
+}
+
+// A member that reports it does not fence (a stock receiver's) gets its
+// targets at once.
+func TestHandoffToUnfencedMemberAtOnce(t *testing.T) {
+	ms := members(3)
+	g := newHandoffGroup(t, 60, ms)
+	before := g.owners()
+	g.report(report.Report{Member: "joiner"})
+	_, err := g.s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
+	require.NoError(t, err)
+	g.publish()
+	assert.NotEqual(t, before, g.owners())
+	assert.Empty(t, g.warming()["joiner"])
+	assert.True(t, g.deadlineTo("joiner").IsZero(), "a move to it waits")
+}
+
+// deadlineTo returns the earliest deadline of the moves to member.
+func (g *handoffGroup) deadlineTo(member string) time.Time {
+	var next time.Time
+	for _, ho := range g.s.handoffs {
+		if ho.to == member && (next.IsZero() || ho.deadline.Before(next)) {
+			next = ho.deadline
+		}
+	}
+	return next
+}
+
+// A graceful leave: the leaving member keeps exporting each target until
+// its new member has scraped it; its share is then empty.
+func TestHandoffGracefulLeave(t *testing.T) {
+	ms := members(4)
+	g := newHandoffGroup(t, 60, ms)
+	before := g.owners()
+	leaving := "collector-3"
+	var its []uint64
+	for h, m := range before {
+		if m == leaving {
+			its = append(its, h)
+		}
+	}
+	require.NotEmpty(t, its)
+	require.True(t, g.report(report.Report{Member: leaving, Fenced: true, Leaving: true}))
+	g.publish()
+	assert.Equal(t, before, g.owners(), "nothing moves before its new member has scraped it")
+	var warmed []uint64
+	for m, hs := range g.warming() {
+		assert.NotEqual(t, leaving, m)
+		warmed = append(warmed, hs...)
+		g.report(warmReport(m, hs...))
+	}
+	assert.Subset(t, warmed, its, "its targets warm at their new members")
+	g.publish()
+	assert.Empty(t, g.last.Share(handoffJob, leaving).Targets())
+	assert.Contains(t, g.last.Members, leaving, "it is a member until it leaves")
+	want := want(t, allocation.ConsistentHashing, 0, ms[:3], g.fl.snapshot(), nil)
+	for h, m := range g.owners() {
+		assert.Equal(t, wantOwner(want, h), m)
+	}
+	// It then leaves: nothing moves.
+	g.s.takeMoved()
+	_, err := g.s.setMembers(ms[:3])
+	require.NoError(t, err)
+	assert.Zero(t, g.s.takeMoved())
+
+	// A member under its name later (a restart) is no longer leaving:
+	// targets move to it, once it reports.
+	_, err = g.s.setMembers(ms)
+	require.NoError(t, err)
+	assert.False(t, g.deadlineTo(leaving).IsZero(), "no move to the member that came back")
+	require.True(t, g.report(report.Report{Member: leaving, Fenced: true}))
+	g.publish()
+	assert.NotEmpty(t, g.warming()[leaving])
+}
+
+// Bounded by the members' fate: a move whose old member dies is made at
+// once; one whose new member dies is cancelled, and the target placed anew.
+func TestHandoffMembersGone(t *testing.T) {
+	ms := members(3)
+	joined := append(slices.Clone(ms), allocation.Member{Identity: "joiner"})
+
+	g := newHandoffGroup(t, 60, ms)
+	g.report(report.Report{Member: "joiner", Fenced: true})
+	_, err := g.s.setMembers(joined)
+	require.NoError(t, err)
+	g.publish()
+	warming := g.warming()["joiner"]
+	require.NotEmpty(t, warming)
+	// The new member dies: the targets stay where they are, warm nowhere.
+	before := g.owners()
+	_, err = g.s.setMembers(ms)
+	require.NoError(t, err)
+	g.publish()
+	assert.Equal(t, before, g.owners())
+	assert.Empty(t, g.warming())
+	_, ok := g.s.nextDeadline()
+	assert.False(t, ok)
+
+	// An old member dies while its target warms at the newcomer: moved at once.
+	_, err = g.s.setMembers(joined)
+	require.NoError(t, err)
+	g.publish()
+	warming = g.warming()["joiner"]
+	require.NotEmpty(t, warming)
+	from := g.owner(warming[0])
+	alive := slices.DeleteFunc(slices.Clone(joined), func(m allocation.Member) bool { return m.Identity == from })
+	_, err = g.s.setMembers(alive)
+	require.NoError(t, err)
+	g.publish()
+	assert.Equal(t, "joiner", g.owner(warming[0]))
+	for _, hs := range g.warming() {
+		for _, h := range hs {
+			assert.NotEqual(t, from, before[h], "a target of the dead member still warms")
+		}
+	}
+}
+
+// Discovery changes during a hand-off: a target that goes ends its
+// hand-off; one relabeled warms with its new labels.
+func TestHandoffTargetsChange(t *testing.T) {
+	ms := members(3)
+	g := newHandoffGroup(t, 60, ms)
+	g.report(report.Report{Member: "joiner", Fenced: true})
+	_, err := g.s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
+	require.NoError(t, err)
+	g.publish()
+	require.NotEmpty(t, g.warming()["joiner"])
+	for range 5 {
+		g.s.setTargets(g.fl.change(0.3))
+		g.publish()
+		all, warming := g.s.handoffCount()
+		assert.Equal(t, all, warming)
+		n := 0
+		for _, hs := range g.warming() {
+			n += len(hs)
+		}
+		assert.Equal(t, warming, n)
+		hashes := maps.Collect(func(yield func(uint64, bool) bool) {
+			for _, t := range g.fl.jobs[handoffJob] {
+				if !yield(t.Hash, true) {
+					return
+				}
+			}
+		})
+		for _, hs := range g.warming() {
+			for _, h := range hs {
+				assert.True(t, hashes[h], "a gone target warms")
+			}
+		}
+	}
+}
+
+// Hot standby: each member that asks for it also scrapes (warming) the
+// targets it would take if their member died; when one dies, its targets
+// go to the members that already scrape them.
+func TestHotStandby(t *testing.T) {
+	ms := members(3)
+	g := newHandoffGroup(t, 60, ms)
+	for _, m := range ms {
+		require.True(t, g.report(report.Report{Member: m.Identity, Fenced: true, HotStandby: true}))
+	}
+	g.publish()
+	warming := g.warming()
+	n := 0
+	for m, hs := range warming {
+		for _, h := range hs {
+			n++
+			assert.NotEqual(t, m, g.owner(h), "a member stands by for its own target")
+		}
+	}
+	assert.Equal(t, 60, n, "every target has one standby")
+	all, _ := g.s.handoffCount()
+	assert.Zero(t, all, "standing by is no move")
+	seen := warmReport("collector-1", warming["collector-1"]...)
+	seen.HotStandby = true
+	assert.False(t, g.report(seen), "a standby's first scrape moves nothing")
+
+	// collector-2 dies: each of its targets goes to the member that
+	// stood by for it.
+	standby := map[uint64]string{}
+	for m, hs := range warming {
+		for _, h := range hs {
+			standby[h] = m
+		}
+	}
+	before := g.owners()
+	_, err := g.s.setMembers(ms[:2])
+	require.NoError(t, err)
+	g.publish()
+	for h, m := range before {
+		if m == "collector-2" {
+			assert.Equal(t, standby[h], g.owner(h), "target %x went elsewhere than to its standby", h)
+		}
+	}
+	for m, hs := range g.warming() {
+		for _, h := range hs {
+			assert.NotEqual(t, m, g.owner(h))
+		}
+	}
+
+	// Standing by ends when asked.
+	for _, m := range ms[:2] {
+		g.report(report.Report{Member: m.Identity, Fenced: true})
+	}
+	g.publish()
+	assert.Empty(t, g.s.standby)
+	for m, hs := range g.warming() {
+		for _, h := range hs {
+			assert.NotNil(t, g.s.handoffs[h], "%s still stands by for %x", m, h)
+		}
+	}
+}

@@ -1,0 +1,39 @@
+package report
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestDecode(t *testing.T) {
+	rep, err := Decode(strings.NewReader(`{"member":"a","fenced":true,"warm_within":"20s","warm":{"j":["00000000000000ff"]},"leaving":true,"later":1}`))
+	require.NoError(t, err)
+	assert.Equal(t, Report{Member: "a", Fenced: true, WarmWithin: Duration(20 * time.Second), Warm: map[string][]string{"j": {"00000000000000ff"}}, Leaving: true}, rep)
+
+	for body, want := range map[string]string{
+		``:                                                 "decode report",
+		`{"member":""}`:                                    "member: must not be empty",
+		`{"member":"a","warm_within":"x"}`:                 "decode report",
+		`{"member":"a","warm_within":5}`:                   "decode report",
+		`{"member":"a","warm_within":"-1s"}`:               "warm_within",
+		`{"member":"a","warm_within":"1h"}`:                "warm_within",
+		`{"member":"a","warm":{"j":["ff"]}}`:               `warm["j"]`,
+		`{"member":"a","warm":{"j":["zzzzzzzzzzzzzzzz"]}}`: `warm["j"]`,
+		`{"member":"a"} {}`:                                "more than one",
+	} {
+		_, err := Decode(strings.NewReader(body))
+		if assert.Error(t, err, body) {
+			assert.Contains(t, err.Error(), want, body)
+		}
+	}
+}
+
+func TestHash(t *testing.T) {
+	h, err := ParseHash(FormatHash(0xdeadbeef))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(0xdeadbeef), h)
+}
