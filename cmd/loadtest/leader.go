@@ -42,6 +42,7 @@ import (
 //	ready <addr>
 //	published <unix ns> <targets> <moved> <pending>
 //	changed <unix ns> <targets changed>
+//	delivered <unix ns>  (every job's SD mechanism has handed over all its groups)
 //	heap <bytes live after a collection>
 //
 // Its targets come from file_sd (files it writes and rewrites) or from
@@ -128,6 +129,10 @@ type sdConfig struct {
 
 var theFleet *fleet
 
+// initialSent is called by each job's SD mechanism once Prometheus's
+// discovery manager has taken its first groups, all of the job's targets.
+var initialSent func()
+
 func (*sdConfig) Name() string { return "loadtest" }
 func (c *sdConfig) NewDiscoverer(promdiscovery.DiscovererOptions) (promdiscovery.Discoverer, error) {
 	return &sd{job: c.Job, updates: theFleet.subscribe(c.Job)}, nil
@@ -157,6 +162,7 @@ type sd struct {
 func (d *sd) Run(ctx context.Context, up chan<- []*targetgroup.Group) {
 	select {
 	case up <- theFleet.all(d.job):
+		initialSent()
 	case <-ctx.Done():
 		return
 	}
@@ -263,6 +269,12 @@ func runLeader(o options) error {
 		defer outMu.Unlock()
 		fmt.Fprintf(out, format+"\n", args...)
 		_ = out.Flush()
+	}
+	var sent atomic.Int32
+	initialSent = func() {
+		if int(sent.Add(1)) == o.jobs {
+			say("delivered %d", time.Now().UnixNano())
+		}
 	}
 	members := make([]allocation.Member, o.members)
 	for i := range members {
