@@ -69,6 +69,7 @@ type consistentHashing struct {
 	load      []int    // per member: targets it owns
 	displaced []uint64 // hashes of the targets owned by a member not their home, or by none
 	dropped   int      // targets left unassigned: the members' room cannot hold them
+	moved     []uint64 // targets whose member the last SetMembers changed
 }
 
 type chSlot struct {
@@ -116,18 +117,28 @@ func (c *consistentHashing) SetMembers(members []Member) error {
 	if err != nil {
 		return err
 	}
+	c.moved = c.moved[:0]
 	if slices.Equal(c.members.names, next.names) {
 		c.members = next // only nodes changed, which this strategy ignores
 		return nil
 	}
 	old2new, added := c.members.remap(next)
 	c.members = next
+	// was is each slot's member before, by its index in next: -1 for none,
+	// -2 for a member that left.
+	was := make([]int32, len(c.t.slots))
 	// A kept home stays first among the kept members, so only the newcomers
 	// can beat it; that is cheaper than ranking everyone while they are few.
 	incremental := len(added)+1 < next.len()
 	c.homeLoad = make([]int, next.len())
 	for i := range c.t.slots {
 		s := &c.t.slots[i]
+		was[i] = -1
+		if s.member >= 0 {
+			if was[i] = old2new[s.member]; was[i] < 0 {
+				was[i] = -2
+			}
+		}
 		h := int32(-1)
 		if s.home >= 0 {
 			h = old2new[s.home]
@@ -151,8 +162,15 @@ func (c *consistentHashing) SetMembers(members []Member) error {
 	}
 	c.displaced = c.displaced[:0] // every member is its home again
 	c.rebalance()
+	for i, s := range c.t.slots {
+		if s.member != was[i] {
+			c.moved = append(c.moved, s.hash)
+		}
+	}
 	return nil
 }
+
+func (c *consistentHashing) movedByMembers() []uint64 { return c.moved }
 
 func (c *consistentHashing) SetTargets(targets []Target) {
 	c.Update(c.t.diff(targets))

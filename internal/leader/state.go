@@ -21,9 +21,13 @@ import (
 // O(n_j) comparisons of hashes (a job that did not change costs one pointer
 // comparison); the allocator's Update costs O(k·m) scores; each changed share
 // is rebuilt by one merge, O(its size + its changes log its changes); an
-// allocation costs O(jobs + changed shares). A membership change asks the
-// allocator for every target's member once, O(n), and rebuilds only the shares
-// that targets moved in or out of.
+// allocation costs O(jobs + changed shares). A membership change renumbers
+// every target's member index, one pass over an int32 a target, and asks the
+// allocator for the member of the targets it names as moved
+// (Allocator.MovedByMembers) and of those of members that left; it rebuilds
+// only the shares that targets moved in or out of, each by copying its
+// unchanged runs whole. With a strategy that does not name what moved, it
+// asks for every target's member, O(n).
 //
 // Each target's member is kept beside the job's targets, one int32 a target
 // (not in a map by hash: at 1M targets that map held ~60 MB), so that a
@@ -124,7 +128,10 @@ func (s *state) job(name string) *jobState {
 }
 
 // setMembers hands the members to the allocator if they changed, moves the
-// targets whose member changed, and reports whether they did.
+// targets whose member changed, and reports whether they did. Where the
+// allocator tells which targets a change of members may have moved, only
+// those are asked for their member (and the targets of members that left);
+// the others keep theirs, renumbered in one pass over the members' indices.
 func (s *state) setMembers(members []allocation.Member) (bool, error) {
 	sorted := slices.SortedFunc(slices.Values(members), func(a, b allocation.Member) int { return strings.Compare(a.Identity, b.Identity) })
 	if s.names != nil && slices.Equal(sorted, s.members) {
@@ -141,19 +148,44 @@ func (s *state) setMembers(members []allocation.Member) (bool, error) {
 		s.names[i] = m.Identity
 		s.index[m.Identity] = int32(i)
 	}
+	moved, ok := s.alloc.MovedByMembers()
+	if !ok {
+		for name, js := range s.jobs {
+			for i := range js.targets {
+				s.place(name, js, i, memberName(old, js.members[i]))
+			}
+		}
+		return true, nil
+	}
+	renumber := make([]int32, len(old))
+	for i, name := range old {
+		renumber[i] = s.memberIndex(name) // unassigned if it left
+	}
 	for name, js := range s.jobs {
-		for i, t := range js.targets {
-			was := memberName(old, js.members[i])
-			member, _ := s.alloc.MemberOf(t.Hash)
-			js.members[i] = s.memberIndex(member)
-			if member != was {
-				s.leave(name, was, t.Hash)
-				s.enter(name, member, t)
-				s.moved++
+		for i, m := range js.members {
+			if m == unassigned {
+				continue // among moved if that changed
+			}
+			if js.members[i] = renumber[m]; js.members[i] == unassigned {
+				s.place(name, js, i, old[m])
 			}
 		}
 	}
+	s.follow(moved)
 	return true, nil
+}
+
+// place asks for the member of target i of job name, which was was, and
+// moves it if that changed.
+func (s *state) place(name string, js *jobState, i int, was string) {
+	t := js.targets[i]
+	member, _ := s.alloc.MemberOf(t.Hash)
+	js.members[i] = s.memberIndex(member)
+	if member != was {
+		s.leave(name, was, t.Hash)
+		s.enter(name, member, t)
+		s.moved++
+	}
 }
 
 // setTargets brings the targets to those of snap.
@@ -235,30 +267,46 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 		e.js.members[e.i] = s.memberIndex(member)
 		s.enter(e.name, member, t)
 	}
-	for _, h := range append(displaced, s.alloc.Displaced()...) {
-		s.follow(h)
+	s.follow(append(displaced, s.alloc.Displaced()...))
+}
+
+// follow moves the known targets of the given hashes to their member in the
+// allocator, where that changed. The hashes are sorted once and each job's
+// targets searched onwards from the last one found: a pass over few
+// hashes costs a few steps near each, not a search of every job from its
+// start.
+func (s *state) follow(hashes []uint64) {
+	if len(hashes) == 0 {
+		return
+	}
+	hashes = slices.Compact(slices.Sorted(slices.Values(hashes)))
+	for name, js := range s.jobs {
+		from := 0
+		for _, h := range hashes {
+			i, found := searchFrom(js.targets, from, h)
+			if found {
+				s.place(name, js, i, memberName(s.names, js.members[i]))
+			}
+			if from = i; from == len(js.targets) {
+				break
+			}
+		}
 	}
 }
 
-// follow moves a known target to its member in the allocator, if that changed.
-func (s *state) follow(h uint64) {
-	for name, js := range s.jobs {
-		i, found := slices.BinarySearchFunc(js.targets, h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
-		if !found {
-			continue
-		}
-		t := js.targets[i]
-		was := memberName(s.names, js.members[i])
-		member, _ := s.alloc.MemberOf(h)
-		if member == was {
-			return
-		}
-		s.leave(name, was, h)
-		s.enter(name, member, t)
-		js.members[i] = s.memberIndex(member)
-		s.moved++
-		return
+// searchFrom returns the position of the first of ts, sorted by hash, from
+// position from on, whose hash is h or more, and whether it is h; every
+// target before from has a smaller hash. It doubles its steps from from
+// before a binary search, so a hash near from costs a few comparisons.
+func searchFrom(ts []discovery.Target, from int, h uint64) (int, bool) {
+	lo, hi, step := from, from, 1
+	for hi < len(ts) && ts[hi].Hash < h {
+		lo = hi + 1
+		hi += step
+		step <<= 1
 	}
+	j, found := slices.BinarySearchFunc(ts[lo:min(hi+1, len(ts))], h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
+	return lo + j, found
 }
 
 func (s *state) shareDelta(job, member string) *shareDelta {
@@ -321,26 +369,36 @@ func (s *state) allocation(epoch int, identity string) *shares.Allocation {
 }
 
 // merge applies a share's changes to its targets, keeping them sorted by hash.
+// The unchanged runs between two changed hashes are copied whole, each found
+// by a binary search: a share that loses or gains a few of its targets costs
+// a copy, not a lookup per target.
 func merge(old []shares.Target, d *shareDelta, member string) []shares.Target {
 	in := slices.SortedFunc(maps.Values(d.in), func(a, b discovery.Target) int { return cmp.Compare(a.Hash, b.Hash) })
-	out := make([]shares.Target, 0, max(len(old)-len(d.out), 0)+len(in))
-	j := 0
-	for _, t := range old {
-		for ; j < len(in) && in[j].Hash < t.Hash; j++ {
-			out = append(out, sharesTarget(in[j], member))
+	gone := slices.Sorted(maps.Keys(d.out))
+	out := make([]shares.Target, 0, max(len(old)-len(gone), 0)+len(in))
+	i, g, n := 0, 0, 0 // in old, gone, in
+	for g < len(gone) || n < len(in) {
+		h := uint64(0) // the next changed hash
+		if n == len(in) || g < len(gone) && gone[g] < in[n].Hash {
+			h = gone[g]
+		} else {
+			h = in[n].Hash
 		}
-		if _, gone := d.out[t.Hash]; gone {
-			continue
+		j, found := slices.BinarySearchFunc(old[i:], h, func(t shares.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
+		out = append(out, old[i:i+j]...)
+		i += j
+		if found {
+			i++ // it left, or the entering target replaces it
 		}
-		if j < len(in) && in[j].Hash == t.Hash {
-			continue // replaced by the entering target, appended next
+		if g < len(gone) && gone[g] == h {
+			g++
 		}
-		out = append(out, t)
+		if n < len(in) && in[n].Hash == h {
+			out = append(out, sharesTarget(in[n], member))
+			n++
+		}
 	}
-	for ; j < len(in); j++ {
-		out = append(out, sharesTarget(in[j], member))
-	}
-	return out
+	return append(out, old[i:]...)
 }
 
 func sharesTarget(t discovery.Target, member string) shares.Target {
