@@ -28,8 +28,8 @@ type pinning struct {
 	// whether the strategy follows them (MovedByMembers).
 	moved   []uint64
 	movedOK bool
-	placed   int      // pinned targets on their member
-	absent   int      // pinned targets whose Pin names no member
+	placed  int // pinned targets on their member
+	absent  int // pinned targets whose Pin names no member
 }
 
 type pin struct {
