@@ -24,12 +24,13 @@ type pinning struct {
 	pins     map[uint64]*pin // every pinned target, by hash
 	budget   budget
 	cut      []uint64 // pinned targets over their member's limit
+	placed   int      // pinned targets on their member
+	absent   int      // pinned targets whose Pin names no member
+
 	// moved are the targets the last SetMembers may have moved, movedOK
 	// whether the strategy follows them (MovedByMembers).
 	moved   []uint64
 	movedOK bool
-	placed  int // pinned targets on their member
-	absent  int // pinned targets whose Pin names no member
 }
 
 type pin struct {
