@@ -280,6 +280,20 @@ func runLeader(o options) error {
 	for i := range members {
 		members[i] = allocation.Member{Identity: memberName(i)}
 	}
+	stopProfile := func() {}
+	if o.startProfile != "" {
+		f, err := os.Create(o.startProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		var once sync.Once
+		stopProfile = func() { once.Do(func() { pprof.StopCPUProfile(); _ = f.Close() }) }
+		defer stopProfile()
+	}
+	want := o.jobs * max(o.targets/o.perGroup/o.jobs, 1) * o.perGroup
 	term, err := leader.New(leader.Config{
 		Epoch: 1, Identity: members[0].Identity, Members: func() []allocation.Member { return members },
 		Prometheus: cfg, Filter: discovery.FilterRelabelConfig, Strategy: o.strategy,
@@ -299,7 +313,11 @@ func runLeader(o options) error {
 			if a.Pending {
 				pending = 1
 			}
-			say("published %d %d %d %d", time.Now().UnixNano(), a.Summary().Targets, a.Moved, pending)
+			n := a.Summary().Targets
+			if !a.Pending && n >= want {
+				stopProfile()
+			}
+			say("published %d %d %d %d", time.Now().UnixNano(), n, a.Moved, pending)
 		}
 	}()
 	say("ready %s", ln.Addr())

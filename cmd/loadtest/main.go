@@ -42,6 +42,7 @@ type options struct {
 	fraction               float64
 	gomaxprocs             int
 	heapProfile            string
+	startProfile           string
 	json                   bool
 }
 
@@ -60,6 +61,7 @@ func main() {
 	flag.Float64Var(&o.fraction, "change", 0.01, "fraction of the targets a change restarts")
 	flag.IntVar(&o.gomaxprocs, "leader-gomaxprocs", 0, "GOMAXPROCS of the leader process; 0 leaves Go's default")
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the leader's heap profile here at the end")
+	flag.StringVar(&o.startProfile, "start-cpu-profile", "", "write the leader's CPU profile from its start to its first allocation with every target here")
 	flag.BoolVar(&o.json, "json", false, "print the figures as one JSON object on the last line")
 	flag.Parse()
 	log.SetFlags(0)
@@ -98,7 +100,8 @@ type event struct {
 
 func start(o options) (*child, error) {
 	args := []string{"-role=leader", "-targets=" + strconv.Itoa(o.targets), "-members=" + strconv.Itoa(o.members),
-		"-jobs=" + strconv.Itoa(o.jobs), "-per-group=" + strconv.Itoa(o.perGroup), "-source=" + o.source, "-strategy=" + o.strategy}
+		"-jobs=" + strconv.Itoa(o.jobs), "-per-group=" + strconv.Itoa(o.perGroup), "-source=" + o.source, "-strategy=" + o.strategy,
+		"-start-cpu-profile=" + o.startProfile}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Stderr = os.Stderr
 	if o.gomaxprocs > 0 {

@@ -198,6 +198,14 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 	var added []allocation.Target
 	var removed []uint64
 	var entering []entry
+	// A job that had no targets and has no change pending gets its shares
+	// built whole, in order, rather than by a change per target (the first
+	// allocation of every job).
+	pending := map[string]bool{}
+	for k := range s.delta {
+		pending[k.job] = true
+	}
+	fresh := map[string]map[string][]shares.Target{}
 	leaving := func(job string, js *jobState, i int) {
 		removed = append(removed, js.targets[i].Hash)
 		s.leave(job, memberName(s.names, js.members[i]), js.targets[i].Hash)
@@ -211,6 +219,9 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 			continue
 		}
 		old := js.targets
+		if len(old) == 0 && !pending[name] {
+			fresh[name] = map[string][]shares.Target{}
+		}
 		members := make([]int32, len(ts))
 		add := func(j int) {
 			added = append(added, allocation.Target{Hash: ts[j].Hash, Node: ts[j].Node, Job: name, Pin: ts[j].Pin})
@@ -265,7 +276,18 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 		t := e.js.targets[e.i]
 		member, _ := s.alloc.MemberOf(t.Hash)
 		e.js.members[e.i] = s.memberIndex(member)
+		if byMember, ok := fresh[e.name]; ok {
+			byMember[member] = append(byMember[member], sharesTarget(t, member)) // in order of hash
+			continue
+		}
 		s.enter(e.name, member, t)
+	}
+	for name, byMember := range fresh {
+		changed := make(map[string]*shares.Share, len(byMember))
+		for member, ts := range byMember {
+			changed[member] = shares.NewShare(slices.Clip(ts))
+		}
+		s.jobs[name].job = s.jobs[name].job.With(changed)
 	}
 	s.follow(append(displaced, s.alloc.Displaced()...))
 }
