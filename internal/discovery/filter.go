@@ -71,9 +71,10 @@ type filter struct {
 type relabeler struct {
 	strategy FilterStrategy
 	lb       *labels.Builder
-	// discovered is a buffer for a target's discovered labels.
-	discovered []labels.Label
-	digest     *xxhash.Digest
+	// discovered is a buffer for a target's discovered labels, own and
+	// shared its target's and its group's.
+	discovered, own, shared []labels.Label
+	digest                  *xxhash.Digest
 }
 
 func newRelabeler(strategy FilterStrategy) *relabeler {
@@ -352,20 +353,15 @@ func hasDuplicates(sorted []Target) bool {
 // two targets that Prometheus would take for one share a Hash.
 func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTargets {
 	var out groupTargets
+	// The group's labels are sorted once; each target's own, sorted, are
+	// merged in.
+	f.shared = sortedLabels(f.shared[:0], g.Labels)
 	for i, t := range g.Targets {
 		// Target labels win over group labels, as in Prometheus. The
 		// discovered labels are kept only encoded (Target.Element): the
-		// slice is reused, and its strings are Prometheus's.
-		discovered := f.discovered[:0]
-		for name, value := range t {
-			discovered = append(discovered, labels.Label{Name: string(name), Value: string(value)})
-		}
-		for name, value := range g.Labels {
-			if _, ok := t[name]; !ok {
-				discovered = append(discovered, labels.Label{Name: string(name), Value: string(value)})
-			}
-		}
-		slices.SortFunc(discovered, func(a, b labels.Label) int { return strings.Compare(a.Name, b.Name) })
+		// slices are reused, and their strings are Prometheus's.
+		f.own = sortedLabels(f.own[:0], t)
+		discovered := mergeLabels(f.discovered[:0], f.own, f.shared)
 		f.discovered = discovered
 
 		scraped, err := scrape.PopulateLabels(f.lb, job, t, g.Labels)
@@ -393,6 +389,37 @@ func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) groupT
 		out.targets = append(out.targets, Target{Job: job.JobName, Element: httpsd.EncodeSorted(discovered), Hash: hash, Node: node(discovered), Pin: pin})
 	}
 	return out
+}
+
+// sortedLabels appends the labels of set to buf, sorted by name.
+func sortedLabels(buf []labels.Label, set model.LabelSet) []labels.Label {
+	for name, value := range set {
+		buf = append(buf, labels.Label{Name: string(name), Value: string(value)})
+	}
+	slices.SortFunc(buf, func(a, b labels.Label) int { return strings.Compare(a.Name, b.Name) })
+	return buf
+}
+
+// mergeLabels appends to buf the labels of own and shared, both sorted by
+// name, in order of name; of two with one name, own's.
+func mergeLabels(buf, own, shared []labels.Label) []labels.Label {
+	i, j := 0, 0
+	for i < len(own) && j < len(shared) {
+		switch c := strings.Compare(own[i].Name, shared[j].Name); {
+		case c < 0:
+			buf = append(buf, own[i])
+			i++
+		case c > 0:
+			buf = append(buf, shared[j])
+			j++
+		default:
+			buf = append(buf, own[i])
+			i++
+			j++
+		}
+	}
+	buf = append(buf, own[i:]...)
+	return append(buf, shared[j:]...)
 }
 
 // hash is the target's identity for allocation. It is spelled out here

@@ -205,7 +205,7 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 	for k := range s.delta {
 		pending[k.job] = true
 	}
-	fresh := map[string]map[string][]shares.Target{}
+	fresh := map[string]bool{}
 	leaving := func(job string, js *jobState, i int) {
 		removed = append(removed, js.targets[i].Hash)
 		s.leave(job, memberName(s.names, js.members[i]), js.targets[i].Hash)
@@ -220,7 +220,8 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 		}
 		old := js.targets
 		if len(old) == 0 && !pending[name] {
-			fresh[name] = map[string][]shares.Target{}
+			fresh[name] = true
+			added, entering = slices.Grow(added, len(ts)), slices.Grow(entering, len(ts))
 		}
 		members := make([]int32, len(ts))
 		add := func(j int) {
@@ -276,20 +277,39 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 		t := e.js.targets[e.i]
 		member, _ := s.alloc.MemberOf(t.Hash)
 		e.js.members[e.i] = s.memberIndex(member)
-		if byMember, ok := fresh[e.name]; ok {
-			byMember[member] = append(byMember[member], sharesTarget(t, member)) // in order of hash
-			continue
+		if !fresh[e.name] {
+			s.enter(e.name, member, t)
 		}
-		s.enter(e.name, member, t)
 	}
-	for name, byMember := range fresh {
-		changed := make(map[string]*shares.Share, len(byMember))
-		for member, ts := range byMember {
-			changed[member] = shares.NewShare(slices.Clip(ts))
-		}
-		s.jobs[name].job = s.jobs[name].job.With(changed)
+	for name := range fresh {
+		s.buildShares(s.jobs[name])
 	}
 	s.follow(append(displaced, s.alloc.Displaced()...))
+}
+
+// buildShares builds the shares of a job that had none from its targets and
+// their members: one pass to count each member's, one to fill them, in
+// order of hash.
+func (s *state) buildShares(js *jobState) {
+	counts := make([]int, len(s.names)+1) // by member index + 1: unassigned first
+	for _, m := range js.members {
+		counts[m+1]++
+	}
+	byIndex := make([][]shares.Target, len(counts))
+	for k, c := range counts {
+		byIndex[k] = make([]shares.Target, 0, c)
+	}
+	for i, t := range js.targets {
+		m := js.members[i]
+		byIndex[m+1] = append(byIndex[m+1], sharesTarget(t, memberName(s.names, m)))
+	}
+	changed := make(map[string]*shares.Share, len(byIndex))
+	for k, ts := range byIndex {
+		if len(ts) > 0 {
+			changed[memberName(s.names, int32(k-1))] = shares.NewShare(ts)
+		}
+	}
+	js.job = js.job.With(changed)
 }
 
 // follow moves the known targets of the given hashes to their member in the
