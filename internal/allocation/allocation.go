@@ -222,7 +222,7 @@ type strategyAllocator interface {
 // membersMover is a strategy that follows what its SetMembers moves.
 type membersMover interface {
 	// movedByMembers returns the hashes of the targets whose member the
-	// last SetMembers changed.
+	// last SetMembers may have changed: all those it changed, and few others.
 	movedByMembers() []uint64
 }
 

@@ -69,7 +69,7 @@ type consistentHashing struct {
 	load      []int    // per member: targets it owns
 	displaced []uint64 // hashes of the targets owned by a member not their home, or by none
 	dropped   int      // targets left unassigned: the members' room cannot hold them
-	moved     []uint64 // targets whose member the last SetMembers changed
+	moved     []uint64 // targets whose member the last SetMembers may have changed
 }
 
 type chSlot struct {
@@ -124,28 +124,25 @@ func (c *consistentHashing) SetMembers(members []Member) error {
 	}
 	old2new, added := c.members.remap(next)
 	c.members = next
-	// was is each slot's member before, by its index in next: -1 for none,
-	// -2 for a member that left.
-	was := make([]int32, len(c.t.slots))
 	// A kept home stays first among the kept members, so only the newcomers
 	// can beat it; that is cheaper than ranking everyone while they are few.
 	incremental := len(added)+1 < next.len()
 	c.homeLoad = make([]int, next.len())
+	// What moved: the targets away from their home before (c.displaced) or
+	// after (below), and those whose home changed, found where it is
+	// computed; a target at its kept home costs nothing more.
+	c.moved = append(c.moved, c.displaced...)
 	for i := range c.t.slots {
 		s := &c.t.slots[i]
-		was[i] = -1
-		if s.member >= 0 {
-			if was[i] = old2new[s.member]; was[i] < 0 {
-				was[i] = -2
-			}
-		}
 		h := int32(-1)
 		if s.home >= 0 {
 			h = old2new[s.home]
 		}
-		switch {
+		switch kept := h; { // its home before, renumbered; -1 if it left or there was none
 		case h < 0 || !incremental:
-			h = c.home(mix(s.hash))
+			if h = c.home(mix(s.hash)); h != kept || kept < 0 {
+				c.moved = append(c.moved, s.hash)
+			}
 		case len(added) > 0:
 			k := mix(s.hash)
 			best := mix(k ^ next.seeds[h])
@@ -153,6 +150,9 @@ func (c *consistentHashing) SetMembers(members []Member) error {
 				if v := mix(k ^ next.seeds[a]); v > best || v == best && a < h {
 					best, h = v, a
 				}
+			}
+			if h != kept {
+				c.moved = append(c.moved, s.hash)
 			}
 		}
 		s.home, s.member = h, h
@@ -162,11 +162,9 @@ func (c *consistentHashing) SetMembers(members []Member) error {
 	}
 	c.displaced = c.displaced[:0] // every member is its home again
 	c.rebalance()
-	for i, s := range c.t.slots {
-		if s.member != was[i] {
-			c.moved = append(c.moved, s.hash)
-		}
-	}
+	// Of the targets at home before as after, only those the bounds keep
+	// away from it moved.
+	c.moved = append(c.moved, c.displaced...)
 	return nil
 }
 
