@@ -323,15 +323,24 @@ func (s *state) follow(hashes []uint64) {
 	}
 	hashes = slices.Compact(slices.Sorted(slices.Values(hashes)))
 	for name, js := range s.jobs {
-		from := 0
-		for _, h := range hashes {
+		// A hash is in one job at most: those found are not searched in
+		// the jobs that follow.
+		from, left := 0, hashes[:0]
+		for k, h := range hashes {
+			if from == len(js.targets) {
+				left = append(left, hashes[k:]...)
+				break
+			}
 			i, found := searchFrom(js.targets, from, h)
 			if found {
 				s.place(name, js, i, memberName(s.names, js.members[i]))
+			} else {
+				left = append(left, h)
 			}
-			if from = i; from == len(js.targets) {
-				break
-			}
+			from = i
+		}
+		if hashes = left; len(hashes) == 0 {
+			return
 		}
 	}
 }
