@@ -42,6 +42,7 @@ import (
 //	ready <addr>
 //	published <unix ns> <targets> <moved> <pending>
 //	changed <unix ns> <targets changed>
+//	delivered <unix ns>  (every job's SD mechanism has handed over all its groups)
 //	heap <bytes live after a collection>
 //
 // Its targets come from file_sd (files it writes and rewrites) or from
@@ -128,6 +129,10 @@ type sdConfig struct {
 
 var theFleet *fleet
 
+// initialSent is called by each job's SD mechanism once Prometheus's
+// discovery manager has taken its first groups, all of the job's targets.
+var initialSent func()
+
 func (*sdConfig) Name() string { return "loadtest" }
 func (c *sdConfig) NewDiscoverer(promdiscovery.DiscovererOptions) (promdiscovery.Discoverer, error) {
 	return &sd{job: c.Job, updates: theFleet.subscribe(c.Job)}, nil
@@ -157,6 +162,7 @@ type sd struct {
 func (d *sd) Run(ctx context.Context, up chan<- []*targetgroup.Group) {
 	select {
 	case up <- theFleet.all(d.job):
+		initialSent()
 	case <-ctx.Done():
 		return
 	}
@@ -264,10 +270,30 @@ func runLeader(o options) error {
 		fmt.Fprintf(out, format+"\n", args...)
 		_ = out.Flush()
 	}
+	var sent atomic.Int32
+	initialSent = func() {
+		if int(sent.Add(1)) == o.jobs {
+			say("delivered %d", time.Now().UnixNano())
+		}
+	}
 	members := make([]allocation.Member, o.members)
 	for i := range members {
 		members[i] = allocation.Member{Identity: memberName(i)}
 	}
+	stopProfile := func() {}
+	if o.startProfile != "" {
+		f, err := os.Create(o.startProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		var once sync.Once
+		stopProfile = func() { once.Do(func() { pprof.StopCPUProfile(); _ = f.Close() }) }
+		defer stopProfile()
+	}
+	want := o.jobs * max(o.targets/o.perGroup/o.jobs, 1) * o.perGroup
 	term, err := leader.New(leader.Config{
 		Epoch: 1, Identity: members[0].Identity, Members: func() []allocation.Member { return members },
 		Prometheus: cfg, Filter: discovery.FilterRelabelConfig, Strategy: o.strategy,
@@ -287,7 +313,11 @@ func runLeader(o options) error {
 			if a.Pending {
 				pending = 1
 			}
-			say("published %d %d %d %d", time.Now().UnixNano(), a.Summary().Targets, a.Moved, pending)
+			n := a.Summary().Targets
+			if !a.Pending && n >= want {
+				stopProfile()
+			}
+			say("published %d %d %d %d", time.Now().UnixNano(), n, a.Moved, pending)
 		}
 	}()
 	say("ready %s", ln.Addr())

@@ -9,11 +9,13 @@
 // of the answers with and without If-None-Match, and, for changes of a
 // fraction of the targets, the time from the discovery mechanism sending the
 // change to the allocation that holds it and to every member's answer
-// holding it.
+// holding it. With -json its last line is one JSON object of the figures
+// (result).
 package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -40,6 +42,8 @@ type options struct {
 	fraction               float64
 	gomaxprocs             int
 	heapProfile            string
+	startProfile           string
+	json                   bool
 }
 
 func main() {
@@ -57,13 +61,19 @@ func main() {
 	flag.Float64Var(&o.fraction, "change", 0.01, "fraction of the targets a change restarts")
 	flag.IntVar(&o.gomaxprocs, "leader-gomaxprocs", 0, "GOMAXPROCS of the leader process; 0 leaves Go's default")
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the leader's heap profile here at the end")
+	flag.StringVar(&o.startProfile, "start-cpu-profile", "", "write the leader's CPU profile from its start to its first allocation with every target here")
+	flag.BoolVar(&o.json, "json", false, "print the figures as one JSON object on the last line")
 	flag.Parse()
 	log.SetFlags(0)
 	var err error
 	if o.role == "leader" {
 		err = runLeader(o)
 	} else {
-		err = drive(o)
+		var r result
+		r, err = drive(o, os.Stdout)
+		if err == nil && o.json {
+			err = json.NewEncoder(os.Stdout).Encode(r)
+		}
 	}
 	if err != nil {
 		log.Fatal(err)
@@ -78,6 +88,7 @@ type child struct {
 	published chan event
 	changed   chan event
 	heap      chan int64
+	delivered chan time.Time
 }
 
 type event struct {
@@ -89,7 +100,8 @@ type event struct {
 
 func start(o options) (*child, error) {
 	args := []string{"-role=leader", "-targets=" + strconv.Itoa(o.targets), "-members=" + strconv.Itoa(o.members),
-		"-jobs=" + strconv.Itoa(o.jobs), "-per-group=" + strconv.Itoa(o.perGroup), "-source=" + o.source, "-strategy=" + o.strategy}
+		"-jobs=" + strconv.Itoa(o.jobs), "-per-group=" + strconv.Itoa(o.perGroup), "-source=" + o.source, "-strategy=" + o.strategy,
+		"-start-cpu-profile=" + o.startProfile}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Stderr = os.Stderr
 	if o.gomaxprocs > 0 {
@@ -106,7 +118,7 @@ func start(o options) (*child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	c := &child{cmd: cmd, stdin: stdin, published: make(chan event, 64), changed: make(chan event, 64), heap: make(chan int64, 1)}
+	c := &child{cmd: cmd, stdin: stdin, published: make(chan event, 64), changed: make(chan event, 64), heap: make(chan int64, 1), delivered: make(chan time.Time, 1)}
 	ready := make(chan string, 1)
 	go func() {
 		s := bufio.NewScanner(stdout)
@@ -120,6 +132,8 @@ func start(o options) (*child, error) {
 			case len(f) == 2 && f[0] == "heap":
 				n, _ := strconv.ParseInt(f[1], 10, 64)
 				c.heap <- n
+			case len(f) == 2 && f[0] == "delivered":
+				c.delivered <- unixNano(f[1])
 			case len(f) == 3 && f[0] == "changed":
 				c.changed <- event{at: unixNano(f[1]), n: atoi(f[2])}
 			}
@@ -276,22 +290,58 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 
 func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
-func drive(o options) error {
-	fmt.Printf("loadtest: %d targets in %d job(s), groups of %d, ~10 labels a target; %d members (in-process list, no member Leases); source %s; strategy %s\n",
+// result is the figures of a run, as -json prints them. Durations are in
+// seconds (_s) or milliseconds (_ms), sizes in bytes; a figure the run did
+// not measure is left out.
+type result struct {
+	Targets int    `json:"targets"`
+	Members int    `json:"members"`
+	Jobs    int    `json:"jobs"`
+	Source  string `json:"source"`
+	// FirstAllocation is from the start of the leader process to the first
+	// allocation with every target; AfterDiscovery from the moment the SD
+	// mechanism had handed over every group (-source=inprocess only).
+	FirstAllocation              float64  `json:"first_allocation_s"`
+	FirstAllocationAfterDelivery *float64 `json:"first_allocation_after_discovery_s,omitempty"`
+	// Answers of the steady state with the stock client (no If-None-Match),
+	// and with If-None-Match (mostly 304s).
+	AnswerP50          float64  `json:"answer_p50_ms"`
+	AnswerP99          float64  `json:"answer_p99_ms"`
+	NotModifiedP99     float64  `json:"answer_if_none_match_p99_ms"`
+	AnswerBytes        float64  `json:"answer_bytes"`
+	SteadyCPU          float64  `json:"leader_cpu_steady_s_per_s"`
+	ChangeToAllocP50   *float64 `json:"change_to_allocation_p50_s,omitempty"`
+	ChangeToAllocMax   *float64 `json:"change_to_allocation_max_s,omitempty"`
+	ChangeToAnswersP50 *float64 `json:"change_to_all_answers_p50_s,omitempty"`
+	ChangeToAnswersMax *float64 `json:"change_to_all_answers_max_s,omitempty"`
+	LeaderRSS          int64    `json:"leader_rss_bytes"`
+	LeaderRSSPeak      int64    `json:"leader_rss_peak_bytes"`
+	LeaderLiveHeap     int64    `json:"leader_live_heap_bytes"`
+	LeaderCPU          float64  `json:"leader_cpu_s"`
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func seconds(d time.Duration) *float64 { s := d.Seconds(); return &s }
+
+// drive runs the leader process and measures it, writing what it finds to w.
+func drive(o options, w io.Writer) (result, error) {
+	r := result{Targets: o.targets, Members: o.members, Jobs: o.jobs, Source: o.source}
+	fmt.Fprintf(w, "loadtest: %d targets in %d job(s), groups of %d, ~10 labels a target; %d members (in-process list, no member Leases); source %s; strategy %s\n",
 		o.targets, o.jobs, o.perGroup, o.members, o.source, o.strategy)
-	fmt.Printf("machine: %s, %d CPUs, %s; driver and leader share it\n", cpuModel(), runtime.NumCPU(), memTotal())
+	fmt.Fprintf(w, "machine: %s, %d CPUs, %s; driver and leader share it\n", cpuModel(), runtime.NumCPU(), memTotal())
 	if o.gomaxprocs > 0 {
-		fmt.Printf("leader GOMAXPROCS=%d\n", o.gomaxprocs)
+		fmt.Fprintf(w, "leader GOMAXPROCS=%d\n", o.gomaxprocs)
 	}
 	for _, k := range []string{"GOGC", "GOMEMLIMIT"} {
 		if v := os.Getenv(k); v != "" {
-			fmt.Printf("%s=%s\n", k, v)
+			fmt.Fprintf(w, "%s=%s\n", k, v)
 		}
 	}
 	began := time.Now()
 	c, err := start(o)
 	if err != nil {
-		return err
+		return r, err
 	}
 	defer func() {
 		_ = c.stdin.Close()
@@ -307,7 +357,14 @@ func drive(o options) error {
 		}
 	}
 	u := c.usage()
-	fmt.Printf("first allocation: %d targets, %.2fs after the leader process started; leader RSS %s\n", first.n, first.at.Sub(began).Seconds(), mib(u.rss))
+	r.FirstAllocation = first.at.Sub(began).Seconds()
+	select {
+	case at := <-c.delivered:
+		r.FirstAllocationAfterDelivery = seconds(first.at.Sub(at))
+		fmt.Fprintf(w, "discovery had handed over every group %.2fs after the leader process started\n", at.Sub(began).Seconds())
+	default: // file_sd: no moment when everything was handed over
+	}
+	fmt.Fprintf(w, "first allocation: %d targets, %.2fs after the leader process started; leader RSS %s\n", first.n, first.at.Sub(began).Seconds(), mib(u.rss))
 
 	p := newPoller(c.addr, o.members, o.jobs)
 	p.reset()
@@ -325,7 +382,7 @@ func drive(o options) error {
 	}
 	wg.Wait()
 	u = c.usage()
-	fmt.Printf("first answers: %d in %.2fs (each encoded on its first request), %.0f bytes an answer; leader RSS %s\n",
+	fmt.Fprintf(w, "first answers: %d in %.2fs (each encoded on its first request), %.0f bytes an answer; leader RSS %s\n",
 		p.polls, time.Since(t0).Seconds(), float64(p.bytes)/float64(max(p.polls, 1)), mib(u.rss))
 
 	for _, conditional := range []bool{false, true} {
@@ -343,9 +400,16 @@ func drive(o options) error {
 		<-done
 		after := c.usage()
 		p.mu.Lock()
-		fmt.Printf("steady state, %s, every member polls every job every %s for %s: %d polls %v, answer p50 %s p99 %s, %.0f bytes a poll, leader CPU %.3f s/s, RSS %s\n",
+		fmt.Fprintf(w, "steady state, %s, every member polls every job every %s for %s: %d polls %v, answer p50 %s p99 %s, %.0f bytes a poll, leader CPU %.3f s/s, RSS %s\n",
 			name, o.poll, o.steady, p.polls, p.status, percentile(p.latencies, 0.5).Round(10*time.Microsecond), percentile(p.latencies, 0.99).Round(10*time.Microsecond),
 			float64(p.bytes)/float64(max(p.polls, 1)), (after.cpu-before.cpu).Seconds()/o.steady.Seconds(), mib(after.rss))
+		if !conditional {
+			r.AnswerP50, r.AnswerP99 = ms(percentile(p.latencies, 0.5)), ms(percentile(p.latencies, 0.99))
+			r.AnswerBytes = float64(p.bytes) / float64(max(p.polls, 1))
+			r.SteadyCPU = (after.cpu - before.cpu).Seconds() / o.steady.Seconds()
+		} else {
+			r.NotModifiedP99 = ms(percentile(p.latencies, 0.99))
+		}
 		p.mu.Unlock()
 	}
 
@@ -355,7 +419,7 @@ func drive(o options) error {
 	for i := range o.changes {
 		time.Sleep(6 * time.Second) // past Prometheus's discovery manager's 5 s batching
 		if _, err := fmt.Fprintf(c.stdin, "change %g\n", o.fraction); err != nil {
-			return err
+			return r, err
 		}
 		ch := <-c.changed
 		var pub event
@@ -379,27 +443,31 @@ func drive(o options) error {
 		toAlloc = append(toAlloc, pub.at.Sub(ch.at))
 		toAnswers = append(toAnswers, answered.Sub(ch.at))
 		p.mu.Lock()
-		fmt.Printf("change %d: %d targets restarted; allocation after %s (%d targets moved between members); every member's answer after %s (%v)\n",
+		fmt.Fprintf(w, "change %d: %d targets restarted; allocation after %s (%d targets moved between members); every member's answer after %s (%v)\n",
 			i+1, ch.n, pub.at.Sub(ch.at).Round(time.Millisecond), pub.moved, answered.Sub(ch.at).Round(time.Millisecond), p.status)
 		p.mu.Unlock()
 	}
 	u = c.usage()
 	if len(toAlloc) > 0 {
-		fmt.Printf("changes of %g %%: discovery to allocation median %s max %s; to every member's answer median %s max %s\n",
+		r.ChangeToAllocP50, r.ChangeToAllocMax = seconds(percentile(toAlloc, 0.5)), seconds(slices.Max(toAlloc))
+		r.ChangeToAnswersP50, r.ChangeToAnswersMax = seconds(percentile(toAnswers, 0.5)), seconds(slices.Max(toAnswers))
+		fmt.Fprintf(w, "changes of %g %%: discovery to allocation median %s max %s; to every member's answer median %s max %s\n",
 			100*o.fraction, percentile(toAlloc, 0.5).Round(time.Millisecond), slices.Max(toAlloc).Round(time.Millisecond),
 			percentile(toAnswers, 0.5).Round(time.Millisecond), slices.Max(toAnswers).Round(time.Millisecond))
 	}
-	fmt.Printf("leader RSS %s, peak %s, CPU %.1f s in all\n", mib(u.rss), mib(u.hwm), u.cpu.Seconds())
+	r.LeaderRSS, r.LeaderRSSPeak, r.LeaderCPU = u.rss, u.hwm, u.cpu.Seconds()
+	fmt.Fprintf(w, "leader RSS %s, peak %s, CPU %.1f s in all\n", mib(u.rss), mib(u.hwm), u.cpu.Seconds())
 	if _, err := fmt.Fprintln(c.stdin, "heap"); err != nil {
-		return err
+		return r, err
 	}
-	fmt.Printf("leader live heap after a collection: %s\n", mib(<-c.heap))
+	r.LeaderLiveHeap = <-c.heap
+	fmt.Fprintf(w, "leader live heap after a collection: %s\n", mib(r.LeaderLiveHeap))
 	if o.heapProfile != "" {
 		if _, err := fmt.Fprintln(c.stdin, "heapprofile", o.heapProfile); err != nil {
-			return err
+			return r, err
 		}
 	}
-	return nil
+	return r, nil
 }
 
 func cpuModel() string {

@@ -90,6 +90,9 @@ func newExtension(cfg *Config, set extension.Settings) (*allocatorExtension, err
 // (a setting its environment cannot give, no client configuration, the
 // endpoint taken); API errors are reported as a recoverable status and retried.
 func (e *allocatorExtension) Start(ctx context.Context, host component.Host) error {
+	// Every member must be able to lead, and a leader holds every target:
+	// collect before the container's limit is reached (memlimit.go).
+	setMemoryLimit(e.set.Logger)
 	s, err := e.cfg.resolve(processEnvironment())
 	if err != nil {
 		return err

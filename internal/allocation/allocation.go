@@ -115,6 +115,15 @@ type Allocator interface {
 	Displaced() []uint64
 	// Counts counts the targets the placement limits concern.
 	Counts() Counts
+	// MovedByMembers returns the hashes of the targets whose member the last
+	// SetMembers may have changed, in no particular order and possibly
+	// repeated: every target it changed is among them. Among them are a
+	// target of a member that left, the newcomers' targets, and the pinned
+	// targets. It is valid until the next call that changes members or
+	// targets. ok is false when the strategy does not follow what a change
+	// of members moves (per-node, least-weighted): the caller then asks for
+	// every target's member.
+	MovedByMembers() (hashes []uint64, ok bool)
 }
 
 // Counts are the targets the placement limits concern.
@@ -208,6 +217,13 @@ type strategyAllocator interface {
 	// overLimit counts the unassigned targets that a member could take but
 	// for the budget's room.
 	overLimit() int
+}
+
+// membersMover is a strategy that follows what its SetMembers moves.
+type membersMover interface {
+	// movedByMembers returns the hashes of the targets whose member the
+	// last SetMembers may have changed: all those it changed, and few others.
+	movedByMembers() []uint64
 }
 
 // memberSet is the member list every strategy keeps: sorted by name, so that a

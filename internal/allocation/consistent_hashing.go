@@ -69,6 +69,7 @@ type consistentHashing struct {
 	load      []int    // per member: targets it owns
 	displaced []uint64 // hashes of the targets owned by a member not their home, or by none
 	dropped   int      // targets left unassigned: the members' room cannot hold them
+	moved     []uint64 // targets whose member the last SetMembers may have changed
 }
 
 type chSlot struct {
@@ -116,6 +117,7 @@ func (c *consistentHashing) SetMembers(members []Member) error {
 	if err != nil {
 		return err
 	}
+	c.moved = c.moved[:0]
 	if slices.Equal(c.members.names, next.names) {
 		c.members = next // only nodes changed, which this strategy ignores
 		return nil
@@ -126,15 +128,21 @@ func (c *consistentHashing) SetMembers(members []Member) error {
 	// can beat it; that is cheaper than ranking everyone while they are few.
 	incremental := len(added)+1 < next.len()
 	c.homeLoad = make([]int, next.len())
+	// What moved: the targets away from their home before (c.displaced) or
+	// after (below), and those whose home changed, found where it is
+	// computed; a target at its kept home costs nothing more.
+	c.moved = append(c.moved, c.displaced...)
 	for i := range c.t.slots {
 		s := &c.t.slots[i]
 		h := int32(-1)
 		if s.home >= 0 {
 			h = old2new[s.home]
 		}
-		switch {
+		switch kept := h; { // its home before, renumbered; -1 if it left or there was none
 		case h < 0 || !incremental:
-			h = c.home(mix(s.hash))
+			if h = c.home(mix(s.hash)); h != kept || kept < 0 {
+				c.moved = append(c.moved, s.hash)
+			}
 		case len(added) > 0:
 			k := mix(s.hash)
 			best := mix(k ^ next.seeds[h])
@@ -142,6 +150,9 @@ func (c *consistentHashing) SetMembers(members []Member) error {
 				if v := mix(k ^ next.seeds[a]); v > best || v == best && a < h {
 					best, h = v, a
 				}
+			}
+			if h != kept {
+				c.moved = append(c.moved, s.hash)
 			}
 		}
 		s.home, s.member = h, h
@@ -151,8 +162,13 @@ func (c *consistentHashing) SetMembers(members []Member) error {
 	}
 	c.displaced = c.displaced[:0] // every member is its home again
 	c.rebalance()
+	// Of the targets at home before as after, only those the bounds keep
+	// away from it moved.
+	c.moved = append(c.moved, c.displaced...)
 	return nil
 }
+
+func (c *consistentHashing) movedByMembers() []uint64 { return c.moved }
 
 func (c *consistentHashing) SetTargets(targets []Target) {
 	c.Update(c.t.diff(targets))

@@ -26,6 +26,11 @@ type pinning struct {
 	cut      []uint64 // pinned targets over their member's limit
 	placed   int      // pinned targets on their member
 	absent   int      // pinned targets whose Pin names no member
+
+	// moved are the targets the last SetMembers may have moved, movedOK
+	// whether the strategy follows them (MovedByMembers).
+	moved   []uint64
+	movedOK bool
 }
 
 type pin struct {
@@ -43,6 +48,7 @@ func newPinning(s strategyAllocator, limit int) *pinning {
 func (w *pinning) Strategy() string { return w.strategy.Strategy() }
 
 func (w *pinning) SetMembers(members []Member) error {
+	w.moved, w.movedOK = w.moved[:0], false
 	next, err := newMemberSet(members)
 	if err != nil {
 		return err
@@ -67,13 +73,30 @@ func (w *pinning) SetMembers(members []Member) error {
 	if err := w.strategy.SetMembers(members); err != nil {
 		return err // cannot happen: newMemberSet accepted them
 	}
+	if mm, ok := w.strategy.(membersMover); ok {
+		w.moved, w.movedOK = append(w.moved, mm.movedByMembers()...), true
+		for h := range w.pins { // place may have kept or cut any of them
+			w.moved = append(w.moved, h)
+		}
+	}
 	if len(toStrategy) > 0 || len(fromStrategy) > 0 {
+		// What an Update moves: its targets, and Displaced before and after.
+		w.moved = append(w.moved, w.strategy.Displaced()...)
 		w.strategy.Update(toStrategy, fromStrategy)
+		w.moved = append(w.moved, w.strategy.Displaced()...)
 	}
 	return nil
 }
 
+func (w *pinning) MovedByMembers() ([]uint64, bool) {
+	if !w.movedOK {
+		return nil, false
+	}
+	return w.moved, true
+}
+
 func (w *pinning) SetTargets(targets []Target) {
+	w.moved, w.movedOK = w.moved[:0], false
 	pinned, others := split(targets)
 	if len(pinned) == 0 && len(w.pins) == 0 {
 		w.strategy.SetTargets(targets)
@@ -92,6 +115,7 @@ func (w *pinning) SetTargets(targets []Target) {
 }
 
 func (w *pinning) Update(added []Target, removed []uint64) {
+	w.moved, w.movedOK = w.moved[:0], false
 	pinned, others := split(added)
 	if len(pinned) == 0 && len(w.pins) == 0 {
 		w.strategy.Update(added, removed)

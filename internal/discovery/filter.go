@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
@@ -54,15 +56,61 @@ var (
 // the groups that changed: a discoverer sends a changed group as a new
 // *targetgroup.Group, and the discovery manager passes the others on as they
 // are (it reads them concurrently, so they are never modified in place).
-// A filter belongs to one goroutine.
+// A filter belongs to one goroutine; it relabels many groups on every core
+// (relabelGroups).
 type filter struct {
 	strategy FilterStrategy
 	jobs     map[string]*jobTargets
 	gen      uint64 // updates so far
+	// relabelers are one a goroutine that relabels: the first is the
+	// filter's own.
+	relabelers []*relabeler
+}
+
+// relabeler relabels groups in one goroutine, with buffers of its own.
+type relabeler struct {
+	strategy FilterStrategy
 	lb       *labels.Builder
-	// discovered is a buffer for a target's discovered labels.
-	discovered []labels.Label
-	digest     *xxhash.Digest
+	// discovered is a buffer for a target's discovered labels, own and
+	// shared its target's and its group's.
+	discovered, own, shared []labels.Label
+	digest                  *xxhash.Digest
+}
+
+func newRelabeler(strategy FilterStrategy) *relabeler {
+	return &relabeler{strategy: strategy, lb: labels.NewBuilder(labels.EmptyLabels()), digest: xxhash.New()}
+}
+
+// parallelGroups is the least number of groups relabeled on more than one
+// core: fewer cost less than starting goroutines.
+const parallelGroups = 256
+
+// relabelGroups relabels groups, on every core (GOMAXPROCS) when they are
+// many, each core a contiguous part of them; the result is in their order.
+func (f *filter) relabelGroups(job *config.ScrapeConfig, groups []*targetgroup.Group) []groupTargets {
+	out := make([]groupTargets, len(groups))
+	workers := min(runtime.GOMAXPROCS(0), len(groups)/parallelGroups)
+	if workers <= 1 {
+		for i, g := range groups {
+			out[i] = f.relabelers[0].group(job, g)
+		}
+		return out
+	}
+	for len(f.relabelers) < workers {
+		f.relabelers = append(f.relabelers, newRelabeler(f.strategy))
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		r := f.relabelers[w]
+		lo, hi := w*len(groups)/workers, (w+1)*len(groups)/workers
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				out[i] = r.group(job, groups[i])
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // jobTargets are one job's targets after an update.
@@ -90,10 +138,9 @@ type groupTargets struct {
 
 func newFilter(strategy FilterStrategy) *filter {
 	return &filter{
-		strategy: strategy,
-		jobs:     map[string]*jobTargets{},
-		lb:       labels.NewBuilder(labels.EmptyLabels()),
-		digest:   xxhash.New(),
+		strategy:   strategy,
+		jobs:       map[string]*jobTargets{},
+		relabelers: []*relabeler{newRelabeler(strategy)},
 	}
 }
 
@@ -103,13 +150,25 @@ func (f *filter) update(job *config.ScrapeConfig, groups []*targetgroup.Group) (
 	last := f.jobs[job.JobName]
 	if last == nil {
 		next := &jobTargets{byGroup: make(map[*targetgroup.Group]*groupTargets, len(groups))}
+		distinct := make([]*targetgroup.Group, 0, len(groups))
 		for _, g := range groups {
 			if _, ok := next.byGroup[g]; !ok && !isMarker(g) {
-				gt := f.group(job, g)
-				next.byGroup[g] = &gt
-				next.all = append(next.all, gt.targets...)
-				next.failed += gt.failed
+				next.byGroup[g] = nil // relabeled below
+				distinct = append(distinct, g)
 			}
+		}
+		relabeled := f.relabelGroups(job, distinct)
+		n := 0
+		for i := range relabeled {
+			n += len(relabeled[i].targets)
+		}
+		next.all = make([]Target, 0, n)
+		for i, g := range distinct {
+			gt := &groupTargets{} // its own: a group that goes frees its targets
+			*gt = relabeled[i]
+			next.byGroup[g] = gt
+			next.all = append(next.all, gt.targets...)
+			next.failed += gt.failed
 		}
 		next.err = firstErr(next.byGroup)
 		slices.SortFunc(next.all, compareTargets)
@@ -165,6 +224,7 @@ func (f *filter) update(job *config.ScrapeConfig, groups []*targetgroup.Group) (
 			went[g.Source] = wentGroup{g, gt}
 		}
 	}
+	var changed []*targetgroup.Group
 	for _, g := range fresh {
 		if _, ok := next.byGroup[g]; ok {
 			continue // twice in groups
@@ -175,9 +235,15 @@ func (f *filter) update(job *config.ScrapeConfig, groups []*targetgroup.Group) (
 			next.byGroup[g] = old.targets // the same labels relabel the same
 			continue
 		}
-		gt := f.group(job, g)
+		next.byGroup[g] = nil // relabeled below
+		changed = append(changed, g)
+	}
+	relabeled := f.relabelGroups(job, changed)
+	for i, g := range changed {
+		gt := &groupTargets{}
+		*gt = relabeled[i]
 		gt.gen = f.gen
-		next.byGroup[g] = &gt
+		next.byGroup[g] = gt
 		came = append(came, gt.targets...)
 		next.failed += gt.failed
 	}
@@ -285,22 +351,17 @@ func hasDuplicates(sorted []Target) bool {
 // __metrics_path__, __scrape_interval__, __scrape_timeout__, __param_*) in
 // place, so a target is kept exactly when Prometheus would scrape it, and
 // two targets that Prometheus would take for one share a Hash.
-func (f *filter) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTargets {
+func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTargets {
 	var out groupTargets
+	// The group's labels are sorted once; each target's own, sorted, are
+	// merged in.
+	f.shared = sortedLabels(f.shared[:0], g.Labels)
 	for i, t := range g.Targets {
 		// Target labels win over group labels, as in Prometheus. The
 		// discovered labels are kept only encoded (Target.Element): the
-		// slice is reused, and its strings are Prometheus's.
-		discovered := f.discovered[:0]
-		for name, value := range t {
-			discovered = append(discovered, labels.Label{Name: string(name), Value: string(value)})
-		}
-		for name, value := range g.Labels {
-			if _, ok := t[name]; !ok {
-				discovered = append(discovered, labels.Label{Name: string(name), Value: string(value)})
-			}
-		}
-		slices.SortFunc(discovered, func(a, b labels.Label) int { return strings.Compare(a.Name, b.Name) })
+		// slices are reused, and their strings are Prometheus's.
+		f.own = sortedLabels(f.own[:0], t)
+		discovered := mergeLabels(f.discovered[:0], f.own, f.shared)
 		f.discovered = discovered
 
 		scraped, err := scrape.PopulateLabels(f.lb, job, t, g.Labels)
@@ -330,11 +391,42 @@ func (f *filter) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTarg
 	return out
 }
 
+// sortedLabels appends the labels of set to buf, sorted by name.
+func sortedLabels(buf []labels.Label, set model.LabelSet) []labels.Label {
+	for name, value := range set {
+		buf = append(buf, labels.Label{Name: string(name), Value: string(value)})
+	}
+	slices.SortFunc(buf, func(a, b labels.Label) int { return strings.Compare(a.Name, b.Name) })
+	return buf
+}
+
+// mergeLabels appends to buf the labels of own and shared, both sorted by
+// name, in order of name; of two with one name, own's.
+func mergeLabels(buf, own, shared []labels.Label) []labels.Label {
+	i, j := 0, 0
+	for i < len(own) && j < len(shared) {
+		switch c := strings.Compare(own[i].Name, shared[j].Name); {
+		case c < 0:
+			buf = append(buf, own[i])
+			i++
+		case c > 0:
+			buf = append(buf, shared[j])
+			j++
+		default:
+			buf = append(buf, own[i])
+			i++
+			j++
+		}
+	}
+	buf = append(buf, own[i:]...)
+	return append(buf, shared[j:]...)
+}
+
 // hash is the target's identity for allocation. It is spelled out here
 // rather than taken from labels.Labels.Hash, whose value is Prometheus's
 // business and may differ between its label implementations (build tags):
 // every leader must compute the same hash for the same target.
-func (f *filter) hash(job string, mark []byte, each func(func(labels.Label))) uint64 {
+func (f *relabeler) hash(job string, mark []byte, each func(func(labels.Label))) uint64 {
 	d := f.digest
 	d.Reset()
 	_, _ = d.WriteString(job)

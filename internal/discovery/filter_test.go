@@ -3,6 +3,7 @@ package discovery
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -358,5 +359,54 @@ func TestFilterUpdateMerges(t *testing.T) {
 		want, _ := newFilter(FilterRelabelConfig).update(job, groups)
 		require.Equal(t, want.sorted, got.sorted, "round %d", round)
 		require.Equal(t, want.all, got.all, "round %d", round)
+	}
+}
+
+// Relabeling many groups on several cores gives what one core gives: the
+// same targets in the same order, the same failures, on a job's first
+// update and on an update that brings many groups.
+func TestFilterOnEveryCore(t *testing.T) {
+	job, _ := staticJob(t, `
+scrape_configs:
+- job_name: pods
+  relabel_configs:
+  - {source_labels: [__meta_kubernetes_pod_label_tier], regex: frontend, action: drop}
+  - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+`)
+	groups := func(n int, restarted bool) []*targetgroup.Group {
+		out := make([]*targetgroup.Group, n)
+		for i := range out {
+			out[i] = pod(i, restarted)
+			switch i % 7 {
+			case 0: // dropped by relabeling
+				out[i].Labels = out[i].Labels.Clone()
+				out[i].Labels["__meta_kubernetes_pod_label_tier"] = "frontend"
+			case 1: // no address: Prometheus would not scrape it
+				out[i].Targets = []model.LabelSet{{"__meta_kubernetes_pod_container_name": "app"}}
+			}
+		}
+		return out
+	}
+	first, next := groups(3*parallelGroups, false), groups(3*parallelGroups, true)
+	run := func(procs int) (*jobTargets, *jobTargets) {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		f := newFilter(FilterRelabelConfig)
+		a, _ := f.update(job, first)
+		a = &jobTargets{all: slices.Clone(a.all), sorted: slices.Clone(a.sorted), failed: a.failed, err: a.err}
+		b, _ := f.update(job, next)
+		if procs > 1 && len(f.relabelers) < 2 {
+			t.Fatalf("GOMAXPROCS=%d: %d relabelers: the groups were not relabeled on several cores", procs, len(f.relabelers))
+		}
+		return a, b
+	}
+	oneFirst, oneNext := run(1)
+	manyFirst, manyNext := run(4)
+	require.NotEmpty(t, oneFirst.sorted)
+	require.Positive(t, oneFirst.failed)
+	for i, pair := range [][2]*jobTargets{{oneFirst, manyFirst}, {oneNext, manyNext}} {
+		require.Equal(t, pair[0].sorted, pair[1].sorted, "update %d", i)
+		require.Equal(t, pair[0].all, pair[1].all, "update %d", i)
+		require.Equal(t, pair[0].failed, pair[1].failed, "update %d", i)
+		require.Equal(t, pair[0].err != nil, pair[1].err != nil, "update %d: err is one of the failures, or none", i)
 	}
 }

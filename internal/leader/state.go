@@ -22,9 +22,13 @@ import (
 // O(n_j) comparisons of hashes (a job that did not change costs one pointer
 // comparison); the allocator's Update costs O(k·m) scores; each changed share
 // is rebuilt by one merge, O(its size + its changes log its changes); an
-// allocation costs O(jobs + changed shares). A membership change asks the
-// allocator for every target's member once, O(n), and rebuilds only the shares
-// that targets moved in or out of.
+// allocation costs O(jobs + changed shares). A membership change renumbers
+// every target's member index, one pass over an int32 a target, and asks the
+// allocator for the member of the targets it names as moved
+// (Allocator.MovedByMembers) and of those of members that left; it rebuilds
+// only the shares that targets moved in or out of, each by copying its
+// unchanged runs whole. With a strategy that does not name what moved, it
+// asks for every target's member, O(n).
 //
 // Each target's member is kept beside the job's targets, one int32 a target
 // (not in a map by hash: at 1M targets that map held ~60 MB), so that a
@@ -187,7 +191,8 @@ func (s *state) place() (bool, error) {
 	if same && slices.Equal(placed, s.members) {
 		return false, nil
 	}
-	if s.names == nil || !slices.Equal(placed, s.members) {
+	setAllocator := s.names == nil || !slices.Equal(placed, s.members)
+	if setAllocator {
 		if err := s.alloc.SetMembers(placed); err != nil {
 			return false, err
 		}
@@ -210,20 +215,49 @@ func (s *state) place() (bool, error) {
 			s.release(h, rel) // its old member is gone
 		}
 	}
+	// Where the allocator tells which targets its change of members may have
+	// moved, only those are asked for their member (with the targets of
+	// members that are gone); the others keep theirs, renumbered in one pass
+	// over the members' indices.
+	var moved []uint64
+	followed := false
+	if setAllocator {
+		moved, followed = s.alloc.MovedByMembers()
+	}
+	renumber := make([]int32, len(old))
+	for i, name := range old {
+		renumber[i] = s.memberIndex(name) // unassigned if it is gone
+	}
 	for name, js := range s.jobs {
-		for i, t := range js.targets {
-			was := memberName(old, js.members[i])
-			member, _ := s.alloc.MemberOf(t.Hash)
-			if js.members[i] = s.memberIndex(was); js.members[i] == unassigned && was != "" {
+		for i, m := range js.members {
+			if m == unassigned {
+				if !followed {
+					member, _ := s.alloc.MemberOf(js.targets[i].Hash)
+					s.assign(name, js, i, member)
+				}
+				continue // among moved if that changed
+			}
+			was := old[m]
+			if js.members[i] = renumber[m]; js.members[i] == unassigned {
+				t := js.targets[i]
 				s.leave(name, was, t.Hash) // its member is gone
+				member, _ := s.alloc.MemberOf(t.Hash)
 				if member == "" {
 					s.enter(name, "", t)
 					s.moved++
 					continue
 				}
+				s.assign(name, js, i, member)
+				continue
 			}
-			s.assign(name, js, i, member)
+			if !followed {
+				member, _ := s.alloc.MemberOf(js.targets[i].Hash)
+				s.assign(name, js, i, member)
+			}
 		}
+	}
+	if followed {
+		s.follow(moved)
 	}
 	return true, nil
 }
@@ -238,6 +272,14 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 	var added []allocation.Target
 	var removed []uint64
 	var entering []entry
+	// A job that had no targets and has no change pending gets its shares
+	// built whole, in order, rather than by a change per target (the first
+	// allocation of every job).
+	pending := map[string]bool{}
+	for k := range s.delta {
+		pending[k.job] = true
+	}
+	fresh := map[string]bool{}
 	leaving := func(job string, js *jobState, i int) {
 		s.forget(js.targets[i].Hash)
 		removed = append(removed, js.targets[i].Hash)
@@ -252,6 +294,10 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 			continue
 		}
 		old := js.targets
+		if len(old) == 0 && !pending[name] {
+			fresh[name] = true
+			added, entering = slices.Grow(added, len(ts)), slices.Grow(entering, len(ts))
+		}
 		members := make([]int32, len(ts))
 		add := func(j int) {
 			added = append(added, allocation.Target{Hash: ts[j].Hash, Node: ts[j].Node, Job: name, Pin: ts[j].Pin})
@@ -307,24 +353,88 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 		t := e.js.targets[e.i]
 		member, _ := s.alloc.MemberOf(t.Hash)
 		e.js.members[e.i] = s.memberIndex(member)
-		s.enter(e.name, member, t)
+		if !fresh[e.name] {
+			s.enter(e.name, member, t)
+		}
 	}
-	for _, h := range append(displaced, s.alloc.Displaced()...) {
-		s.follow(h)
+	for name := range fresh {
+		s.buildShares(s.jobs[name])
+	}
+	s.follow(append(displaced, s.alloc.Displaced()...))
+}
+
+// buildShares builds the shares of a job that had none from its targets and
+// their members: one pass to count each member's, one to fill them, in
+// order of hash.
+func (s *state) buildShares(js *jobState) {
+	counts := make([]int, len(s.names)+1) // by member index + 1: unassigned first
+	for _, m := range js.members {
+		counts[m+1]++
+	}
+	byIndex := make([][]shares.Target, len(counts))
+	for k, c := range counts {
+		byIndex[k] = make([]shares.Target, 0, c)
+	}
+	for i, t := range js.targets {
+		m := js.members[i]
+		byIndex[m+1] = append(byIndex[m+1], sharesTarget(t, memberName(s.names, m)))
+	}
+	changed := make(map[string]*shares.Share, len(byIndex))
+	for k, ts := range byIndex {
+		if len(ts) > 0 {
+			changed[memberName(s.names, int32(k-1))] = shares.NewShare(ts)
+		}
+	}
+	js.job = js.job.With(changed)
+}
+
+// follow moves the known targets of the given hashes to their member in the
+// allocator, where that changed (see assign). The hashes are sorted once and each job's
+// targets searched onwards from the last one found: a pass over few
+// hashes costs a few steps near each, not a search of every job from its
+// start.
+func (s *state) follow(hashes []uint64) {
+	if len(hashes) == 0 {
+		return
+	}
+	hashes = slices.Compact(slices.Sorted(slices.Values(hashes)))
+	for name, js := range s.jobs {
+		// A hash is in one job at most: those found are not searched in
+		// the jobs that follow.
+		from, left := 0, hashes[:0]
+		for k, h := range hashes {
+			if from == len(js.targets) {
+				left = append(left, hashes[k:]...)
+				break
+			}
+			i, found := searchFrom(js.targets, from, h)
+			if found {
+				member, _ := s.alloc.MemberOf(h)
+				s.assign(name, js, i, member)
+			} else {
+				left = append(left, h)
+			}
+			from = i
+		}
+		if hashes = left; len(hashes) == 0 {
+			return
+		}
 	}
 }
 
-// follow moves a known target to its member in the allocator, if that changed.
-func (s *state) follow(h uint64) {
-	for name, js := range s.jobs {
-		i, found := slices.BinarySearchFunc(js.targets, h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
-		if !found {
-			continue
-		}
-		member, _ := s.alloc.MemberOf(h)
-		s.assign(name, js, i, member)
-		return
+// searchFrom returns the position of the first of ts, sorted by hash, from
+// position from on, whose hash is h or more, and whether it is h; every
+// target before from has a smaller hash. It doubles its steps from from
+// before a binary search, so a hash near from costs a few comparisons.
+func searchFrom(ts []discovery.Target, from int, h uint64) (int, bool) {
+	lo, hi, step := from, from, 1
+	for hi < len(ts) && ts[hi].Hash < h {
+		lo = hi + 1
+		hi += step
+		step <<= 1
 	}
+	j, found := slices.BinarySearchFunc(ts[lo:min(hi+1, len(ts))], h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
+	return lo + j, found
 }
 
 func (s *state) shareDelta(job, member string) *shareDelta {
@@ -394,26 +504,36 @@ func (s *state) allocation(epoch int, identity string) *shares.Allocation {
 }
 
 // merge applies a share's changes to its targets, keeping them sorted by hash.
+// The unchanged runs between two changed hashes are copied whole, each found
+// by a binary search: a share that loses or gains a few of its targets costs
+// a copy, not a lookup per target.
 func merge(old []shares.Target, d *shareDelta, member string) []shares.Target {
 	in := slices.SortedFunc(maps.Values(d.in), func(a, b discovery.Target) int { return cmp.Compare(a.Hash, b.Hash) })
-	out := make([]shares.Target, 0, max(len(old)-len(d.out), 0)+len(in))
-	j := 0
-	for _, t := range old {
-		for ; j < len(in) && in[j].Hash < t.Hash; j++ {
-			out = append(out, sharesTarget(in[j], member))
+	gone := slices.Sorted(maps.Keys(d.out))
+	out := make([]shares.Target, 0, max(len(old)-len(gone), 0)+len(in))
+	i, g, n := 0, 0, 0 // in old, gone, in
+	for g < len(gone) || n < len(in) {
+		h := uint64(0) // the next changed hash
+		if n == len(in) || g < len(gone) && gone[g] < in[n].Hash {
+			h = gone[g]
+		} else {
+			h = in[n].Hash
 		}
-		if _, gone := d.out[t.Hash]; gone {
-			continue
+		j, found := slices.BinarySearchFunc(old[i:], h, func(t shares.Target, h uint64) int { return cmp.Compare(t.Hash, h) })
+		out = append(out, old[i:i+j]...)
+		i += j
+		if found {
+			i++ // it left, or the entering target replaces it
 		}
-		if j < len(in) && in[j].Hash == t.Hash {
-			continue // replaced by the entering target, appended next
+		if g < len(gone) && gone[g] == h {
+			g++
 		}
-		out = append(out, t)
+		if n < len(in) && in[n].Hash == h {
+			out = append(out, sharesTarget(in[n], member))
+			n++
+		}
 	}
-	for ; j < len(in); j++ {
-		out = append(out, sharesTarget(in[j], member))
-	}
-	return out
+	return append(out, old[i:]...)
 }
 
 func sharesTarget(t discovery.Target, member string) shares.Target {
