@@ -524,3 +524,6 @@ func (h *weakestFirst) down() {
 		i = l
 	}
 }
+
+// remeasure does nothing: the strategy balances targets, not series.
+func (x *consistentHashing) remeasure() {}
