@@ -38,6 +38,7 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 		Registerer:     discoveryMetrics,
 
 		MaxTargetsPerMember: e.cfg.MaxTargetsPerCollector,
+		MaxSeriesPerMember:  e.cfg.MaxSeriesPerCollector,
 	})
 	if term == nil {
 		return // leadership ended first

@@ -51,7 +51,13 @@ type Config struct {
 	// MaxTargetsPerMember is max_targets_per_collector: no member gets more
 	// targets; 0 sets no limit.
 	MaxTargetsPerMember int
-	Logger              *zap.Logger
+	// MaxSeriesPerMember is max_series_per_collector: no member gets a
+	// larger series load; 0 sets no limit.
+	MaxSeriesPerMember int64
+	// Measurements, when not nil, delivers what the members measured of
+	// their targets, each time all of it (see allocation.Measure).
+	Measurements <-chan []allocation.Measurement
+	Logger       *zap.Logger
 	// Registerer takes the term's discovery metrics: a registry of this
 	// term's own (see discovery.New); nil keeps them private.
 	Registerer prometheus.Registerer
@@ -76,7 +82,8 @@ func New(cfg Config) (*Term, error) {
 	if err != nil {
 		return nil, fmt.Errorf("service discovery: %w", err)
 	}
-	alloc, err := allocation.New(cfg.Strategy, allocation.WithFallback(cfg.Fallback), allocation.WithLimit(cfg.MaxTargetsPerMember))
+	alloc, err := allocation.New(cfg.Strategy, allocation.WithFallback(cfg.Fallback),
+		allocation.WithLimit(cfg.MaxTargetsPerMember), allocation.WithSeriesLimit(cfg.MaxSeriesPerMember))
 	if err != nil {
 		return nil, fmt.Errorf("allocation strategy: %w", err)
 	}
@@ -154,6 +161,9 @@ func (t *Term) Run(ctx context.Context) {
 		case snap := <-t.disc.Snapshots():
 			changed, cause, publish = time.Now(), shares.CauseTargets, true
 			s.setTargets(snap)
+		case ms := <-t.cfg.Measurements:
+			changed, cause = time.Now(), shares.CauseMeasurements
+			publish = s.measure(ms)
 		case <-t.cfg.MembersChanged:
 			changed, cause = time.Now(), shares.CauseMembers
 			moved, err := s.setMembers(t.cfg.Members())
@@ -172,10 +182,11 @@ func (t *Term) logCounts(was allocation.Counts) allocation.Counts {
 	switch {
 	case c.OverLimit == was.OverLimit:
 	case c.OverLimit > 0:
-		logger.Warn("Targets are unassigned: every member that may take them holds max_targets_per_collector targets",
-			zap.Int("unassigned", c.OverLimit), zap.Int("max_targets_per_collector", t.cfg.MaxTargetsPerMember))
+		logger.Warn("Targets are unassigned: every member that may take them holds max_targets_per_collector targets or max_series_per_collector series",
+			zap.Int("unassigned", c.OverLimit), zap.Int("max_targets_per_collector", t.cfg.MaxTargetsPerMember),
+			zap.Int64("max_series_per_collector", t.cfg.MaxSeriesPerMember))
 	default:
-		logger.Info("No target is unassigned for max_targets_per_collector any more")
+		logger.Info("No target is unassigned for max_targets_per_collector or max_series_per_collector any more")
 	}
 	switch {
 	case c.PinnedToNonMember == was.PinnedToNonMember:

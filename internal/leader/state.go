@@ -156,6 +156,36 @@ func (s *state) setMembers(members []allocation.Member) (bool, error) {
 	return true, nil
 }
 
+// measure hands the members' measurements to the allocator, moves the
+// targets whose member changed, and reports whether any did or a member's
+// series load changed (the status shows it).
+func (s *state) measure(ms []allocation.Measurement) bool {
+	was := s.alloc.SeriesLoads()
+	s.alloc.Measure(ms)
+	moved := s.refollow()
+	return moved || !maps.Equal(was, s.alloc.SeriesLoads())
+}
+
+// refollow asks the allocator for every target's member, and moves those
+// whose member changed; it reports whether any did.
+func (s *state) refollow() bool {
+	moved := false
+	for name, js := range s.jobs {
+		for i, t := range js.targets {
+			was := memberName(s.names, js.members[i])
+			member, _ := s.alloc.MemberOf(t.Hash)
+			if member != was {
+				js.members[i] = s.memberIndex(member)
+				s.leave(name, was, t.Hash)
+				s.enter(name, member, t)
+				s.moved++
+				moved = true
+			}
+		}
+	}
+	return moved
+}
+
 // setTargets brings the targets to those of snap.
 func (s *state) setTargets(snap discovery.Snapshot) {
 	type entry struct {
@@ -311,6 +341,7 @@ func (s *state) allocation(epoch int, identity string) *shares.Allocation {
 	}
 	a := shares.New(epoch, identity, s.names, s.configs, jobs)
 	a.OverLimit = s.alloc.Counts().OverLimit
+	a.Series = s.alloc.SeriesLoads()
 	a.Unreported = make(map[string]bool)
 	for name, unreported := range s.unreported {
 		if _, ok := jobs[name]; ok && unreported {

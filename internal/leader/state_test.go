@@ -226,6 +226,12 @@ func TestStateFollowsChanges(t *testing.T) {
 						snap = f.change(0.1)
 						s.setTargets(snap)
 					}
+					if strategy == allocation.SeriesWeighted {
+						// Its assignment depends on the previous one: check
+						// that the state serves its allocator's.
+						followsAllocator(t, s.allocation(1, "collector-0"), alloc, snap)
+						continue
+					}
 					if strategy == allocation.LeastWeighted {
 						// Its assignment depends on the order of events: check
 						// that every target is served once, by a member.
@@ -241,6 +247,83 @@ func TestStateFollowsChanges(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// followsAllocator fails unless every target is served by the member its
+// allocator gives it, and by no other.
+func followsAllocator(t *testing.T, a *shares.Allocation, alloc allocation.Allocator, snap discovery.Snapshot) {
+	t.Helper()
+	checkServedOnce(t, a, snap)
+	for job, ts := range snap.Jobs {
+		served := map[uint64]string{}
+		for _, m := range append(slices.Clone(a.Members), "") {
+			for _, tg := range a.Share(job, m).Targets() {
+				served[tg.Hash] = m
+			}
+		}
+		for _, tg := range ts {
+			want, _ := alloc.MemberOf(tg.Hash)
+			if got, ok := served[tg.Hash]; !ok || got != want {
+				t.Fatalf("job %s: target %x served by %q (%v), its allocator's member is %q", job, tg.Hash, got, ok, want)
+			}
+		}
+	}
+}
+
+// Measurements reach the allocator: series-weighted moves targets so
+// that the members' series loads even out, the state serves the moves, and
+// the summary shows each member's series load.
+func TestStateMeasure(t *testing.T) {
+	alloc, err := allocation.New(allocation.SeriesWeighted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newState(alloc, map[string]*promconfig.ScrapeConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.setMembers(members(4)); err != nil {
+		t.Fatal(err)
+	}
+	f := newFleet(5, 2, 200)
+	snap := f.snapshot()
+	s.setTargets(snap)
+	a := s.allocation(1, "collector-0")
+	// Every target of collector-0 weighs ten times the others.
+	var ms []allocation.Measurement
+	for _, ts := range snap.Jobs {
+		for _, tg := range ts {
+			m, _ := alloc.MemberOf(tg.Hash)
+			series := int64(100)
+			if m == "collector-0" {
+				series = 1000
+			}
+			ms = append(ms, allocation.Measurement{Hash: tg.Hash, Member: m, Series: series})
+		}
+	}
+	if !s.measure(ms) {
+		t.Fatal("measure reported no change")
+	}
+	b := s.allocation(1, "collector-0")
+	followsAllocator(t, b, alloc, snap)
+	if s.takeMoved() == 0 {
+		t.Error("no target moved")
+	}
+	var total int64
+	for _, m := range b.Summary().Members {
+		total += m.Series
+	}
+	for _, m := range b.Summary().Members {
+		if m.Series*4*10 < total*9 || m.Series*4*10 > total*11 {
+			t.Errorf("member %s: series load %d of %d in all, want within 10 %% of the average", m.Identity, m.Series, total)
+		}
+	}
+	if a.Summary().Members[0].Series == b.Summary().Members[0].Series {
+		t.Error("the summary's series load did not change")
+	}
+	if s.measure(ms) {
+		t.Error("the same measurements again changed something")
 	}
 }
 
