@@ -54,14 +54,19 @@ type Config struct {
 	// MaxSeriesPerMember is max_series_per_collector: no member gets a
 	// larger series load; 0 sets no limit.
 	MaxSeriesPerMember int64
-	// Measurements, when not nil, delivers what the members measured of
-	// their targets, each time all of it (see allocation.Measure).
-	Measurements <-chan []allocation.Measurement
-	Logger       *zap.Logger
+	// Series, when not nil, delivers what the members measured of their
+	// targets (report.Report's series), each time all of it: by member, by
+	// job, by target key, the series per scrape. See Series.
+	Series <-chan Series
+	Logger *zap.Logger
 	// Registerer takes the term's discovery metrics: a registry of this
 	// term's own (see discovery.New); nil keeps them private.
 	Registerer prometheus.Registerer
 }
+
+// Series is what the members measured of their targets: by member, by job,
+// by target key (report.TargetKey), each target's series per scrape.
+type Series map[string]map[string]map[string]int64
 
 // Term is one leader's term.
 type Term struct {
@@ -161,9 +166,9 @@ func (t *Term) Run(ctx context.Context) {
 		case snap := <-t.disc.Snapshots():
 			changed, cause, publish = time.Now(), shares.CauseTargets, true
 			s.setTargets(snap)
-		case ms := <-t.cfg.Measurements:
+		case series := <-t.cfg.Series:
 			changed, cause = time.Now(), shares.CauseMeasurements
-			publish = s.measure(ms)
+			publish = s.measure(s.measurements(series))
 		case <-t.cfg.MembersChanged:
 			changed, cause = time.Now(), shares.CauseMembers
 			moved, err := s.setMembers(t.cfg.Members())

@@ -10,6 +10,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
@@ -41,6 +42,14 @@ type state struct {
 	// unreported are the jobs whose discovery has not reported (see
 	// discovery.Snapshot): their targets are kept as they were.
 	unreported map[string]bool
+	// keys index each job's targets by report.TargetKey, for the jobs the
+	// members reported series of, until the job's targets change.
+	keys map[string]jobKeys
+}
+
+type jobKeys struct {
+	targets []discovery.Target // the job's targets the index is of
+	index   map[string]int     // by target key: a position in targets
 }
 
 type jobState struct {
@@ -154,6 +163,67 @@ func (s *state) setMembers(members []allocation.Member) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// measurements turns the members' reports into the allocator's
+// measurements. A target that several members report (one that just
+// moved) is measured by its member, or else by the member of the smallest
+// name; keys of targets the state does not have are ignored.
+func (s *state) measurements(series Series) []allocation.Measurement {
+	if s.keys == nil {
+		s.keys = map[string]jobKeys{}
+	}
+	type seen struct {
+		at     int // in out
+		member string
+	}
+	var out []allocation.Measurement
+	first := map[uint64]seen{}
+	for _, member := range slices.Sorted(maps.Keys(series)) {
+		for job, byKey := range series[member] {
+			js, ok := s.jobs[job]
+			if !ok {
+				continue
+			}
+			keys := s.jobKeys(job, js)
+			for key, n := range byKey {
+				i, ok := keys.index[key]
+				if !ok {
+					continue
+				}
+				m := allocation.Measurement{Hash: js.targets[i].Hash, Member: member, Series: n}
+				was, dup := first[m.Hash]
+				switch {
+				case !dup:
+					first[m.Hash] = seen{len(out), member}
+					out = append(out, m)
+				case was.member != memberName(s.names, js.members[i]) && member == memberName(s.names, js.members[i]):
+					out[was.at] = m
+					first[m.Hash] = seen{was.at, member}
+				}
+			}
+		}
+	}
+	for job, k := range s.keys {
+		if js, ok := s.jobs[job]; !ok || !sameSlice(k.targets, js.targets) {
+			delete(s.keys, job)
+		}
+	}
+	return out
+}
+
+// jobKeys returns the index of the job's targets by report.TargetKey,
+// built anew when they changed.
+func (s *state) jobKeys(job string, js *jobState) jobKeys {
+	if k, ok := s.keys[job]; ok && sameSlice(k.targets, js.targets) {
+		return k
+	}
+	k := jobKeys{targets: js.targets, index: make(map[string]int, len(js.targets))}
+	for i, t := range js.targets {
+		k.index[report.TargetKey(t.Element.Labels())] = i
+	}
+	s.keys[job] = k
+	return k
 }
 
 // measure hands the members' measurements to the allocator, moves the

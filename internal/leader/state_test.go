@@ -15,6 +15,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
 	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 	"github.com/embedded-ta/embedded-ta/internal/shares/sharestest"
 )
@@ -290,16 +291,36 @@ func TestStateMeasure(t *testing.T) {
 	snap := f.snapshot()
 	s.setTargets(snap)
 	a := s.allocation(1, "collector-0")
-	// Every target of collector-0 weighs ten times the others.
-	var ms []allocation.Measurement
-	for _, ts := range snap.Jobs {
-		for _, tg := range ts {
-			m, _ := alloc.MemberOf(tg.Hash)
-			series := int64(100)
-			if m == "collector-0" {
-				series = 1000
+	// Every target of collector-0 weighs ten times the others, as the
+	// members report them, by their share's labels; a stale report of
+	// collector-3's names collector-0's targets too, and is ignored for
+	// them, as is a key the leader does not know.
+	series := Series{}
+	for _, m := range a.Members {
+		series[m] = map[string]map[string]int64{}
+		for _, job := range a.Jobs() {
+			series[m][job] = map[string]int64{"00000000000000ff": 5}
+		}
+	}
+	for _, m := range a.Members {
+		for _, job := range a.Jobs() {
+			for _, tg := range a.Share(job, m).Targets() {
+				n := int64(100)
+				if m == "collector-0" {
+					n = 1000
+					series["collector-3"][job][report.TargetKey(tg.Labels())] = 1
+				}
+				series[m][job][report.TargetKey(tg.Labels())] = n
 			}
-			ms = append(ms, allocation.Measurement{Hash: tg.Hash, Member: m, Series: series})
+		}
+	}
+	ms := s.measurements(series)
+	if len(ms) != 400 {
+		t.Fatalf("%d measurements, want one for each of the 400 targets", len(ms))
+	}
+	for _, m := range ms {
+		if want, _ := alloc.MemberOf(m.Hash); m.Member != want {
+			t.Fatalf("target %x measured by %s, its member is %s", m.Hash, m.Member, want)
 		}
 	}
 	if !s.measure(ms) {
