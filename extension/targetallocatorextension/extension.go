@@ -47,6 +47,10 @@ type allocatorExtension struct {
 	peerLeader atomic.Pointer[status.View]
 	// promCR is set when prometheus_cr is enabled.
 	promCR *promcr.Options
+	// measured is what this member's receiver measured of its targets, and
+	// reports the last reports of the members, on the leader (series.go).
+	measured seriesBook
+	reports  seriesReports
 	// api serves the allocator API and hands the receiver this member's shares.
 	api    *allocatorapi.Handler
 	server *http.Server
@@ -140,6 +144,7 @@ func (e *allocatorExtension) Start(ctx context.Context, host component.Host) err
 	e.done.Go(func() { e.elector.Run(runCtx) })
 	e.done.Go(func() { e.askPeers(runCtx, relay, e.scheme()) })
 	e.done.Go(func() { e.api.Follow(runCtx, e.sharesWait(), e.cfg.Lease.RetryPeriod) })
+	e.done.Go(func() { e.reportSeries(runCtx, relay, e.seriesInterval()) })
 	return nil
 }
 

@@ -24,6 +24,13 @@ type Group interface {
 	// closed when they may have changed. Whatever the API has answered this
 	// member's receiver is in there, or something newer.
 	Shares() (Shares, <-chan struct{})
+	// Measured tells the extension the series one scrape of a target of
+	// this member's share gave: the share's job, the target's key
+	// (report.TargetKey of its labels in the share) and the series. The
+	// extension reports the last of each target to the leader, which
+	// weighs targets by them (allocation_strategy series-weighted,
+	// max_series_per_collector).
+	Measured(job, target string, series int64)
 }
 
 // View is one member's view of its group; it is also the /status document.

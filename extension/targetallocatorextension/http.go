@@ -49,6 +49,7 @@ func (e *allocatorExtension) routes(relay, httpsRelay *http.Client) http.Handler
 	mux.HandleFunc("GET /readyz", e.readyz)
 	mux.HandleFunc("GET /status", e.status)
 	mux.Handle("GET /metrics", e.metrics.Handler())
+	mux.HandleFunc("POST "+reportPath, e.answerReport)
 	api := allocatorapi.New(e, allocatorapi.Options{
 		Client: relay, Scheme: scheme, EndpointShowsSecrets: e.cfg.showsSecrets(),
 		HTTPSClient: httpsRelay, HTTPSPort: e.httpsPort(),

@@ -24,6 +24,8 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	defer stopCR()
 	discoveryMetrics := e.sd.term()
 	defer e.sd.end()
+	series := e.reports.startTerm()
+	defer e.reports.endTerm()
 	term := e.newTerm(ctx, leader.Config{
 		Epoch:          e.elector.Leader().Transitions,
 		Identity:       e.s.identity,
@@ -39,12 +41,15 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 
 		MaxTargetsPerMember: e.cfg.MaxTargetsPerCollector,
 		MaxSeriesPerMember:  e.cfg.MaxSeriesPerCollector,
+		Series:              series,
+		SeriesWait:          2 * e.seriesInterval(),
 	})
 	if term == nil {
 		return // leadership ended first
 	}
 	go term.Run(ctx)
 	for a := range term.Allocations() { // closed once Run has stopped
+		e.reports.forget(a.IsMember)
 		prev := e.allocation.Swap(a)
 		e.allocationChanged()
 		e.record(ctx, a)

@@ -58,7 +58,13 @@ type Config struct {
 	// targets (report.Report's series), each time all of it: by member, by
 	// job, by target key, the series per scrape. See Series.
 	Series <-chan Series
-	Logger *zap.Logger
+	// SeriesWait is how long a series-weighted term waits for every
+	// member's report before it serves its allocation: until then, the
+	// allocation is pending and the members answer from their copies, so
+	// that a new leader keeps the assignment its reports show rather than
+	// serve consistent hashing's in the meantime. 0 waits not at all.
+	SeriesWait time.Duration
+	Logger     *zap.Logger
 	// Registerer takes the term's discovery metrics: a registry of this
 	// term's own (see discovery.New); nil keeps them private.
 	Registerer prometheus.Registerer
@@ -135,12 +141,21 @@ func (t *Term) Run(ctx context.Context) {
 		logger.Error("Cannot set members", zap.Error(err))
 	}
 	pending := t.cfg.Jobs != nil // the resources' jobs are still to come
+	// A series-weighted term waits for the members' reports (SeriesWait),
+	// keeping the latest until all are in.
+	var waitSeries <-chan time.Time
+	var waiting Series
+	if t.cfg.Strategy == allocation.SeriesWeighted && t.cfg.Series != nil && t.cfg.SeriesWait > 0 {
+		timer := time.NewTimer(t.cfg.SeriesWait)
+		defer timer.Stop()
+		waitSeries = timer.C
+	}
 	changed, cause, publish := time.Now(), shares.CauseMembers, true
 	var counts allocation.Counts // as last logged
 	for {
 		if publish {
 			a := s.allocation(t.cfg.Epoch, t.cfg.Identity)
-			a.Pending, a.Changed, a.Cause, a.Moved = pending, changed, cause, s.takeMoved()
+			a.Pending, a.Changed, a.Cause, a.Moved = pending || waitSeries != nil, changed, cause, s.takeMoved()
 			logger.Debug("Allocated targets", zap.Int("members", len(a.Members)), zap.Int("moved", a.Moved),
 				zap.Int("unreported", len(a.Unreported)), zap.Bool("pending", a.Pending), zap.Duration("took", time.Since(changed)))
 			counts = t.logCounts(counts)
@@ -168,7 +183,24 @@ func (t *Term) Run(ctx context.Context) {
 			s.setTargets(snap)
 		case series := <-t.cfg.Series:
 			changed, cause = time.Now(), shares.CauseMeasurements
+			if waitSeries != nil && !reportedAll(series, s.names) {
+				// Measured in part, the assignment would move targets
+				// that the reports still to come place.
+				waiting, publish = series, false
+				continue
+			}
 			publish = s.measure(s.measurements(series))
+			if waitSeries != nil {
+				logger.Info("Every member reported its series: serving the allocation")
+				waitSeries, waiting, publish = nil, nil, true
+			}
+		case <-waitSeries:
+			logger.Warn("Not every member reported its series in time: serving the allocation", zap.Duration("waited", t.cfg.SeriesWait))
+			changed, cause = time.Now(), shares.CauseMeasurements
+			if waiting != nil {
+				s.measure(s.measurements(waiting))
+			}
+			waitSeries, waiting, publish = nil, nil, true
 		case <-t.cfg.MembersChanged:
 			changed, cause = time.Now(), shares.CauseMembers
 			moved, err := s.setMembers(t.cfg.Members())
@@ -178,6 +210,16 @@ func (t *Term) Run(ctx context.Context) {
 			publish = moved
 		}
 	}
+}
+
+// reportedAll reports whether every member has a report in series.
+func reportedAll(series Series, members []string) bool {
+	for _, m := range members {
+		if _, ok := series[m]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // logCounts logs the targets the placement limits concern, one line when

@@ -17,6 +17,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 )
 
 // fence is the consumer the stock receiver hands its data to: it passes on
@@ -37,6 +38,12 @@ import (
 // federation target's data names other jobs and instances). Data without a
 // target in its context (none comes from the stock receiver) passes.
 //
+// The fence also measures each target of the share: the series its
+// scrape gave (the stock receiver's scrape_samples_scraped, which it adds
+// to every scrape's data), which it hands to the
+// extension (Group.Measured) by the share's job and the target's key
+// (report.TargetKey of its labels in the share), for the leader.
+//
 // Before the member has any share, the share is empty: the stock receiver
 // has no target to scrape then either, since every target it has comes from
 // an answer of this member's API, which the extension has kept first.
@@ -44,20 +51,30 @@ type fence struct {
 	next   consumer.Metrics
 	shares func() (targetallocatorextension.Shares, <-chan struct{})
 	fenced metric.Int64Counter
-	logger *zap.Logger
+	// measured takes the series of a scrape of a target of the share.
+	measured func(job, target string, series int64)
+	logger   *zap.Logger
 
 	mu    sync.Mutex // one rebuild of the index at a time
 	index atomic.Pointer[shareIndex]
 }
 
 func newFence(next consumer.Metrics, group targetallocatorextension.Group, fenced metric.Int64Counter, logger *zap.Logger) (consumer.Metrics, error) {
-	f := &fence{next: next, shares: group.Shares, fenced: fenced, logger: logger}
+	f := &fence{next: next, shares: group.Shares, fenced: fenced, measured: group.Measured, logger: logger}
 	return consumer.NewMetrics(f.consume)
 }
 
 func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 	target, ok := scrape.TargetFromContext(ctx)
-	if !ok || f.current().holds(target) {
+	if !ok {
+		return f.next.ConsumeMetrics(ctx, md)
+	}
+	if held, ok := f.current().find(target); ok {
+		if f.measured != nil {
+			if n, ok := seriesOf(md); ok {
+				f.measured(held.job, held.seriesKey, n)
+			}
+		}
 		return f.next.ConsumeMetrics(ctx, md)
 	}
 	if dropped := dropValues(md); dropped > 0 {
@@ -103,7 +120,7 @@ type shareIndex struct {
 	changed <-chan struct{}
 	// jobs are the targets of each job's share, and the ETag they are of.
 	jobs    map[string]jobTargets
-	targets map[targetKey][]labels.Labels
+	targets map[targetKey][]shareTarget
 	// open is set when a share cannot be read: then everything passes (a
 	// share's answer is read before it is kept, so this is a bug).
 	open bool
@@ -117,6 +134,9 @@ type jobTargets struct {
 type shareTarget struct {
 	key    targetKey
 	labels labels.Labels
+	// job is the share's job, and seriesKey the target's key in reports
+	// (report.TargetKey of labels).
+	job, seriesKey string
 }
 
 // targetKey is a target's job label (the job's name unless its labels set
@@ -126,7 +146,7 @@ type targetKey struct{ job, address string }
 // rebuild indexes own, reusing the targets of the jobs whose ETag has not
 // changed since idx.
 func (idx *shareIndex) rebuild(own targetallocatorextension.Shares, changed <-chan struct{}, logger *zap.Logger) *shareIndex {
-	next := &shareIndex{changed: changed, jobs: make(map[string]jobTargets, len(own)), targets: map[targetKey][]labels.Labels{}}
+	next := &shareIndex{changed: changed, jobs: make(map[string]jobTargets, len(own)), targets: map[targetKey][]shareTarget{}}
 	for job, share := range own {
 		if idx != nil && share.ETag != "" && idx.jobs[job].etag == share.ETag {
 			next.jobs[job] = idx.jobs[job]
@@ -142,7 +162,7 @@ func (idx *shareIndex) rebuild(own targetallocatorextension.Shares, changed <-ch
 	}
 	for _, jt := range next.jobs {
 		for _, t := range jt.targets {
-			next.targets[t.key] = append(next.targets[t.key], t.labels)
+			next.targets[t.key] = append(next.targets[t.key], t)
 		}
 	}
 	return next
@@ -163,7 +183,8 @@ func shareTargets(job string, groups []httpsd.TargetGroup) []shareTarget {
 			if name := ls[model.JobLabel]; name != "" {
 				key.job = name
 			}
-			out = append(out, shareTarget{key: key, labels: labels.FromMap(ls)})
+			l := labels.FromMap(ls)
+			out = append(out, shareTarget{key: key, labels: l, job: job, seriesKey: report.TargetKey(l)})
 		}
 	}
 	return out
@@ -171,17 +192,55 @@ func shareTargets(job string, groups []httpsd.TargetGroup) []shareTarget {
 
 // holds reports whether target is one of the share's.
 func (idx *shareIndex) holds(target *scrape.Target) bool {
+	_, ok := idx.find(target)
+	return ok
+}
+
+// find returns the share's target that target is, if it is one; while
+// the index is open, every target is, though none is found.
+func (idx *shareIndex) find(target *scrape.Target) (shareTarget, bool) {
 	if idx.open {
-		return true
+		return shareTarget{}, true
 	}
 	discovered := target.DiscoveredLabels(labels.NewBuilder(labels.EmptyLabels()))
 	key := targetKey{job: discovered.Get(model.JobLabel), address: discovered.Get(model.AddressLabel)}
-	for _, ls := range idx.targets[key] {
-		if sameTarget(ls, discovered) {
-			return true
+	for _, t := range idx.targets[key] {
+		if sameTarget(t.labels, discovered) {
+			return t, true
 		}
 	}
-	return false
+	return shareTarget{}, false
+}
+
+// scrapeSamplesScraped is the metric in which the stock receiver reports
+// how many samples a scrape gave.
+const scrapeSamplesScraped = "scrape_samples_scraped"
+
+// seriesOf returns the series one scrape's data gave: the value of its
+// scrape_samples_scraped; false without it.
+func seriesOf(md pmetric.Metrics) (int64, bool) {
+	rms := md.ResourceMetrics()
+	for i := range rms.Len() {
+		sms := rms.At(i).ScopeMetrics()
+		for j := range sms.Len() {
+			ms := sms.At(j).Metrics()
+			for k := range ms.Len() {
+				m := ms.At(k)
+				if m.Name() != scrapeSamplesScraped || m.Type() != pmetric.MetricTypeGauge || m.Gauge().DataPoints().Len() == 0 {
+					continue
+				}
+				dp := m.Gauge().DataPoints().At(0)
+				switch {
+				case dp.Flags().NoRecordedValue():
+					return 0, false
+				case dp.ValueType() == pmetric.NumberDataPointValueTypeDouble:
+					return int64(dp.DoubleValue()), true
+				}
+				return dp.IntValue(), true
+			}
+		}
+	}
+	return 0, false
 }
 
 // httpSDURL is the label the stock receiver's HTTP SD gives each target: its

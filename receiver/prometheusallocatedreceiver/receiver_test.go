@@ -47,6 +47,8 @@ type member struct {
 	shares func() (targetallocatorextension.Shares, <-chan struct{})
 }
 
+func (m member) Measured(string, string, int64) {}
+
 func (m member) View() targetallocatorextension.View {
 	return targetallocatorextension.View{Identity: "c-0", Group: "c", Endpoint: m.endpoint}
 }
