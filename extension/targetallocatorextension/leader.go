@@ -104,7 +104,9 @@ func (e *allocatorExtension) record(ctx context.Context, a *shares.Allocation) {
 	tb.TargetallocatorTargetsUnassigned.Record(ctx, int64(sum.Unassigned))
 	tb.TargetallocatorTargetsOverLimit.Record(ctx, int64(sum.OverLimit))
 	for _, m := range sum.Members {
-		tb.TargetallocatorTargetsPerMember.Record(ctx, int64(m.Targets), metric.WithAttributes(attribute.String("member", m.Identity)))
+		member := metric.WithAttributes(attribute.String("member", m.Identity))
+		tb.TargetallocatorTargetsPerMember.Record(ctx, int64(m.Targets), member)
+		tb.TargetallocatorSeriesPerMember.Record(ctx, m.Series, member)
 	}
 }
 
