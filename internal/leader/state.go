@@ -45,6 +45,8 @@ type state struct {
 	// keys index each job's targets by report.TargetKey, for the jobs the
 	// members reported series of, until the job's targets change.
 	keys map[string]jobKeys
+	// lastSeries are the targets' last reported series.
+	lastSeries map[uint64]lastSeries
 }
 
 type jobKeys struct {
@@ -168,7 +170,8 @@ func (s *state) setMembers(members []allocation.Member) (bool, error) {
 // measurements turns the members' reports into the allocator's
 // measurements. A target that several members report (one that just
 // moved) is measured by its member, or else by the member of the smallest
-// name; keys of targets the state does not have are ignored.
+// name; keys of targets the state does not have are ignored; a target
+// that no member reports keeps the series it was last reported with.
 func (s *state) measurements(series Series) []allocation.Measurement {
 	if s.keys == nil {
 		s.keys = map[string]jobKeys{}
@@ -179,6 +182,7 @@ func (s *state) measurements(series Series) []allocation.Measurement {
 	}
 	var out []allocation.Measurement
 	first := map[uint64]seen{}
+	jobOf := map[string][]uint64{} // the reported targets, by job
 	for _, member := range slices.Sorted(maps.Keys(series)) {
 		for job, byKey := range series[member] {
 			js, ok := s.jobs[job]
@@ -197,6 +201,7 @@ func (s *state) measurements(series Series) []allocation.Measurement {
 				case !dup:
 					first[m.Hash] = seen{len(out), member}
 					out = append(out, m)
+					jobOf[job] = append(jobOf[job], m.Hash)
 				case was.member != memberName(s.names, js.members[i]) && member == memberName(s.names, js.members[i]):
 					out[was.at] = m
 					first[m.Hash] = seen{was.at, member}
@@ -209,7 +214,39 @@ func (s *state) measurements(series Series) []allocation.Measurement {
 			delete(s.keys, job)
 		}
 	}
+	// A target that no report names now (it just moved: its old member
+	// no longer scrapes it, its new one has not reported it yet) keeps
+	// its last series, by no member, while the state has it.
+	if s.lastSeries == nil {
+		s.lastSeries = map[uint64]lastSeries{}
+	}
+	for h, last := range s.lastSeries {
+		if _, reported := first[h]; reported {
+			continue
+		}
+		js, ok := s.jobs[last.job]
+		if !ok {
+			delete(s.lastSeries, h)
+			continue
+		}
+		if _, found := slices.BinarySearchFunc(js.targets, h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) }); !found {
+			delete(s.lastSeries, h)
+			continue
+		}
+		out = append(out, allocation.Measurement{Hash: h, Series: last.series})
+	}
+	for job, byJob := range jobOf {
+		for _, h := range byJob {
+			s.lastSeries[h] = lastSeries{job: job, series: out[first[h].at].Series}
+		}
+	}
 	return out
+}
+
+// lastSeries is a target's last reported series, and its job.
+type lastSeries struct {
+	job    string
+	series int64
 }
 
 // jobKeys returns the index of the job's targets by report.TargetKey,

@@ -11,6 +11,7 @@ import (
 
 	promconfig "github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/stretchr/testify/assert"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
@@ -345,6 +346,33 @@ func TestStateMeasure(t *testing.T) {
 	}
 	if s.measure(ms) {
 		t.Error("the same measurements again changed something")
+	}
+	// A member whose report leaves out its targets (they just moved to
+	// it) does not make them weigh the average: they keep their series.
+	weight := map[uint64]int64{}
+	for _, m := range ms {
+		weight[m.Hash] = m.Series
+	}
+	now := Series{}
+	for _, m := range b.Members {
+		now[m] = map[string]map[string]int64{}
+		for _, job := range b.Jobs() {
+			now[m][job] = map[string]int64{}
+			for _, tg := range b.Share(job, m).Targets() {
+				now[m][job][report.TargetKey(tg.Labels())] = weight[tg.Hash]
+			}
+		}
+	}
+	if s.measure(s.measurements(now)) {
+		t.Error("the members reporting the assignment they have changed something")
+	}
+	loads := b.Summary().Members
+	delete(now, b.Members[1])
+	if s.measure(s.measurements(now)) {
+		t.Errorf("a member that reports nothing moved targets or changed loads")
+	}
+	for i, m := range s.allocation(1, "collector-0").Summary().Members {
+		assert.Equal(t, loads[i].Series, m.Series, m.Identity)
 	}
 }
 
