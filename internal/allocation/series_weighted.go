@@ -39,7 +39,11 @@ import (
 //     way. Heaviest first restores the band in the fewest moves the greedy
 //     knows; on a join, the newcomer takes between 0.9 + h and 1.1 − h times
 //     its ideal share, and nobody else leaves the band unless someone was at
-//     its edge.
+//     its edge. Where no target fits within the margin, one that fits
+//     within the band will do; where none fits at all (a member holds two
+//     targets near the average), the giver hands the lightest target above
+//     half the gap to the least loaded member, which gives lighter ones on
+//     in turn: a few such swaps, at most one a member, per change.
 //
 // Every choice is made in a fixed order (load, then member name; weight,
 // then hash), with integer arithmetic: two processes given the same members,
