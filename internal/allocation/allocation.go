@@ -139,8 +139,13 @@ type Allocator interface {
 	// measured weighs the average of the measured ones, 1 while none is.
 	Measure(measurements []Measurement)
 	// SeriesLoads returns each member's series load: the sum of the weights
-	// of its targets, pinned ones included. Every member has an entry.
+	// of its targets, pinned ones included. Every member has an entry. It
+	// costs a pass over the targets.
 	SeriesLoads() map[string]int64
+	// Weight returns a target's weight: its measured series per scrape, or
+	// the average of the measured targets' (1 while none is). It changes
+	// only with Measure.
+	Weight(hash uint64) int64
 }
 
 // Counts are the targets the placement limits concern.

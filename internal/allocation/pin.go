@@ -93,6 +93,8 @@ func (w *pinning) limitSeries() {
 	}
 }
 
+func (w *pinning) Weight(hash uint64) int64 { return w.measured.weight(hash) }
+
 func (w *pinning) SeriesLoads() map[string]int64 {
 	out := make(map[string]int64, w.members.len())
 	for name, hashes := range w.Assignment() {

@@ -47,6 +47,10 @@ type state struct {
 	keys map[string]jobKeys
 	// lastSeries are the targets' last reported series.
 	lastSeries map[uint64]lastSeries
+	// series is each member's series load (allocation.SeriesLoads), kept
+	// up to date as targets enter and leave shares, and recomputed when
+	// the weights change.
+	series map[string]int64
 }
 
 type jobKeys struct {
@@ -92,6 +96,7 @@ type shareDelta struct {
 
 func newState(alloc allocation.Allocator, configs map[string]*promconfig.ScrapeConfig) (*state, error) {
 	s := &state{
+		series:     map[string]int64{},
 		alloc:      alloc,
 		jobs:       map[string]*jobState{},
 		delta:      map[shareKey]*shareDelta{},
@@ -267,10 +272,21 @@ func (s *state) jobKeys(job string, js *jobState) jobKeys {
 // targets whose member changed, and reports whether any did or a member's
 // series load changed (the status shows it).
 func (s *state) measure(ms []allocation.Measurement) bool {
-	was := s.alloc.SeriesLoads()
+	was := maps.Clone(s.series)
 	s.alloc.Measure(ms)
 	moved := s.refollow()
-	return moved || !maps.Equal(was, s.alloc.SeriesLoads())
+	s.series = s.alloc.SeriesLoads()
+	for m, n := range was {
+		if n != s.series[m] {
+			return true
+		}
+	}
+	for m, n := range s.series {
+		if n != was[m] {
+			return true
+		}
+	}
+	return moved
 }
 
 // refollow asks the allocator for every target's member, and moves those
@@ -409,12 +425,18 @@ func (s *state) shareDelta(job, member string) *shareDelta {
 }
 
 func (s *state) leave(job, member string, h uint64) {
+	if member != "" {
+		s.series[member] -= s.alloc.Weight(h)
+	}
 	d := s.shareDelta(job, member)
 	d.out[h] = struct{}{}
 	delete(d.in, h)
 }
 
 func (s *state) enter(job, member string, t discovery.Target) {
+	if member != "" {
+		s.series[member] += s.alloc.Weight(t.Hash)
+	}
 	s.shareDelta(job, member).in[t.Hash] = t
 }
 
@@ -448,7 +470,11 @@ func (s *state) allocation(epoch int, identity string) *shares.Allocation {
 	}
 	a := shares.New(epoch, identity, s.names, s.configs, jobs)
 	a.OverLimit = s.alloc.Counts().OverLimit
-	a.Series = s.alloc.SeriesLoads()
+	a.Series = make(map[string]int64, len(s.names))
+	for _, m := range s.names {
+		a.Series[m] = s.series[m]
+	}
+	maps.DeleteFunc(s.series, func(m string, n int64) bool { _, member := s.index[m]; return n == 0 && !member })
 	a.Unreported = make(map[string]bool)
 	for name, unreported := range s.unreported {
 		if _, ok := jobs[name]; ok && unreported {

@@ -224,9 +224,23 @@ func TestStateFollowsChanges(t *testing.T) {
 						if changed, err := s.setMembers(slices.Clone(ms)); err != nil || !changed {
 							t.Fatalf("leave: %v %v", changed, err)
 						}
+					case 5:
+						// Measurements of every target, by its member.
+						var ms []allocation.Measurement
+						for _, ts := range snap.Jobs {
+							for _, tg := range ts {
+								m, _ := alloc.MemberOf(tg.Hash)
+								ms = append(ms, allocation.Measurement{Hash: tg.Hash, Member: m, Series: int64(tg.Hash%1000 + 1)})
+							}
+						}
+						s.measure(ms)
 					default:
 						snap = f.change(0.1)
 						s.setTargets(snap)
+					}
+					// The series loads kept as targets move are the allocator's.
+					if got, want := s.allocation(1, "collector-0").Series, alloc.SeriesLoads(); !maps.Equal(got, want) {
+						t.Fatalf("step %d: series loads %v, the allocator's %v", step, got, want)
 					}
 					if strategy == allocation.SeriesWeighted {
 						// Its assignment depends on the previous one: check
