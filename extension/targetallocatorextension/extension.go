@@ -48,9 +48,10 @@ type allocatorExtension struct {
 	// promCR is set when prometheus_cr is enabled.
 	promCR *promcr.Options
 	// measured is what this member's receiver measured of its targets, and
-	// reports the last reports of the members, on the leader (series.go).
-	measured seriesBook
-	reports  seriesReports
+	// seriesReports the last series reports of the members, on the leader
+	// (series.go).
+	measured      seriesBook
+	seriesReports seriesReports
 	// api serves the allocator API and hands the receiver this member's shares.
 	api    *allocatorapi.Handler
 	server *http.Server

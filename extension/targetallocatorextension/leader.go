@@ -24,8 +24,8 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	defer stopCR()
 	discoveryMetrics := e.sd.term()
 	defer e.sd.end()
-	series := e.reports.startTerm()
-	defer e.reports.endTerm()
+	series := e.seriesReports.startTerm()
+	defer e.seriesReports.endTerm()
 	term := e.newTerm(ctx, leader.Config{
 		Epoch:          e.elector.Leader().Transitions,
 		Identity:       e.s.identity,
@@ -49,7 +49,7 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	}
 	go term.Run(ctx)
 	for a := range term.Allocations() { // closed once Run has stopped
-		e.reports.forget(a.IsMember)
+		e.seriesReports.forget(a.IsMember)
 		prev := e.allocation.Swap(a)
 		e.allocationChanged()
 		e.record(ctx, a)

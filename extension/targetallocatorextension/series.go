@@ -203,7 +203,7 @@ type seriesReports struct {
 
 // takeSeries keeps a member's report and hands all of them to the term.
 func (e *allocatorExtension) takeSeries(rep report.Report) {
-	s := &e.reports
+	s := &e.seriesReports
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.series == nil {

@@ -59,7 +59,7 @@ func TestSeriesBook(t *testing.T) {
 func TestSeriesReports(t *testing.T) {
 	e := &allocatorExtension{}
 	e.takeSeries(report.Report{Member: "a", Series: map[string]map[string]int64{"j": {"00000000000000ff": 1}}})
-	term := e.reports.startTerm()
+	term := e.seriesReports.startTerm()
 	assert.Equal(t, leader.Series{"a": {"j": {"00000000000000ff": 1}}}, <-term, "the reports kept before the term")
 	e.takeSeries(report.Report{Member: "b"})
 	e.takeSeries(report.Report{Member: "a", Series: map[string]map[string]int64{"j": {"00000000000000ff": 2}}})
@@ -69,10 +69,10 @@ func TestSeriesReports(t *testing.T) {
 		t.Fatalf("a second delivery %v", s)
 	default:
 	}
-	e.reports.forget(func(m string) bool { return m == "b" })
+	e.seriesReports.forget(func(m string) bool { return m == "b" })
 	e.takeSeries(report.Report{Member: "b"})
 	assert.Equal(t, leader.Series{"b": {}}, <-term)
-	e.reports.endTerm()
+	e.seriesReports.endTerm()
 }
 
 // POST /report: 400 to a report that does not parse or whose values are
