@@ -218,7 +218,7 @@ func TestStockReceiverScrapesItsShare(t *testing.T) {
 				jobsOf[s[:strings.LastIndex(s, "/")]] = true
 			}
 		}
-		row := fmt.Sprintf(`<tr><td>%s</td><td>[^<]+</td><td>[^<]*</td><td>[^<]+</td><td>%d</td><td>%d</td></tr>`,
+		row := fmt.Sprintf(`<tr><td>%s</td><td>[^<]+</td><td>[^<]*</td><td>[^<]+</td><td>%d</td><td>%d</td><td>[0-9]+</td></tr>`,
 			regexp.QuoteMeta(p.name), len(jobsOf), counts[p.name])
 		assert.Regexp(t, row, string(page))
 	}

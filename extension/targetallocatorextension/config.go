@@ -67,7 +67,8 @@ type Config struct {
 	// when it exists, whatever auth_type says; when it does not, auth_type
 	// applies, as the TA then uses its in-cluster configuration.
 	KubeConfigFilePath string `mapstructure:"kube_config_file_path"`
-	// AllocationStrategy is consistent-hashing (default), least-weighted or per-node.
+	// AllocationStrategy is consistent-hashing (default), least-weighted,
+	// per-node or series-weighted.
 	AllocationStrategy string `mapstructure:"allocation_strategy"`
 	// AllocationFallbackStrategy places per-node's targets without a node:
 	// "" (leave them unassigned), consistent-hashing or least-weighted.
@@ -76,6 +77,11 @@ type Config struct {
 	// included; the targets beyond every member's limit are unassigned,
 	// counted and logged. 0 (the default) sets no limit.
 	MaxTargetsPerCollector int `mapstructure:"max_targets_per_collector"`
+	// MaxSeriesPerCollector is the most series load (series per scrape, as
+	// the members measure them) a member gets, pinned targets included; the
+	// targets beyond it are unassigned, counted and logged. 0 (the default)
+	// sets no limit.
+	MaxSeriesPerCollector int64 `mapstructure:"max_series_per_collector"`
 	// FilterStrategy is relabel-config (default: targets the job's
 	// relabel_configs drop are not allocated) or "" (no filtering).
 	FilterStrategy *string `mapstructure:"filter_strategy"`
@@ -325,6 +331,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.MaxTargetsPerCollector < 0 {
 		errs = append(errs, fmt.Errorf("max_targets_per_collector: %d must not be negative (0 sets no limit)", cfg.MaxTargetsPerCollector))
+	}
+	if cfg.MaxSeriesPerCollector < 0 {
+		errs = append(errs, fmt.Errorf("max_series_per_collector: %d must not be negative (0 sets no limit)", cfg.MaxSeriesPerCollector))
 	}
 	if err := cfg.filterStrategy().Validate(); err != nil {
 		errs = append(errs, err) // names filter_strategy

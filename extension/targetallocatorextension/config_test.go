@@ -43,6 +43,7 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, "otcta-collector-1.otcta-collector:9080", cfg.Advertise)
 	assert.Equal(t, "node-a", cfg.NodeName)
 	assert.Equal(t, 5000, cfg.MaxTargetsPerCollector)
+	assert.Equal(t, int64(2_000_000), cfg.MaxSeriesPerCollector)
 	assert.Equal(t, LeaseConfig{Duration: 20 * time.Second, RenewDeadline: 12 * time.Second, RetryPeriod: 3 * time.Second}, cfg.Lease)
 }
 
@@ -188,6 +189,7 @@ func TestInvalidConfig(t *testing.T) {
 		{"bad_strategy", `allocation_strategy: unknown allocation strategy "round-robin"`},
 		{"bad_fallback", `allocation_strategy: unknown allocation fallback strategy "per-node"`},
 		{"negative_limit", "max_targets_per_collector: -1 must not be negative (0 sets no limit)"},
+		{"negative_series_limit", "max_series_per_collector: -1 must not be negative (0 sets no limit)"},
 		{"bad_filter", `filter_strategy: unknown value "keep-all"`},
 		{"bad_regex", `config: scrape_configs: job "otc0": error parsing regexp`},
 		{"duplicate_job", `"otc0"`},

@@ -53,6 +53,11 @@ type allocatorExtension struct {
 	// member leads.
 	reporter *reporter
 	reports  atomic.Pointer[chan report.Report]
+	// measured is what this member's receiver measured of its targets, and
+	// seriesReports the last series reports of the members, on the leader
+	// (series.go).
+	measured      seriesBook
+	seriesReports seriesReports
 	// api serves the allocator API and hands the receiver this member's shares.
 	api    *allocatorapi.Handler
 	server *http.Server

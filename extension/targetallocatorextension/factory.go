@@ -11,6 +11,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension/internal/metadata"
 	"github.com/embedded-ta/embedded-ta/internal/kube"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 )
 
 // DefaultEndpoint is where the allocator API listens unless configured.
@@ -24,11 +25,12 @@ func NewFactory() extension.Factory {
 func createDefaultConfig() component.Config {
 	server := confighttp.NewDefaultServerConfig()
 	server.NetAddr.Endpoint = DefaultEndpoint
-	// The API takes GET requests without a body: bound every phase of a
-	// request, so a slow or stalled client cannot hold a connection.
+	// The API takes GET requests without a body, and a member's report:
+	// bound every phase of a request, so a slow or stalled client cannot
+	// hold a connection.
 	server.ReadHeaderTimeout = 10 * time.Second
 	server.ReadTimeout = 30 * time.Second
-	server.MaxRequestBodySize = 4 << 10
+	server.MaxRequestBodySize = report.MaxBytes
 	client := confighttp.NewDefaultClientConfig()
 	client.Timeout = defaultRelayTimeout
 	return &Config{

@@ -40,6 +40,13 @@ type Group interface {
 	// its share is empty (its targets handed over, each after its new
 	// member's first scrape), ctx is done, or a bound has passed.
 	Leave(ctx context.Context) error
+	// Measured tells the extension the series one scrape of a target of
+	// this member's share gave: the share's job, the target's key
+	// (report.TargetKey of its labels in the share) and the series. The
+	// extension reports the last of each target to the leader, which
+	// weighs targets by them (allocation_strategy series-weighted,
+	// max_series_per_collector).
+	Measured(job, target string, series int64)
 }
 
 // WarmingLabel marks a warming target in a share: scraped, its data dropped.

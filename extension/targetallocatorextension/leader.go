@@ -28,6 +28,8 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	reports := make(chan report.Report)
 	e.reports.Store(&reports)
 	defer e.reports.Store(nil)
+	series := e.seriesReports.startTerm()
+	defer e.seriesReports.endTerm()
 	term := e.newTerm(ctx, leader.Config{
 		Epoch:          e.elector.Leader().Transitions,
 		Identity:       e.s.identity,
@@ -43,12 +45,16 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 		Registerer:     discoveryMetrics,
 
 		MaxTargetsPerMember: e.cfg.MaxTargetsPerCollector,
+		MaxSeriesPerMember:  e.cfg.MaxSeriesPerCollector,
+		Series:              series,
+		SeriesWait:          2 * e.seriesInterval(),
 	})
 	if term == nil {
 		return // leadership ended first
 	}
 	go term.Run(ctx)
 	for a := range term.Allocations() { // closed once Run has stopped
+		e.seriesReports.forget(a.IsMember)
 		prev := e.allocation.Swap(a)
 		e.allocationChanged()
 		e.record(ctx, a)
@@ -103,7 +109,9 @@ func (e *allocatorExtension) record(ctx context.Context, a *shares.Allocation) {
 	tb.TargetallocatorTargetsUnassigned.Record(ctx, int64(sum.Unassigned))
 	tb.TargetallocatorTargetsOverLimit.Record(ctx, int64(sum.OverLimit))
 	for _, m := range sum.Members {
-		tb.TargetallocatorTargetsPerMember.Record(ctx, int64(m.Targets), metric.WithAttributes(attribute.String("member", m.Identity)))
+		member := metric.WithAttributes(attribute.String("member", m.Identity))
+		tb.TargetallocatorTargetsPerMember.Record(ctx, int64(m.Targets), member)
+		tb.TargetallocatorSeriesPerMember.Record(ctx, m.Series, member)
 	}
 }
 

@@ -143,14 +143,19 @@ func exporting(own Shares) (int, error) {
 // changed and to each new leader, and after a failure again after retry.
 func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duration) {
 	r := e.reporter
+	// The series the receiver measured (series.go) go out with the next
+	// report, at most every seriesInterval: every scrape changes them.
+	seriesTicker := time.NewTicker(e.seriesInterval())
+	defer seriesTicker.Stop()
 	for ctx.Err() == nil {
-		_, changed := e.Shares() // closed after a change of leader, too
+		own, changed := e.Shares() // closed after a change of leader, too
+		series, seriesChanged := e.measured.take(own)
 		view := e.View()
 		term := fmt.Sprintf("%s/%d", view.Leader, view.Epoch)
 		r.mu.Lock()
 		newTerm := term != r.term
-		send := r.fenced && view.Leader != "" && (newTerm || len(r.warm) > 0 || r.leaving != r.sentLeaving)
-		rep := report.Report{Member: e.s.identity, Fenced: r.fenced, WarmWithin: report.Duration(r.warmWithin), HotStandby: r.hotStandby, Leaving: r.leaving}
+		send := r.fenced && view.Leader != "" && (newTerm || len(r.warm) > 0 || r.leaving != r.sentLeaving || seriesChanged)
+		rep := report.Report{Member: e.s.identity, Fenced: r.fenced, WarmWithin: report.Duration(r.warmWithin), HotStandby: r.hotStandby, Leaving: r.leaving, Series: series}
 		warm := r.warm
 		if len(warm) > 0 {
 			rep.Warm = map[string][]string{}
@@ -188,6 +193,11 @@ func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duratio
 			}
 		}
 		r.mu.Unlock()
+		if seriesChanged && (!send || err != nil) {
+			e.measured.mu.Lock()
+			e.measured.dirty = true // with the next report
+			e.measured.mu.Unlock()
+		}
 		if err != nil {
 			e.set.Logger.Debug("Cannot report to the leader", zap.Error(err))
 			pause(ctx, nil, retry)
@@ -197,6 +207,7 @@ func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duratio
 		case <-ctx.Done():
 		case <-r.dirty:
 		case <-changed:
+		case <-seriesTicker.C:
 		}
 	}
 }
@@ -213,12 +224,14 @@ func pause(ctx context.Context, changed <-chan struct{}, d time.Duration) {
 }
 
 // TakeReport implements allocatorapi.Reporter: the report goes to this
-// member's term while it leads.
+// member's term while it leads, its series to the term's series
+// (series.go).
 func (e *allocatorExtension) TakeReport(ctx context.Context, rep report.Report) error {
 	ch := e.reports.Load()
 	if ch == nil || e.Allocation() == nil {
 		return errors.New("this member does not lead")
 	}
+	e.takeSeries(rep)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	select {

@@ -21,10 +21,16 @@
 //     stays unassigned while no member runs there; targets without a node go
 //     to an optional fallback strategy or stay unassigned.
 //
+// A fourth, series-weighted, balances what the members measure of their
+// targets (Measure) rather than their number; see series_weighted.go.
+//
 // Two placement limits hold for every strategy (pin.go): a target pinned to a
 // member (Target.Pin, from PinLabel) goes to that member while it is one, and
 // a member never gets more targets than WithLimit allows; the targets no
-// member may take then are unassigned, and counted (Counts.OverLimit).
+// member may take then are unassigned, and counted (Counts.OverLimit). A
+// third, WithSeriesLimit, bounds each member's series load: a member keeps
+// the targets that score it highest, as rendezvous hashing scores them, up
+// to the limit, and the others are unassigned and counted too.
 package allocation
 
 import (
@@ -41,7 +47,20 @@ const (
 )
 
 // Strategies returns the valid strategy names, default first.
-func Strategies() []string { return []string{ConsistentHashing, LeastWeighted, PerNode} }
+func Strategies() []string {
+	return []string{ConsistentHashing, LeastWeighted, PerNode, SeriesWeighted}
+}
+
+// Measurement is what a member measured of a target it scrapes.
+type Measurement struct {
+	Hash uint64 // the target's, as in Target
+	// Member is the identity of the member that measured it: the one that
+	// scrapes it, as far as that member knows.
+	Member string
+	// Series is the target's series per scrape: the samples its last
+	// scrape gave.
+	Series int64
+}
 
 // Target is one scrape target as the allocator sees it.
 type Target struct {
@@ -124,6 +143,18 @@ type Allocator interface {
 	// of members moves (per-node, least-weighted): the caller then asks for
 	// every target's member.
 	MovedByMembers() (hashes []uint64, ok bool)
+	// Measure replaces what the members measured of their targets: the
+	// series-weighted strategy and the series limit read it. A target not
+	// measured weighs the average of the measured ones, 1 while none is.
+	Measure(measurements []Measurement)
+	// SeriesLoads returns each member's series load: the sum of the weights
+	// of its targets, pinned ones included. Every member has an entry. It
+	// costs a pass over the targets.
+	SeriesLoads() map[string]int64
+	// Weight returns a target's weight: its measured series per scrape, or
+	// the average of the measured targets' (1 while none is). It changes
+	// only with Measure.
+	Weight(hash uint64) int64
 }
 
 // Counts are the targets the placement limits concern.
@@ -142,8 +173,9 @@ type Counts struct {
 type Option func(*options)
 
 type options struct {
-	fallback string
-	limit    int
+	fallback    string
+	limit       int
+	seriesLimit int64
 }
 
 // WithFallback names the strategy for the targets per-node cannot place
@@ -164,6 +196,16 @@ func WithLimit(maxTargets int) Option {
 	return func(o *options) { o.limit = maxTargets }
 }
 
+// WithSeriesLimit bounds the series load of each member, pinned targets
+// included, as the extension's max_series_per_collector does: a member
+// keeps the targets that score it highest, as rendezvous hashing scores
+// them, while they fit, and the others stay unassigned and are counted
+// (Counts.OverLimit). series-weighted places a target only where it fits
+// first. 0, the default, sets no limit.
+func WithSeriesLimit(maxSeries int64) Option {
+	return func(o *options) { o.seriesLimit = maxSeries }
+}
+
 // New returns an empty Allocator of the named strategy; "" names the default,
 // consistent-hashing. It fails on an unknown strategy or fallback, naming the
 // valid ones, and on a negative limit.
@@ -175,6 +217,11 @@ func New(strategy string, opts ...Option) (Allocator, error) {
 	if o.limit < 0 {
 		return nil, fmt.Errorf("the limit of targets per member, %d, is negative", o.limit)
 	}
+	if o.seriesLimit < 0 {
+		return nil, fmt.Errorf("the limit of series per member, %d, is negative", o.seriesLimit)
+	}
+	ms := &measurements{avg: 1}
+	wrap := func(s strategyAllocator) Allocator { return newPinning(s, o.limit, o.seriesLimit, ms) }
 	var fallback strategyAllocator
 	switch o.fallback {
 	case "":
@@ -188,11 +235,13 @@ func New(strategy string, opts ...Option) (Allocator, error) {
 	}
 	switch strategy {
 	case ConsistentHashing, "":
-		return newPinning(newConsistentHashing(), o.limit), nil
+		return wrap(newConsistentHashing()), nil
 	case LeastWeighted:
-		return newPinning(newLeastWeighted(), o.limit), nil
+		return wrap(newLeastWeighted()), nil
 	case PerNode:
-		return newPinning(newPerNode(fallback), o.limit), nil
+		return wrap(newPerNode(fallback)), nil
+	case SeriesWeighted:
+		return wrap(newSeriesWeighted(ms)), nil
 	}
 	return nil, fmt.Errorf("unknown allocation strategy %q: valid strategies are %s",
 		strategy, strings.Join(Strategies(), ", "))
@@ -217,6 +266,8 @@ type strategyAllocator interface {
 	// overLimit counts the unassigned targets that a member could take but
 	// for the budget's room.
 	overLimit() int
+	// remeasure is called after the measurements changed.
+	remeasure()
 }
 
 // membersMover is a strategy that follows what its SetMembers moves.

@@ -18,10 +18,11 @@ func TestNew(t *testing.T) {
 		{ConsistentHashing, "", ConsistentHashing},
 		{LeastWeighted, "", LeastWeighted},
 		{PerNode, "", PerNode},
+		{SeriesWeighted, "", SeriesWeighted},
 		{PerNode, ConsistentHashing, PerNode},
 		{PerNode, LeastWeighted, PerNode},
 		{ConsistentHashing, LeastWeighted, ConsistentHashing}, // ignored, as in the Target Allocator
-		{"round-robin", "", `unknown allocation strategy "round-robin": valid strategies are consistent-hashing, least-weighted, per-node`},
+		{"round-robin", "", `unknown allocation strategy "round-robin": valid strategies are consistent-hashing, least-weighted, per-node, series-weighted`},
 		{PerNode, PerNode, `unknown allocation fallback strategy "per-node": valid fallback strategies are consistent-hashing, least-weighted, or none`},
 		{ConsistentHashing, "hashing", `unknown allocation fallback strategy "hashing": valid fallback strategies are consistent-hashing, least-weighted, or none`},
 	} {

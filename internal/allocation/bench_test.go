@@ -2,6 +2,7 @@ package allocation
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -250,4 +251,95 @@ func reportBalance(b *testing.B, a Allocator, n int) {
 	b.ReportMetric(float64(hi)/avg, "max/avg")
 	b.ReportMetric(float64(lo)/avg, "min/avg")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/target")
+}
+
+// BenchmarkSeriesWeighted times series-weighted at 100 000 targets of skewed
+// sizes (skewedWeights: five of 100 000 series, a thousand of 5 000 to
+// 20 000, the rest 10 to 510) over 100 members. measure: a rebalance on new
+// measurements that wobble by up to 2 % (nothing moves); rebalance: one on
+// measurements where one member's targets grew by half; join: a member
+// joining a balanced group. moved/ideal is the load that moved over the
+// newcomer's ideal share; max/avg and min/avg are the members' loads after.
+func BenchmarkSeriesWeighted(b *testing.B) {
+	const n, m = 100_000, 100
+	setup := func(b *testing.B) (Allocator, []Target, map[uint64]int64) {
+		a, targets := newSW(b, n, m)
+		weights := skewedWeights(targets, 5, 9)
+		a.Measure(reported(a, weights))
+		return a, targets, weights
+	}
+	report := func(b *testing.B, a Allocator, weights map[uint64]int64) {
+		load, own := loads(a, weights)
+		var total, k, lo, hi int64
+		for mb, l := range load {
+			if own[mb] {
+				continue
+			}
+			total, k = total+l, k+1
+			if lo == 0 || l < lo {
+				lo = l
+			}
+			hi = max(hi, l)
+		}
+		b.ReportMetric(float64(hi*k)/float64(total), "max/avg")
+		b.ReportMetric(float64(lo*k)/float64(total), "min/avg")
+	}
+	b.Run(fmt.Sprintf("targets=%d/members=%d/measure", n, m), func(b *testing.B) {
+		a, _, weights := setup(b)
+		r := rand.New(rand.NewPCG(1, 1))
+		var wobbled [2][]Measurement
+		for j := range wobbled {
+			for _, x := range reported(a, weights) {
+				x.Series += x.Series * (r.Int64N(41) - 20) / 1000
+				wobbled[j] = append(wobbled[j], x)
+			}
+		}
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			a.Measure(wobbled[i%2])
+			i++
+		}
+		report(b, a, weights)
+	})
+	b.Run(fmt.Sprintf("targets=%d/members=%d/rebalance", n, m), func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			a, targets, weights := setup(b)
+			grown := reported(a, weights)
+			victim, _ := a.MemberOf(targets[0].Hash)
+			for j := range grown {
+				if grown[j].Member == victim {
+					grown[j].Series += grown[j].Series / 2
+				}
+			}
+			b.StartTimer()
+			a.Measure(grown)
+		}
+	})
+	b.Run(fmt.Sprintf("targets=%d/members=%d/join", n, m), func(b *testing.B) {
+		var moved, ideal int64
+		var a Allocator
+		var weights map[uint64]int64
+		for b.Loop() {
+			b.StopTimer()
+			var targets []Target
+			a, targets, weights = setup(b)
+			before := memberMap(a, targets)
+			b.StartTimer()
+			if err := a.SetMembers(append(benchMembers(m), Member{Identity: "newcomer"})); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			moved, _ = movedLoad(before, memberMap(a, targets), weights)
+			var total int64
+			for _, w := range weights {
+				total += w
+			}
+			ideal = total / (m + 1)
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(moved)/float64(ideal), "moved/ideal")
+		report(b, a, weights)
+	})
 }

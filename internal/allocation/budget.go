@@ -11,9 +11,30 @@ import (
 // toward the strategy's balance (the pinned ones), and room is how many
 // targets the strategy may give each member before it reaches the limit.
 // A nil fixed means none; a nil room, no limit.
+//
+// For series-weighted, fixedSeries is the series load of the fixed targets
+// (nil: none) and seriesLimit the most series load a member may hold (0:
+// no limit).
 type budget struct {
-	fixed []int
-	room  []int
+	fixed       []int
+	room        []int
+	fixedSeries []int64
+	seriesLimit int64
+}
+
+func (b *budget) fixedSeriesOf(m int) int64 {
+	if b.fixedSeries == nil {
+		return 0
+	}
+	return b.fixedSeries[m]
+}
+
+// capOf is the most targets member m may hold, fixed ones included.
+func (b *budget) capOf(m int) int {
+	if b.room == nil {
+		return math.MaxInt
+	}
+	return b.room[m] + b.fixedOf(m)
 }
 
 func (b *budget) fixedOf(m int) int {

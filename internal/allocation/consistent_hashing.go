@@ -540,3 +540,6 @@ func (h *weakestFirst) down() {
 		i = l
 	}
 }
+
+// remeasure does nothing: the strategy balances targets, not series.
+func (x *consistentHashing) remeasure() {}

@@ -394,3 +394,6 @@ func (jl *jobLoad) recount() {
 		}
 	}
 }
+
+// remeasure does nothing: the strategy balances targets, not series.
+func (x *leastWeighted) remeasure() {}

@@ -126,3 +126,67 @@ func TestMovedByMembersOnlyWhereFollowed(t *testing.T) {
 		}
 	}
 }
+
+// With a series limit, a change of members cuts or restores targets of the
+// members whose series load changed, whatever their home: MovedByMembers
+// names those too.
+func TestMovedByMembersNamesEveryMovedTargetWithSeriesLimit(t *testing.T) {
+	a := mustNew(t, ConsistentHashing, WithSeriesLimit(1100))
+	r := rand.New(rand.NewPCG(7, 11))
+	pool := testMembers(14)
+	members := slices.Clone(pool[:10])
+	if err := a.SetMembers(members); err != nil {
+		t.Fatal(err)
+	}
+	targets := testTargets(400, "job")
+	a.SetTargets(targets)
+	ms := make([]Measurement, len(targets))
+	for i, tg := range targets {
+		ms[i] = Measurement{Hash: tg.Hash, Series: int64(1 + r.IntN(60))} // about 1200 a member of 10
+	}
+	a.Measure(ms)
+	movedInAll, overLimit := 0, 0
+	for round := range 40 {
+		before := membersOf(a, targets)
+		next := slices.Clone(members)
+		if op := r.IntN(2); op == 0 && len(next) < len(pool) { // a join
+			for _, m := range pool {
+				if !slices.ContainsFunc(next, func(n Member) bool { return n.Identity == m.Identity }) {
+					next = append(next, m)
+					break
+				}
+			}
+		} else if len(next) > 6 { // a leave
+			i := r.IntN(len(next))
+			next = slices.Delete(next, i, i+1)
+		}
+		if err := a.SetMembers(next); err != nil {
+			t.Fatal(err)
+		}
+		members = next
+		moved, ok := a.MovedByMembers()
+		if !ok {
+			continue // the leader asks every target: correct too
+		}
+		may := map[uint64]bool{}
+		for _, h := range moved {
+			may[h] = true
+		}
+		after := membersOf(a, targets)
+		for i, tg := range targets {
+			if before[i] != after[i] {
+				movedInAll++
+				if !may[tg.Hash] {
+					t.Fatalf("round %d: target %x moved from %q to %q, and MovedByMembers does not name it", round, tg.Hash, before[i], after[i])
+				}
+			}
+		}
+		overLimit += a.Counts().OverLimit
+	}
+	if movedInAll == 0 {
+		t.Fatal("no target ever moved: the test exercises nothing")
+	}
+	if overLimit == 0 {
+		t.Fatal("the series limit never bound: the test does not exercise it")
+	}
+}

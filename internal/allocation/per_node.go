@@ -283,3 +283,6 @@ func (p *perNode) Unassigned() []uint64 {
 	}
 	return out
 }
+
+// remeasure does nothing: the strategy balances targets, not series.
+func (x *perNode) remeasure() {}

@@ -1,6 +1,9 @@
 package allocation
 
-import "slices"
+import (
+	"maps"
+	"slices"
+)
 
 // pinning is the Allocator New returns: it places the pinned targets itself
 // and hands the others to the strategy, with a budget (budget.go) of what
@@ -20,12 +23,17 @@ import "slices"
 type pinning struct {
 	strategy strategyAllocator
 	limit    int // 0: none
-	members  memberSet
-	pins     map[uint64]*pin // every pinned target, by hash
-	budget   budget
-	cut      []uint64 // pinned targets over their member's limit
-	placed   int      // pinned targets on their member
-	absent   int      // pinned targets whose Pin names no member
+	// seriesLimit bounds each member's series load (0: none); seriesCut are
+	// the targets beyond it, which no member holds.
+	seriesLimit int64
+	seriesCut   map[uint64]bool
+	measured    *measurements
+	members     memberSet
+	pins        map[uint64]*pin // every pinned target, by hash
+	budget      budget
+	cut         []uint64 // pinned targets over their member's limit
+	placed      int      // pinned targets on their member
+	absent      int      // pinned targets whose Pin names no member
 
 	// moved are the targets the last SetMembers may have moved, movedOK
 	// whether the strategy follows them (MovedByMembers).
@@ -39,10 +47,69 @@ type pin struct {
 	kept   bool  // on its member, within the limit
 }
 
-func newPinning(s strategyAllocator, limit int) *pinning {
-	w := &pinning{strategy: s, limit: limit, pins: map[uint64]*pin{}}
+func newPinning(s strategyAllocator, limit int, seriesLimit int64, ms *measurements) *pinning {
+	w := &pinning{strategy: s, limit: limit, seriesLimit: seriesLimit, measured: ms, pins: map[uint64]*pin{}}
+	w.budget.seriesLimit = seriesLimit
 	s.setBudget(&w.budget)
 	return w
+}
+
+func (w *pinning) Measure(measurements []Measurement) {
+	w.measured.set(measurements)
+	w.place()
+	w.strategy.remeasure()
+	w.limitSeries()
+}
+
+// limitSeries finds the targets beyond each member's series limit: a member
+// keeps those that score it highest while they fit.
+func (w *pinning) limitSeries() {
+	w.seriesCut = nil
+	if w.seriesLimit == 0 {
+		return
+	}
+	for name, hashes := range w.assignment() {
+		var sum int64
+		for _, h := range hashes {
+			sum += w.measured.weight(h)
+		}
+		if sum <= w.seriesLimit {
+			continue
+		}
+		seed := w.members.seeds[w.members.index[name]]
+		score := func(h uint64) candidate { return candidate{mix(mix(h) ^ seed), h, 0} }
+		slices.SortFunc(hashes, func(a, b uint64) int {
+			if weaker(score(b), score(a)) {
+				return -1
+			}
+			return 1
+		})
+		sum = 0
+		for _, h := range hashes {
+			if x := w.measured.weight(h); sum+x <= w.seriesLimit {
+				sum += x
+				continue
+			}
+			if w.seriesCut == nil {
+				w.seriesCut = map[uint64]bool{}
+			}
+			w.seriesCut[h] = true
+		}
+	}
+}
+
+func (w *pinning) Weight(hash uint64) int64 { return w.measured.weight(hash) }
+
+func (w *pinning) SeriesLoads() map[string]int64 {
+	out := make(map[string]int64, w.members.len())
+	for name, hashes := range w.Assignment() {
+		var sum int64
+		for _, h := range hashes {
+			sum += w.measured.weight(h)
+		}
+		out[name] = sum
+	}
+	return out
 }
 
 func (w *pinning) Strategy() string { return w.strategy.Strategy() }
@@ -85,6 +152,22 @@ func (w *pinning) SetMembers(members []Member) error {
 		w.strategy.Update(toStrategy, fromStrategy)
 		w.moved = append(w.moved, w.strategy.Displaced()...)
 	}
+	wasCut := w.seriesCut
+	w.limitSeries()
+	if w.movedOK {
+		// The series limit cuts or restores targets of members whose load
+		// changed: those are moved too.
+		for h := range wasCut {
+			if !w.seriesCut[h] {
+				w.moved = append(w.moved, h)
+			}
+		}
+		for h := range w.seriesCut {
+			if !wasCut[h] {
+				w.moved = append(w.moved, h)
+			}
+		}
+	}
 	return nil
 }
 
@@ -98,6 +181,7 @@ func (w *pinning) MovedByMembers() ([]uint64, bool) {
 func (w *pinning) SetTargets(targets []Target) {
 	w.moved, w.movedOK = w.moved[:0], false
 	pinned, others := split(targets)
+	defer w.limitSeries()
 	if len(pinned) == 0 && len(w.pins) == 0 {
 		w.strategy.SetTargets(targets)
 		return
@@ -117,6 +201,7 @@ func (w *pinning) SetTargets(targets []Target) {
 func (w *pinning) Update(added []Target, removed []uint64) {
 	w.moved, w.movedOK = w.moved[:0], false
 	pinned, others := split(added)
+	defer w.limitSeries()
 	if len(pinned) == 0 && len(w.pins) == 0 {
 		w.strategy.Update(added, removed)
 		return
@@ -237,9 +322,15 @@ func (w *pinning) place() {
 			w.placed += len(ps)
 		}
 	}
-	w.budget.fixed = nil
+	w.budget.fixed, w.budget.fixedSeries = nil, nil
 	if w.placed > 0 {
 		w.budget.fixed = fixed
+		w.budget.fixedSeries = make([]int64, n)
+		for _, p := range w.pins {
+			if p.member >= 0 && p.kept {
+				w.budget.fixedSeries[p.member] += w.measured.weight(p.target.Hash)
+			}
+		}
 	}
 	w.budget.room = nil
 	if w.limit > 0 {
@@ -251,6 +342,9 @@ func (w *pinning) place() {
 }
 
 func (w *pinning) MemberOf(hash uint64) (string, bool) {
+	if w.seriesCut[hash] {
+		return "", false
+	}
 	if p, ok := w.pins[hash]; ok && p.member >= 0 {
 		if !p.kept {
 			return "", false
@@ -261,6 +355,17 @@ func (w *pinning) MemberOf(hash uint64) (string, bool) {
 }
 
 func (w *pinning) Assignment() map[string][]uint64 {
+	out := w.assignment()
+	if len(w.seriesCut) > 0 {
+		for name, hashes := range out {
+			out[name] = slices.DeleteFunc(hashes, func(h uint64) bool { return w.seriesCut[h] })
+		}
+	}
+	return out
+}
+
+// assignment is Assignment before the series limit.
+func (w *pinning) assignment() map[string][]uint64 {
 	out := w.strategy.Assignment()
 	for h, p := range w.pins {
 		if p.member >= 0 && p.kept {
@@ -271,12 +376,23 @@ func (w *pinning) Assignment() map[string][]uint64 {
 	return out
 }
 
-func (w *pinning) Unassigned() []uint64 { return append(w.strategy.Unassigned(), w.cut...) }
+func (w *pinning) Unassigned() []uint64 {
+	return append(append(w.strategy.Unassigned(), w.cut...), w.seriesCutList()...)
+}
 
-func (w *pinning) Displaced() []uint64 { return append(w.strategy.Displaced(), w.cut...) }
+func (w *pinning) Displaced() []uint64 {
+	return append(append(w.strategy.Displaced(), w.cut...), w.seriesCutList()...)
+}
+
+func (w *pinning) seriesCutList() []uint64 {
+	if len(w.seriesCut) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(w.seriesCut))
+}
 
 func (w *pinning) Counts() Counts {
-	c := Counts{OverLimit: len(w.cut) + w.strategy.overLimit(), Pinned: w.placed}
+	c := Counts{OverLimit: len(w.cut) + len(w.seriesCut) + w.strategy.overLimit(), Pinned: w.placed}
 	if w.members.len() > 0 {
 		c.PinnedToNonMember = w.absent
 	}

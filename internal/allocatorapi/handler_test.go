@@ -238,8 +238,8 @@ func TestStatusPage(t *testing.T) {
 	assert.Contains(t, body, "<th>Member (collector_id)</th><th>Endpoint</th><th>Node</th><th>Lease age</th><th>Job Count</th><th>Target Count</th>")
 	// c-1 has 2 targets in each of the 6 jobs, c-2 none; the test's view
 	// holds no member Leases.
-	assert.Contains(t, body, "<tr><td>c-1</td><td></td><td></td><td>(no Lease seen)</td><td>6</td><td>12</td></tr>")
-	assert.Contains(t, body, "<tr><td>c-2</td><td></td><td></td><td>(no Lease seen)</td><td>0</td><td>0</td></tr>")
+	assert.Contains(t, body, "<tr><td>c-1</td><td></td><td></td><td>(no Lease seen)</td><td>6</td><td>12</td><td>0</td></tr>")
+	assert.Contains(t, body, "<tr><td>c-2</td><td></td><td></td><td>(no Lease seen)</td><td>0</td><td>0</td><td>0</td></tr>")
 	assert.Contains(t, body, "with/slash")
 
 	_, body = get(t, h, "/targets")

@@ -7,8 +7,10 @@ package demotarget
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -166,4 +168,30 @@ func StartDemo() ([]*Target, error) {
 		targets = append(targets, t)
 	}
 	return targets, nil
+}
+
+// StartSeries serves a target that exposes n series of the gauge
+// demo_series, labelled i="0" to i="<n-1>": a target of a given size, for
+// the series-weighted strategy's tests.
+func StartSeries(addr string, n int) (*Target, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("demo target %s: %w", addr, err)
+	}
+	t := &Target{Addr: ln.Addr().String()}
+	var body strings.Builder
+	body.WriteString("# HELP demo_series one of the target's series\n# TYPE demo_series gauge\n")
+	for i := range n {
+		fmt.Fprintf(&body, "demo_series{i=\"%d\"} 1\n", i)
+	}
+	page := body.String()
+	t.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		t.mu.Lock()
+		t.scrapes = append(t.scrapes, time.Now())
+		t.mu.Unlock()
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_, _ = io.WriteString(w, page)
+	})}
+	go func() { _ = t.srv.Serve(ln) }()
+	return t, nil
 }

@@ -73,3 +73,16 @@ func TestNumberedTarget(t *testing.T) {
 	time.Sleep(time.Second)
 	assert.Equal(t, "scrape_number 2", number())
 }
+
+func TestSeriesTarget(t *testing.T) {
+	target, err := StartSeries("127.0.0.1:0", 250)
+	require.NoError(t, err)
+	defer target.Close()
+	resp, err := http.Get("http://" + target.Addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, 250, strings.Count(string(body), "\ndemo_series{"))
+	assert.Len(t, target.Scrapes(), 1)
+}

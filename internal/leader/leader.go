@@ -57,11 +57,28 @@ type Config struct {
 	// MaxTargetsPerMember is max_targets_per_collector: no member gets more
 	// targets; 0 sets no limit.
 	MaxTargetsPerMember int
-	Logger              *zap.Logger
+	// MaxSeriesPerMember is max_series_per_collector: no member gets a
+	// larger series load; 0 sets no limit.
+	MaxSeriesPerMember int64
+	// Series, when not nil, delivers what the members measured of their
+	// targets (report.Report's series), each time all of it: by member, by
+	// job, by target key, the series per scrape. See Series.
+	Series <-chan Series
+	// SeriesWait is how long a series-weighted term waits for every
+	// member's report before it serves its allocation: until then, the
+	// allocation is pending and the members answer from their copies, so
+	// that a new leader keeps the assignment its reports show rather than
+	// serve consistent hashing's in the meantime. 0 waits not at all.
+	SeriesWait time.Duration
+	Logger     *zap.Logger
 	// Registerer takes the term's discovery metrics: a registry of this
 	// term's own (see discovery.New); nil keeps them private.
 	Registerer prometheus.Registerer
 }
+
+// Series is what the members measured of their targets: by member, by job,
+// by target key (report.TargetKey), each target's series per scrape.
+type Series map[string]map[string]map[string]int64
 
 // Term is one leader's term.
 type Term struct {
@@ -82,7 +99,8 @@ func New(cfg Config) (*Term, error) {
 	if err != nil {
 		return nil, fmt.Errorf("service discovery: %w", err)
 	}
-	alloc, err := allocation.New(cfg.Strategy, allocation.WithFallback(cfg.Fallback), allocation.WithLimit(cfg.MaxTargetsPerMember))
+	alloc, err := allocation.New(cfg.Strategy, allocation.WithFallback(cfg.Fallback),
+		allocation.WithLimit(cfg.MaxTargetsPerMember), allocation.WithSeriesLimit(cfg.MaxSeriesPerMember))
 	if err != nil {
 		return nil, fmt.Errorf("allocation strategy: %w", err)
 	}
@@ -133,6 +151,15 @@ func (t *Term) Run(ctx context.Context) {
 		logger.Error("Cannot set members", zap.Error(err))
 	}
 	pending := t.cfg.Jobs != nil // the resources' jobs are still to come
+	// A series-weighted term waits for the members' reports (SeriesWait),
+	// keeping the latest until all are in.
+	var waitSeries <-chan time.Time
+	var waiting Series
+	if t.cfg.Strategy == allocation.SeriesWeighted && t.cfg.Series != nil && t.cfg.SeriesWait > 0 {
+		timer := time.NewTimer(t.cfg.SeriesWait)
+		defer timer.Stop()
+		waitSeries = timer.C
+	}
 	changed, cause, publish := time.Now(), shares.CauseMembers, true
 	var counts allocation.Counts // as last logged
 	deadline := time.NewTimer(time.Hour)
@@ -144,7 +171,7 @@ func (t *Term) Run(ctx context.Context) {
 		}
 		if publish {
 			a := s.allocation(t.cfg.Epoch, t.cfg.Identity)
-			a.Pending, a.Changed, a.Cause, a.Moved = pending, changed, cause, s.takeMoved()
+			a.Pending, a.Changed, a.Cause, a.Moved = pending || waitSeries != nil, changed, cause, s.takeMoved()
 			a.Handoffs = len(s.handoffs) + len(s.releases)
 			logger.Debug("Allocated targets", zap.Int("members", len(a.Members)), zap.Int("moved", a.Moved),
 				zap.Int("unreported", len(a.Unreported)), zap.Bool("pending", a.Pending), zap.Duration("took", time.Since(changed)))
@@ -195,6 +222,28 @@ func (t *Term) Run(ctx context.Context) {
 			changed, cause, publish = time.Now(), shares.CauseTargets, true
 			s.now = changed
 			s.setTargets(snap)
+		case series := <-t.cfg.Series:
+			changed, cause = time.Now(), shares.CauseMeasurements
+			s.now = changed
+			if waitSeries != nil && !reportedAll(series, s.names) {
+				// Measured in part, the assignment would move targets
+				// that the reports still to come place.
+				waiting, publish = series, false
+				continue
+			}
+			publish = s.measure(s.measurements(series))
+			if waitSeries != nil {
+				logger.Info("Every member reported its series: serving the allocation")
+				waitSeries, waiting, publish = nil, nil, true
+			}
+		case <-waitSeries:
+			logger.Warn("Not every member reported its series in time: serving the allocation", zap.Duration("waited", t.cfg.SeriesWait))
+			changed, cause = time.Now(), shares.CauseMeasurements
+			s.now = changed
+			if waiting != nil {
+				s.measure(s.measurements(waiting))
+			}
+			waitSeries, waiting, publish = nil, nil, true
 		case <-t.cfg.MembersChanged:
 			changed, cause = time.Now(), shares.CauseMembers
 			s.now = changed
@@ -207,6 +256,16 @@ func (t *Term) Run(ctx context.Context) {
 	}
 }
 
+// reportedAll reports whether every member has a report in series.
+func reportedAll(series Series, members []string) bool {
+	for _, m := range members {
+		if _, ok := series[m]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // logCounts logs the targets the placement limits concern, one line when
 // their number changes, and returns the counts.
 func (t *Term) logCounts(was allocation.Counts) allocation.Counts {
@@ -214,10 +273,11 @@ func (t *Term) logCounts(was allocation.Counts) allocation.Counts {
 	switch {
 	case c.OverLimit == was.OverLimit:
 	case c.OverLimit > 0:
-		logger.Warn("Targets are unassigned: every member that may take them holds max_targets_per_collector targets",
-			zap.Int("unassigned", c.OverLimit), zap.Int("max_targets_per_collector", t.cfg.MaxTargetsPerMember))
+		logger.Warn("Targets are unassigned: every member that may take them holds max_targets_per_collector targets or max_series_per_collector series",
+			zap.Int("unassigned", c.OverLimit), zap.Int("max_targets_per_collector", t.cfg.MaxTargetsPerMember),
+			zap.Int64("max_series_per_collector", t.cfg.MaxSeriesPerMember))
 	default:
-		logger.Info("No target is unassigned for max_targets_per_collector any more")
+		logger.Info("No target is unassigned for max_targets_per_collector or max_series_per_collector any more")
 	}
 	switch {
 	case c.PinnedToNonMember == was.PinnedToNonMember:

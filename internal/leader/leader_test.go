@@ -13,6 +13,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
@@ -152,4 +153,66 @@ func TestTermWaitsForResourceJobs(t *testing.T) {
 	}
 	assert.Empty(t, a.Unreported)
 	assert.Equal(t, []shares.JobCount{{Name: "serviceMonitor/ns/app/0", Targets: 2}, {Name: "static", Targets: 3}}, a.Summary().Jobs)
+}
+
+// A series-weighted term serves nothing (its allocations are pending)
+// until every member has reported its series, then serves the assignment
+// the reports show: a new leader keeps the previous one.
+func TestSeriesWeightedTermKeepsTheReportedAssignment(t *testing.T) {
+	members := memberList("m-0", "m-1", "m-2")
+	series := make(chan Series, 1)
+	term, err := New(Config{
+		Epoch: 3, Identity: "m-0",
+		Members:    func() []allocation.Member { return slices.Clone(members) },
+		Prometheus: staticConfig(t, 30, "a", "b"),
+		Filter:     discovery.FilterRelabelConfig,
+		Strategy:   allocation.SeriesWeighted,
+		Series:     series,
+		SeriesWait: time.Hour, // the reports come first
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go term.Run(ctx)
+
+	a := next(t, term)
+	for ; a.Summary().Targets < 60; a = next(t, term) {
+		require.True(t, a.Pending)
+	}
+	require.True(t, a.Pending, "served before the members reported")
+	// The previous leader's assignment: each target one member further
+	// than this term's own first answer, which it must not serve.
+	names := a.Members
+	wantMember := map[uint64]string{}
+	reports := Series{}
+	for i, m := range names {
+		prev := names[(i+1)%len(names)]
+		reports[prev] = map[string]map[string]int64{}
+		for _, job := range a.Jobs() {
+			reports[prev][job] = map[string]int64{}
+			for _, tg := range a.Share(job, m).Targets() {
+				reports[prev][job][report.TargetKey(tg.Labels())] = 100
+				wantMember[tg.Hash] = prev
+			}
+		}
+	}
+	series <- Series{"m-0": reports["m-0"]} // some, then all
+	series <- reports
+	b := next(t, term)
+	require.False(t, b.Pending)
+	assert.Equal(t, shares.CauseMeasurements, b.Cause)
+	require.Len(t, wantMember, 60)
+	for _, job := range b.Jobs() {
+		for _, m := range b.Members {
+			for _, tg := range b.Share(job, m).Targets() {
+				assert.Equal(t, wantMember[tg.Hash], m, "target %x", tg.Hash)
+			}
+		}
+	}
+	for _, mc := range b.Summary().Members {
+		assert.Equal(t, int64(100*mc.Targets), mc.Series, mc.Identity)
+	}
+	cancel()
+	for range term.Allocations() {
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
@@ -75,6 +76,21 @@ type state struct {
 	// fresh returns an allocator like alloc, empty: hot standby asks it
 	// where targets would go without a member.
 	fresh func() (allocation.Allocator, error)
+
+	// keys index each job's targets by report.TargetKey, for the jobs the
+	// members reported series of, until the job's targets change.
+	keys map[string]jobKeys
+	// lastSeries are the targets' last reported series.
+	lastSeries map[uint64]lastSeries
+	// series is each member's series load (allocation.SeriesLoads), kept
+	// up to date as targets enter and leave shares, and recomputed when
+	// the weights change.
+	series map[string]int64
+}
+
+type jobKeys struct {
+	targets []discovery.Target // the job's targets the index is of
+	index   map[string]int     // by target key: a position in targets
 }
 
 type jobState struct {
@@ -124,6 +140,7 @@ func newState(alloc allocation.Allocator, configs map[string]*promconfig.ScrapeC
 		releases:     map[uint64]*handoff{},
 		extra:        map[shareKey]map[uint64]shares.Target{},
 		extraChanged: map[shareKey]bool{},
+		series:       map[string]int64{},
 	}
 	return s, s.setScrapeConfigs(configs)
 }
@@ -262,6 +279,159 @@ func (s *state) place() (bool, error) {
 	return true, nil
 }
 
+// measurements turns the members' reports into the allocator's
+// measurements. A target that several members report (one that just
+// moved) is measured by its member, or else by the member of the smallest
+// name; keys of targets the state does not have are ignored; a target
+// that no member reports keeps the series it was last reported with.
+func (s *state) measurements(series Series) []allocation.Measurement {
+	if s.keys == nil {
+		s.keys = map[string]jobKeys{}
+	}
+	type seen struct {
+		at     int // in out
+		member string
+	}
+	var out []allocation.Measurement
+	first := map[uint64]seen{}
+	jobOf := map[string][]uint64{} // the reported targets, by job
+	for _, member := range slices.Sorted(maps.Keys(series)) {
+		for job, byKey := range series[member] {
+			js, ok := s.jobs[job]
+			if !ok {
+				continue
+			}
+			keys := s.jobKeys(job, js)
+			for key, n := range byKey {
+				i, ok := keys.index[key]
+				if !ok {
+					continue
+				}
+				m := allocation.Measurement{Hash: js.targets[i].Hash, Member: member, Series: n}
+				was, dup := first[m.Hash]
+				switch {
+				case !dup:
+					first[m.Hash] = seen{len(out), member}
+					out = append(out, m)
+					jobOf[job] = append(jobOf[job], m.Hash)
+				case was.member != memberName(s.names, js.members[i]) && member == memberName(s.names, js.members[i]):
+					out[was.at] = m
+					first[m.Hash] = seen{was.at, member}
+				}
+			}
+		}
+	}
+	for job, k := range s.keys {
+		if js, ok := s.jobs[job]; !ok || !sameSlice(k.targets, js.targets) {
+			delete(s.keys, job)
+		}
+	}
+	// A target that no report names now (it just moved: its old member
+	// no longer scrapes it, its new one has not reported it yet) keeps
+	// its last series, by no member, while the state has it.
+	if s.lastSeries == nil {
+		s.lastSeries = map[uint64]lastSeries{}
+	}
+	for h, last := range s.lastSeries {
+		if _, reported := first[h]; reported {
+			continue
+		}
+		js, ok := s.jobs[last.job]
+		if !ok {
+			delete(s.lastSeries, h)
+			continue
+		}
+		if _, found := slices.BinarySearchFunc(js.targets, h, func(t discovery.Target, h uint64) int { return cmp.Compare(t.Hash, h) }); !found {
+			delete(s.lastSeries, h)
+			continue
+		}
+		out = append(out, allocation.Measurement{Hash: h, Series: last.series})
+	}
+	for job, byJob := range jobOf {
+		for _, h := range byJob {
+			s.lastSeries[h] = lastSeries{job: job, series: out[first[h].at].Series}
+		}
+	}
+	return out
+}
+
+// lastSeries is a target's last reported series, and its job.
+type lastSeries struct {
+	job    string
+	series int64
+}
+
+// jobKeys returns the index of the job's targets by report.TargetKey,
+// built anew when they changed.
+func (s *state) jobKeys(job string, js *jobState) jobKeys {
+	if k, ok := s.keys[job]; ok && sameSlice(k.targets, js.targets) {
+		return k
+	}
+	k := jobKeys{targets: js.targets, index: make(map[string]int, len(js.targets))}
+	for i, t := range js.targets {
+		k.index[report.TargetKey(t.Element.Labels())] = i
+	}
+	s.keys[job] = k
+	return k
+}
+
+// measure hands the members' measurements to the allocator, moves the
+// targets whose member changed (make before break, see assign), and
+// reports whether any did or a member's series load changed (the status
+// shows it).
+func (s *state) measure(ms []allocation.Measurement) bool {
+	was := maps.Clone(s.series)
+	s.alloc.Measure(ms)
+	moved := s.refollow()
+	s.series = s.seriesLoads()
+	for m, n := range was {
+		if n != s.series[m] {
+			return true
+		}
+	}
+	for m, n := range s.series {
+		if n != was[m] {
+			return true
+		}
+	}
+	return moved
+}
+
+// seriesLoads sums each member's weights of the targets it holds in the
+// state: a target whose move is under way counts for its old member until
+// the move is made (enter and leave then move its weight).
+func (s *state) seriesLoads() map[string]int64 {
+	out := make(map[string]int64, len(s.names))
+	for _, js := range s.jobs {
+		for i, m := range js.members {
+			if m != unassigned {
+				out[s.names[m]] += s.alloc.Weight(js.targets[i].Hash)
+			}
+		}
+	}
+	return out
+}
+
+// refollow asks the allocator for every target's member, and begins the
+// move of those whose member changed (see assign); it reports whether any
+// move began or was made or a move under way was called off.
+func (s *state) refollow() bool {
+	changed := false
+	for name, js := range s.jobs {
+		for i, t := range js.targets {
+			was := memberName(s.names, js.members[i])
+			member, _ := s.alloc.MemberOf(t.Hash)
+			ho := s.handoffs[t.Hash]
+			if ho == nil && member == was || ho != nil && ho.to == member {
+				continue
+			}
+			s.assign(name, js, i, member)
+			changed = true
+		}
+	}
+	return changed
+}
+
 // setTargets brings the targets to those of snap.
 func (s *state) setTargets(snap discovery.Snapshot) {
 	type entry struct {
@@ -355,6 +525,8 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 		e.js.members[e.i] = s.memberIndex(member)
 		if !fresh[e.name] {
 			s.enter(e.name, member, t)
+		} else if member != "" {
+			s.series[member] += s.alloc.Weight(t.Hash) // its shares are built whole below
 		}
 	}
 	for name := range fresh {
@@ -448,12 +620,18 @@ func (s *state) shareDelta(job, member string) *shareDelta {
 }
 
 func (s *state) leave(job, member string, h uint64) {
+	if member != "" {
+		s.series[member] -= s.alloc.Weight(h)
+	}
 	d := s.shareDelta(job, member)
 	d.out[h] = struct{}{}
 	delete(d.in, h)
 }
 
 func (s *state) enter(job, member string, t discovery.Target) {
+	if member != "" {
+		s.series[member] += s.alloc.Weight(t.Hash)
+	}
 	s.shareDelta(job, member).in[t.Hash] = t
 }
 
@@ -494,6 +672,11 @@ func (s *state) allocation(epoch int, identity string) *shares.Allocation {
 	}
 	a := shares.New(epoch, identity, s.names, s.configs, jobs)
 	a.OverLimit = s.alloc.Counts().OverLimit
+	a.Series = make(map[string]int64, len(s.names))
+	for _, m := range s.names {
+		a.Series[m] = s.series[m]
+	}
+	maps.DeleteFunc(s.series, func(m string, n int64) bool { _, member := s.index[m]; return n == 0 && !member })
 	a.Unreported = make(map[string]bool)
 	for name, unreported := range s.unreported {
 		if _, ok := jobs[name]; ok && unreported {

@@ -11,10 +11,12 @@ import (
 
 	promconfig "github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/stretchr/testify/assert"
 
 	"github.com/embedded-ta/embedded-ta/internal/allocation"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
 	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 	"github.com/embedded-ta/embedded-ta/internal/shares/sharestest"
 )
@@ -222,9 +224,29 @@ func TestStateFollowsChanges(t *testing.T) {
 						if changed, err := s.setMembers(slices.Clone(ms)); err != nil || !changed {
 							t.Fatalf("leave: %v %v", changed, err)
 						}
+					case 5:
+						// Measurements of every target, by its member.
+						var ms []allocation.Measurement
+						for _, ts := range snap.Jobs {
+							for _, tg := range ts {
+								m, _ := alloc.MemberOf(tg.Hash)
+								ms = append(ms, allocation.Measurement{Hash: tg.Hash, Member: m, Series: int64(tg.Hash%1000 + 1)})
+							}
+						}
+						s.measure(ms)
 					default:
 						snap = f.change(0.1)
 						s.setTargets(snap)
+					}
+					// The series loads kept as targets move are the allocator's.
+					if got, want := s.allocation(1, "collector-0").Series, alloc.SeriesLoads(); !maps.Equal(got, want) {
+						t.Fatalf("step %d: series loads %v, the allocator's %v", step, got, want)
+					}
+					if strategy == allocation.SeriesWeighted {
+						// Its assignment depends on the previous one: check
+						// that the state serves its allocator's.
+						followsAllocator(t, s.allocation(1, "collector-0"), alloc, snap)
+						continue
 					}
 					if strategy == allocation.LeastWeighted {
 						// Its assignment depends on the order of events: check
@@ -241,6 +263,130 @@ func TestStateFollowsChanges(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// followsAllocator fails unless every target is served by the member its
+// allocator gives it, and by no other.
+func followsAllocator(t *testing.T, a *shares.Allocation, alloc allocation.Allocator, snap discovery.Snapshot) {
+	t.Helper()
+	checkServedOnce(t, a, snap)
+	for job, ts := range snap.Jobs {
+		served := map[uint64]string{}
+		for _, m := range append(slices.Clone(a.Members), "") {
+			for _, tg := range a.Share(job, m).Targets() {
+				served[tg.Hash] = m
+			}
+		}
+		for _, tg := range ts {
+			want, _ := alloc.MemberOf(tg.Hash)
+			if got, ok := served[tg.Hash]; !ok || got != want {
+				t.Fatalf("job %s: target %x served by %q (%v), its allocator's member is %q", job, tg.Hash, got, ok, want)
+			}
+		}
+	}
+}
+
+// Measurements reach the allocator: series-weighted moves targets so
+// that the members' series loads even out, the state serves the moves, and
+// the summary shows each member's series load.
+func TestStateMeasure(t *testing.T) {
+	alloc, err := allocation.New(allocation.SeriesWeighted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newState(alloc, map[string]*promconfig.ScrapeConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.setMembers(members(4)); err != nil {
+		t.Fatal(err)
+	}
+	f := newFleet(5, 2, 200)
+	snap := f.snapshot()
+	s.setTargets(snap)
+	a := s.allocation(1, "collector-0")
+	// Every target of collector-0 weighs ten times the others, as the
+	// members report them, by their share's labels; a stale report of
+	// collector-3's names collector-0's targets too, and is ignored for
+	// them, as is a key the leader does not know.
+	series := Series{}
+	for _, m := range a.Members {
+		series[m] = map[string]map[string]int64{}
+		for _, job := range a.Jobs() {
+			series[m][job] = map[string]int64{"00000000000000ff": 5}
+		}
+	}
+	for _, m := range a.Members {
+		for _, job := range a.Jobs() {
+			for _, tg := range a.Share(job, m).Targets() {
+				n := int64(100)
+				if m == "collector-0" {
+					n = 1000
+					series["collector-3"][job][report.TargetKey(tg.Labels())] = 1
+				}
+				series[m][job][report.TargetKey(tg.Labels())] = n
+			}
+		}
+	}
+	ms := s.measurements(series)
+	if len(ms) != 400 {
+		t.Fatalf("%d measurements, want one for each of the 400 targets", len(ms))
+	}
+	for _, m := range ms {
+		if want, _ := alloc.MemberOf(m.Hash); m.Member != want {
+			t.Fatalf("target %x measured by %s, its member is %s", m.Hash, m.Member, want)
+		}
+	}
+	if !s.measure(ms) {
+		t.Fatal("measure reported no change")
+	}
+	b := s.allocation(1, "collector-0")
+	followsAllocator(t, b, alloc, snap)
+	if s.takeMoved() == 0 {
+		t.Error("no target moved")
+	}
+	var total int64
+	for _, m := range b.Summary().Members {
+		total += m.Series
+	}
+	for _, m := range b.Summary().Members {
+		if m.Series*4*10 < total*9 || m.Series*4*10 > total*11 {
+			t.Errorf("member %s: series load %d of %d in all, want within 10 %% of the average", m.Identity, m.Series, total)
+		}
+	}
+	if a.Summary().Members[0].Series == b.Summary().Members[0].Series {
+		t.Error("the summary's series load did not change")
+	}
+	if s.measure(ms) {
+		t.Error("the same measurements again changed something")
+	}
+	// A member whose report leaves out its targets (they just moved to
+	// it) does not make them weigh the average: they keep their series.
+	weight := map[uint64]int64{}
+	for _, m := range ms {
+		weight[m.Hash] = m.Series
+	}
+	now := Series{}
+	for _, m := range b.Members {
+		now[m] = map[string]map[string]int64{}
+		for _, job := range b.Jobs() {
+			now[m][job] = map[string]int64{}
+			for _, tg := range b.Share(job, m).Targets() {
+				now[m][job][report.TargetKey(tg.Labels())] = weight[tg.Hash]
+			}
+		}
+	}
+	if s.measure(s.measurements(now)) {
+		t.Error("the members reporting the assignment they have changed something")
+	}
+	loads := b.Summary().Members
+	delete(now, b.Members[1])
+	if s.measure(s.measurements(now)) {
+		t.Errorf("a member that reports nothing moved targets or changed loads")
+	}
+	for i, m := range s.allocation(1, "collector-0").Summary().Members {
+		assert.Equal(t, loads[i].Series, m.Series, m.Identity)
 	}
 }
 

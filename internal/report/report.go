@@ -6,7 +6,7 @@
 //
 //	{"member": "otcta-collector-1", "fenced": true, "warm_within": "20s",
 //	 "warm": {"numbered": ["8d3f00a1b2c3d4e5"]}, "hot_standby": false,
-//	 "leaving": false}
+//	 "leaving": false, "series": {"numbered": {"51c0ffee00d4a7b9": 1234}}}
 package report
 
 import (
@@ -16,6 +16,9 @@ import (
 	"io"
 	"strconv"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/labels"
 )
 
 // MaxBytes bounds a report's body.
@@ -46,6 +49,27 @@ type Report struct {
 	// its targets away, make before break, and the member exports them
 	// until its share is empty.
 	Leaving bool `json:"leaving,omitempty"`
+	// Series holds, by job and by target key (TargetKey of the target's
+	// labels in the member's share), the series per scrape the member's
+	// last scrape of each target of its share gave (its
+	// scrape_samples_scraped): all of them, each time, so that a report
+	// replaces the member's previous one.
+	Series map[string]map[string]int64 `json:"series,omitempty"`
+}
+
+// TargetKey is how a report names a target of the member's share: 16 hex
+// digits of a hash of its labels as the share lists them (its discovered
+// labels, __address__ included), which the member and the leader both
+// have.
+func TargetKey(ls labels.Labels) string {
+	d := xxhash.New()
+	ls.Range(func(l labels.Label) {
+		_, _ = d.WriteString(l.Name)
+		_, _ = d.Write([]byte{0xff})
+		_, _ = d.WriteString(l.Value)
+		_, _ = d.Write([]byte{0xff})
+	})
+	return FormatHash(d.Sum64())
 }
 
 // Duration is a time.Duration written as Go writes it ("20s").
@@ -95,6 +119,18 @@ func (r Report) Validate() error {
 	}
 	if d := time.Duration(r.WarmWithin); d < 0 || d > maxWarmWithin {
 		errs = append(errs, fmt.Errorf("warm_within: %s must be from 0s to %s", d, maxWarmWithin))
+	}
+	for job, byKey := range r.Series {
+		for key, n := range byKey {
+			if _, err := ParseHash(key); err != nil {
+				errs = append(errs, fmt.Errorf("series[%q]: %w", job, err))
+				break
+			}
+			if n < 0 {
+				errs = append(errs, fmt.Errorf("series[%q][%q]: %d must not be negative", job, key, n))
+				break
+			}
+		}
 	}
 	for job, hashes := range r.Warm {
 		for _, h := range hashes {

@@ -240,8 +240,12 @@ type Allocation struct {
 	// releasing (exported by its old member one interval more).
 	Handoffs int
 	// OverLimit counts the unassigned targets that a member could take but
-	// for max_targets_per_collector (allocation.Counts).
+	// for max_targets_per_collector or max_series_per_collector
+	// (allocation.Counts).
 	OverLimit int
+	// Series is each member's series load (allocation.SeriesLoads), nil
+	// when not known.
+	Series map[string]int64
 
 	configs  *ScrapeConfigs
 	jobs     map[string]*Job
@@ -265,6 +269,8 @@ const (
 	// new member reported the target's first scrape, or its deadline
 	// passed) or began (its new member reported that it may warm it).
 	CauseHandoff Cause = "handoff"
+	// CauseMeasurements: the members measured other series per target.
+	CauseMeasurements Cause = "measurements"
 )
 
 // New returns an allocation of encoded scrape configs and jobs; it takes
@@ -348,7 +354,7 @@ type Summary struct {
 	Jobs    []JobCount    `json:"jobs"`
 	// Targets counts every target; Unassigned those no member may take,
 	// and OverLimit those of them that a member could take but for
-	// max_targets_per_collector.
+	// max_targets_per_collector or max_series_per_collector.
 	Targets    int `json:"targets"`
 	Unassigned int `json:"unassigned"`
 	OverLimit  int `json:"over_limit"`
@@ -360,6 +366,10 @@ type MemberCount struct {
 	// Jobs counts the jobs the member has targets in.
 	Jobs    int `json:"job_count"`
 	Targets int `json:"target_count"`
+	// Series is the member's series load: the series per scrape of its
+	// targets as the members measure them, a target not measured weighing
+	// the average of those that are.
+	Series int64 `json:"series"`
 }
 
 // JobCount is one job's size.
@@ -378,6 +388,7 @@ func (a *Allocation) Summary() Summary {
 		index := make(map[string]int, len(a.Members))
 		for i, m := range a.Members {
 			s.Members[i].Identity = m
+			s.Members[i].Series = a.Series[m]
 			index[m] = i
 		}
 		for i, name := range a.jobNames {

@@ -49,9 +49,9 @@ Page served by {{.Identity}}{{if .IsLeader}}, the leader{{end}}. <a href="/">Ove
 {{if .Age}}<text x="{{$.Chart.AgeX}}" y="15">{{.Age}}</text>{{end}}
 </g>
 {{end}}</svg>{{end}}
-{{if .Allocation}}<p>Series load per member is not known yet: the bars count targets only.</p>{{end}}
-<table><tr><th>Member (collector_id)</th><th>Endpoint</th><th>Node</th><th>Lease age</th><th>Job Count</th><th>Target Count</th></tr>
-{{range .Rows}}<tr><td>{{.Identity}}</td><td>{{.Endpoint}}</td><td>{{.Node}}</td><td>{{.LeaseAge}}</td>{{if .Counted}}<td>{{.Jobs}}</td><td>{{.Targets}}</td>{{else}}<td colspan="2">{{if $.Allocation}}not in the allocation yet{{else}}on the leader's page{{end}}</td>{{end}}</tr>
+{{if .Allocation}}<p>The bars count targets. Series load is the series per scrape of a member's targets, as the members measure them; a target not measured yet weighs the average of those that are, 1 while none is.</p>{{end}}
+<table><tr><th>Member (collector_id)</th><th>Endpoint</th><th>Node</th><th>Lease age</th><th>Job Count</th><th>Target Count</th><th>Series Load</th></tr>
+{{range .Rows}}<tr><td>{{.Identity}}</td><td>{{.Endpoint}}</td><td>{{.Node}}</td><td>{{.LeaseAge}}</td>{{if .Counted}}<td>{{.Jobs}}</td><td>{{.Targets}}</td><td>{{if not .Unassigned}}{{.Series}}{{end}}</td>{{else}}<td colspan="3">{{if $.Allocation}}not in the allocation yet{{else}}on the leader's page{{end}}</td>{{end}}</tr>
 {{end}}</table>
 {{if .Allocation}}<h2>Jobs</h2>
 <table><tr><th>Job</th><th>Target Count</th><th>Targets</th></tr>
@@ -80,6 +80,7 @@ type row struct {
 	MemberView
 	Leader, Counted, Unassigned bool
 	Jobs, Targets               int
+	Series                      int64
 }
 
 // chart draws the rows as horizontal bars, one a member, in SVG; lengths
@@ -136,7 +137,7 @@ func writePage(w http.ResponseWriter, d Document, reason string, code int) {
 				v = MemberView{Identity: c.Identity, LeaseAge: "(no Lease seen)"}
 			}
 			delete(views, c.Identity)
-			data.Rows = append(data.Rows, row{MemberView: v, Counted: true, Jobs: c.Jobs, Targets: c.Targets})
+			data.Rows = append(data.Rows, row{MemberView: v, Counted: true, Jobs: c.Jobs, Targets: c.Targets, Series: c.Series})
 		}
 	}
 	// Members whose Lease this member sees but the allocation does not count
@@ -152,7 +153,7 @@ func writePage(w http.ResponseWriter, d Document, reason string, code int) {
 	if a := d.Allocation; a != nil && a.Unassigned > 0 {
 		identity := "(unassigned)"
 		if a.OverLimit > 0 {
-			identity = fmt.Sprintf("(unassigned: %d over max_targets_per_collector)", a.OverLimit)
+			identity = fmt.Sprintf("(unassigned: %d over max_targets_per_collector or max_series_per_collector)", a.OverLimit)
 		}
 		data.Rows = append(data.Rows, row{MemberView: MemberView{Identity: identity}, Counted: true, Unassigned: true, Targets: a.Unassigned})
 	}

@@ -36,6 +36,7 @@ func testDocument(t *testing.T) (status.View, *shares.Allocation) {
 			target("c", "10.0.0.3:80", "g-1", 3), target("c", "10.0.0.4:80", "", 4)})
 	require.NoError(t, err)
 	a.Changed, a.Cause, a.Moved = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), shares.CauseMembers, 3
+	a.Series = map[string]int64{"g-0": 1200, "g-1": 345}
 	return view, a
 }
 
@@ -50,10 +51,10 @@ func TestPageShowsOneRowAMember(t *testing.T) {
 	body := rec.Body.String()
 	assert.Equal(t, "text/html; charset=utf-8", rec.Header().Get("Content-Type"))
 	for _, row := range []string{
-		"<tr><td>g-0</td><td>10.0.0.1:8080</td><td>n-0</td><td>1s</td><td>1</td><td>1</td></tr>",
-		"<tr><td>g-1</td><td>10.0.0.2:8080</td><td></td><td>2s</td><td>2</td><td>2</td></tr>",
-		"<tr><td>g-2</td><td></td><td></td><td>(no Lease seen)</td><td>0</td><td>0</td></tr>",
-		"<tr><td>(unassigned)</td><td></td><td></td><td></td><td>0</td><td>1</td></tr>",
+		"<tr><td>g-0</td><td>10.0.0.1:8080</td><td>n-0</td><td>1s</td><td>1</td><td>1</td><td>1200</td></tr>",
+		"<tr><td>g-1</td><td>10.0.0.2:8080</td><td></td><td>2s</td><td>2</td><td>2</td><td>345</td></tr>",
+		"<tr><td>g-2</td><td></td><td></td><td>(no Lease seen)</td><td>0</td><td>0</td><td>0</td></tr>",
+		"<tr><td>(unassigned)</td><td></td><td></td><td></td><td>0</td><td>1</td><td></td></tr>",
 		`<a href="/jobs/a%2Fb/targets">`,
 		`Made by g-0 in epoch 1 after a change of members that arrived at <time datetime="2026-05-01T12:00:00Z">2026-05-01T12:00:00Z</time>`,
 		"it changed the member of 3 targets.",
@@ -73,7 +74,7 @@ func TestPageShowsOneRowAMember(t *testing.T) {
 	a.OverLimit = 1 // the target no member may take is over max_targets_per_collector
 	rec = httptest.NewRecorder()
 	status.WritePage(rec, status.NewDocument(view, a))
-	assert.Contains(t, rec.Body.String(), "(unassigned: 1 over max_targets_per_collector)")
+	assert.Contains(t, rec.Body.String(), "(unassigned: 1 over max_targets_per_collector or max_series_per_collector)")
 }
 
 // A follower has no allocation: its page names the leader and where its page
@@ -167,7 +168,7 @@ func TestDocumentJSON(t *testing.T) {
 	assert.Equal(t, "members", alloc["cause"])
 	assert.Equal(t, 3.0, alloc["moved"])
 	assert.Equal(t, 0.0, alloc["over_limit"])
-	assert.Equal(t, map[string]any{"identity": "g-1", "job_count": 2.0, "target_count": 2.0}, alloc["members"].([]any)[1])
+	assert.Equal(t, map[string]any{"identity": "g-1", "job_count": 2.0, "target_count": 2.0, "series": 345.0}, alloc["members"].([]any)[1])
 
 	b, err = json.Marshal(status.NewDocument(view, nil))
 	require.NoError(t, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
@@ -45,6 +46,13 @@ import (
 // releasing target (shares.ReleasingLabel: moved away, exported one
 // interval more) passes as a target of the share.
 //
+// The fence also measures each target of the share, and each warming one:
+// the series its scrape gave (the stock receiver's scrape_samples_scraped,
+// which it adds to every scrape's data), which it hands to the extension
+// (Group.Measured) by the share's job and the target's key (report.TargetKey
+// of its labels in the share, without the warming and releasing marks), for
+// the leader.
+//
 // Before the member has any share, the share is empty: the stock receiver
 // has no target to scrape then either, since every target it has comes from
 // an answer of this member's API, which the extension has kept first.
@@ -55,14 +63,16 @@ type fence struct {
 	// warmed tells the leader that a warming target's data was seen: its
 	// job, and its hash (the value of shares.WarmingLabel).
 	warmed func(job, hash string)
-	logger *zap.Logger
+	// measured takes the series of a scrape of a target of the share.
+	measured func(job, target string, series int64)
+	logger   *zap.Logger
 
 	mu    sync.Mutex // one rebuild of the index at a time
 	index atomic.Pointer[shareIndex]
 }
 
 func newFence(next consumer.Metrics, group targetallocatorextension.Group, fenced metric.Int64Counter, logger *zap.Logger) (consumer.Metrics, error) {
-	f := &fence{next: next, shares: group.Shares, fenced: fenced, warmed: group.Warmed, logger: logger}
+	f := &fence{next: next, shares: group.Shares, fenced: fenced, warmed: group.Warmed, measured: group.Measured, logger: logger}
 	return consumer.NewMetrics(f.consume)
 }
 
@@ -72,12 +82,17 @@ func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 		return f.next.ConsumeMetrics(ctx, md)
 	}
 	idx := f.current()
-	if idx.holds(target) {
+	if held, ok := idx.find(target); ok {
+		f.measure(held.job, held.seriesKey, md)
 		return f.next.ConsumeMetrics(ctx, md)
+	}
+	w, warming := idx.warming(target)
+	if warming {
+		f.measure(w.job, w.seriesKey, md)
 	}
 	if dropped := dropValues(md); dropped > 0 {
 		f.fenced.Add(ctx, int64(dropped))
-		if w, ok := idx.warming(target); ok && f.warmed != nil && w.hash != shares.Standby {
+		if warming && f.warmed != nil && w.hash != shares.Standby {
 			f.warmed(w.job, w.hash)
 		}
 	}
@@ -85,6 +100,18 @@ func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 		return nil
 	}
 	return f.next.ConsumeMetrics(ctx, md) // staleness markers
+}
+
+// measure hands the series of one scrape's data of a target to the
+// extension, when it has them (and the target is known: seriesKey is
+// empty when the share could not be read).
+func (f *fence) measure(job, seriesKey string, md pmetric.Metrics) {
+	if f.measured == nil || seriesKey == "" {
+		return
+	}
+	if n, ok := seriesOf(md); ok {
+		f.measured(job, seriesKey, n)
+	}
 }
 
 // current returns the index of the share as it is now: rebuilt, from the
@@ -121,7 +148,7 @@ type shareIndex struct {
 	changed <-chan struct{}
 	// jobs are the targets of each job's share, and the ETag they are of.
 	jobs    map[string]jobTargets
-	targets map[targetKey][]labels.Labels
+	targets map[targetKey][]shareTarget
 	// warm are the warming targets: scraped, their data dropped.
 	warm map[targetKey][]warmingTarget
 	// open is set when a share cannot be read: then everything passes (a
@@ -139,13 +166,16 @@ type shareTarget struct {
 	labels labels.Labels
 	// hash is the value of shares.WarmingLabel when the target warms.
 	hash string
+	// job is the share's job, and seriesKey the target's key in reports
+	// (report.TargetKey of labels).
+	job, seriesKey string
 }
 
 // warmingTarget is a warming target: its labels (without
 // shares.WarmingLabel), its job and hash, as the leader knows them.
 type warmingTarget struct {
-	labels    labels.Labels
-	job, hash string
+	labels               labels.Labels
+	job, hash, seriesKey string
 }
 
 // targetKey is a target's job label (the job's name unless its labels set
@@ -155,7 +185,7 @@ type targetKey struct{ job, address string }
 // rebuild indexes own, reusing the targets of the jobs whose ETag has not
 // changed since idx.
 func (idx *shareIndex) rebuild(own targetallocatorextension.Shares, changed <-chan struct{}, logger *zap.Logger) *shareIndex {
-	next := &shareIndex{changed: changed, jobs: make(map[string]jobTargets, len(own)), targets: map[targetKey][]labels.Labels{}, warm: map[targetKey][]warmingTarget{}}
+	next := &shareIndex{changed: changed, jobs: make(map[string]jobTargets, len(own)), targets: map[targetKey][]shareTarget{}, warm: map[targetKey][]warmingTarget{}}
 	for job, share := range own {
 		if idx != nil && share.ETag != "" && idx.jobs[job].etag == share.ETag {
 			next.jobs[job] = idx.jobs[job]
@@ -172,10 +202,10 @@ func (idx *shareIndex) rebuild(own targetallocatorextension.Shares, changed <-ch
 	for job, jt := range next.jobs {
 		for _, t := range jt.targets {
 			if t.hash != "" {
-				next.warm[t.key] = append(next.warm[t.key], warmingTarget{labels: t.labels, job: job, hash: t.hash})
+				next.warm[t.key] = append(next.warm[t.key], warmingTarget{labels: t.labels, job: job, hash: t.hash, seriesKey: t.seriesKey})
 				continue
 			}
-			next.targets[t.key] = append(next.targets[t.key], t.labels)
+			next.targets[t.key] = append(next.targets[t.key], t)
 		}
 	}
 	return next
@@ -199,25 +229,58 @@ func shareTargets(job string, groups []httpsd.TargetGroup) []shareTarget {
 			hash := ls[shares.WarmingLabel]
 			delete(ls, shares.WarmingLabel)
 			delete(ls, shares.ReleasingLabel) // still this member's to export
-			out = append(out, shareTarget{key: key, labels: labels.FromMap(ls), hash: hash})
+			l := labels.FromMap(ls)
+			out = append(out, shareTarget{key: key, labels: l, hash: hash, job: job, seriesKey: report.TargetKey(l)})
 		}
 	}
 	return out
 }
 
-// holds reports whether target is one of the share's.
-func (idx *shareIndex) holds(target *scrape.Target) bool {
+// find returns the target of the share that target is, if it is one;
+// while a share cannot be read, every target is held (a zero shareTarget).
+func (idx *shareIndex) find(target *scrape.Target) (shareTarget, bool) {
 	if idx.open {
-		return true
+		return shareTarget{}, true
 	}
 	discovered := target.DiscoveredLabels(labels.NewBuilder(labels.EmptyLabels()))
 	key := targetKey{job: discovered.Get(model.JobLabel), address: discovered.Get(model.AddressLabel)}
-	for _, ls := range idx.targets[key] {
-		if sameTarget(ls, discovered) {
-			return true
+	for _, t := range idx.targets[key] {
+		if sameTarget(t.labels, discovered) {
+			return t, true
 		}
 	}
-	return false
+	return shareTarget{}, false
+}
+
+// scrapeSamplesScraped is the metric in which the stock receiver reports
+// how many samples a scrape gave.
+const scrapeSamplesScraped = "scrape_samples_scraped"
+
+// seriesOf returns the series one scrape's data gave: the value of its
+// scrape_samples_scraped; false without it.
+func seriesOf(md pmetric.Metrics) (int64, bool) {
+	rms := md.ResourceMetrics()
+	for i := range rms.Len() {
+		sms := rms.At(i).ScopeMetrics()
+		for j := range sms.Len() {
+			ms := sms.At(j).Metrics()
+			for k := range ms.Len() {
+				m := ms.At(k)
+				if m.Name() != scrapeSamplesScraped || m.Type() != pmetric.MetricTypeGauge || m.Gauge().DataPoints().Len() == 0 {
+					continue
+				}
+				dp := m.Gauge().DataPoints().At(0)
+				switch {
+				case dp.Flags().NoRecordedValue():
+					return 0, false
+				case dp.ValueType() == pmetric.NumberDataPointValueTypeDouble:
+					return int64(dp.DoubleValue()), true
+				}
+				return dp.IntValue(), true
+			}
+		}
+	}
+	return 0, false
 }
 
 // warming returns the warming target that target is, if it is one.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -28,6 +29,8 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 	"github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver/internal/metadata"
 	"github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver/internal/metadatatest"
@@ -417,4 +420,49 @@ func TestFenceWarmingTarget(t *testing.T) {
 	assert.Equal(t, 3+2, sink.DataPointCount(), "a standby's data passed")
 	assertFenced(t, tel, 3+1+4)
 	assert.Len(t, warmed, 1, "a standby's scrape was reported")
+}
+
+// The fence hands the extension each scrape's series of a target of the
+// share (its scrape_samples_scraped) by the key the leader computes from
+// the target's discovered labels, and nothing of a target outside it.
+func TestFenceMeasures(t *testing.T) {
+	discovered := labels.FromStrings("__address__", "10.0.0.1:80", "__meta_pod", "a", "__meta_port", "80")
+	element := httpsd.EncodeSorted(slices.Collect(func(yield func(labels.Label) bool) {
+		discovered.Range(func(l labels.Label) { yield(l) })
+	}))
+	share := shares.NewShare([]shares.Target{{Job: "pods", Member: "c-0", Hash: 1, Element: element}})
+	own := targetallocatorextension.Shares{"pods": allocatorapi.OwnShareOf(share.Answer())}
+	m := newMemberShares()
+	m.set(own)
+	sink := new(consumertest.MetricsSink)
+	f, _ := testFence(t, m, sink)
+	type measured struct {
+		job, key string
+		series   int64
+	}
+	var got []measured
+	f.measured = func(job, key string, series int64) { got = append(got, measured{job, key, series}) }
+
+	withSamples := func(md pmetric.Metrics, n float64) pmetric.Metrics {
+		g := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().AppendEmpty()
+		g.SetName("scrape_samples_scraped")
+		g.SetEmptyGauge().DataPoints().AppendEmpty().SetDoubleValue(n)
+		return md
+	}
+	inShare := stockTarget(t, "pods", map[string]string{"__address__": "10.0.0.1:80", "__meta_pod": "a", "__meta_port": "80"}, nil)
+	consume(t, f, inShare, withSamples(scrapeData("pods", "10.0.0.1:80", 3, 0), 1234))
+	consume(t, f, inShare, scrapeData("pods", "10.0.0.1:80", 0, 2)) // markers only: no scrape_samples_scraped
+	outside := stockTarget(t, "pods", map[string]string{"__address__": "10.0.0.9:80"}, nil)
+	consume(t, f, outside, withSamples(scrapeData("pods", "10.0.0.9:80", 3, 0), 99))
+	assert.Equal(t, []measured{{"pods", report.TargetKey(element.Labels()), 1234}}, got)
+
+	// A warming target is measured too, by the key of its labels without
+	// the warming mark (those the leader discovered): its data is dropped.
+	got = nil
+	warming := map[string]string{"__address__": "10.0.0.1:80", "__meta_pod": "a", "__meta_port": "80", shares.WarmingLabel: "00000000000000aa"}
+	m.set(ownShares(t, shareOf{"pods": {warming}}))
+	before := sink.DataPointCount()
+	consume(t, f, stockTarget(t, "pods", warming, nil), withSamples(scrapeData("pods", "10.0.0.1:80", 3, 0), 77))
+	assert.Equal(t, before, sink.DataPointCount(), "a warming target's data passed")
+	assert.Equal(t, []measured{{"pods", report.TargetKey(element.Labels()), 77}}, got)
 }

@@ -35,6 +35,7 @@ type TelemetryBuilder struct {
 	TargetallocatorLeader                   metric.Int64Gauge
 	TargetallocatorLeaderChanges            metric.Int64Counter
 	TargetallocatorMembers                  metric.Int64Gauge
+	TargetallocatorSeriesPerMember          metric.Int64Gauge
 	TargetallocatorTargets                  metric.Int64Gauge
 	TargetallocatorTargetsMoved             metric.Int64Counter
 	TargetallocatorTargetsOverLimit         metric.Int64Gauge
@@ -169,6 +170,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithUnit("{member}"),
 	)
 	errs = errors.Join(errs, err)
+	builder.TargetallocatorSeriesPerMember, err = builder.meter.Int64Gauge(
+		"otelcol_targetallocator_series_per_member",
+		metric.WithDescription("Series load the leader assigned to each member. [Development]"),
+		metric.WithUnit("{series}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.TargetallocatorTargets, err = builder.meter.Int64Gauge(
 		"otelcol_targetallocator_targets",
 		metric.WithDescription("Targets the leader discovered and kept after the filter. [Development]"),
@@ -183,7 +190,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.TargetallocatorTargetsOverLimit, err = builder.meter.Int64Gauge(
 		"otelcol_targetallocator_targets_over_limit",
-		metric.WithDescription("Unassigned targets that a member could take but for max_targets_per_collector. [Development]"),
+		metric.WithDescription("Unassigned targets that a member could take but for max_targets_per_collector or max_series_per_collector. [Development]"),
 		metric.WithUnit("{target}"),
 	)
 	errs = errors.Join(errs, err)

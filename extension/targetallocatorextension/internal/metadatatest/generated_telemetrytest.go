@@ -124,6 +124,20 @@ func AssertEqualTargetallocatorMembers(t *testing.T, tt *componenttest.Telemetry
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualTargetallocatorSeriesPerMember(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_targetallocator_series_per_member",
+		Description: "Series load the leader assigned to each member. [Development]",
+		Unit:        "{series}",
+		Data: metricdata.Gauge[int64]{
+			DataPoints: dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_targetallocator_series_per_member")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualTargetallocatorTargets(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_targetallocator_targets",
@@ -157,7 +171,7 @@ func AssertEqualTargetallocatorTargetsMoved(t *testing.T, tt *componenttest.Tele
 func AssertEqualTargetallocatorTargetsOverLimit(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_targetallocator_targets_over_limit",
-		Description: "Unassigned targets that a member could take but for max_targets_per_collector. [Development]",
+		Description: "Unassigned targets that a member could take but for max_targets_per_collector or max_series_per_collector. [Development]",
 		Unit:        "{target}",
 		Data: metricdata.Gauge[int64]{
 			DataPoints: dps,

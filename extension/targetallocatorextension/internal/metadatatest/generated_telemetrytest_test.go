@@ -36,6 +36,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.TargetallocatorLeader.Record(context.Background(), 1)
 	tb.TargetallocatorLeaderChanges.Add(context.Background(), 1)
 	tb.TargetallocatorMembers.Record(context.Background(), 1)
+	tb.TargetallocatorSeriesPerMember.Record(context.Background(), 1)
 	tb.TargetallocatorTargets.Record(context.Background(), 1)
 	tb.TargetallocatorTargetsMoved.Add(context.Background(), 1)
 	tb.TargetallocatorTargetsOverLimit.Record(context.Background(), 1)
@@ -60,6 +61,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualTargetallocatorMembers(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualTargetallocatorSeriesPerMember(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualTargetallocatorTargets(t, testTel,
