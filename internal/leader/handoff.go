@@ -39,10 +39,12 @@ import (
 // A member that reports it is leaving gets no targets from the allocator
 // but keeps exporting its share until each target's hand-off is made.
 
-// waitForReport bounds how long a move waits for its new member to report
-// that it fences: a member that has just joined reports within seconds, a
-// member whose receiver is the stock one never does.
-const waitForReport = 20 * time.Second
+// waitForReport bounds how long after a member joined (or the term began)
+// a move to it waits for its report that it fences: a member whose
+// receiver is prometheus_allocated reports within a second or two of
+// joining, one whose receiver is the stock one never does, and gets its
+// targets by plain moves from then on.
+const waitForReport = 5 * time.Second
 
 // defaultWarmWithin is the warm_within of a member that reports none.
 const defaultWarmWithin = 45 * time.Second
@@ -80,15 +82,28 @@ func (s *state) assign(job string, js *jobState, i int, member string) {
 		return
 	}
 	facts, reported := s.facts[member]
-	if !s.handoff || was == "" || member == "" || reported && !facts.fenced {
+	waitUntil := s.joined[member].Add(waitForReport)
+	if !s.handoff || !s.anyFenced() || was == "" || member == "" || reported && !facts.fenced || !reported && !waitUntil.After(s.now) {
 		s.move(job, js, i, member)
 		return
 	}
-	ho := &handoff{job: job, from: was, to: member, deadline: s.now.Add(waitForReport)}
+	ho := &handoff{job: job, from: was, to: member, deadline: waitUntil}
 	s.handoffs[t.Hash] = ho
 	if facts.fenced {
 		s.warm(t, ho)
 	}
+}
+
+// anyFenced reports whether a member has reported that it fences: in a
+// group where none has (every receiver the stock one), moves are made at
+// once, as before make before break.
+func (s *state) anyFenced() bool {
+	for _, f := range s.facts {
+		if f.fenced {
+			return true
+		}
+	}
+	return false
 }
 
 // move moves the target at i of job to member at once.
@@ -151,7 +166,9 @@ func (s *state) complete(h uint64, ho *handoff) {
 		return
 	}
 	s.move(ho.job, js, i, ho.to)
-	if interval := s.intervals[ho.job]; interval > 0 {
+	// Only a member that fences its data releases: one whose receiver is
+	// the stock one would export what it scrapes.
+	if interval := s.intervals[ho.job]; interval > 0 && s.facts[ho.from].fenced {
 		if rel := s.releases[h]; rel != nil {
 			s.release(h, rel)
 		}

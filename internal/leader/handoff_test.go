@@ -462,3 +462,49 @@ func TestHotStandby(t *testing.T) {
 		}
 	}
 }
+
+// A member that has not reported within waitForReport of joining (a stock
+// receiver's) gets its targets by plain moves from then on.
+func TestHandoffStopsWaitingForASilentMember(t *testing.T) {
+	ms := append(members(3), allocation.Member{Identity: "stock"})
+	g := newHandoffGroup(t, 60, ms[:3])
+	_, err := g.s.setMembers(ms)
+	require.NoError(t, err)
+	g.publish()
+	require.False(t, g.deadlineTo("stock").IsZero())
+	g.s.now = g.s.now.Add(waitForReport)
+	changed, _ := g.s.expire()
+	require.True(t, changed)
+	g.publish()
+	assert.True(t, g.deadlineTo("stock").IsZero())
+
+	// A later change moves targets to it at once.
+	owned := func() int { return len(g.last.Share(handoffJob, "stock").Targets()) }
+	before := owned()
+	_, err = g.s.setMembers(slices.Delete(slices.Clone(ms), 2, 3))
+	require.NoError(t, err)
+	g.publish()
+	assert.Greater(t, owned(), before, "no target moved to it")
+	assert.True(t, g.deadlineTo("stock").IsZero(), "a move waits for a member that never reports")
+	assert.Empty(t, g.warming()["stock"])
+}
+
+// In a group where no member fences (every receiver the stock one, or
+// none), moves are made at once, as without make before break.
+func TestHandoffNoneInAGroupWithoutFences(t *testing.T) {
+	alloc, err := allocation.New(allocation.ConsistentHashing)
+	require.NoError(t, err)
+	s, err := newState(alloc, map[string]*promconfig.ScrapeConfig{handoffJob: {JobName: handoffJob}})
+	require.NoError(t, err)
+	s.handoff, s.now = true, time.Unix(1000, 0)
+	ms := members(3)
+	_, err = s.setMembers(ms)
+	require.NoError(t, err)
+	s.setTargets(newFleet(7, 1, 60).snapshot())
+	s.allocation(1, "collector-0")
+	s.takeMoved()
+	_, err = s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
+	require.NoError(t, err)
+	assert.Positive(t, s.takeMoved(), "the join moved nothing at once")
+	assert.Empty(t, s.handoffs)
+}

@@ -73,6 +73,9 @@ type state struct {
 	// and standbyChanged is set when a member's hot_standby changed.
 	standby        map[shareKey]map[uint64]shares.Target
 	standbyChanged bool
+	// joined is when each member was first seen in this term (its start
+	// for the members there then).
+	joined map[string]time.Time
 	// fresh returns an allocator like alloc, empty: hot standby asks it
 	// where targets would go without a member.
 	fresh func() (allocation.Allocator, error)
@@ -136,6 +139,7 @@ func newState(alloc allocation.Allocator, configs map[string]*promconfig.ScrapeC
 		delta:        map[shareKey]*shareDelta{},
 		unreported:   map[string]bool{},
 		facts:        map[string]memberFacts{},
+		joined:       map[string]time.Time{},
 		handoffs:     map[uint64]*handoff{},
 		releases:     map[uint64]*handoff{},
 		extra:        map[shareKey]map[uint64]shares.Target{},
@@ -187,6 +191,15 @@ func (s *state) job(name string) *jobState {
 // member changed or a move began (see place).
 func (s *state) setMembers(members []allocation.Member) (bool, error) {
 	s.all = slices.SortedFunc(slices.Values(members), func(a, b allocation.Member) int { return strings.Compare(a.Identity, b.Identity) })
+	seen := make(map[string]time.Time, len(s.all))
+	for _, m := range s.all {
+		if at, ok := s.joined[m.Identity]; ok {
+			seen[m.Identity] = at
+		} else {
+			seen[m.Identity] = s.now
+		}
+	}
+	s.joined = seen
 	return s.place()
 }
 
