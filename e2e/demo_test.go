@@ -143,6 +143,7 @@ func TestDemoScenario(t *testing.T) {
 	for _, p := range procs {
 		assert.Positive(t, perReplica[p.name], "%s scrapes nothing", p.name)
 	}
+	assertWithinOne(t, procs, perReplica)
 	var merged []string
 	for _, p := range procs {
 		l, err := exported(p)
@@ -157,6 +158,60 @@ func TestDemoScenario(t *testing.T) {
 		assert.Contains(t, merged, fmt.Sprintf(`target_info{instance="%s",job="%s",server_port="%s",url_scheme="http"} 1`, instance, job, port))
 	}
 	t.Logf("measured: series per replica %v; merged listing:\n%s", perReplica, strings.Join(merged, "\n"))
+}
+
+// assertWithinOne asserts that every replica scrapes within one target of
+// every other, as the default strategy's balance across jobs promises where
+// the counts are small.
+func assertWithinOne(t *testing.T, procs []*process, perReplica map[string]int) {
+	t.Helper()
+	var counts []int
+	for _, p := range procs {
+		counts = append(counts, perReplica[p.name])
+	}
+	assert.LessOrEqual(t, slices.Max(counts)-slices.Min(counts), 1, "targets per replica %v", perReplica)
+}
+
+// Many jobs of one target each, as when every exporter has a job of its
+// own: the default strategy balances the members' totals, not each job, so
+// 14 one-target jobs over 4 replicas end 3 or 4 a replica, every target
+// scraped by exactly one.
+func TestManyOneTargetJobsBalance(t *testing.T) {
+	const jobs, replicas = 14, 4
+	var want []string
+	var configs strings.Builder
+	for i := range jobs {
+		addr := fmt.Sprintf("127.0.0.5:%d", 9090+i)
+		target, err := demotarget.Start(addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = target.Close() })
+		job := fmt.Sprintf("exporter%02d", i)
+		want = append(want, job+" "+addr)
+		fmt.Fprintf(&configs, "        - job_name: %s\n          static_configs: [{targets: [%q]}]\n          metric_relabel_configs: *keep\n", job, addr)
+	}
+	slices.Sort(want)
+	base, err := os.ReadFile(replicaConfig)
+	require.NoError(t, err)
+	// The demo's six jobs make way for the many: the first keeps the
+	// &keep anchor the others refer to.
+	jobsRE := regexp.MustCompile(`(?s)        - job_name: otc0\n.*?regex: up\|TargetAllocator\.\*\n              action: keep\n(        - job_name: otc.*?metric_relabel_configs: \*keep\n)+`)
+	require.Regexp(t, jobsRE, string(base), "the demo's jobs in %s", replicaConfig)
+	first := strings.Replace(configs.String(), "metric_relabel_configs: *keep\n", "metric_relabel_configs: &keep\n            - source_labels: [__name__]\n              regex: up|TargetAllocator.*\n              action: keep\n", 1)
+	cfg := jobsRE.ReplaceAllLiteralString(string(base), first)
+	path := filepath.Join(t.TempDir(), "many-jobs.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+
+	ns := controlPlane.Namespace(t)
+	kubeconfig := kubetest.WriteKubeconfig(t, controlPlane.Config, ns)
+	procs := startGroup(t, kubeconfig, "otcta-collector", replicas, path, fast...)
+	settled(t, procs, 60*time.Second)
+	owners := union(t, procs, want, 60*time.Second)
+	perReplica := map[string]int{}
+	for _, o := range owners {
+		perReplica[o]++
+	}
+	assertWithinOne(t, procs, perReplica)
+	t.Logf("measured: %d one-target jobs over %d replicas: targets per replica %v", jobs, replicas, perReplica)
 }
 
 // The problem of a second Target Allocator: a second group in the same namespace
