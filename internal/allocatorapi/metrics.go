@@ -24,6 +24,8 @@ const (
 	metricTimeToAllocate        = "opentelemetry_allocator_time_to_allocate"
 	metricTargetsRemaining      = "opentelemetry_allocator_targets_remaining"
 	metricTargetsUnassigned     = "opentelemetry_allocator_targets_unassigned"
+	// Not the TA's: each member's series load, named as its metrics are.
+	metricSeriesPerCollector = "opentelemetry_allocator_series_per_collector"
 	// The TA's counter opentelemetry_allocator_events, with the suffix its
 	// OpenTelemetry SDK exporter gives a counter.
 	metricEvents         = "opentelemetry_allocator_events_total"
@@ -138,6 +140,8 @@ var (
 		"Number of collectors discovered.", nil, nil)
 	descTargetsRemaining = prometheus.NewDesc(metricTargetsRemaining,
 		"Number of targets kept after filtering.", nil, nil)
+	descSeriesPerCollector = prometheus.NewDesc(metricSeriesPerCollector,
+		"The series per scrape of each collector's targets, as the members measure them.", []string{"collector_name", "strategy"}, nil)
 	descTargetsUnassigned = prometheus.NewDesc(metricTargetsUnassigned,
 		"Number of targets that could not be assigned due to missing node label.", nil, nil)
 	descProcessTargets = prometheus.NewDesc(metricProcessTargets,
@@ -146,7 +150,7 @@ var (
 
 func (c *allocationCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descTargets, descTargetsPerCollector, descCollectorsAllocatable,
-		descCollectorsDiscovered, descTargetsRemaining, descTargetsUnassigned, descProcessTargets} {
+		descCollectorsDiscovered, descTargetsRemaining, descTargetsUnassigned, descProcessTargets, descSeriesPerCollector} {
 		ch <- d
 	}
 }
@@ -169,6 +173,9 @@ func (c *allocationCollector) Collect(ch chan<- prometheus.Metric) {
 	sum := a.Summary()
 	for _, m := range sum.Members {
 		gauge(descTargetsPerCollector, m.Targets, m.Identity, c.src.Strategy)
+		if a.Series != nil { // the members have measured their targets
+			gauge(descSeriesPerCollector, int(m.Series), m.Identity, c.src.Strategy)
+		}
 	}
 	gauge(descTargetsRemaining, sum.Targets)
 	gauge(descTargetsUnassigned, sum.Unassigned)

@@ -139,3 +139,21 @@ func TestMetricsOfAPendingAllocation(t *testing.T) {
 	assert.NotContains(t, families, "opentelemetry_allocator_targets_remaining")
 	assert.NotContains(t, families, "opentelemetry_allocator_targets_per_collector")
 }
+
+// Once the members have measured their targets, each one's series load is
+// a gauge beside its target count.
+func TestMetricsOfSeriesLoads(t *testing.T) {
+	a := testAllocation(t)
+	m := NewMetrics(MetricsSource{Source: &source{identity: "c-0", allocation: a}, Strategy: "series-weighted"})
+	assert.NotContains(t, scrape(t, m), "opentelemetry_allocator_series_per_collector", "nothing measured yet")
+
+	measured := testAllocation(t)
+	measured.Series = map[string]int64{"c-0": 1200, "c-1": 35, "c-2": 0}
+	m = NewMetrics(MetricsSource{Source: &source{identity: "c-0", allocation: measured}, Strategy: "series-weighted"})
+	f := scrape(t, m)["opentelemetry_allocator_series_per_collector"]
+	if assert.NotNil(t, f) {
+		assert.Equal(t, dto.MetricType_GAUGE, f.GetType())
+		assert.Equal(t, map[string]float64{"collector_name=c-0,strategy=series-weighted": 1200,
+			"collector_name=c-1,strategy=series-weighted": 35, "collector_name=c-2,strategy=series-weighted": 0}, series(f))
+	}
+}
