@@ -264,7 +264,7 @@ func TestFollowerStatusPage(t *testing.T) {
 	resp, body = get(t, h, "/")
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	assert.Contains(t, resp.Header.Get("Content-Type"), "text/html")
-	assert.Contains(t, body, "the leader, c-0, serves it on its status page at <code>"+src.leader+"</code>")
+	assert.Contains(t, body, "the leader, c-0, serves it and its recent allocations on its status page at <code>"+src.leader+"</code>")
 	assert.Contains(t, body, "This page is not the leader's: no leader answers")
 	assert.Contains(t, body, "<text x=\"0\" y=\"15\">c-0 (leader)</text>")
 	assert.Contains(t, body, "<text x=\"0\" y=\"15\">c-1</text>")

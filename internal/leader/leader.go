@@ -30,6 +30,10 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
+// recentAllocations is how many allocations of its term a leader keeps the
+// summaries of (shares.Allocation.Recent), for the status page.
+const recentAllocations = 10
+
 // Config is what a term needs.
 type Config struct {
 	// Epoch is the term's leadership epoch and Identity the leader's: every
@@ -162,6 +166,7 @@ func (t *Term) Run(ctx context.Context) {
 	}
 	changed, cause, publish := time.Now(), shares.CauseMembers, true
 	var counts allocation.Counts // as last logged
+	recent := shares.NewRecent(recentAllocations)
 	deadline := time.NewTimer(time.Hour)
 	defer deadline.Stop()
 	for {
@@ -173,6 +178,7 @@ func (t *Term) Run(ctx context.Context) {
 			a := s.allocation(t.cfg.Epoch, t.cfg.Identity)
 			a.Pending, a.Changed, a.Cause, a.Moved = pending || waitSeries != nil, changed, cause, s.takeMoved()
 			a.Handoffs = len(s.handoffs) + len(s.releases)
+			a.Recent = recent.Add(shares.RecentAllocation{Changed: changed, Made: time.Now(), Cause: cause, Moved: a.Moved, Handoffs: a.Handoffs})
 			logger.Debug("Allocated targets", zap.Int("members", len(a.Members)), zap.Int("moved", a.Moved),
 				zap.Int("unreported", len(a.Unreported)), zap.Bool("pending", a.Pending), zap.Duration("took", time.Since(changed)))
 			counts = t.logCounts(counts)

@@ -57,7 +57,8 @@ func memberList(names ...string) []allocation.Member {
 
 // A term sends a pending allocation first (scrape configs, no shares), then
 // one per change, each of the term's epoch; a change of members moves
-// targets to the newcomer; the channel closes when the term ends.
+// targets to the newcomer; each carries the recent allocations, newest
+// first; the channel closes when the term ends.
 func TestTermSendsAllocations(t *testing.T) {
 	members := memberList("m-0", "m-1")
 	changed := make(chan struct{}, 1)
@@ -98,6 +99,14 @@ func TestTermSendsAllocations(t *testing.T) {
 	sum := b.Summary()
 	assert.Positive(t, sum.Members[2].Targets, "the newcomer gets targets")
 	assert.Equal(t, sum.Members[2].Targets, b.Moved, "only the newcomer's targets moved")
+	require.NotEmpty(t, b.Recent)
+	last := b.Recent[0]
+	assert.Equal(t, shares.RecentAllocation{Changed: b.Changed, Made: last.Made, Cause: b.Cause, Moved: b.Moved, Handoffs: b.Handoffs}, last,
+		"the recent allocations begin with this one")
+	assert.False(t, last.Made.Before(last.Changed), "an allocation is made after its change arrived")
+	assert.Contains(t, b.Recent[1:], a.Recent[0], "and go on with the earlier ones")
+	assert.LessOrEqual(t, len(b.Recent), recentAllocations)
+	assert.Equal(t, 10, recentAllocations, "the extension's README says the last 10")
 	for _, job := range []string{"a", "b"} {
 		for _, m := range []string{"m-0", "m-1"} {
 			for _, target := range b.Share(job, m).Targets() {

@@ -239,6 +239,9 @@ type Allocation struct {
 	// under way: waiting for its new member's report, warming, or
 	// releasing (exported by its old member one interval more).
 	Handoffs int
+	// Recent summarises the term's last allocations, this one first
+	// (Recent.Add). Never modified once published.
+	Recent []RecentAllocation
 	// OverLimit counts the unassigned targets that a member could take but
 	// for max_targets_per_collector or max_series_per_collector
 	// (allocation.Counts).

@@ -76,11 +76,16 @@ func leaderDocument(t *testing.T) status.Document {
 	}, targets)
 	require.NoError(t, err)
 	a.Changed, a.Cause, a.Moved = now.Add(-4*time.Second), shares.CauseMembers, 13
+	a.Recent = []shares.RecentAllocation{
+		{Changed: a.Changed, Made: a.Changed.Add(30 * time.Millisecond), Cause: a.Cause, Moved: a.Moved},
+		{Changed: now.Add(-time.Minute), Made: now.Add(-time.Minute + 20*time.Millisecond), Cause: shares.CauseTargets, Moved: 2, Handoffs: 1},
+	}
 	return status.NewDocument(view, a)
 }
 
 // The status page in a real headless Chromium: it renders, draws a bar with
-// the identity of every member, marks the leader, and logs no error.
+// the identity of every member, marks the leader, lists the recent
+// allocations, and logs no error.
 func TestPageInChromium(t *testing.T) {
 	path := chromium(t)
 	doc := leaderDocument(t)
@@ -131,6 +136,7 @@ func TestPageInChromium(t *testing.T) {
 	// Laid out, a bar is as long as its member's targets: the browser drew it.
 	widths := run(t, ctx, chromedp.Evaluate[[]float64](`Array.from(document.querySelectorAll("svg rect.bar")).map(r => r.getBBox().width)`))
 	rows := run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("table tr").length`))
+	recent := run(t, ctx, chromedp.Evaluate[[][]string](`Array.from(document.querySelectorAll("#recent-allocations tr")).map(tr => Array.from(tr.cells).map(c => c.textContent))`))
 	// Let late events (a failed resource, an error) arrive.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Sleep(200*time.Millisecond)))
 
@@ -145,6 +151,10 @@ func TestPageInChromium(t *testing.T) {
 		assert.InDelta(t, float64(summary[i].Targets*320/most), w, 1, "the bar of %s", summary[i].Identity)
 	}
 	assert.Greater(t, rows, 3, "the members' table is there for a reader without SVG")
+	require.Len(t, recent, 3, "the recent allocations' table: a header and a row an allocation")
+	assert.Equal(t, []string{"Change arrived", "Made", "Cause", "Targets moved", "Hand-offs under way"}, recent[0])
+	assert.Equal(t, []string{"members", "13", "0"}, recent[1][2:], "the last allocation first")
+	assert.Equal(t, []string{"targets", "2", "1"}, recent[2][2:])
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Empty(t, problems, "the page logs no error or warning:\n%s", strings.Join(problems, "\n"))

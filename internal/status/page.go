@@ -17,6 +17,7 @@ const maxPageTargets = 5000
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"time":    func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"timems":  func(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") },
 	"link":    JobLink,
 	"targets": targets,
 }).Parse(`
@@ -35,7 +36,11 @@ Page served by {{.Identity}}{{if .IsLeader}}, the leader{{end}}. <a href="/">Ove
 {{if .Allocation}}<h2>Last allocation</h2>
 <p id="last-allocation">{{with .Allocation}}Made by {{.Leader}} in epoch {{.Epoch}}{{if not .Changed.IsZero}} after a change of {{.Cause}} that arrived at <time datetime="{{time .Changed}}">{{time .Changed}}</time> ({{$.Age}} before this page){{end}}: it changed the member of {{targets .Moved}}.{{if .Pending}} It is pending: the jobs are not all known yet, so no share is answered from it.{{end}}{{end}}
 {{targets .Allocation.Targets}} in {{len .Allocation.Jobs}} jobs, {{.Allocation.Unassigned}} unassigned.</p>
-{{else}}<p id="follower">{{.Identity}} is a follower and holds no allocation: {{if .LeaderEndpoint}}the leader, {{.Leader}}, serves it on its status page at <code>{{.LeaderEndpoint}}</code>{{else}}no leader is known{{end}}. Below are the members as this member sees their Leases.</p>
+{{with .Allocation.Recent}}<h2>Recent allocations</h2>
+<table id="recent-allocations"><tr><th>Change arrived</th><th>Made</th><th>Cause</th><th>Targets moved</th><th>Hand-offs under way</th></tr>
+{{range .}}<tr><td>{{if not .Changed.IsZero}}<time datetime="{{timems .Changed}}">{{timems .Changed}}</time>{{end}}</td><td>{{if not .Made.IsZero}}<time datetime="{{timems .Made}}">{{timems .Made}}</time>{{end}}</td><td>{{.Cause}}</td><td>{{.Moved}}</td><td>{{.Handoffs}}</td></tr>
+{{end}}</table>{{end}}
+{{else}}<p id="follower">{{.Identity}} is a follower and holds no allocation: {{if .LeaderEndpoint}}the leader, {{.Leader}}, serves it and its recent allocations on its status page at <code>{{.LeaderEndpoint}}</code>{{else}}no leader is known{{end}}. Below are the members as this member sees their Leases.</p>
 {{with .Reason}}<p id="reason">This page is not the leader's: {{.}}.</p>{{end}}
 {{end}}
 <h2>Members</h2>

@@ -106,6 +106,9 @@ type AllocationView struct {
 	// Handoffs counts the targets whose move, made before it is broken,
 	// is under way.
 	Handoffs int `json:"handoffs"`
+	// Recent are the last allocations of the leader's term, this one
+	// first, in the same words.
+	Recent []shares.RecentAllocation `json:"recent,omitempty"`
 }
 
 // NewDocument returns the document of view and allocation a (nil on a
@@ -114,7 +117,7 @@ func NewDocument(view View, a *shares.Allocation) Document {
 	d := Document{View: view}
 	if a != nil {
 		d.Allocation = &AllocationView{Summary: a.Summary(), Epoch: a.Epoch, Leader: a.Leader, Pending: a.Pending,
-			Changed: a.Changed, Cause: a.Cause, Moved: a.Moved, Handoffs: a.Handoffs}
+			Changed: a.Changed, Cause: a.Cause, Moved: a.Moved, Handoffs: a.Handoffs, Recent: a.Recent}
 	}
 	return d
 }

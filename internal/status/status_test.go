@@ -37,6 +37,10 @@ func testDocument(t *testing.T) (status.View, *shares.Allocation) {
 	require.NoError(t, err)
 	a.Changed, a.Cause, a.Moved = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), shares.CauseMembers, 3
 	a.Series = map[string]int64{"g-0": 1200, "g-1": 345}
+	a.Recent = []shares.RecentAllocation{
+		{Changed: a.Changed, Made: a.Changed.Add(25 * time.Millisecond), Cause: a.Cause, Moved: a.Moved},
+		{Changed: a.Changed.Add(-time.Minute), Cause: shares.CauseHandoff, Moved: 1, Handoffs: 2},
+	}
 	return view, a
 }
 
@@ -60,6 +64,9 @@ func TestPageShowsOneRowAMember(t *testing.T) {
 		"it changed the member of 3 targets.",
 		`<rect class="bar leader" x="220" y="2" width="160" height="16"/>`,
 		`<rect class="bar" x="220" y="2" width="320" height="16"/>`,
+		"<h2>Recent allocations</h2>",
+		`<tr><td><time datetime="2026-05-01T12:00:00.000Z">2026-05-01T12:00:00.000Z</time></td><td><time datetime="2026-05-01T12:00:00.025Z">2026-05-01T12:00:00.025Z</time></td><td>members</td><td>3</td><td>0</td></tr>`,
+		`<tr><td><time datetime="2026-05-01T11:59:00.000Z">2026-05-01T11:59:00.000Z</time></td><td></td><td>handoff</td><td>1</td><td>2</td></tr>`,
 	} {
 		assert.Contains(t, body, row)
 	}
@@ -90,8 +97,9 @@ func TestFollowerPage(t *testing.T) {
 
 	follower := byID(doc, "follower")
 	require.NotNil(t, follower, "the page says it is a follower's")
-	assert.Contains(t, text(follower), "the leader, g-0, serves it on its status page at 10.0.0.1:8080")
+	assert.Contains(t, text(follower), "the leader, g-0, serves it and its recent allocations on its status page at 10.0.0.1:8080")
 	assert.Nil(t, byID(doc, "last-allocation"), "a follower has no allocation to show")
+	assert.Nil(t, byID(doc, "recent-allocations"), "nor recent allocations")
 
 	var bars []string
 	walk(doc, func(n *html.Node) {
@@ -169,6 +177,10 @@ func TestDocumentJSON(t *testing.T) {
 	assert.Equal(t, 3.0, alloc["moved"])
 	assert.Equal(t, 0.0, alloc["over_limit"])
 	assert.Equal(t, map[string]any{"identity": "g-1", "job_count": 2.0, "target_count": 2.0, "series": 345.0}, alloc["members"].([]any)[1])
+	assert.Equal(t, []any{
+		map[string]any{"changed": "2026-05-01T12:00:00Z", "made": "2026-05-01T12:00:00.025Z", "cause": "members", "moved": 3.0, "handoffs": 0.0},
+		map[string]any{"changed": "2026-05-01T11:59:00Z", "cause": "handoff", "moved": 1.0, "handoffs": 2.0},
+	}, alloc["recent"], "the last allocations, newest first, in the words of the last one")
 
 	b, err = json.Marshal(status.NewDocument(view, nil))
 	require.NoError(t, err)
