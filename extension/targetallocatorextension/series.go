@@ -154,6 +154,8 @@ func (s *seriesReports) endTerm() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.term = nil
+	// A later term starts from its own members' reports, not this term's.
+	clear(s.series)
 }
 
 // shareKeys are the keys of a share's targets (report.TargetKey), of the

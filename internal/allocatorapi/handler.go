@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -73,6 +74,9 @@ const (
 type Handler struct {
 	src   Source
 	relay *Relay
+	// seriesOmitted is set once this member has reported without its
+	// series, which did not fit (SendReport): it says so once.
+	seriesOmitted atomic.Bool
 	// allocationChanged fires when the member's allocation or its leader may
 	// have changed (AllocationChanged).
 	allocationChanged signal

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/embedded-ta/embedded-ta/internal/report"
 )
 
@@ -91,6 +93,19 @@ func (h *Handler) SendReport(ctx context.Context, rep report.Report) error {
 	body, err := json.Marshal(rep)
 	if err != nil {
 		return err
+	}
+	if len(body) > report.MaxBytes && rep.Series != nil {
+		// The series of a share this large do not fit in a report; the
+		// rest of it (first scrapes, leaving) must reach the leader, which
+		// weighs this member's targets as the average then.
+		if !h.seriesOmitted.Swap(true) {
+			h.relay.logger.Warn("This member's series do not fit in a report: it reports without them, and the leader weighs its targets as the average",
+				zap.Int("bytes", len(body)), zap.Int("max_bytes", report.MaxBytes))
+		}
+		rep.Series = nil
+		if body, err = json.Marshal(rep); err != nil {
+			return err
+		}
 	}
 	u := h.relay.o.Scheme + "://" + view.LeaderEndpoint + ReportPath
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))

@@ -3,6 +3,7 @@ package allocatorapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -97,4 +98,26 @@ func TestSendReport(t *testing.T) {
 	assert.Error(t, follower.SendReport(ctx, report.Report{}), "an invalid report is not sent")
 	lost := NewHandler(&source{identity: "c-1"}, http.DefaultClient, "http", zap.NewNop())
 	assert.Error(t, lost.SendReport(ctx, report.Report{Member: "c-1"}), "no leader")
+}
+
+// A member whose share is too large for its series to fit in a report
+// still reports the rest: a leaving member's hand-over never waits on its
+// series.
+func TestSendReportWithoutSeriesThatDoNotFit(t *testing.T) {
+	src := &reportingSource{source: source{identity: "c-0", allocation: testAllocation(t)}}
+	srv := httptest.NewServer(NewHandler(src, http.DefaultClient, "http", zap.NewNop()))
+	defer srv.Close()
+	follower := NewHandler(&source{identity: "c-1", leader: strings.TrimPrefix(srv.URL, "http://")}, http.DefaultClient, "http", zap.NewNop())
+
+	series := map[string]int64{}
+	for i := 0; len(series)*20 <= report.MaxBytes; i++ { // 24 bytes a target
+		series[fmt.Sprintf("%016x", i)] = 1000
+	}
+	require.NoError(t, follower.SendReport(context.Background(), report.Report{Member: "c-1", Leaving: true, Series: map[string]map[string]int64{"plain": series}}))
+	require.Len(t, src.reports, 1)
+	assert.Equal(t, report.Report{Member: "c-1", Leaving: true}, src.reports[0], "leaving reaches the leader, without the series")
+
+	small := map[string]map[string]int64{"plain": {"0000000000000001": 7}}
+	require.NoError(t, follower.SendReport(context.Background(), report.Report{Member: "c-1", Series: small}))
+	assert.Equal(t, small, src.reports[1].Series, "series that fit are sent")
 }

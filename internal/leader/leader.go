@@ -116,6 +116,7 @@ func New(cfg Config) (*Term, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode the scrape configs: %w", err)
 	}
+	s.placedByWeight = cfg.Strategy == allocation.SeriesWeighted || cfg.MaxSeriesPerMember > 0
 	s.fresh = func() (allocation.Allocator, error) {
 		return allocation.New(cfg.Strategy, allocation.WithFallback(cfg.Fallback), allocation.WithLimit(cfg.MaxTargetsPerMember))
 	}

@@ -35,9 +35,13 @@ import (
 // (not in a map by hash: at 1M targets that map held ~60 MB), so that a
 // target that leaves its share is known to leave it.
 type state struct {
-	alloc    allocation.Allocator
-	configs  *shares.ScrapeConfigs
-	jobNames map[string]bool // configured jobs: served even without targets
+	// placedByWeight is whether the members' measurements may change a
+	// target's member (series-weighted, or max_series_per_collector): only
+	// then does a report cost a pass over every target's member.
+	placedByWeight bool
+	alloc          allocation.Allocator
+	configs        *shares.ScrapeConfigs
+	jobNames       map[string]bool // configured jobs: served even without targets
 	// intervals are the configured jobs' scrape intervals.
 	intervals map[string]time.Duration
 	// all are the group's members, sorted; members those of them the
@@ -134,17 +138,18 @@ type shareDelta struct {
 
 func newState(alloc allocation.Allocator, configs map[string]*promconfig.ScrapeConfig) (*state, error) {
 	s := &state{
-		alloc:        alloc,
-		jobs:         map[string]*jobState{},
-		delta:        map[shareKey]*shareDelta{},
-		unreported:   map[string]bool{},
-		facts:        map[string]memberFacts{},
-		joined:       map[string]time.Time{},
-		handoffs:     map[uint64]*handoff{},
-		releases:     map[uint64]*handoff{},
-		extra:        map[shareKey]map[uint64]shares.Target{},
-		extraChanged: map[shareKey]bool{},
-		series:       map[string]int64{},
+		placedByWeight: true, // unless its user knows better (Term does)
+		alloc:          alloc,
+		jobs:           map[string]*jobState{},
+		delta:          map[shareKey]*shareDelta{},
+		unreported:     map[string]bool{},
+		facts:          map[string]memberFacts{},
+		joined:         map[string]time.Time{},
+		handoffs:       map[uint64]*handoff{},
+		releases:       map[uint64]*handoff{},
+		extra:          map[shareKey]map[uint64]shares.Target{},
+		extraChanged:   map[shareKey]bool{},
+		series:         map[string]int64{},
 	}
 	return s, s.setScrapeConfigs(configs)
 }
@@ -273,6 +278,9 @@ func (s *state) place() (bool, error) {
 				s.leave(name, was, t.Hash) // its member is gone
 				member, _ := s.alloc.MemberOf(t.Hash)
 				if member == "" {
+					if ho := s.handoffs[t.Hash]; ho != nil {
+						s.cancel(t.Hash, ho) // to nobody: no member warms it
+					}
 					s.enter(name, "", t)
 					s.moved++
 					continue
@@ -395,7 +403,10 @@ func (s *state) jobKeys(job string, js *jobState) jobKeys {
 func (s *state) measure(ms []allocation.Measurement) bool {
 	was := maps.Clone(s.series)
 	s.alloc.Measure(ms)
-	moved := s.refollow()
+	moved := false
+	if s.placedByWeight {
+		moved = s.refollow()
+	}
 	s.series = s.seriesLoads()
 	for m, n := range was {
 		if n != s.series[m] {
