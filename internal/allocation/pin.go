@@ -63,17 +63,28 @@ func (w *pinning) Measure(measurements []Measurement) {
 
 // limitSeries finds the targets beyond each member's series limit: a member
 // keeps those that score it highest while they fit.
+// seriesLimitMargin sets the room a target cut for max_series_per_collector
+// needs to come back: 1/20 of the limit (5 %).
+const seriesLimitMargin = 20
+
 func (w *pinning) limitSeries() {
+	wasCut := w.seriesCut
 	w.seriesCut = nil
 	if w.seriesLimit == 0 {
 		return
 	}
+	// A target cut before comes back only when it fits with room to spare,
+	// so that measurements that wobble around the limit do not cut and
+	// restore it at every report.
+	restoreBelow := w.seriesLimit - w.seriesLimit/seriesLimitMargin
 	for name, hashes := range w.assignment() {
 		var sum int64
+		anyCut := false
 		for _, h := range hashes {
 			sum += w.measured.weight(h)
+			anyCut = anyCut || wasCut[h]
 		}
-		if sum <= w.seriesLimit {
+		if sum <= w.seriesLimit && (!anyCut || sum <= restoreBelow) {
 			continue
 		}
 		seed := w.members.seeds[w.members.index[name]]
@@ -86,7 +97,11 @@ func (w *pinning) limitSeries() {
 		})
 		sum = 0
 		for _, h := range hashes {
-			if x := w.measured.weight(h); sum+x <= w.seriesLimit {
+			limit := w.seriesLimit
+			if wasCut[h] {
+				limit = restoreBelow
+			}
+			if x := w.measured.weight(h); sum+x <= limit {
 				sum += x
 				continue
 			}
