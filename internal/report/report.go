@@ -94,9 +94,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// maxWarmWithin bounds warm_within: a longer one would pin targets to
+// MaxWarmWithin bounds warm_within: a longer one would pin targets to
 // their old member for that long.
-const maxWarmWithin = 10 * time.Minute
+const MaxWarmWithin = 10 * time.Minute
 
 // Decode reads and validates one report from r.
 func Decode(r io.Reader) (Report, error) {
@@ -117,8 +117,8 @@ func (r Report) Validate() error {
 	if r.Member == "" {
 		errs = append(errs, errors.New("member: must not be empty"))
 	}
-	if d := time.Duration(r.WarmWithin); d < 0 || d > maxWarmWithin {
-		errs = append(errs, fmt.Errorf("warm_within: %s must be from 0s to %s", d, maxWarmWithin))
+	if d := time.Duration(r.WarmWithin); d < 0 || d > MaxWarmWithin {
+		errs = append(errs, fmt.Errorf("warm_within: %s must be from 0s to %s", d, MaxWarmWithin))
 	}
 	for job, byKey := range r.Series {
 		for key, n := range byKey {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver/internal/metadata"
 )
 
@@ -92,7 +93,9 @@ func (r *allocatedReceiver) Start(ctx context.Context, host component.Host) erro
 	r.group = group
 	// The fence drops a warming target's data: the leader may hand this
 	// member targets make before break.
-	group.Fenced(r.cfg.HTTPSDConfig.RefreshInterval+stockDelays+warmSlack, r.cfg.HotStandby)
+	// A report says at most report.MaxWarmWithin (a refresh_interval of
+	// nearly 10 minutes): beyond, the leader would refuse every report.
+	group.Fenced(min(r.cfg.HTTPSDConfig.RefreshInterval+stockDelays+warmSlack, report.MaxWarmWithin), r.cfg.HotStandby)
 	set := r.set
 	set.ID = component.NewIDWithName(prometheusreceiver.NewFactory().Type(), r.set.ID.Type().String()+"_"+nameOr(r.set.ID.Name(), "default"))
 	stock, err := r.createStock(context.Background(), set, stockCfg, next)
