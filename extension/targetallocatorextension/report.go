@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
@@ -200,7 +201,7 @@ func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duratio
 		}
 		if err != nil {
 			e.set.Logger.Debug("Cannot report to the leader", zap.Error(err))
-			pause(ctx, nil, retry)
+			allocatorapi.Pause(ctx, nil, retry)
 			continue
 		}
 		select {
@@ -209,17 +210,6 @@ func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duratio
 		case <-changed:
 		case <-seriesTicker.C:
 		}
-	}
-}
-
-// pause waits for d, ctx or changed, whichever comes first.
-func pause(ctx context.Context, changed <-chan struct{}, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-changed:
-	case <-t.C:
 	}
 }
 

@@ -195,7 +195,7 @@ func (h *Handler) Follow(ctx context.Context, wait, retry time.Duration) {
 		changed := h.allocationChanged.wait()
 		view := h.src.View()
 		if h.src.Allocation() != nil || view.LeaderEndpoint == "" || view.Leader == view.Identity {
-			pause(ctx, changed, retry)
+			Pause(ctx, changed, retry)
 			continue
 		}
 		if term := fmt.Sprintf("%s/%d", view.Leader, view.Epoch); term != leader {
@@ -221,24 +221,24 @@ func (h *Handler) Follow(ctx context.Context, wait, retry time.Duration) {
 					h.relay.refresh(ctx, view, job)
 				}
 			}
-			pause(ctx, nil, retry)
+			Pause(ctx, nil, retry)
 		case err != nil:
 			if asking.Err() == nil || ctx.Err() != nil {
 				h.relay.logger.Debug("Cannot wait at the leader for a change of this member's shares", zap.Error(err))
-				pause(ctx, nil, retry)
+				Pause(ctx, nil, retry)
 			}
 		case index != nil:
 			if h.relay.refreshAll(ctx, view, index) {
 				tag = next
 			} else {
-				pause(ctx, nil, retry)
+				Pause(ctx, nil, retry)
 			}
 		}
 	}
 }
 
-// pause waits for d, ctx or changed, whichever comes first.
-func pause(ctx context.Context, changed <-chan struct{}, d time.Duration) {
+// Pause waits for d, ctx or changed (nil: never), whichever comes first.
+func Pause(ctx context.Context, changed <-chan struct{}, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
