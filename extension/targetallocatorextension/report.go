@@ -31,8 +31,9 @@ type reporter struct {
 	warm map[string]map[string]bool
 	sent map[string]time.Time
 	// term is the leader and epoch the last report went to, and
-	// sentLeaving what it said of leaving.
+	// sentFenced and sentLeaving what it said of fencing and leaving.
 	term        string
+	sentFenced  bool
 	sentLeaving bool
 	dirty       chan struct{}
 }
@@ -155,8 +156,13 @@ func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duratio
 		term := fmt.Sprintf("%s/%d", view.Leader, view.Epoch)
 		r.mu.Lock()
 		newTerm := term != r.term
-		send := r.fenced && view.Leader != "" && (newTerm || len(r.warm) > 0 || r.leaving != r.sentLeaving || seriesChanged)
+		// Every member reports to each new leader (the targets it holds);
+		// one whose receiver fences reports its changes, too.
+		send := view.Leader != "" && (newTerm || r.fenced != r.sentFenced || r.fenced && (len(r.warm) > 0 || r.leaving != r.sentLeaving || seriesChanged))
 		rep := report.Report{Member: e.s.identity, Fenced: r.fenced, WarmWithin: report.Duration(r.warmWithin), HotStandby: r.hotStandby, Leaving: r.leaving, Series: series}
+		if newTerm {
+			rep.Held = held(own) // what the new leader starts from
+		}
 		warm := r.warm
 		if len(warm) > 0 {
 			rep.Warm = map[string][]string{}
@@ -176,7 +182,7 @@ func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duratio
 			if newTerm {
 				clear(r.sent)
 			}
-			r.term, r.sentLeaving = term, rep.Leaving
+			r.term, r.sentFenced, r.sentLeaving = term, rep.Fenced, rep.Leaving
 			now := time.Now()
 			for h, at := range r.sent {
 				if now.Sub(at) >= resendAfter {

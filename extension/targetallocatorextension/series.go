@@ -160,9 +160,14 @@ func (s *seriesReports) endTerm() {
 
 // shareKeys are the keys of a share's targets (report.TargetKey), of the
 // labels the stock receiver's HTTP SD gives each: its group's labels and
-// its address, without the warming and releasing marks, as the receiver's
+// its address, without the leader's marks (shares.TakeMarks), as the receiver's
 // fence computes them (and the leader, of the discovered labels).
 func shareKeys(groups []httpsd.TargetGroup) []string {
+	return keysOf(groups, func(shares.Marks) bool { return true })
+}
+
+// keysOf are the keys of the targets of groups whose marks keep says to.
+func keysOf(groups []httpsd.TargetGroup, keep func(shares.Marks) bool) []string {
 	var out []string
 	for _, g := range groups {
 		for _, address := range g.Targets {
@@ -171,9 +176,25 @@ func shareKeys(groups []httpsd.TargetGroup) []string {
 				ls = map[string]string{}
 			}
 			ls[model.AddressLabel] = address
-			delete(ls, shares.WarmingLabel)
-			delete(ls, shares.ReleasingLabel)
-			out = append(out, report.TargetKey(labels.FromMap(ls)))
+			if keep(shares.TakeMarks(ls)) {
+				out = append(out, report.TargetKey(labels.FromMap(ls)))
+			}
+		}
+	}
+	return out
+}
+
+// held are, by job, the keys of the targets of own that this member
+// exports (report.Report.Held): neither warming nor releasing ones.
+func held(own Shares) map[string][]string {
+	out := map[string][]string{}
+	for job, s := range own {
+		groups, err := s.Targets()
+		if err != nil {
+			continue // the leader places them as a fresh allocation would
+		}
+		if keys := keysOf(groups, func(m shares.Marks) bool { return m.Warming == "" && !m.Releasing }); len(keys) > 0 {
+			out[job] = keys
 		}
 	}
 	return out

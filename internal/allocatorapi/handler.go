@@ -77,6 +77,9 @@ type Handler struct {
 	// seriesOmitted is set once this member has reported without its
 	// series, which did not fit (SendReport): it says so once.
 	seriesOmitted atomic.Bool
+	// heldOmitted, likewise, once it has reported without the targets it
+	// holds.
+	heldOmitted atomic.Bool
 	// allocationChanged fires when the member's allocation or its leader may
 	// have changed (AllocationChanged).
 	allocationChanged signal

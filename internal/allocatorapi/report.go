@@ -107,6 +107,18 @@ func (h *Handler) SendReport(ctx context.Context, rep report.Report) error {
 			return err
 		}
 	}
+	if len(body) > report.MaxBytes && rep.Held != nil {
+		// Nor do the targets it holds: a new leader then places them as a
+		// fresh allocation would, moving some at once.
+		if !h.heldOmitted.Swap(true) {
+			h.relay.logger.Warn("The targets this member holds do not fit in a report: a new leader places them without it",
+				zap.Int("bytes", len(body)), zap.Int("max_bytes", report.MaxBytes))
+		}
+		rep.Held = nil
+		if body, err = json.Marshal(rep); err != nil {
+			return err
+		}
+	}
 	u := h.relay.o.Scheme + "://" + view.LeaderEndpoint + ReportPath
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {

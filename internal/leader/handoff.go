@@ -23,11 +23,15 @@ import (
 // shares.WarmingLabel), and the new member's receiver drops its data. When
 // the new member reports the target's first scrape (report.Report.Warm),
 // one allocation moves it: out of the old member's share, into the new
-// member's. The old member exports it one scrape interval more (it is in
-// what the old member scrapes, marked shares.ReleasingLabel), so that, at
-// whatever offsets within the interval the two members scrape it, no
-// interval goes without a scrape exported, and one at most is exported
-// twice; then an allocation releases it.
+// member's, with a cut-over (shares.CutoverLabel) cutoverDelay later. Both
+// members go on scraping it (the old one marks it shares.ReleasingLabel)
+// and their receivers split its data at the cut-over: the old member
+// exports the scrapes before it, the new member those from it on, so that
+// each interval's scrape is exported once. One scrape interval after the
+// cut-over (and cutoverDelay more), an allocation releases it: it leaves
+// what the old member scrapes, and its mark of the cut-over leaves the new
+// member's. A new member that does not fence its data gets no cut-over:
+// it exports all it scrapes, and its old member exports one interval more.
 //
 // Every wait is bounded: a move whose new member has not reported that it
 // fences its data (report.Report.Fenced) waits for that at most
@@ -46,14 +50,33 @@ import (
 // targets by plain moves from then on.
 const waitForReport = 5 * time.Second
 
+// heldWait bounds how long a new term waits for every member's first
+// report, with the targets it holds (report.Report.Held), before it takes
+// discovery's targets: its first allocation starts from where they are,
+// and moves them make before break. Members report to a new leader as
+// soon as they see it; one that is gone (its Lease not yet expired) does
+// not, and costs this wait.
+const heldWait = 3 * time.Second
+
 // defaultWarmWithin is the warm_within of a member that reports none.
 const defaultWarmWithin = 45 * time.Second
+
+// cutoverDelay is how long after a move the cut-over is: time for the
+// allocation to reach both members' receivers (pushed in-process, and to
+// followers over a blocking request, in milliseconds), with a wide margin
+// for a busy node. A member that learns of the move after its cut-over
+// exports, or drops, its scrapes in between as before the move: an
+// interval doubled or missing.
+const cutoverDelay = 2 * time.Second
 
 // handoff is one target's move, from its old member to its new one.
 type handoff struct {
 	job      string
 	from, to string
 	deadline time.Time
+	// cutover is a release's cut-over (shares.CutoverLabel); zero when its
+	// new member does not fence its data.
+	cutover time.Time
 	// warming is set once the target is in to's scrape share; before,
 	// to has not reported that it fences.
 	warming bool
@@ -106,10 +129,16 @@ func (s *state) anyFenced() bool {
 	return false
 }
 
-// move moves the target at i of job to member at once.
+// move moves the target at i of job to member at once. A member it arrived
+// at by a move still being released no longer exports it from the cut-over:
+// that release ends.
 func (s *state) move(job string, js *jobState, i int, member string) {
 	t := js.targets[i]
-	s.leave(job, memberName(s.names, js.members[i]), t.Hash)
+	was := memberName(s.names, js.members[i])
+	if rel := s.releases[t.Hash]; rel != nil && !rel.cutover.IsZero() && rel.to == was {
+		s.release(t.Hash, rel)
+	}
+	s.leave(job, was, t.Hash)
 	s.enter(job, member, t)
 	js.members[i] = s.memberIndex(member)
 	s.moved++
@@ -122,7 +151,7 @@ func (s *state) warm(t discovery.Target, ho *handoff) {
 	}
 	ho.warming = true
 	ho.deadline = s.now.Add(s.warmWithin(ho.to, ho.job))
-	s.scrapeExtra(ho.job, ho.to, markedTarget(t, ho.to, shares.WarmingLabel))
+	s.scrapeExtra(ho.job, ho.to, markedTarget(t, ho.to, labels.Label{Name: shares.WarmingLabel, Value: report.FormatHash(t.Hash)}))
 }
 
 // scrapeExtra adds t to what member scrapes of job beyond its share.
@@ -135,11 +164,17 @@ func (s *state) scrapeExtra(job, member string, t shares.Target) {
 	s.extraChanged[k] = true
 }
 
-// release ends the last interval of a moved target at its old member.
+// release ends a moved target's scrapes at its old member, and its mark of
+// the cut-over at its new one.
 func (s *state) release(h uint64, rel *handoff) {
 	k := shareKey{rel.job, rel.from}
 	delete(s.extra[k], h)
 	s.extraChanged[k] = true
+	if !rel.cutover.IsZero() {
+		k := shareKey{rel.job, rel.to}
+		delete(s.extra[k], h)
+		s.extraChanged[k] = true
+	}
 	delete(s.releases, h)
 }
 
@@ -154,7 +189,7 @@ func (s *state) cancel(h uint64, ho *handoff) {
 }
 
 // complete ends a hand-off with its move; the old member exports the
-// target for one more scrape interval.
+// target until the cut-over, and the new member from it on.
 func (s *state) complete(h uint64, ho *handoff) {
 	s.cancel(h, ho)
 	js, ok := s.jobs[ho.job]
@@ -172,19 +207,37 @@ func (s *state) complete(h uint64, ho *handoff) {
 		if rel := s.releases[h]; rel != nil {
 			s.release(h, rel)
 		}
-		s.releases[h] = &handoff{job: ho.job, from: ho.from, to: ho.to, deadline: s.now.Add(interval)}
-		s.scrapeExtra(ho.job, ho.from, markedTarget(js.targets[i], ho.from, shares.ReleasingLabel))
+		rel := &handoff{job: ho.job, from: ho.from, to: ho.to, deadline: s.now.Add(interval)}
+		if s.facts[ho.to].fenced {
+			rel.cutover = s.now.Add(cutoverDelay)
+			rel.deadline = rel.cutover.Add(interval + cutoverDelay)
+		}
+		s.releases[h] = rel
+		s.markRelease(js.targets[i], rel)
 	}
+}
+
+// markRelease puts a released target in what its old member scrapes,
+// marked releasing, and marks its cut-over in what its new member scrapes.
+func (s *state) markRelease(t discovery.Target, rel *handoff) {
+	releasing := labels.Label{Name: shares.ReleasingLabel, Value: report.FormatHash(t.Hash)}
+	if rel.cutover.IsZero() {
+		s.scrapeExtra(rel.job, rel.from, markedTarget(t, rel.from, releasing))
+		return
+	}
+	cutover := labels.Label{Name: shares.CutoverLabel, Value: shares.FormatCutover(rel.cutover)}
+	s.scrapeExtra(rel.job, rel.from, markedTarget(t, rel.from, releasing, cutover))
+	s.scrapeExtra(rel.job, rel.to, markedTarget(t, rel.to, cutover))
 }
 
 // relabel replaces the labels of a warming or releasing target after
 // discovery changed them.
 func (s *state) relabel(t discovery.Target) {
 	if ho := s.handoffs[t.Hash]; ho != nil && ho.warming {
-		s.scrapeExtra(ho.job, ho.to, markedTarget(t, ho.to, shares.WarmingLabel))
+		s.scrapeExtra(ho.job, ho.to, markedTarget(t, ho.to, labels.Label{Name: shares.WarmingLabel, Value: report.FormatHash(t.Hash)}))
 	}
 	if rel := s.releases[t.Hash]; rel != nil {
-		s.scrapeExtra(rel.job, rel.from, markedTarget(t, rel.from, shares.ReleasingLabel))
+		s.markRelease(t, rel)
 	}
 }
 
@@ -220,6 +273,9 @@ func (s *state) report(r report.Report) (bool, error) {
 			}
 		}
 	}
+	if s.seeding {
+		s.hold(r)
+	}
 	changed := s.standbyChanged
 	if was.leaving != r.Leaving && s.names != nil {
 		moved, err := s.place()
@@ -251,6 +307,34 @@ func (s *state) report(r report.Report) (bool, error) {
 		}
 	}
 	return changed, nil
+}
+
+// hold records the targets a member holds as the term begins; a target two
+// members hold stays with the first to report it.
+func (s *state) hold(r report.Report) {
+	if s.held == nil {
+		s.held = map[string]map[string]string{}
+	}
+	for job, keys := range r.Held {
+		if s.held[job] == nil {
+			s.held[job] = make(map[string]string, len(keys))
+		}
+		for _, k := range keys {
+			if _, taken := s.held[job][k]; !taken {
+				s.held[job][k] = r.Member
+			}
+		}
+	}
+}
+
+// reportedAll reports whether every member has reported in this term.
+func (s *state) reportedAll() bool {
+	for _, m := range s.names {
+		if _, ok := s.facts[m]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // expire makes the moves and the releases whose deadline has passed,
@@ -310,11 +394,13 @@ func (s *state) target(job string, h uint64) (discovery.Target, bool) {
 	return js.targets[i], true
 }
 
-// markedTarget is t as member scrapes it beyond its share: marked with
-// label (shares.WarmingLabel or shares.ReleasingLabel).
-func markedTarget(t discovery.Target, member, label string) shares.Target {
+// markedTarget is t as member scrapes it: with the leader's marks (see
+// shares.Marks).
+func markedTarget(t discovery.Target, member string, marks ...labels.Label) shares.Target {
 	b := labels.NewBuilder(t.Element.Labels())
-	b.Set(label, report.FormatHash(t.Hash))
+	for _, l := range marks {
+		b.Set(l.Name, l.Value)
+	}
 	return shares.Target{Job: t.Job, Member: member, Hash: t.Hash, Element: httpsd.Encode(b.Labels())}
 }
 
@@ -398,22 +484,26 @@ func (s *state) heirs() map[uint64]string {
 
 // standbyTarget is t as member scrapes it on hot standby.
 func standbyTarget(t discovery.Target, member string) shares.Target {
-	b := labels.NewBuilder(t.Element.Labels())
-	b.Set(shares.WarmingLabel, shares.Standby)
-	return shares.Target{Job: t.Job, Member: member, Hash: t.Hash, Element: httpsd.Encode(b.Labels())}
+	return markedTarget(t, member, labels.Label{Name: shares.WarmingLabel, Value: shares.Standby})
 }
 
 // mergeExtra returns a share's targets and its member's extra targets,
-// sorted by hash.
+// sorted by hash: an extra target of the share (one that arrives, marked
+// with its cut-over) in place of the share's.
 func mergeExtra(own []shares.Target, extra map[uint64]shares.Target) []shares.Target {
 	w := slices.SortedFunc(maps.Values(extra), func(a, b shares.Target) int { return cmp.Compare(a.Hash, b.Hash) })
 	out := make([]shares.Target, 0, len(own)+len(w))
 	i, j := 0, 0
 	for i < len(own) || j < len(w) {
-		if j == len(w) || i < len(own) && own[i].Hash < w[j].Hash {
+		switch {
+		case j == len(w) || i < len(own) && own[i].Hash < w[j].Hash:
 			out = append(out, own[i])
 			i++
-		} else {
+		case i < len(own) && own[i].Hash == w[j].Hash:
+			out = append(out, w[j])
+			i++
+			j++
+		default:
 			out = append(out, w[j])
 			j++
 		}

@@ -88,6 +88,7 @@ func (g *handoffGroup) extra() (warming, releasing map[string][]uint64) {
 		}
 		for _, t := range g.last.ScrapeShare(handoffJob, m).Targets() {
 			if own[t.Hash] {
+				assert.False(g.t, t.Labels().Has(shares.WarmingLabel) || t.Labels().Has(shares.ReleasingLabel), "%s scrapes a target of its share marked warming or releasing", m)
 				delete(own, t.Hash)
 				continue
 			}
@@ -107,6 +108,17 @@ func (g *handoffGroup) extra() (warming, releasing map[string][]uint64) {
 		assert.Empty(g.t, own, "%s does not scrape targets of its share", m)
 	}
 	return warming, releasing
+}
+
+// cutover returns the cut-over member's receiver sees on target h, "" if
+// none.
+func (g *handoffGroup) cutover(member string, h uint64) string {
+	for _, t := range g.last.ScrapeShare(handoffJob, member).Targets() {
+		if t.Hash == h {
+			return t.Labels().Get(shares.CutoverLabel)
+		}
+	}
+	return ""
 }
 
 // exportedOnce checks that each target is in exactly one share.
@@ -166,18 +178,25 @@ func TestHandoffJoin(t *testing.T) {
 	assert.Equal(t, "joiner", g.owner(first))
 	assert.NotContains(t, g.warming()["joiner"], first)
 	assert.Equal(t, 1, g.s.takeMoved())
-	// Its old member exports it one interval more, then releases it.
+	// Both scrape it, and both see the cut-over, cutoverDelay ahead: its
+	// old member exports the scrapes before, the newcomer those after.
 	_, releasing := g.extra()
 	assert.Equal(t, map[string][]uint64{before[first]: {first}}, releasing)
+	cutover := shares.FormatCutover(g.s.now.Add(cutoverDelay))
+	assert.Equal(t, cutover, g.cutover(before[first], first))
+	assert.Equal(t, cutover, g.cutover("joiner", first))
+	// One interval after the cut-over (and cutoverDelay more), its old
+	// member releases it, and the mark leaves the newcomer's.
 	next, ok := g.s.nextDeadline()
 	require.True(t, ok)
-	assert.Equal(t, g.s.now.Add(2*time.Second), next)
+	assert.Equal(t, g.s.now.Add(cutoverDelay+2*time.Second+cutoverDelay), next)
 	g.s.now = next
 	changed, _ = g.s.expire()
 	require.True(t, changed)
 	g.publish()
 	_, releasing = g.extra()
 	assert.Empty(t, releasing)
+	assert.Empty(t, g.cutover("joiner", first))
 	assert.Equal(t, "joiner", g.owner(first))
 	assert.False(t, g.report(warmReport("joiner", first)), "a second report of it changes nothing")
 	assert.False(t, g.report(warmReport(before[first], warming[1])), "only the new member's report counts")
@@ -507,4 +526,84 @@ func TestHandoffNoneInAGroupWithoutFences(t *testing.T) {
 	require.NoError(t, err)
 	assert.Positive(t, s.takeMoved(), "the join moved nothing at once")
 	assert.Empty(t, s.handoffs)
+}
+
+// A new leader's first allocation starts from the targets the members
+// report they hold: each stays in its holder's share, exported, and a
+// target whose member is another one now is warmed there and moves make
+// before break, as a join's targets do.
+func TestNewTermStartsFromHeldTargets(t *testing.T) {
+	ms := members(3)
+	fl := newFleet(7, 1, 60)
+	targets := fl.jobs[handoffJob]
+
+	// Where a fresh allocation puts each target, and, as the last term
+	// left them, each with the member after that one.
+	fresh, err := allocation.New(allocation.ConsistentHashing)
+	require.NoError(t, err)
+	require.NoError(t, fresh.SetMembers(ms))
+	var all []allocation.Target
+	for _, tg := range targets {
+		all = append(all, allocation.Target{Hash: tg.Hash, Job: handoffJob})
+	}
+	fresh.Update(all, nil)
+	next := map[string]string{"collector-0": "collector-1", "collector-1": "collector-2", "collector-2": "collector-0"}
+	want, holder, held := map[uint64]string{}, map[uint64]string{}, map[string][]string{}
+	for _, tg := range targets {
+		m, _ := fresh.MemberOf(tg.Hash)
+		want[tg.Hash], holder[tg.Hash] = m, next[m]
+		held[next[m]] = append(held[next[m]], report.TargetKey(tg.Element.Labels()))
+	}
+	// A target two members hold (a report from a member that has not
+	// seen its last move) stays with the first to report it.
+	var twice uint64
+	for _, tg := range targets {
+		if holder[tg.Hash] == ms[1].Identity {
+			twice, holder[tg.Hash] = tg.Hash, ms[0].Identity
+			held[ms[0].Identity] = append(held[ms[0].Identity], report.TargetKey(tg.Element.Labels()))
+			break
+		}
+	}
+	require.NotZero(t, twice)
+	moving := 0
+	for h, m := range holder {
+		if m != want[h] {
+			moving++
+		}
+	}
+
+	alloc, err := allocation.New(allocation.ConsistentHashing)
+	require.NoError(t, err)
+	s, err := newState(alloc, map[string]*promconfig.ScrapeConfig{handoffJob: {JobName: handoffJob, ScrapeInterval: model.Duration(2 * time.Second)}})
+	require.NoError(t, err)
+	s.handoff, s.now, s.seeding = true, time.Unix(1000, 0), true
+	g := &handoffGroup{t: t, s: s, fl: fl}
+	_, err = s.setMembers(ms)
+	require.NoError(t, err)
+	for _, m := range ms {
+		require.False(t, s.reportedAll(), "before %s reported", m.Identity)
+		g.report(report.Report{Member: m.Identity, Fenced: true, WarmWithin: report.Duration(10 * time.Second), Held: map[string][]string{handoffJob: held[m.Identity]}})
+	}
+	require.True(t, s.reportedAll())
+	s.seeding = false
+	s.setTargets(fl.snapshot())
+	g.publish()
+	for _, tg := range targets {
+		assert.Equal(t, holder[tg.Hash], g.owner(tg.Hash), "a target left the member that holds it")
+	}
+	warming := g.warming()
+	assert.Equal(t, moving, len(warming["collector-0"])+len(warming["collector-1"])+len(warming["collector-2"]))
+	assert.Zero(t, s.takeMoved())
+
+	// Each moves when its new member reports its first scrape.
+	for _, m := range ms {
+		g.s.now = g.s.now.Add(time.Second)
+		require.True(t, g.report(warmReport(m.Identity, warming[m.Identity]...)))
+	}
+	g.publish()
+	for _, tg := range targets {
+		assert.Equal(t, want[tg.Hash], g.owner(tg.Hash))
+	}
+	assert.Empty(t, g.warming())
+	assert.Equal(t, moving, s.takeMoved())
 }

@@ -151,9 +151,30 @@ func (t *Term) Run(ctx context.Context) {
 		<-discDone
 	}()
 
+	changed, cause, publish := time.Now(), shares.CauseMembers, true
 	s.now, s.handoff = time.Now(), t.cfg.Reports != nil
 	if _, err := s.setMembers(t.cfg.Members()); err != nil {
 		logger.Error("Cannot set members", zap.Error(err))
+	}
+	// Discovery's targets wait for the members' first reports (heldWait),
+	// the latest snapshot kept: the first allocation starts from the
+	// targets the members hold.
+	var waitHeld <-chan time.Time
+	var held *discovery.Snapshot
+	if s.seeding = t.cfg.Reports != nil; s.seeding {
+		timer := time.NewTimer(heldWait)
+		defer timer.Stop()
+		waitHeld = timer.C
+	}
+	seeded := func(why string) {
+		logger.Debug("Taking discovery's targets", zap.String("after", why), zap.Int("jobs_held", len(s.held)))
+		s.seeding, waitHeld = false, nil
+		if held != nil {
+			changed, cause, publish = time.Now(), shares.CauseTargets, true
+			s.now = changed
+			s.setTargets(*held)
+			held = nil
+		}
 	}
 	pending := t.cfg.Jobs != nil // the resources' jobs are still to come
 	// A series-weighted term waits for the members' reports (SeriesWait),
@@ -165,7 +186,6 @@ func (t *Term) Run(ctx context.Context) {
 		defer timer.Stop()
 		waitSeries = timer.C
 	}
-	changed, cause, publish := time.Now(), shares.CauseMembers, true
 	var counts allocation.Counts // as last logged
 	recent := shares.NewRecent(recentAllocations)
 	deadline := time.NewTimer(time.Hour)
@@ -201,6 +221,12 @@ func (t *Term) Run(ctx context.Context) {
 			if publish = moved; moved {
 				changed, cause = event, shares.CauseHandoff
 			}
+			if s.seeding && s.reportedAll() {
+				seeded("every member's report")
+			}
+			continue
+		case <-waitHeld:
+			seeded("the wait for members' reports")
 			continue
 		case <-deadline.C:
 			event = time.Now()
@@ -226,6 +252,10 @@ func (t *Term) Run(ctx context.Context) {
 			t.disc.SetJobs(jobs)
 			pending, publish = false, true
 		case snap := <-t.disc.Snapshots():
+			if s.seeding {
+				held, publish = &snap, false
+				continue
+			}
 			changed, cause, publish = time.Now(), shares.CauseTargets, true
 			s.now = changed
 			s.setTargets(snap)

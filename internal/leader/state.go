@@ -80,6 +80,12 @@ type state struct {
 	// joined is when each member was first seen in this term (its start
 	// for the members there then).
 	joined map[string]time.Time
+	// held are the targets the members reported they hold
+	// (report.Report.Held) as the term began, by job and target key: a
+	// job's first targets start at their holders (see setTargets). Kept
+	// while seeding, and each job's until its first targets came.
+	held    map[string]map[string]string
+	seeding bool
 	// fresh returns an allocator like alloc, empty: hot standby asks it
 	// where targets would go without a member.
 	fresh func() (allocation.Allocator, error)
@@ -543,20 +549,47 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 
 	displaced := s.alloc.Displaced()
 	s.alloc.Update(added, removed)
+	var seeded []entry
 	for _, e := range entering {
 		t := e.js.targets[e.i]
 		member, _ := s.alloc.MemberOf(t.Hash)
 		e.js.members[e.i] = s.memberIndex(member)
 		if !fresh[e.name] {
 			s.enter(e.name, member, t)
-		} else if member != "" {
-			s.series[member] += s.alloc.Weight(t.Hash) // its shares are built whole below
+			continue
+		}
+		if h := s.holder(e.name, e.js, e.i); h != unassigned && h != e.js.members[e.i] {
+			e.js.members[e.i] = h // at its holder until it moves, below
+			seeded = append(seeded, e)
+		}
+		if m := e.js.members[e.i]; m != unassigned {
+			s.series[s.names[m]] += s.alloc.Weight(t.Hash) // its shares are built whole below
 		}
 	}
 	for name := range fresh {
 		s.buildShares(s.jobs[name])
+		delete(s.held, name)
+	}
+	for _, e := range seeded {
+		member, _ := s.alloc.MemberOf(e.js.targets[e.i].Hash)
+		s.assign(e.name, e.js, e.i, member)
 	}
 	s.follow(append(displaced, s.alloc.Displaced()...))
+}
+
+// holder returns the member that reported it holds the target at i of a
+// job (report.Report.Held) if that is a member the allocator may give it
+// to, unassigned otherwise.
+func (s *state) holder(job string, js *jobState, i int) int32 {
+	byKey := s.held[job]
+	if len(byKey) == 0 {
+		return unassigned
+	}
+	m, ok := byKey[report.TargetKey(js.targets[i].Element.Labels())]
+	if !ok || s.facts[m].leaving {
+		return unassigned
+	}
+	return s.memberIndex(m)
 }
 
 // buildShares builds the shares of a job that had none from its targets and

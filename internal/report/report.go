@@ -6,7 +6,8 @@
 //
 //	{"member": "otcta-collector-1", "fenced": true, "warm_within": "20s",
 //	 "warm": {"numbered": ["8d3f00a1b2c3d4e5"]}, "hot_standby": false,
-//	 "leaving": false, "series": {"numbered": {"51c0ffee00d4a7b9": 1234}}}
+//	 "leaving": false, "series": {"numbered": {"51c0ffee00d4a7b9": 1234}},
+//	 "held": {"numbered": ["51c0ffee00d4a7b9"]}}
 package report
 
 import (
@@ -55,6 +56,11 @@ type Report struct {
 	// scrape_samples_scraped): all of them, each time, so that a report
 	// replaces the member's previous one.
 	Series map[string]map[string]int64 `json:"series,omitempty"`
+	// Held holds, by job, the targets (by target key, TargetKey) of the
+	// member's share as it exports them: sent to each new leader, whose
+	// first allocation starts from them, so that the moves it makes are
+	// made before they are broken rather than from a fresh allocation.
+	Held map[string][]string `json:"held,omitempty"`
 }
 
 // TargetKey is how a report names a target of the member's share: 16 hex
@@ -132,11 +138,16 @@ func (r Report) Validate() error {
 			}
 		}
 	}
-	for job, hashes := range r.Warm {
-		for _, h := range hashes {
-			if _, err := ParseHash(h); err != nil {
-				errs = append(errs, fmt.Errorf("warm[%q]: %w", job, err))
-				break
+	for _, f := range []struct {
+		name  string
+		byJob map[string][]string
+	}{{"warm", r.Warm}, {"held", r.Held}} {
+		for job, hashes := range f.byJob {
+			for _, h := range hashes {
+				if _, err := ParseHash(h); err != nil {
+					errs = append(errs, fmt.Errorf("%s[%q]: %w", f.name, job, err))
+					break
+				}
 			}
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -143,10 +144,62 @@ const Standby = "standby"
 
 // ReleasingLabel marks a releasing target in what its old member scrapes:
 // a target moved away from it, make before break, that it still exports
-// for one scrape interval, so that no interval of the target goes without
-// an exported scrape whatever the two members' offsets within it. Its
-// value is the target's hash.
+// until the move's cut-over (CutoverLabel). Its value is the target's hash.
 const ReleasingLabel = "__meta_embedded_ta_releasing"
+
+// CutoverLabel carries a planned move's cut-over: the instant from which
+// the moved target's data is its new member's to export. Both members
+// scrape the target around it, and each one's receiver decides by the
+// time of each scrape: the old member (the target marked ReleasingLabel in
+// what it scrapes) exports the scrapes before the cut-over, the new member
+// (the target in its share, with this label in what it scrapes) those
+// from it on, so that the target's data is exported once, without a gap,
+// at whatever offsets within the interval the two members scrape it. Its
+// value is the instant in Unix milliseconds (FormatCutover); the members
+// compare it with their own clocks' scrape times, so clocks out of step
+// by d shift the cut-over by up to d (a scrape at most missing or doubled
+// when d exceeds the two members' offset within the interval).
+const CutoverLabel = "__meta_embedded_ta_cutover"
+
+// FormatCutover writes a cut-over as CutoverLabel holds it.
+func FormatCutover(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+
+// Marks are what the leader's labels say of a target in what a member
+// scrapes: whether it warms (WarmingLabel's value), whether it releases
+// it, and the cut-over of its move, zero without one.
+type Marks struct {
+	Warming   string
+	Releasing bool
+	Cutover   time.Time
+}
+
+// TakeMarks removes the leader's marks from the labels of a target in what
+// a member scrapes, leaving its labels in the share, and returns them. A
+// cut-over that does not parse is none.
+func TakeMarks(ls map[string]string) Marks {
+	m := Marks{Warming: ls[WarmingLabel]}
+	_, m.Releasing = ls[ReleasingLabel]
+	if v, ok := ls[CutoverLabel]; ok {
+		if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+			m.Cutover = time.UnixMilli(ms)
+		}
+	}
+	delete(ls, WarmingLabel)
+	delete(ls, ReleasingLabel)
+	delete(ls, CutoverLabel)
+	return m
+}
+
+// Exports reports whether a member exports the data of a scrape at the
+// given time of a target of its share with these marks: a releasing
+// target's before its cut-over, an arriving one's from it on, any other
+// always.
+func (m Marks) Exports(scraped time.Time) bool {
+	if m.Cutover.IsZero() {
+		return true
+	}
+	return m.Releasing == scraped.Before(m.Cutover)
+}
 
 // NewJob returns a job of the given shares; it takes ownership of the map.
 func NewJob(shares map[string]*Share) *Job {
@@ -167,7 +220,7 @@ func (j *Job) Share(member string) *Share {
 
 // ScrapeShare returns what member scrapes of the job: its share, the
 // targets it warms, each marked with WarmingLabel, and those it releases,
-// each marked with ReleasingLabel.
+// each marked with ReleasingLabel (see Marks).
 func (j *Job) ScrapeShare(member string) *Share {
 	if s, ok := j.scrape[member]; ok {
 		return s

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
@@ -43,8 +44,11 @@ import (
 // break, while its old member still exports it) is scraped and its data
 // dropped; its first data is reported to the leader (warmed), which then
 // moves it into this member's share, and its data passes from then on. A
-// releasing target (shares.ReleasingLabel: moved away, exported one
-// interval more) passes as a target of the share.
+// move's cut-over (shares.CutoverLabel) splits the moved target's data
+// between its two members by the time of each scrape: a releasing target
+// (shares.ReleasingLabel: moved away from this member) passes as a target
+// of the share until its cut-over, an arriving one (in the share, marked
+// with its cut-over) from it on.
 //
 // The fence also measures each target of the share, and each warming one:
 // the series its scrape gave (the stock receiver's scrape_samples_scraped,
@@ -82,9 +86,12 @@ func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 		return f.next.ConsumeMetrics(ctx, md)
 	}
 	idx := f.current()
-	if held, ok := idx.find(target); ok {
+	held, ok := idx.find(target)
+	if ok {
 		f.measure(held.job, held.seriesKey, md)
-		return f.next.ConsumeMetrics(ctx, md)
+		if held.marks.Exports(scrapeTime(md)) {
+			return f.next.ConsumeMetrics(ctx, md)
+		}
 	}
 	w, warming := idx.warming(target)
 	if warming {
@@ -164,8 +171,9 @@ type jobTargets struct {
 type shareTarget struct {
 	key    targetKey
 	labels labels.Labels
-	// hash is the value of shares.WarmingLabel when the target warms.
-	hash string
+	// marks are the leader's marks of the target; marks.Warming is its
+	// hash when it warms.
+	marks shares.Marks
 	// job is the share's job, and seriesKey the target's key in reports
 	// (report.TargetKey of labels).
 	job, seriesKey string
@@ -201,8 +209,8 @@ func (idx *shareIndex) rebuild(own targetallocatorextension.Shares, changed <-ch
 	}
 	for job, jt := range next.jobs {
 		for _, t := range jt.targets {
-			if t.hash != "" {
-				next.warm[t.key] = append(next.warm[t.key], warmingTarget{labels: t.labels, job: job, hash: t.hash, seriesKey: t.seriesKey})
+			if t.marks.Warming != "" {
+				next.warm[t.key] = append(next.warm[t.key], warmingTarget{labels: t.labels, job: job, hash: t.marks.Warming, seriesKey: t.seriesKey})
 				continue
 			}
 			next.targets[t.key] = append(next.targets[t.key], t)
@@ -226,11 +234,9 @@ func shareTargets(job string, groups []httpsd.TargetGroup) []shareTarget {
 			if name := ls[model.JobLabel]; name != "" {
 				key.job = name
 			}
-			hash := ls[shares.WarmingLabel]
-			delete(ls, shares.WarmingLabel)
-			delete(ls, shares.ReleasingLabel) // still this member's to export
+			marks := shares.TakeMarks(ls)
 			l := labels.FromMap(ls)
-			out = append(out, shareTarget{key: key, labels: l, hash: hash, job: job, seriesKey: report.TargetKey(l)})
+			out = append(out, shareTarget{key: key, labels: l, marks: marks, job: job, seriesKey: report.TargetKey(l)})
 		}
 	}
 	return out
@@ -259,6 +265,29 @@ const scrapeSamplesScraped = "scrape_samples_scraped"
 // seriesOf returns the series one scrape's data gave: the value of its
 // scrape_samples_scraped; false without it.
 func seriesOf(md pmetric.Metrics) (int64, bool) {
+	dp, ok := samplesScraped(md)
+	switch {
+	case !ok || dp.Flags().NoRecordedValue():
+		return 0, false
+	case dp.ValueType() == pmetric.NumberDataPointValueTypeDouble:
+		return int64(dp.DoubleValue()), true
+	}
+	return dp.IntValue(), true
+}
+
+// scrapeTime returns when the scrape of md began: the time of its
+// scrape_samples_scraped, which Prometheus gives every sample of a scrape
+// that carries no time of its own; now without it.
+func scrapeTime(md pmetric.Metrics) time.Time {
+	if dp, ok := samplesScraped(md); ok {
+		return dp.Timestamp().AsTime()
+	}
+	return time.Now()
+}
+
+// samplesScraped returns the scrape_samples_scraped point of one scrape's
+// data; false without it.
+func samplesScraped(md pmetric.Metrics) (pmetric.NumberDataPoint, bool) {
 	rms := md.ResourceMetrics()
 	for i := range rms.Len() {
 		sms := rms.At(i).ScopeMetrics()
@@ -266,21 +295,13 @@ func seriesOf(md pmetric.Metrics) (int64, bool) {
 			ms := sms.At(j).Metrics()
 			for k := range ms.Len() {
 				m := ms.At(k)
-				if m.Name() != scrapeSamplesScraped || m.Type() != pmetric.MetricTypeGauge || m.Gauge().DataPoints().Len() == 0 {
-					continue
+				if m.Name() == scrapeSamplesScraped && m.Type() == pmetric.MetricTypeGauge && m.Gauge().DataPoints().Len() > 0 {
+					return m.Gauge().DataPoints().At(0), true
 				}
-				dp := m.Gauge().DataPoints().At(0)
-				switch {
-				case dp.Flags().NoRecordedValue():
-					return 0, false
-				case dp.ValueType() == pmetric.NumberDataPointValueTypeDouble:
-					return int64(dp.DoubleValue()), true
-				}
-				return dp.IntValue(), true
 			}
 		}
 	}
-	return 0, false
+	return pmetric.NumberDataPoint{}, false
 }
 
 // warming returns the warming target that target is, if it is one.
@@ -320,7 +341,7 @@ func sameTarget(share, discovered labels.Labels) bool {
 		return false
 	}
 	discovered.Range(func(l labels.Label) {
-		if l.Name == model.JobLabel || l.Name == httpSDURL || share.Has(l.Name) || l.Name == shares.WarmingLabel || l.Name == shares.ReleasingLabel {
+		if l.Name == model.JobLabel || l.Name == httpSDURL || share.Has(l.Name) || l.Name == shares.WarmingLabel || l.Name == shares.ReleasingLabel || l.Name == shares.CutoverLabel {
 			return
 		}
 		if !strings.HasPrefix(l.Name, model.ReservedLabelPrefix) || strings.HasPrefix(l.Name, model.MetaLabelPrefix) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"sort"
@@ -420,6 +421,72 @@ func TestFenceWarmingTarget(t *testing.T) {
 	assert.Equal(t, 3+2, sink.DataPointCount(), "a standby's data passed")
 	assertFenced(t, tel, 3+1+4)
 	assert.Len(t, warmed, 1, "a standby's scrape was reported")
+}
+
+// scrapeAt is one scrape's data begun at the given time: n values and its
+// scrape_samples_scraped, all at that time, as Prometheus commits them.
+func scrapeAt(job, instance string, n int, at time.Time) pmetric.Metrics {
+	md := scrapeData(job, instance, n, 0)
+	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	samples := ms.AppendEmpty()
+	samples.SetName(scrapeSamplesScraped)
+	samples.SetEmptyGauge().DataPoints().AppendEmpty().SetIntValue(int64(n))
+	for i := range ms.Len() {
+		if m := ms.At(i); m.Type() == pmetric.MetricTypeGauge {
+			for j := range m.Gauge().DataPoints().Len() {
+				m.Gauge().DataPoints().At(j).SetTimestamp(pcommon.NewTimestampFromTime(at))
+			}
+		}
+	}
+	return md
+}
+
+// A move's cut-over splits the target's data by the time of each scrape:
+// its old member (releasing) passes the scrapes before it, its new member
+// those from it on, whenever the data reaches the fence.
+func TestFenceCutover(t *testing.T) {
+	cutover := time.UnixMilli(1_700_000_000_500)
+	plain := map[string]string{"__address__": "10.0.0.1:80", "__meta_pod": "a"}
+	marked := func(marks ...string) map[string]string {
+		out := maps.Clone(plain)
+		for i := 0; i < len(marks); i += 2 {
+			out[marks[i]] = marks[i+1]
+		}
+		return out
+	}
+	releasing := marked(shares.ReleasingLabel, "00000000000000aa", shares.CutoverLabel, shares.FormatCutover(cutover))
+	arriving := marked(shares.CutoverLabel, shares.FormatCutover(cutover))
+	before, at, after := cutover.Add(-time.Millisecond), cutover, cutover.Add(time.Second)
+
+	for _, tc := range []struct {
+		name   string
+		share  map[string]string
+		passes map[time.Time]bool
+	}{
+		{"old member", releasing, map[time.Time]bool{before: true, at: false, after: false}},
+		{"new member", arriving, map[time.Time]bool{before: false, at: true, after: true}},
+		{"no cut-over", plain, map[time.Time]bool{before: true, at: true, after: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMemberShares()
+			sink := new(consumertest.MetricsSink)
+			f, _ := testFence(t, m, sink)
+			m.set(ownShares(t, shareOf{"pods": {tc.share}}))
+			// The stock receiver may still have read the labels without
+			// the marks, or with them: the target is the same.
+			for _, scraped := range []map[string]string{tc.share, plain} {
+				for _, when := range []time.Time{before, at, after} {
+					sink.Reset()
+					consume(t, f, stockTarget(t, "pods", scraped, nil), scrapeAt("pods", "10.0.0.1:80", 2, when))
+					want := 0
+					if tc.passes[when] {
+						want = 3 // two values and scrape_samples_scraped
+					}
+					assert.Equal(t, want, sink.DataPointCount(), "a scrape %s after the cut-over", when.Sub(cutover))
+				}
+			}
+		})
+	}
 }
 
 // The fence hands the extension each scrape's series of a target of the
