@@ -578,15 +578,15 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 }
 
 // holder returns the member that reported it holds the target at i of a
-// job (report.Report.Held) if that is a member the allocator may give it
-// to, unassigned otherwise.
+// job (report.Report.Held), if it is a member (a leaving one included: it
+// exports the target until it is handed over), unassigned otherwise.
 func (s *state) holder(job string, js *jobState, i int) int32 {
 	byKey := s.held[job]
 	if len(byKey) == 0 {
 		return unassigned
 	}
 	m, ok := byKey[report.TargetKey(js.targets[i].Element.Labels())]
-	if !ok || s.facts[m].leaving {
+	if !ok {
 		return unassigned
 	}
 	return s.memberIndex(m)
