@@ -289,6 +289,9 @@ func (t *Term) Run(ctx context.Context) {
 				logger.Error("Cannot set members", zap.Error(err))
 			}
 			publish = moved
+			if s.seeding && s.reportedAll() { // the one that did not report is gone
+				seeded("a change of members")
+			}
 		}
 	}
 }
