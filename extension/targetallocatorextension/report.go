@@ -159,7 +159,7 @@ func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duratio
 		// Every member reports to each new leader (the targets it holds);
 		// one whose receiver fences reports its changes, too.
 		send := view.Leader != "" && (newTerm || r.fenced != r.sentFenced || r.fenced && (len(r.warm) > 0 || r.leaving != r.sentLeaving || seriesChanged))
-		rep := report.Report{Member: e.s.identity, Fenced: r.fenced, WarmWithin: report.Duration(r.warmWithin), HotStandby: r.hotStandby, Leaving: r.leaving, Series: series}
+		rep := report.Report{Member: e.s.identity, Fenced: r.fenced, Cutover: r.fenced, WarmWithin: report.Duration(r.warmWithin), HotStandby: r.hotStandby, Leaving: r.leaving, Series: series}
 		if newTerm {
 			rep.Held = held(own) // what the new leader starts from
 		}

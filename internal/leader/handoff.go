@@ -85,6 +85,7 @@ type handoff struct {
 // memberFacts are what a member last reported of itself.
 type memberFacts struct {
 	fenced     bool
+	cutover    bool
 	warmWithin time.Duration
 	leaving    bool
 	standby    bool
@@ -104,15 +105,18 @@ func (s *state) assign(job string, js *jobState, i int, member string) {
 	if member == was {
 		return
 	}
-	facts, reported := s.facts[member]
+	// A member that has not reported that it fences may still: its
+	// receiver starts after its extension, whose first report says it
+	// does not; a move to it waits for that, at most waitForReport.
+	fenced := s.facts[member].fenced
 	waitUntil := s.joined[member].Add(waitForReport)
-	if !s.handoff || !s.anyFenced() || was == "" || member == "" || reported && !facts.fenced || !reported && !waitUntil.After(s.now) {
+	if !s.handoff || !s.anyFenced() || was == "" || member == "" || !fenced && !waitUntil.After(s.now) {
 		s.move(job, js, i, member)
 		return
 	}
 	ho := &handoff{job: job, from: was, to: member, deadline: waitUntil}
 	s.handoffs[t.Hash] = ho
-	if facts.fenced {
+	if fenced {
 		s.warm(t, ho)
 	}
 }
@@ -129,13 +133,13 @@ func (s *state) anyFenced() bool {
 	return false
 }
 
-// move moves the target at i of job to member at once. A member it arrived
-// at by a move still being released no longer exports it from the cut-over:
-// that release ends.
+// move moves the target at i of job to member at once. A move still being
+// released whose new member loses the target (or is gone), or whose old
+// member gets it back, ends: neither exports by its cut-over any more.
 func (s *state) move(job string, js *jobState, i int, member string) {
 	t := js.targets[i]
 	was := memberName(s.names, js.members[i])
-	if rel := s.releases[t.Hash]; rel != nil && !rel.cutover.IsZero() && rel.to == was {
+	if rel := s.releases[t.Hash]; rel != nil && !rel.cutover.IsZero() && (rel.to == was || was == "" || member == rel.from) {
 		s.release(t.Hash, rel)
 	}
 	s.leave(job, was, t.Hash)
@@ -208,7 +212,7 @@ func (s *state) complete(h uint64, ho *handoff) {
 			s.release(h, rel)
 		}
 		rel := &handoff{job: ho.job, from: ho.from, to: ho.to, deadline: s.now.Add(interval)}
-		if s.facts[ho.to].fenced {
+		if s.facts[ho.from].cutover && s.facts[ho.to].cutover {
 			rel.cutover = s.now.Add(cutoverDelay)
 			rel.deadline = rel.cutover.Add(interval + cutoverDelay)
 		}
@@ -262,7 +266,7 @@ func (s *state) warmWithin(member, job string) time.Duration {
 // report takes a member's report and reports whether the allocation changed.
 func (s *state) report(r report.Report) (bool, error) {
 	was, known := s.facts[r.Member]
-	s.facts[r.Member] = memberFacts{fenced: r.Fenced, warmWithin: time.Duration(r.WarmWithin), leaving: r.Leaving, standby: r.HotStandby && r.Fenced}
+	s.facts[r.Member] = memberFacts{fenced: r.Fenced, cutover: r.Fenced && r.Cutover, warmWithin: time.Duration(r.WarmWithin), leaving: r.Leaving, standby: r.HotStandby && r.Fenced}
 	if was.standby != (r.HotStandby && r.Fenced) {
 		s.standbyChanged = true
 	}
@@ -309,11 +313,27 @@ func (s *state) report(r report.Report) (bool, error) {
 	return changed, nil
 }
 
+// maxHeld bounds the targets a new term starts from where they are: each
+// costs a decoding of its labels and a hash (report.TargetKey) on the
+// term's first allocation, a few microseconds. A group that holds more
+// starts from a fresh allocation, as if nobody had reported.
+const maxHeld = 100_000
+
 // hold records the targets a member holds as the term begins; a target two
 // members hold stays with the first to report it.
 func (s *state) hold(r report.Report) {
+	if s.heldOver {
+		return
+	}
 	if s.held == nil {
 		s.held = map[string]map[string]string{}
+	}
+	for _, keys := range r.Held {
+		s.heldCount += len(keys)
+	}
+	if s.heldCount > maxHeld {
+		s.held, s.heldOver = nil, true
+		return
 	}
 	for job, keys := range r.Held {
 		if s.held[job] == nil {

@@ -36,7 +36,7 @@ func newHandoffGroup(t *testing.T, targets int, ms []allocation.Member) *handoff
 	s.fresh = func() (allocation.Allocator, error) { return allocation.New(allocation.ConsistentHashing) }
 	g := &handoffGroup{t: t, s: s, fl: newFleet(7, 1, targets)}
 	for _, m := range ms {
-		g.report(report.Report{Member: m.Identity, Fenced: true, WarmWithin: report.Duration(10 * time.Second)})
+		g.report(report.Report{Member: m.Identity, Fenced: true, Cutover: true, WarmWithin: report.Duration(10 * time.Second)})
 	}
 	_, err = s.setMembers(ms)
 	require.NoError(t, err)
@@ -148,7 +148,7 @@ func warmReport(member string, hashes ...uint64) report.Report {
 	for _, h := range hashes {
 		hex = append(hex, report.FormatHash(h))
 	}
-	return report.Report{Member: member, Fenced: true, WarmWithin: report.Duration(10 * time.Second), Warm: map[string][]string{handoffJob: hex}}
+	return report.Report{Member: member, Fenced: true, Cutover: true, WarmWithin: report.Duration(10 * time.Second), Warm: map[string][]string{handoffJob: hex}}
 }
 
 // A join: the targets the newcomer is to take stay with their members,
@@ -160,7 +160,7 @@ func TestHandoffJoin(t *testing.T) {
 	before := g.owners()
 	require.Empty(t, g.warming())
 
-	g.report(report.Report{Member: "joiner", Fenced: true, WarmWithin: report.Duration(10 * time.Second)})
+	g.report(report.Report{Member: "joiner", Fenced: true, Cutover: true, WarmWithin: report.Duration(10 * time.Second)})
 	changed, err := g.s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
 	require.NoError(t, err)
 	require.True(t, changed)
@@ -255,7 +255,7 @@ func TestHandoffWaitsForTheNewMembersReport(t *testing.T) {
 		assert.Empty(t, g.warming()["joiner"], "warming for a member that may not fence")
 		if reports {
 			g.s.now = g.s.now.Add(time.Second)
-			require.True(t, g.report(report.Report{Member: "joiner", Fenced: true, WarmWithin: report.Duration(10 * time.Second)}))
+			require.True(t, g.report(report.Report{Member: "joiner", Fenced: true, Cutover: true, WarmWithin: report.Duration(10 * time.Second)}))
 			g.publish()
 			assert.NotEmpty(t, g.warming()["joiner"])
 			assert.Equal(t, g.s.now.Add(12*time.Second), g.deadlineTo("joiner"), "the deadline starts when it warms")
@@ -271,19 +271,38 @@ func TestHandoffWaitsForTheNewMembersReport(t *testing.T) {
 	}
 }
 
-// A member that reports it does not fence (a stock receiver's) gets its
-// targets at once.
-func TestHandoffToUnfencedMemberAtOnce(t *testing.T) {
-	ms := members(3)
-	g := newHandoffGroup(t, 60, ms)
-	before := g.owners()
-	g.report(report.Report{Member: "joiner"})
-	_, err := g.s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
-	require.NoError(t, err)
-	g.publish()
-	assert.NotEqual(t, before, g.owners())
-	assert.Empty(t, g.warming()["joiner"])
-	assert.True(t, g.deadlineTo("joiner").IsZero(), "a move to it waits")
+// A member whose report says it does not fence (a stock receiver's, or
+// one whose receiver has not started yet: it starts after the extension)
+// gets its targets by a plain move at most waitForReport after it joined,
+// and warms them if it reports meanwhile that it fences.
+func TestHandoffToUnfencedMember(t *testing.T) {
+	for _, fencesLater := range []bool{false, true} {
+		ms := members(3)
+		g := newHandoffGroup(t, 60, ms)
+		before := g.owners()
+		g.report(report.Report{Member: "joiner"})
+		_, err := g.s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
+		require.NoError(t, err)
+		g.publish()
+		assert.Equal(t, before, g.owners(), "a move to it was made at once")
+		assert.Empty(t, g.warming()["joiner"])
+		if fencesLater {
+			g.s.now = g.s.now.Add(time.Second)
+			require.True(t, g.report(report.Report{Member: "joiner", Fenced: true, Cutover: true, WarmWithin: report.Duration(10 * time.Second)}))
+			g.publish()
+			assert.NotEmpty(t, g.warming()["joiner"], "once it fences, it warms its targets")
+			assert.Equal(t, before, g.owners())
+			continue
+		}
+		next := g.deadlineTo("joiner")
+		assert.Equal(t, g.s.now.Add(waitForReport), next)
+		g.s.now = next
+		changed, _ := g.s.expire()
+		require.True(t, changed)
+		g.publish()
+		assert.NotEqual(t, before, g.owners(), "at the deadline, its targets move to it")
+		assert.Empty(t, g.warming()["joiner"])
+	}
 }
 
 // deadlineTo returns the earliest deadline of the moves to member.
@@ -582,7 +601,7 @@ func TestNewTermStartsFromHeldTargets(t *testing.T) {
 	require.NoError(t, err)
 	for _, m := range ms {
 		require.False(t, s.reportedAll(), "before %s reported", m.Identity)
-		g.report(report.Report{Member: m.Identity, Fenced: true, WarmWithin: report.Duration(10 * time.Second), Held: map[string][]string{handoffJob: held[m.Identity]}})
+		g.report(report.Report{Member: m.Identity, Fenced: true, Cutover: true, WarmWithin: report.Duration(10 * time.Second), Held: map[string][]string{handoffJob: held[m.Identity]}})
 	}
 	require.True(t, s.reportedAll())
 	s.seeding = false
@@ -606,4 +625,36 @@ func TestNewTermStartsFromHeldTargets(t *testing.T) {
 	}
 	assert.Empty(t, g.warming())
 	assert.Equal(t, moving, s.takeMoved())
+}
+
+// A move's new member that is gone while the move is released: the
+// target comes back (here to its old member), and the release ends, so
+// that no member drops its own target's data by the cut-over.
+func TestReleaseEndsWhenItsNewMemberIsGone(t *testing.T) {
+	ms := members(3)
+	g := newHandoffGroup(t, 60, ms)
+	before := g.owners()
+	g.report(report.Report{Member: "joiner", Fenced: true, Cutover: true, WarmWithin: report.Duration(10 * time.Second)})
+	_, err := g.s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
+	require.NoError(t, err)
+	g.publish()
+	first := g.warming()["joiner"][0]
+	g.s.now = g.s.now.Add(time.Second)
+	require.True(t, g.report(warmReport("joiner", first)))
+	g.publish()
+	_, releasing := g.extra()
+	require.Equal(t, map[string][]uint64{before[first]: {first}}, releasing)
+
+	g.s.now = g.s.now.Add(time.Second)
+	_, err = g.s.setMembers(ms)
+	require.NoError(t, err)
+	g.publish()
+	assert.Equal(t, before[first], g.owner(first))
+	_, releasing = g.extra()
+	assert.Empty(t, releasing)
+	assert.Empty(t, g.cutover(before[first], first), "its old member would drop its data by the cut-over")
+	assert.Empty(t, g.s.releases)
+	for k := range g.s.extra {
+		assert.NotEqual(t, "joiner", k.member, "what a gone member scrapes is kept")
+	}
 }

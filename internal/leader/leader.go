@@ -168,6 +168,10 @@ func (t *Term) Run(ctx context.Context) {
 	}
 	seeded := func(why string) {
 		logger.Debug("Taking discovery's targets", zap.String("after", why), zap.Int("jobs_held", len(s.held)))
+		if s.heldOver {
+			logger.Info("The members hold too many targets to start from where they are: this term starts from a fresh allocation",
+				zap.Int("held", s.heldCount), zap.Int("max", maxHeld))
+		}
 		s.seeding, waitHeld = false, nil
 		if held != nil {
 			changed, cause, publish = time.Now(), shares.CauseTargets, true
@@ -226,6 +230,7 @@ func (t *Term) Run(ctx context.Context) {
 			}
 			continue
 		case <-waitHeld:
+			publish = false
 			seeded("the wait for members' reports")
 			continue
 		case <-deadline.C:

@@ -86,6 +86,10 @@ type state struct {
 	// while seeding, and each job's until its first targets came.
 	held    map[string]map[string]string
 	seeding bool
+	// heldCount counts the targets reported held, and heldOver is set
+	// once they are more than maxHeld: then none is kept.
+	heldCount int
+	heldOver  bool
 	// fresh returns an allocator like alloc, empty: hot standby asks it
 	// where targets would go without a member.
 	fresh func() (allocation.Allocator, error)
@@ -252,8 +256,10 @@ func (s *state) place() (bool, error) {
 		}
 	}
 	for h, rel := range s.releases {
-		if _, ok := s.index[rel.from]; !ok {
-			s.release(h, rel) // its old member is gone
+		_, from := s.index[rel.from]
+		_, to := s.index[rel.to]
+		if !from || !to && !rel.cutover.IsZero() {
+			s.release(h, rel) // its old member, or its new one, is gone
 		}
 	}
 	// Where the allocator tells which targets its change of members may have
@@ -568,7 +574,11 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 	}
 	for name := range fresh {
 		s.buildShares(s.jobs[name])
-		delete(s.held, name)
+	}
+	for name := range snap.Jobs {
+		if !s.unreported[name] {
+			delete(s.held, name) // seeded, or nothing to seed
+		}
 	}
 	for _, e := range seeded {
 		member, _ := s.alloc.MemberOf(e.js.targets[e.i].Hash)

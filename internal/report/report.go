@@ -4,7 +4,7 @@
 // It is the one place for what members report; a field is added here, with
 // its meaning, and older leaders ignore fields they do not know.
 //
-//	{"member": "otcta-collector-1", "fenced": true, "warm_within": "20s",
+//	{"member": "otcta-collector-1", "fenced": true, "cutover": true, "warm_within": "20s",
 //	 "warm": {"numbered": ["8d3f00a1b2c3d4e5"]}, "hot_standby": false,
 //	 "leaving": false, "series": {"numbered": {"51c0ffee00d4a7b9": 1234}},
 //	 "held": {"numbered": ["51c0ffee00d4a7b9"]}}
@@ -56,6 +56,10 @@ type Report struct {
 	// scrape_samples_scraped): all of them, each time, so that a report
 	// replaces the member's previous one.
 	Series map[string]map[string]int64 `json:"series,omitempty"`
+	// Cutover is true when the member's receiver splits a moved target's
+	// data at its move's cut-over (shares.CutoverLabel): the leader sets
+	// one only on a move between two such members.
+	Cutover bool `json:"cutover,omitempty"`
 	// Held holds, by job, the targets (by target key, TargetKey) of the
 	// member's share as it exports them: sent to each new leader, whose
 	// first allocation starts from them, so that the moves it makes are

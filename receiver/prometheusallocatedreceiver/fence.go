@@ -89,7 +89,7 @@ func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 	held, ok := idx.find(target)
 	if ok {
 		f.measure(held.job, held.seriesKey, md)
-		if held.marks.Exports(scrapeTime(md)) {
+		if held.marks.Cutover.IsZero() || held.marks.Exports(scrapeTime(md)) {
 			return f.next.ConsumeMetrics(ctx, md)
 		}
 	}
