@@ -97,14 +97,22 @@ func (e *allocatorExtension) Leave(ctx context.Context) error {
 	}
 	for {
 		own, changed := e.Shares()
-		n, err := exporting(own)
+		n, next, err := exporting(own, time.Now())
 		if err == nil && n == 0 {
 			e.set.Logger.Info("This member's share is handed over: leaving", zap.Duration("took", time.Since(start)))
 			return nil
 		}
+		// A releasing target is no longer exported from its cut-over.
+		cutover := time.NewTimer(time.Hour)
+		if !next.IsZero() {
+			cutover.Reset(time.Until(next))
+		}
 		select {
 		case <-changed:
+			cutover.Stop()
+		case <-cutover.C:
 		case <-ctx.Done():
+			cutover.Stop()
 			e.set.Logger.Warn("Leaving before this member's share is handed over", zap.Int("targets", n), zap.Duration("waited", time.Since(start)))
 			return fmt.Errorf("hand over this member's share: %w", ctx.Err())
 		}
@@ -122,9 +130,16 @@ const resendAfter = 5 * time.Second
 // job's scrape interval.
 const leaveSlack = 15 * time.Second
 
-// exporting counts the targets of own that are not warming.
-func exporting(own Shares) (int, error) {
-	n := 0
+// cutoverSettle is how long after a releasing target's cut-over a leaving
+// member still counts it as its own: its last scrape before the cut-over
+// may still be under way.
+const cutoverSettle = time.Second
+
+// exporting counts the targets of own whose data this member still exports
+// at now: neither warming ones nor releasing ones past their cut-over (and
+// cutoverSettle). It returns when the next of those still to come passes,
+// zero without one.
+func exporting(own Shares, now time.Time) (n int, next time.Time, err error) {
 	var errs []error
 	for _, s := range own {
 		groups, err := s.Targets()
@@ -133,12 +148,20 @@ func exporting(own Shares) (int, error) {
 			continue
 		}
 		for _, g := range groups {
-			if g.Labels[shares.WarmingLabel] == "" {
+			m := shares.TakeMarks(maps.Clone(g.Labels))
+			done := m.Cutover.Add(cutoverSettle)
+			switch {
+			case m.Warming != "":
+			case m.Releasing && !m.Cutover.IsZero() && !now.Before(done):
+			default:
 				n += len(g.Targets)
+				if m.Releasing && !m.Cutover.IsZero() && (next.IsZero() || done.Before(next)) {
+					next = done
+				}
 			}
 		}
 	}
-	return n, errors.Join(errs...)
+	return n, next, errors.Join(errs...)
 }
 
 // sendReports runs while the member runs: it sends the member's report when it

@@ -23,7 +23,8 @@ import (
 // shares.WarmingLabel), and the new member's receiver drops its data. When
 // the new member reports the target's first scrape (report.Report.Warm),
 // one allocation moves it: out of the old member's share, into the new
-// member's, with a cut-over (shares.CutoverLabel) cutoverDelay later. Both
+// member's, with a cut-over (shares.CutoverLabel) at least cutoverDelay
+// later (cutoverAfter). Both
 // members go on scraping it (the old one marks it shares.ReleasingLabel)
 // and their receivers split its data at the cut-over: the old member
 // exports the scrapes before it, the new member those from it on, so that
@@ -193,8 +194,10 @@ func (s *state) cancel(h uint64, ho *handoff) {
 }
 
 // complete ends a hand-off with its move; the old member exports the
-// target until the cut-over, and the new member from it on.
-func (s *state) complete(h uint64, ho *handoff) {
+// target until the cut-over, and the new member from it on. warmed says
+// that the new member's report of its first scrape made the move (see
+// cutoverAfter).
+func (s *state) complete(h uint64, ho *handoff, warmed bool) {
 	s.cancel(h, ho)
 	js, ok := s.jobs[ho.job]
 	if !ok {
@@ -213,12 +216,31 @@ func (s *state) complete(h uint64, ho *handoff) {
 		}
 		rel := &handoff{job: ho.job, from: ho.from, to: ho.to, deadline: s.now.Add(interval)}
 		if s.facts[ho.from].cutover && s.facts[ho.to].cutover {
-			rel.cutover = s.now.Add(cutoverDelay)
+			rel.cutover = s.now.Add(cutoverAfter(interval, warmed))
 			rel.deadline = rel.cutover.Add(interval + cutoverDelay)
 		}
 		s.releases[h] = rel
 		s.markRelease(js.targets[i], rel)
 	}
+}
+
+// cutoverAfter is how long after a move its cut-over is: cutoverDelay at
+// least. A move made on the new member's report of its first scrape is
+// made moments after that scrape, so now is at the phase of its scrapes:
+// the cut-over is put half an interval off it, between two scrapes. At
+// the phase itself it would fall between two scrapes taken at the same
+// instant (members on one host scrape a target at the same offset within
+// the interval), and by a clock's jitter both could fall on the wrong side
+// of it, a scrape dropped by both members.
+func cutoverAfter(interval time.Duration, warmed bool) time.Duration {
+	if !warmed {
+		return cutoverDelay
+	}
+	d := interval / 2
+	for d < cutoverDelay {
+		d += interval
+	}
+	return d
 }
 
 // markRelease puts a released target in what its old member scrapes,
@@ -305,7 +327,7 @@ func (s *state) report(r report.Report) (bool, error) {
 				continue // Validate has said so
 			}
 			if ho := s.handoffs[h]; ho != nil && ho.to == r.Member && ho.warming {
-				s.complete(h, ho)
+				s.complete(h, ho, true)
 				changed = true
 			}
 		}
@@ -368,7 +390,7 @@ func (s *state) expire() (changed bool, late int) {
 	}
 	for h, ho := range s.handoffs {
 		if !ho.deadline.After(s.now) {
-			s.complete(h, ho)
+			s.complete(h, ho, false)
 			changed = true
 			late++
 		}

@@ -178,18 +178,19 @@ func TestHandoffJoin(t *testing.T) {
 	assert.Equal(t, "joiner", g.owner(first))
 	assert.NotContains(t, g.warming()["joiner"], first)
 	assert.Equal(t, 1, g.s.takeMoved())
-	// Both scrape it, and both see the cut-over, cutoverDelay ahead: its
-	// old member exports the scrapes before, the newcomer those after.
+	// Both scrape it, and both see the cut-over, half an interval off the
+	// scrape reported, at least cutoverDelay ahead: its old member exports
+	// the scrapes before, the newcomer those after.
 	_, releasing := g.extra()
 	assert.Equal(t, map[string][]uint64{before[first]: {first}}, releasing)
-	cutover := shares.FormatCutover(g.s.now.Add(cutoverDelay))
+	cutover := shares.FormatCutover(g.s.now.Add(3 * time.Second))
 	assert.Equal(t, cutover, g.cutover(before[first], first))
 	assert.Equal(t, cutover, g.cutover("joiner", first))
 	// One interval after the cut-over (and cutoverDelay more), its old
 	// member releases it, and the mark leaves the newcomer's.
 	next, ok := g.s.nextDeadline()
 	require.True(t, ok)
-	assert.Equal(t, g.s.now.Add(cutoverDelay+2*time.Second+cutoverDelay), next)
+	assert.Equal(t, g.s.now.Add(3*time.Second+2*time.Second+cutoverDelay), next)
 	g.s.now = next
 	changed, _ = g.s.expire()
 	require.True(t, changed)
@@ -656,5 +657,24 @@ func TestReleaseEndsWhenItsNewMemberIsGone(t *testing.T) {
 	assert.Empty(t, g.s.releases)
 	for k := range g.s.extra {
 		assert.NotEqual(t, "joiner", k.member, "what a gone member scrapes is kept")
+	}
+}
+
+// A cut-over falls half an interval off the phase of the new member's
+// scrapes, at least cutoverDelay ahead; without a scrape reported (a move
+// at its deadline), cutoverDelay ahead.
+func TestCutoverAfter(t *testing.T) {
+	for _, tc := range []struct {
+		interval time.Duration
+		warmed   bool
+		want     time.Duration
+	}{
+		{time.Second, true, 2500 * time.Millisecond},
+		{2 * time.Second, true, 3 * time.Second},
+		{4 * time.Second, true, 2 * time.Second},
+		{30 * time.Second, true, 15 * time.Second},
+		{30 * time.Second, false, cutoverDelay},
+	} {
+		assert.Equal(t, tc.want, cutoverAfter(tc.interval, tc.warmed), "interval %s, warmed %t", tc.interval, tc.warmed)
 	}
 }
