@@ -19,7 +19,6 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
-	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 	"github.com/embedded-ta/embedded-ta/internal/status"
 )
@@ -52,7 +51,7 @@ type allocatorExtension struct {
 	// reports is the channel of the term that takes reports while this
 	// member leads.
 	reporter *reporter
-	reports  atomic.Pointer[chan report.Report]
+	reports  atomic.Pointer[termReports]
 	// measured is what this member's receiver measured of its targets, and
 	// seriesReports the last series reports of the members, on the leader
 	// (series.go).

@@ -26,7 +26,7 @@ func (e *allocatorExtension) allocate(ctx context.Context) {
 	discoveryMetrics := e.sd.term()
 	defer e.sd.end()
 	reports := make(chan report.Report)
-	e.reports.Store(&reports)
+	e.reports.Store(&termReports{ch: reports, done: ctx.Done()})
 	defer e.reports.Store(nil)
 	series := e.seriesReports.startTerm()
 	defer e.seriesReports.endTerm()

@@ -246,17 +246,28 @@ func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duratio
 // member's term while it leads, its series to the term's series
 // (series.go).
 func (e *allocatorExtension) TakeReport(ctx context.Context, rep report.Report) error {
-	ch := e.reports.Load()
-	if ch == nil || e.Allocation() == nil {
+	term := e.reports.Load()
+	if term == nil || e.Allocation() == nil {
 		return errors.New("this member does not lead")
 	}
 	e.takeSeries(rep)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	select {
-	case *ch <- rep:
+	case term.ch <- rep:
 		return nil
+	case <-term.done:
+		// The member that sent it learns at once, and sends it to the
+		// next leader, rather than after its request's timeout.
+		return errors.New("this member's term ended")
 	case <-ctx.Done():
 		return fmt.Errorf("the leader's term did not take the report: %w", ctx.Err())
 	}
+}
+
+// termReports is where the leader's term takes reports: its channel, and
+// done, closed when the term ends.
+type termReports struct {
+	ch   chan<- report.Report
+	done <-chan struct{}
 }
