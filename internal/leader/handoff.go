@@ -108,16 +108,21 @@ func (s *state) assign(job string, js *jobState, i int, member string) {
 	}
 	// A member that has not reported that it fences may still: its
 	// receiver starts after its extension, whose first report says it
-	// does not; a move to it waits for that, at most waitForReport.
-	fenced := s.facts[member].fenced
+	// does not; a move to it waits for that, at most waitForReport. A
+	// member that has not reported at all in this term (every member
+	// reports to each new leader) may be gone, its Lease not yet expired:
+	// a move to it waits for its report, too, in any group.
+	facts, reported := s.facts[member]
 	waitUntil := s.joined[member].Add(waitForReport)
-	if !s.handoff || !s.anyFenced() || was == "" || member == "" || !fenced && !waitUntil.After(s.now) {
+	if !s.handoff || was == "" || member == "" ||
+		!facts.fenced && !waitUntil.After(s.now) || // it did not report that it fences in time
+		reported && !facts.fenced && !s.anyFenced() { // stock receivers: nothing is made before it breaks
 		s.move(job, js, i, member)
 		return
 	}
 	ho := &handoff{job: job, from: was, to: member, deadline: waitUntil}
 	s.handoffs[t.Hash] = ho
-	if fenced {
+	if facts.fenced {
 		s.warm(t, ho)
 	}
 }
@@ -310,14 +315,19 @@ func (s *state) report(r report.Report) (bool, error) {
 		}
 		changed = moved
 	}
-	if r.Fenced {
-		for h, ho := range s.handoffs {
-			if ho.to == r.Member && !ho.warming {
-				if t, ok := s.target(ho.job, h); ok {
-					s.warm(t, ho)
-					changed = true
-				}
+	for h, ho := range s.handoffs {
+		if ho.to != r.Member || ho.warming {
+			continue
+		}
+		switch {
+		case r.Fenced:
+			if t, ok := s.target(ho.job, h); ok {
+				s.warm(t, ho)
+				changed = true
 			}
+		case !s.anyFenced(): // it reported, in a group of stock receivers
+			s.complete(h, ho, false)
+			changed = true
 		}
 	}
 	for _, hashes := range r.Warm {

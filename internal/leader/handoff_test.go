@@ -528,8 +528,11 @@ func TestHandoffStopsWaitingForASilentMember(t *testing.T) {
 	assert.Empty(t, g.warming()["stock"])
 }
 
-// In a group where no member fences (every receiver the stock one, or
-// none), moves are made at once, as without make before break.
+// In a group where no member fences (every receiver the stock one), a move
+// to a member that has reported is made at once, as without make before
+// break; one to a member that has not reported in this term (a joiner
+// before its first report, or a member that is gone, its Lease not yet
+// expired) waits for its report, at most waitForReport.
 func TestHandoffNoneInAGroupWithoutFences(t *testing.T) {
 	alloc, err := allocation.New(allocation.ConsistentHashing)
 	require.NoError(t, err)
@@ -539,12 +542,35 @@ func TestHandoffNoneInAGroupWithoutFences(t *testing.T) {
 	ms := members(3)
 	_, err = s.setMembers(ms)
 	require.NoError(t, err)
+	for _, m := range ms {
+		_, err := s.report(report.Report{Member: m.Identity})
+		require.NoError(t, err)
+	}
 	s.setTargets(newFleet(7, 1, 60).snapshot())
 	s.allocation(1, "collector-0")
 	s.takeMoved()
+
 	_, err = s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
 	require.NoError(t, err)
-	assert.Positive(t, s.takeMoved(), "the join moved nothing at once")
+	joiner := func() int { return len(s.allocation(1, "collector-0").Share(handoffJob, "joiner").Targets()) }
+	assert.Zero(t, joiner(), "a move to a member that has not reported was made")
+	require.NotEmpty(t, s.handoffs)
+	for _, ho := range s.handoffs {
+		assert.False(t, ho.warming)
+		assert.Equal(t, s.now.Add(waitForReport), ho.deadline)
+	}
+	s.now = s.now.Add(time.Second)
+	changed, err := s.report(report.Report{Member: "joiner"})
+	require.NoError(t, err)
+	assert.True(t, changed)
+	assert.Positive(t, joiner(), "its report moved nothing")
+	assert.Empty(t, s.handoffs)
+	s.takeMoved()
+
+	// To members that have reported, moves are made at once.
+	_, err = s.setMembers(ms)
+	require.NoError(t, err)
+	assert.Positive(t, s.takeMoved(), "the leave moved nothing at once")
 	assert.Empty(t, s.handoffs)
 }
 
