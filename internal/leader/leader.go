@@ -161,6 +161,7 @@ func (t *Term) Run(ctx context.Context) {
 	// targets the members hold.
 	var waitHeld <-chan time.Time
 	var held *discovery.Snapshot
+	var latest Series // the last series delivered: measured again once the targets are in
 	if s.seeding = t.cfg.Reports != nil; s.seeding {
 		timer := time.NewTimer(heldWait)
 		defer timer.Stop()
@@ -178,6 +179,9 @@ func (t *Term) Run(ctx context.Context) {
 			s.now = changed
 			s.setTargets(*held)
 			held = nil
+			if latest != nil {
+				s.measure(s.measurements(latest))
+			}
 		}
 	}
 	pending := t.cfg.Jobs != nil // the resources' jobs are still to come
@@ -265,6 +269,7 @@ func (t *Term) Run(ctx context.Context) {
 			s.now = changed
 			s.setTargets(snap)
 		case series := <-t.cfg.Series:
+			latest = series
 			changed, cause = time.Now(), shares.CauseMeasurements
 			s.now = changed
 			if waitSeries != nil && !reportedAll(series, s.names) {
