@@ -31,10 +31,19 @@ func targetOf(targets map[string]*demotarget.Target, series string) *demotarget.
 }
 
 // assertSteadyState checks, once the changes of a test have had time to
-// reach every member's scraping (refresh_interval and the stock receiver's
-// delays), that no target is scraped by two replicas.
-func assertSteadyState(t *testing.T, targets map[string]*demotarget.Target) {
+// reach every member's scraping (the leader has no move under way: a
+// target that warms at its new member, or that its old member releases, is
+// scraped by both; then refresh_interval and the stock receiver's delays),
+// that no target is scraped by two replicas.
+func assertSteadyState(t *testing.T, procs []*process, targets map[string]*demotarget.Target) {
 	t.Helper()
+	leader := settled(t, procs, 30*time.Second)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		n, err := handoffs(leader)
+		if assert.NoError(c, err) {
+			assert.Zero(c, n, "moves under way")
+		}
+	}, 60*time.Second, 250*time.Millisecond)
 	time.Sleep(refreshInterval + stockDelay)
 	from := time.Now()
 	time.Sleep(3 * time.Second)
@@ -60,7 +69,7 @@ func TestLeaderKilledWhileScraping(t *testing.T) {
 	procs := startGroup(t, kubeconfig, "otcta-collector", 3, replicaConfig, fast...)
 	leader := settled(t, procs, 60*time.Second)
 	owners := union(t, procs, demoSeries, 60*time.Second)
-	assertSteadyState(t, targets)
+	assertSteadyState(t, procs, targets)
 
 	killed := time.Now()
 	leader.kill(t)
@@ -94,5 +103,5 @@ func TestLeaderKilledWhileScraping(t *testing.T) {
 		// interval); a survivor has been seen to miss one, now and then.
 		assert.LessOrEqual(t, gap, 2*scrapeInterval+scrapeInterval/2, "%s missed more than one scrape", series)
 	}
-	assertSteadyState(t, targets)
+	assertSteadyState(t, survivors, targets)
 }

@@ -242,7 +242,6 @@ func waitExportedByOwners(t *testing.T, sink *otlpSink, o *owners, addrs []strin
 // leader has no move under way.
 func waitHandedOver(t *testing.T, leader *process, o *owners, procs []*process, within time.Duration) {
 	t.Helper()
-	client := &http.Client{Timeout: time.Second}
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		owning := map[string]bool{}
 		for _, m := range o.snapshot() {
@@ -251,20 +250,33 @@ func waitHandedOver(t *testing.T, leader *process, o *owners, procs []*process, 
 		for _, p := range procs {
 			assert.True(c, owning[p.name], "%s owns no target yet", p.name)
 		}
-		resp, err := client.Get("http://" + leader.endpoint + "/status")
-		if !assert.NoError(c, err) {
-			return
-		}
-		defer resp.Body.Close()
-		var doc struct {
-			Allocation *struct {
-				Handoffs int `json:"handoffs"`
-			} `json:"allocation"`
-		}
-		if assert.NoError(c, json.NewDecoder(resp.Body).Decode(&doc)) && assert.NotNil(c, doc.Allocation, "%s does not lead", leader.name) {
-			assert.Zero(c, doc.Allocation.Handoffs, "moves under way")
+		n, err := handoffs(leader)
+		if assert.NoError(c, err) {
+			assert.Zero(c, n, "moves under way")
 		}
 	}, within, 250*time.Millisecond)
+}
+
+// handoffs reads from the leader's /status how many moves, made before they
+// are broken, are under way.
+func handoffs(leader *process) (int, error) {
+	resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + leader.endpoint + "/status")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Allocation *struct {
+			Handoffs int `json:"handoffs"`
+		} `json:"allocation"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		return 0, err
+	}
+	if doc.Allocation == nil {
+		return 0, fmt.Errorf("%s does not lead", leader.name)
+	}
+	return doc.Allocation.Handoffs, nil
 }
 
 // handoverFigures are one target's figures through one change.

@@ -265,7 +265,7 @@ func TestLeaderKilledOnTheUsersPath(t *testing.T) {
 		t.Logf("measured: %s (%s's, moved to %s) longest unscraped %s (bound %s)", series, owner, scraped[series], gap.Round(time.Millisecond), bound)
 		assert.LessOrEqual(t, gap, bound, "%s went unscraped", series)
 	}
-	assertSteadyState(t, targets)
+	assertSteadyState(t, survivors, targets)
 }
 
 func seriesSet(owners map[string]string) map[string]bool {

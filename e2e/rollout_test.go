@@ -157,5 +157,5 @@ func TestRollingRestart(t *testing.T) {
 		t.Logf("measured: %s longest gap during the rolling restart %s (bound %s)", addr, gap.Round(time.Millisecond), bound)
 		assert.LessOrEqual(t, gap, bound, "%s went unscraped too long", addr)
 	}
-	assertSteadyState(t, targets)
+	assertSteadyState(t, procs, targets)
 }
