@@ -64,11 +64,12 @@ const defaultWarmWithin = 45 * time.Second
 
 // cutoverDelay is how long after a move the cut-over is: time for the
 // allocation to reach both members' receivers (pushed in-process, and to
-// followers over a blocking request, in milliseconds), with a wide margin
-// for a busy node. A member that learns of the move after its cut-over
-// exports, or drops, its scrapes in between as before the move: an
-// interval doubled or missing.
-const cutoverDelay = 2 * time.Second
+// followers over a blocking request, as a rule in milliseconds), with a
+// wide margin for a busy node: a fresh-clone run on a loaded 2-core
+// machine once saw a follower learn of a move more than 3 s after it. A
+// member that learns of the move after its cut-over exports, or drops, its
+// scrapes in between as before the move: an interval doubled or missing.
+const cutoverDelay = 4 * time.Second
 
 // handoff is one target's move, from its old member to its new one.
 type handoff struct {

@@ -183,27 +183,18 @@ func TestHandoffJoin(t *testing.T) {
 	// the scrapes before, the newcomer those after.
 	_, releasing := g.extra()
 	assert.Equal(t, map[string][]uint64{before[first]: {first}}, releasing)
-	cutover := shares.FormatCutover(g.s.now.Add(3 * time.Second))
+	cutover := shares.FormatCutover(g.s.now.Add(5 * time.Second))
 	assert.Equal(t, cutover, g.cutover(before[first], first))
 	assert.Equal(t, cutover, g.cutover("joiner", first))
 	// One interval after the cut-over (and cutoverDelay more), its old
-	// member releases it, and the mark leaves the newcomer's.
-	next, ok := g.s.nextDeadline()
-	require.True(t, ok)
-	assert.Equal(t, g.s.now.Add(3*time.Second+2*time.Second+cutoverDelay), next)
-	g.s.now = next
-	changed, _ = g.s.expire()
-	require.True(t, changed)
-	g.publish()
-	_, releasing = g.extra()
-	assert.Empty(t, releasing)
-	assert.Empty(t, g.cutover("joiner", first))
-	assert.Equal(t, "joiner", g.owner(first))
+	// member releases it, and the mark leaves the newcomer's (below).
+	require.NotNil(t, g.s.releases[first])
+	assert.Equal(t, g.s.now.Add(5*time.Second+2*time.Second+cutoverDelay), g.s.releases[first].deadline)
 	assert.False(t, g.report(warmReport("joiner", first)), "a second report of it changes nothing")
 	assert.False(t, g.report(warmReport(before[first], warming[1])), "only the new member's report counts")
 
 	// The rest at the deadline: warm_within + the job's interval.
-	next, ok = g.s.nextDeadline()
+	next, ok := g.s.nextDeadline()
 	require.True(t, ok)
 	assert.Equal(t, time.Unix(1000, 0).Add(12*time.Second), next)
 	g.s.now = next.Add(-time.Millisecond)
@@ -217,14 +208,15 @@ func TestHandoffJoin(t *testing.T) {
 		assert.Equal(t, "joiner", g.owner(h))
 	}
 	assert.Empty(t, g.warming())
-	next, _ = g.s.nextDeadline()
-	g.s.now = next
-	g.s.expire() // the releases
+	for next, ok := g.s.nextDeadline(); ok; next, ok = g.s.nextDeadline() {
+		g.s.now = next
+		g.s.expire() // the releases
+	}
 	g.publish()
 	_, releasing = g.extra()
 	assert.Empty(t, releasing)
-	_, ok = g.s.nextDeadline()
-	assert.False(t, ok)
+	assert.Empty(t, g.cutover("joiner", first))
+	assert.Equal(t, "joiner", g.owner(first))
 	want := want(t, allocation.ConsistentHashing, 0, append(slices.Clone(ms), allocation.Member{Identity: "joiner"}), g.fl.snapshot(), nil)
 	for h, m := range g.owners() {
 		assert.Equal(t, wantOwner(want, h), m)
@@ -695,9 +687,9 @@ func TestCutoverAfter(t *testing.T) {
 		warmed   bool
 		want     time.Duration
 	}{
-		{time.Second, true, 2500 * time.Millisecond},
-		{2 * time.Second, true, 3 * time.Second},
-		{4 * time.Second, true, 2 * time.Second},
+		{time.Second, true, 4500 * time.Millisecond},
+		{2 * time.Second, true, 5 * time.Second},
+		{8 * time.Second, true, 4 * time.Second},
 		{30 * time.Second, true, 15 * time.Second},
 		{30 * time.Second, false, cutoverDelay},
 	} {
