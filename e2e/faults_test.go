@@ -191,6 +191,11 @@ func (f *fleet) fault(t *testing.T, name string, moves bool, inject func() (lift
 		// update delays, and is first scraped up to an interval later.
 		row.unscrapedBound += retryPeriod + stockDelay + scrapeInterval
 		row.doubleBound += stockDelay + scrapeInterval
+		// A planned move back (the member returns) is made before it is
+		// broken: both members scrape the target until the move's
+		// cut-over (at most 4 s and an interval after it) and its release
+		// (an interval and 4 s after that); its data is exported once.
+		row.doubleBound += 8*time.Second + 2*scrapeInterval
 	}
 	for _, series := range demoSeries {
 		target := targetOf(f.targets, series)
