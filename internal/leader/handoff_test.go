@@ -234,67 +234,43 @@ func wantOwner(a *shares.Allocation, h uint64) string {
 	return ""
 }
 
-// A newcomer that has not reported yet warms nothing (it might not fence
-// its data): its moves wait for its report, at most waitForReport.
+// A newcomer that has not reported yet, or whose report says it does not
+// fence (a stock receiver's, or one whose receiver has not started yet: it
+// starts after the extension), warms nothing: its moves wait for its report
+// that it fences, and are made by a plain move at most waitForReport after
+// it joined if that does not come.
 func TestHandoffWaitsForTheNewMembersReport(t *testing.T) {
 	ms := members(3)
-	for _, reports := range []bool{true, false} {
-		g := newHandoffGroup(t, 60, ms)
-		before := g.owners()
-		_, err := g.s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
-		require.NoError(t, err)
-		g.publish()
-		assert.Equal(t, before, g.owners())
-		assert.Empty(t, g.warming()["joiner"], "warming for a member that may not fence")
-		if reports {
-			g.s.now = g.s.now.Add(time.Second)
-			require.True(t, g.report(report.Report{Member: "joiner", Fenced: true, Cutover: true, WarmWithin: report.Duration(10 * time.Second)}))
+	for _, unfenced := range []bool{false, true} {
+		for _, fencesLater := range []bool{true, false} {
+			g := newHandoffGroup(t, 60, ms)
+			before := g.owners()
+			if unfenced {
+				g.report(report.Report{Member: "joiner"})
+			}
+			_, err := g.s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
+			require.NoError(t, err)
 			g.publish()
-			assert.NotEmpty(t, g.warming()["joiner"])
-			assert.Equal(t, g.s.now.Add(12*time.Second), g.deadlineTo("joiner"), "the deadline starts when it warms")
-			continue
-		}
-		next := g.deadlineTo("joiner")
-		assert.Equal(t, g.s.now.Add(waitForReport), next)
-		g.s.now = next
-		changed, _ := g.s.expire()
-		require.True(t, changed)
-		g.publish()
-		assert.NotEqual(t, before, g.owners(), "a member that never reports gets its targets at the deadline")
-	}
-}
-
-// A member whose report says it does not fence (a stock receiver's, or
-// one whose receiver has not started yet: it starts after the extension)
-// gets its targets by a plain move at most waitForReport after it joined,
-// and warms them if it reports meanwhile that it fences.
-func TestHandoffToUnfencedMember(t *testing.T) {
-	for _, fencesLater := range []bool{false, true} {
-		ms := members(3)
-		g := newHandoffGroup(t, 60, ms)
-		before := g.owners()
-		g.report(report.Report{Member: "joiner"})
-		_, err := g.s.setMembers(append(slices.Clone(ms), allocation.Member{Identity: "joiner"}))
-		require.NoError(t, err)
-		g.publish()
-		assert.Equal(t, before, g.owners(), "a move to it was made at once")
-		assert.Empty(t, g.warming()["joiner"])
-		if fencesLater {
-			g.s.now = g.s.now.Add(time.Second)
-			require.True(t, g.report(report.Report{Member: "joiner", Fenced: true, Cutover: true, WarmWithin: report.Duration(10 * time.Second)}))
+			assert.Equal(t, before, g.owners(), "a move to it was made at once")
+			assert.Empty(t, g.warming()["joiner"], "warming for a member that may not fence")
+			if fencesLater {
+				g.s.now = g.s.now.Add(time.Second)
+				require.True(t, g.report(report.Report{Member: "joiner", Fenced: true, Cutover: true, WarmWithin: report.Duration(10 * time.Second)}))
+				g.publish()
+				assert.NotEmpty(t, g.warming()["joiner"], "once it fences, it warms its targets")
+				assert.Equal(t, before, g.owners())
+				assert.Equal(t, g.s.now.Add(12*time.Second), g.deadlineTo("joiner"), "the deadline starts when it warms")
+				continue
+			}
+			next := g.deadlineTo("joiner")
+			assert.Equal(t, g.s.now.Add(waitForReport), next)
+			g.s.now = next
+			changed, _ := g.s.expire()
+			require.True(t, changed)
 			g.publish()
-			assert.NotEmpty(t, g.warming()["joiner"], "once it fences, it warms its targets")
-			assert.Equal(t, before, g.owners())
-			continue
+			assert.NotEqual(t, before, g.owners(), "at the deadline, its targets move to it")
+			assert.Empty(t, g.warming()["joiner"])
 		}
-		next := g.deadlineTo("joiner")
-		assert.Equal(t, g.s.now.Add(waitForReport), next)
-		g.s.now = next
-		changed, _ := g.s.expire()
-		require.True(t, changed)
-		g.publish()
-		assert.NotEqual(t, before, g.owners(), "at the deadline, its targets move to it")
-		assert.Empty(t, g.warming()["joiner"])
 	}
 }
 
