@@ -169,6 +169,30 @@ func shareKeys(groups []httpsd.TargetGroup) []string {
 // keysOf are the keys of the targets of groups whose marks keep says to.
 func keysOf(groups []httpsd.TargetGroup, keep func(shares.Marks) bool) []string {
 	var out []string
+	for _, t := range ShareTargets(groups) {
+		if keep(t.Marks) {
+			out = append(out, t.Key)
+		}
+	}
+	return out
+}
+
+// ShareTarget is a target of what a member scrapes of a job, with the
+// labels the stock receiver's HTTP SD gives it: its group's labels and its
+// address, without the leader's marks, which are apart.
+type ShareTarget struct {
+	Labels labels.Labels
+	Marks  shares.Marks
+	// Key is the target's key in reports (report.TargetKey of Labels),
+	// which the leader computes from its discovered labels.
+	Key string
+}
+
+// ShareTargets are the targets of groups, what a member scrapes of a job,
+// one each: the receiver's fence and this member's reports read its share
+// by them.
+func ShareTargets(groups []httpsd.TargetGroup) []ShareTarget {
+	var out []ShareTarget
 	for _, g := range groups {
 		for _, address := range g.Targets {
 			ls := maps.Clone(g.Labels)
@@ -176,9 +200,9 @@ func keysOf(groups []httpsd.TargetGroup, keep func(shares.Marks) bool) []string 
 				ls = map[string]string{}
 			}
 			ls[model.AddressLabel] = address
-			if keep(shares.TakeMarks(ls)) {
-				out = append(out, report.TargetKey(labels.FromMap(ls)))
-			}
+			marks := shares.TakeMarks(ls)
+			l := labels.FromMap(ls)
+			out = append(out, ShareTarget{Labels: l, Marks: marks, Key: report.TargetKey(l)})
 		}
 	}
 	return out

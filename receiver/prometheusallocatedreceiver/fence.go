@@ -2,7 +2,6 @@ package prometheusallocatedreceiver // import "github.com/embedded-ta/embedded-t
 
 import (
 	"context"
-	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
 	"github.com/embedded-ta/embedded-ta/internal/httpsd"
-	"github.com/embedded-ta/embedded-ta/internal/report"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
 
@@ -223,21 +221,12 @@ func (idx *shareIndex) rebuild(own targetallocatorextension.Shares, changed <-ch
 // receiver's HTTP SD gives them.
 func shareTargets(job string, groups []httpsd.TargetGroup) []shareTarget {
 	var out []shareTarget
-	for _, g := range groups {
-		for _, address := range g.Targets {
-			ls := maps.Clone(g.Labels)
-			if ls == nil {
-				ls = map[string]string{}
-			}
-			ls[model.AddressLabel] = address
-			key := targetKey{job: job, address: address}
-			if name := ls[model.JobLabel]; name != "" {
-				key.job = name
-			}
-			marks := shares.TakeMarks(ls)
-			l := labels.FromMap(ls)
-			out = append(out, shareTarget{key: key, labels: l, marks: marks, job: job, seriesKey: report.TargetKey(l)})
+	for _, t := range targetallocatorextension.ShareTargets(groups) {
+		key := targetKey{job: job, address: t.Labels.Get(model.AddressLabel)}
+		if name := t.Labels.Get(model.JobLabel); name != "" {
+			key.job = name
 		}
+		out = append(out, shareTarget{key: key, labels: t.Labels, marks: t.Marks, job: job, seriesKey: t.Key})
 	}
 	return out
 }
