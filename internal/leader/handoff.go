@@ -98,6 +98,12 @@ type memberFacts struct {
 func (s *state) assign(job string, js *jobState, i int, member string) {
 	t := js.targets[i]
 	was := memberName(s.names, js.members[i])
+	if s.parked[t.Hash] {
+		if was != "" {
+			return // at its holder until discovery has reported every job
+		}
+		delete(s.parked, t.Hash) // its holder is gone
+	}
 	if ho := s.handoffs[t.Hash]; ho != nil {
 		if ho.to == member && was != "" {
 			return // under way
@@ -275,6 +281,7 @@ func (s *state) relabel(t discovery.Target) {
 
 // forget ends the hand-off and the release of a target that is gone.
 func (s *state) forget(h uint64) {
+	delete(s.parked, h)
 	if ho := s.handoffs[h]; ho != nil {
 		s.cancel(h, ho)
 	}

@@ -672,3 +672,80 @@ func TestCutoverAfter(t *testing.T) {
 		assert.Equal(t, tc.want, cutoverAfter(tc.interval, tc.warmed), "interval %s, warmed %t", tc.interval, tc.warmed)
 	}
 }
+
+// A new term's targets stay at the members that hold them until discovery
+// has reported every job: placed while a job's targets are still to come,
+// the load bounds would move a target away and, once they came, back. Then
+// each moves at most once, to where a fresh allocation of every job puts
+// it. (Members with stock receivers: moves are made at once.)
+func TestNewTermParksHeldTargetsUntilEveryJobReported(t *testing.T) {
+	ms := members(3)
+	fl := newFleet(11, 2, 9) // few targets a member: the bounds bind
+	early, late := "job-0", "job-1"
+
+	// Where a fresh allocation of both jobs puts each target; the last
+	// term left each of the early job's at the member after that one.
+	fresh, err := allocation.New(allocation.ConsistentHashing)
+	require.NoError(t, err)
+	require.NoError(t, fresh.SetMembers(ms))
+	var all []allocation.Target
+	for job, ts := range fl.jobs {
+		for _, tg := range ts {
+			all = append(all, allocation.Target{Hash: tg.Hash, Job: job})
+		}
+	}
+	fresh.Update(all, nil)
+	next := map[string]string{"collector-0": "collector-1", "collector-1": "collector-2", "collector-2": "collector-0"}
+	want, holder, held := map[uint64]string{}, map[uint64]string{}, map[string][]string{}
+	for _, tg := range fl.jobs[early] {
+		m, _ := fresh.MemberOf(tg.Hash)
+		want[tg.Hash], holder[tg.Hash] = m, next[m]
+		held[next[m]] = append(held[next[m]], report.TargetKey(tg.Element.Labels()))
+	}
+
+	alloc, err := allocation.New(allocation.ConsistentHashing)
+	require.NoError(t, err)
+	configs := map[string]*promconfig.ScrapeConfig{}
+	for job := range fl.jobs {
+		configs[job] = &promconfig.ScrapeConfig{JobName: job, ScrapeInterval: model.Duration(2 * time.Second)}
+	}
+	s, err := newState(alloc, configs)
+	require.NoError(t, err)
+	s.handoff, s.now, s.seeding = true, time.Unix(1000, 0), true
+	_, err = s.setMembers(ms)
+	require.NoError(t, err)
+	for _, m := range ms {
+		_, err := s.report(report.Report{Member: m.Identity, Held: map[string][]string{early: held[m.Identity]}})
+		require.NoError(t, err)
+	}
+	s.seeding = false
+	owners := func() map[uint64]string {
+		a := s.allocation(1, "collector-0")
+		out := map[uint64]string{}
+		for _, m := range a.Members {
+			for _, tg := range a.Share(early, m).Targets() {
+				out[tg.Hash] = m
+			}
+		}
+		return out
+	}
+
+	first := fl.snapshot()
+	first.Jobs[late], first.Unreported = nil, map[string]bool{late: true}
+	s.setTargets(first)
+	assert.Equal(t, holder, owners(), "a held target left its holder before every job reported")
+	assert.Zero(t, s.takeMoved())
+
+	s.now = s.now.Add(3 * time.Second)
+	s.setTargets(fl.snapshot())
+	assert.Equal(t, want, owners(), "not where a fresh allocation of every job puts them")
+	moving := 0
+	for h, m := range holder {
+		if m != want[h] {
+			moving++
+		}
+	}
+	require.Positive(t, moving, "the fixture moves nothing")
+	assert.Equal(t, moving, s.takeMoved(), "a target moved more than once")
+	assert.Empty(t, s.parked)
+}

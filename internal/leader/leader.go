@@ -185,6 +185,7 @@ func (t *Term) Run(ctx context.Context) {
 		}
 	}
 	pending := t.cfg.Jobs != nil // the resources' jobs are still to come
+	s.jobsPending = pending
 	// A series-weighted term waits for the members' reports (SeriesWait),
 	// keeping the latest until all are in.
 	var waitSeries <-chan time.Time
@@ -260,6 +261,8 @@ func (t *Term) Run(ctx context.Context) {
 			// of jobs that are gone leave with it.
 			t.disc.SetJobs(jobs)
 			pending, publish = false, true
+			s.jobsPending = false
+			s.unpark() // once their discovery has reported, as a rule
 		case snap := <-t.disc.Snapshots():
 			if s.seeding {
 				held, publish = &snap, false

@@ -86,6 +86,15 @@ type state struct {
 	// while seeding, and each job's until its first targets came.
 	held    map[string]map[string]string
 	seeding bool
+	// parked are the targets of a new term's first allocation that stay
+	// at the member that holds them, though the allocator places them
+	// elsewhere, until discovery has reported every job and the resources'
+	// jobs (jobsPending) are known: placed while other jobs' targets are
+	// still to come, a target would move twice, away and back, as the load
+	// bounds take the later targets in. Discovery reports every job within
+	// its report wait (30 s).
+	parked      map[uint64]bool
+	jobsPending bool
 	// heldCount counts the targets reported held, and heldOver is set
 	// once they are more than maxHeld: then none is kept.
 	heldCount int
@@ -580,11 +589,46 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 			delete(s.held, name) // seeded, or nothing to seed
 		}
 	}
+	parking := s.parking()
 	for _, e := range seeded {
-		member, _ := s.alloc.MemberOf(e.js.targets[e.i].Hash)
+		h := e.js.targets[e.i].Hash
+		if parking {
+			if s.parked == nil {
+				s.parked = map[uint64]bool{}
+			}
+			s.parked[h] = true
+			continue
+		}
+		member, _ := s.alloc.MemberOf(h)
 		s.assign(e.name, e.js, e.i, member)
 	}
 	s.follow(append(displaced, s.alloc.Displaced()...))
+	s.unpark()
+}
+
+// parking reports whether targets are parked at their holders: while the
+// resources' jobs are still to come or a job's discovery has not reported.
+func (s *state) parking() bool {
+	if s.jobsPending {
+		return true
+	}
+	for _, unreported := range s.unreported {
+		if unreported {
+			return true
+		}
+	}
+	return false
+}
+
+// unpark moves the parked targets to their members in the allocator once
+// nothing parks them any more.
+func (s *state) unpark() {
+	if len(s.parked) == 0 || s.parking() {
+		return
+	}
+	hashes := slices.Collect(maps.Keys(s.parked))
+	s.parked = nil
+	s.follow(hashes)
 }
 
 // holder returns the member that reported it holds the target at i of a

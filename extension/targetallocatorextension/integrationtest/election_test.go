@@ -104,11 +104,13 @@ func TestElectionNeverEmptiesAShare(t *testing.T) {
 	type answer struct {
 		member, job string
 		targets     map[string]bool
+		at          time.Duration // after the leader was cut off
 	}
 	var (
 		answers []answer
 		lost    []string
 	)
+	var died time.Time
 	poll := func() {
 		for _, r := range survivors {
 			for _, job := range names {
@@ -116,7 +118,7 @@ func TestElectionNeverEmptiesAShare(t *testing.T) {
 				if err != nil {
 					lost = append(lost, fmt.Sprintf("%s %s: %v", r.identity, job, err))
 				}
-				answers = append(answers, answer{r.identity, job, s})
+				answers = append(answers, answer{r.identity, job, s, time.Since(died)})
 			}
 			var configs map[string]any
 			err := fetchJSON(r.url()+"/scrape_configs", &configs)
@@ -126,7 +128,7 @@ func TestElectionNeverEmptiesAShare(t *testing.T) {
 		}
 	}
 
-	died := time.Now()
+	died = time.Now()
 	leader.proxy.Cut()
 	newLeader(t, survivors, died, 20*time.Second)
 	elected := time.Since(died)
@@ -158,7 +160,7 @@ func TestElectionNeverEmptiesAShare(t *testing.T) {
 	for _, a := range answers {
 		for target := range before[a.member][a.job] {
 			if after[a.member][a.job][target] && !a.targets[target] {
-				lost = append(lost, fmt.Sprintf("%s lost %s of job %s", a.member, target, a.job))
+				lost = append(lost, fmt.Sprintf("%s lost %s of job %s %s after the leader was cut off", a.member, target, a.job, a.at.Round(time.Millisecond)))
 			}
 		}
 	}

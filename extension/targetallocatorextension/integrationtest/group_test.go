@@ -59,7 +59,7 @@ func startReplica(t *testing.T, cfg *rest.Config, namespace, identity, group str
 	}
 	require.NoError(t, c.Validate())
 
-	core, logs := observer.New(zap.InfoLevel)
+	core, logs := observer.New(zap.DebugLevel)
 	set := extensiontest.NewNopSettings(factory.Type())
 	set.Logger = zap.New(core).With(zap.String("replica", identity))
 	ext, err := factory.Create(context.Background(), set, c)
@@ -68,6 +68,13 @@ func startReplica(t *testing.T, cfg *rest.Config, namespace, identity, group str
 	r := &replica{identity: identity, ext: g, endpoint: c.NetAddr.Endpoint, host: &statusHost{}, logs: logs, proxy: proxy}
 	require.NoError(t, ext.Start(context.Background(), r.host))
 	t.Cleanup(r.stop)
+	t.Cleanup(func() { // registered last, run first: the logs of a failed test, before the stop
+		if t.Failed() {
+			for _, e := range logs.All() {
+				t.Logf("%s %s %s %s %v", e.Time.Format("15:04:05.000"), identity, e.Level.CapitalString(), e.Message, e.ContextMap())
+			}
+		}
+	})
 	return r
 }
 
