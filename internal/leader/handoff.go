@@ -67,8 +67,10 @@ const defaultWarmWithin = 45 * time.Second
 // followers over a blocking request, as a rule in milliseconds), with a
 // wide margin for a busy node: a fresh-clone run on a loaded 2-core
 // machine once saw a follower learn of a move more than 3 s after it. A
-// member that learns of the move after its cut-over exports, or drops, its
-// scrapes in between as before the move: an interval doubled or missing.
+// member that learns of the move after its cut-over exports, as its old
+// member, its scrapes in between: doubled; as its new member, its fence
+// passes them late from the copies it kept while the target warmed (up to
+// three intervals late).
 const cutoverDelay = 4 * time.Second
 
 // handoff is one target's move, from its old member to its new one.

@@ -46,7 +46,9 @@ import (
 // between its two members by the time of each scrape: a releasing target
 // (shares.ReleasingLabel: moved away from this member) passes as a target
 // of the share until its cut-over, an arriving one (in the share, marked
-// with its cut-over) from it on.
+// with its cut-over) from it on; the scrapes from the cut-over on that it
+// dropped as a warming target's, when this member learned of the move late,
+// pass before its next one (late.go).
 //
 // The fence also measures each target of the share, and each warming one:
 // the series its scrape gave (the stock receiver's scrape_samples_scraped,
@@ -71,6 +73,9 @@ type fence struct {
 
 	mu    sync.Mutex // one rebuild of the index at a time
 	index atomic.Pointer[shareIndex]
+	// late are the last scrapes of the warming targets, for a cut-over
+	// this member learns of late (late.go).
+	late lateScrapes
 }
 
 func newFence(next consumer.Metrics, group targetallocatorextension.Group, fenced metric.Int64Counter, logger *zap.Logger) (consumer.Metrics, error) {
@@ -87,13 +92,27 @@ func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 	held, ok := idx.find(target)
 	if ok {
 		f.measure(held.job, held.seriesKey, md)
-		if held.marks.Cutover.IsZero() || held.marks.Exports(scrapeTime(md)) {
+		if held.marks.Cutover.IsZero() {
+			return f.next.ConsumeMetrics(ctx, md)
+		}
+		at := scrapeTime(md)
+		if !held.marks.Releasing {
+			// Arrived: the scrapes from the cut-over on that were dropped
+			// while it still warmed here (this member learned late) first.
+			if err := f.late.pass(ctx, f.next, lateKey{held.job, held.seriesKey}, held.marks.Cutover, at); err != nil {
+				return err
+			}
+		}
+		if held.marks.Exports(at) {
 			return f.next.ConsumeMetrics(ctx, md)
 		}
 	}
 	w, warming := idx.warming(target)
 	if warming {
 		f.measure(w.job, w.seriesKey, md)
+		if w.hash != shares.Standby && w.seriesKey != "" {
+			f.late.keep(lateKey{w.job, w.seriesKey}, md)
+		}
 	}
 	if dropped := dropValues(md); dropped > 0 {
 		f.fenced.Add(ctx, int64(dropped))
@@ -134,6 +153,7 @@ func (f *fence) current() *shareIndex {
 	own, changed := f.shares()
 	idx = idx.rebuild(own, changed, f.logger)
 	f.index.Store(idx)
+	f.late.retain(idx.arriving)
 	return idx
 }
 
@@ -227,6 +247,26 @@ func shareTargets(job string, groups []httpsd.TargetGroup) []shareTarget {
 			key.job = name
 		}
 		out = append(out, shareTarget{key: key, labels: t.Labels, marks: t.Marks, job: job, seriesKey: t.Key})
+	}
+	return out
+}
+
+// arriving returns the targets, by job and key, that warm in the share or
+// arrived with a cut-over: what is kept of their warming scrapes may still
+// pass.
+func (idx *shareIndex) arriving() map[lateKey]bool {
+	out := map[lateKey]bool{}
+	for _, ws := range idx.warm {
+		for _, w := range ws {
+			out[lateKey{w.job, w.seriesKey}] = true
+		}
+	}
+	for job, jt := range idx.jobs {
+		for _, t := range jt.targets {
+			if !t.marks.Cutover.IsZero() && !t.marks.Releasing {
+				out[lateKey{job, t.seriesKey}] = true
+			}
+		}
 	}
 	return out
 }
@@ -344,32 +384,37 @@ func sameTarget(share, discovered labels.Labels) bool {
 // returns how many it removed: what is left are staleness markers, which
 // end the target's series here as they would anyway when its scrape loop
 // stops (a target that left the group entirely, or moved, ends here).
-func dropValues(md pmetric.Metrics) int {
-	dropped := 0
+func dropValues(md pmetric.Metrics) int { return removePoints(md, false) }
+
+// removePoints removes from md the data points that are staleness markers
+// (stale) or that carry a value (!stale), and the metrics, scopes and
+// resources left empty; it returns how many it removed.
+func removePoints(md pmetric.Metrics, stale bool) int {
+	removed := 0
 	md.ResourceMetrics().RemoveIf(func(rm pmetric.ResourceMetrics) bool {
 		rm.ScopeMetrics().RemoveIf(func(sm pmetric.ScopeMetrics) bool {
 			sm.Metrics().RemoveIf(func(m pmetric.Metric) bool {
 				var n, left int
 				switch m.Type() {
 				case pmetric.MetricTypeGauge:
-					n, left = dropPoints(m.Gauge().DataPoints())
+					n, left = removeFrom(m.Gauge().DataPoints(), stale)
 				case pmetric.MetricTypeSum:
-					n, left = dropPoints(m.Sum().DataPoints())
+					n, left = removeFrom(m.Sum().DataPoints(), stale)
 				case pmetric.MetricTypeHistogram:
-					n, left = dropPoints(m.Histogram().DataPoints())
+					n, left = removeFrom(m.Histogram().DataPoints(), stale)
 				case pmetric.MetricTypeExponentialHistogram:
-					n, left = dropPoints(m.ExponentialHistogram().DataPoints())
+					n, left = removeFrom(m.ExponentialHistogram().DataPoints(), stale)
 				case pmetric.MetricTypeSummary:
-					n, left = dropPoints(m.Summary().DataPoints())
+					n, left = removeFrom(m.Summary().DataPoints(), stale)
 				}
-				dropped += n
+				removed += n
 				return left == 0
 			})
 			return sm.Metrics().Len() == 0
 		})
 		return rm.ScopeMetrics().Len() == 0
 	})
-	return dropped
+	return removed
 }
 
 type point interface{ Flags() pmetric.DataPointFlags }
@@ -379,15 +424,15 @@ type points[P point] interface {
 	Len() int
 }
 
-// dropPoints removes the points that carry a value; it returns how many it
-// removed and how many are left.
-func dropPoints[P point, S points[P]](s S) (dropped, left int) {
+// removeFrom removes the staleness markers (stale) or the points that carry
+// a value (!stale); it returns how many it removed and how many are left.
+func removeFrom[P point, S points[P]](s S, stale bool) (removed, left int) {
 	s.RemoveIf(func(p P) bool {
-		if p.Flags().NoRecordedValue() {
+		if p.Flags().NoRecordedValue() != stale {
 			return false
 		}
-		dropped++
+		removed++
 		return true
 	})
-	return dropped, s.Len()
+	return removed, s.Len()
 }

@@ -533,3 +533,85 @@ func TestFenceMeasures(t *testing.T) {
 	assert.Equal(t, before, sink.DataPointCount(), "a warming target's data passed")
 	assert.Equal(t, []measured{{"pods", report.TargetKey(element.Labels()), 77}}, got)
 }
+
+// A member that learns of its move's cut-over only after it passed has
+// dropped the scrapes between as a warming target's: the fence kept the
+// last of them and passes those from the cut-over on, in order, before the
+// first scrape it passes as the target's new member; nothing before the
+// cut-over, nothing twice. One that learned in time passes nothing more.
+func TestFenceLateCutover(t *testing.T) {
+	cutover := time.UnixMilli(1_700_000_000_500)
+	plain := map[string]string{"__address__": "10.0.0.1:80", "__meta_pod": "a"}
+	warming := maps.Clone(plain)
+	warming[shares.WarmingLabel] = "00000000000000aa"
+	arriving := maps.Clone(plain)
+	arriving[shares.CutoverLabel] = shares.FormatCutover(cutover)
+	times := func(sink *consumertest.MetricsSink) []int64 {
+		var out []int64
+		for _, md := range sink.AllMetrics() {
+			out = append(out, scrapeTime(md).UnixMilli())
+		}
+		return out
+	}
+	// Scrapes 1 s apart, the cut-over between the second and the third.
+	s := func(k int) time.Time { return cutover.Add(time.Duration(k)*time.Second - 1500*time.Millisecond) }
+	ms := func(ks ...int) []int64 {
+		var out []int64
+		for _, k := range ks {
+			out = append(out, s(k).UnixMilli())
+		}
+		return out
+	}
+
+	for _, tc := range []struct {
+		name    string
+		learned int // the scrapes before this member learned of the cut-over
+		want    []int64
+	}{
+		{"learned late", 5, ms(2, 3, 4, 5)},
+		{"learned in time", 2, ms(2, 3, 4, 5)},
+		{"learned past what is kept", 6, ms(3, 4, 5, 6)}, // the scrape of s(2) was the fourth-last: lost
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMemberShares()
+			sink := new(consumertest.MetricsSink)
+			f, _ := testFence(t, m, sink)
+			f.warmed = func(string, string) {}
+			m.set(ownShares(t, shareOf{"pods": {warming}}))
+			scraped := stockTarget(t, "pods", warming, nil)
+			last := max(5, tc.learned)
+			for k := range last + 1 {
+				if k == tc.learned {
+					m.set(ownShares(t, shareOf{"pods": {arriving}}))
+				}
+				consume(t, f, scraped, scrapeAt("pods", "10.0.0.1:80", 2, s(k)))
+			}
+			assert.Equal(t, tc.want, times(sink))
+			for _, md := range sink.AllMetrics() {
+				assert.Equal(t, 3, md.DataPointCount(), "a scrape passed in part")
+			}
+			f.late.mu.Lock()
+			assert.Empty(t, f.late.kept, "kept after the target arrived")
+			assert.Zero(t, f.late.points)
+			f.late.mu.Unlock()
+		})
+	}
+
+	// A move called off: what was kept of the target goes.
+	m := newMemberShares()
+	sink := new(consumertest.MetricsSink)
+	f, _ := testFence(t, m, sink)
+	f.warmed = func(string, string) {}
+	m.set(ownShares(t, shareOf{"pods": {warming}}))
+	consume(t, f, stockTarget(t, "pods", warming, nil), scrapeAt("pods", "10.0.0.1:80", 2, s(0)))
+	f.late.mu.Lock()
+	assert.Len(t, f.late.kept, 1)
+	f.late.mu.Unlock()
+	m.set(ownShares(t, shareOf{"pods": {}}))
+	consume(t, f, stockTarget(t, "pods", warming, nil), scrapeAt("pods", "10.0.0.1:80", 2, s(1)))
+	f.late.mu.Lock()
+	assert.Empty(t, f.late.kept)
+	assert.Zero(t, f.late.points)
+	f.late.mu.Unlock()
+	assert.Zero(t, sink.DataPointCount())
+}
