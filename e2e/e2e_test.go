@@ -249,7 +249,10 @@ func settled(t *testing.T, procs []*process, within time.Duration) *process {
 	}
 }
 
-// agreed returns the leader if every process names it and lists want as members.
+// agreed returns the leader if every process names it, the leader lists
+// want as members, and each follower the leader and itself (the leader
+// alone watches every member Lease) and the group's size as the leader
+// wrote it.
 func agreed(procs []*process, want []string) (*process, error) {
 	var leader *process
 	var leaders []string
@@ -262,8 +265,12 @@ func agreed(procs []*process, want []string) (*process, error) {
 		for _, m := range v.Members {
 			members = append(members, m.Identity)
 		}
-		if !slices.Equal(want, members) {
-			return nil, fmt.Errorf("%s sees members %v, want %v", p.name, members, want)
+		seen := want
+		if !v.IsLeader {
+			seen = slices.Sorted(slices.Values([]string{v.Leader, p.name}))
+		}
+		if !slices.Equal(seen, members) || v.GroupSize != len(want) {
+			return nil, fmt.Errorf("%s sees members %v of %d, want %v of %d", p.name, members, v.GroupSize, seen, len(want))
 		}
 		leaders = append(leaders, v.Leader)
 		if v.IsLeader {

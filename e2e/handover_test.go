@@ -424,16 +424,15 @@ type handoverChange struct {
 // scrape interval, counted where data is exported. Planned changes are made
 // before they are broken: a moved target's new member scrapes it first and
 // drops its data (it warms) while its old member exports it; once the new
-// member has seen its first scrape, one allocation moves it. So a moved
-// target usually misses no interval and is exported twice once; the test
-// logs those figures and asserts what holds in every run: no planned change
-// is worse than a plain move, nor adds more than two extra points a move
-// (a member that rejoins at once, or a new leader's first allocation, can
-// still make a plain move). A target that stays misses nothing and is never
-// exported twice. A member that loses a target stops
-// exporting its data as soon as it learns of the change (the fence). A
-// SIGKILL costs its targets the lease, the new member's HTTP SD poll and
-// the stock receiver's delays.
+// member has seen its first scrape, one allocation moves it, and the two
+// split its data at the move's cut-over. So a moved target, as a rule,
+// misses no interval and is exported once; the test logs those figures and
+// asserts what holds in every run: no number exported twice, no planned
+// change worse than a plain move. A target that stays misses nothing and
+// is never exported twice. A member that loses a target stops exporting
+// its data as soon as it learns of the change (the fence). A SIGKILL costs
+// its targets the lease, the new member's HTTP SD poll and the stock
+// receiver's delays.
 func TestHandoverExportsEachScrapeOnce(t *testing.T) {
 	var addrs []string
 	for range 12 {
@@ -548,9 +547,8 @@ func TestHandoverExportsEachScrapeOnce(t *testing.T) {
 			if change.planned > 0 {
 				// Make before break, split at the cut-over: as a rule each
 				// interval exported once, by one member (docs/kubernetes.md
-				// §7 has the runs and the exceptions: a member that learns
-				// of a move after its cut-over drops the scrapes between).
-				// Asserted: nothing twice, never worse than a plain move.
+				// §7 has the runs and the exceptions). Asserted: nothing
+				// twice, never worse than a plain move.
 				assert.Zero(t, f.duplicates, "%s: %s: scrape numbers exported twice", change.name, addr)
 				assert.LessOrEqual(t, f.longestSilence, plainMoveBound, "%s: %s: exported points lie too far apart", change.name, addr)
 			} else {

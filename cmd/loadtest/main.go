@@ -9,8 +9,10 @@
 // of the answers with and without If-None-Match, and, for changes of a
 // fraction of the targets, the time from the discovery mechanism sending the
 // change to the allocation that holds it and to every member's answer
-// holding it. With -json its last line is one JSON object of the figures
-// (result).
+// holding it. With -member-leases it then runs a group of as many members
+// with real member Leases on a local control plane and measures the Lease
+// writes and each follower's watch events (leases.go). With -json its last
+// line is one JSON object of the figures (result).
 package main
 
 import (
@@ -44,6 +46,7 @@ type options struct {
 	heapProfile            string
 	startProfile           string
 	json                   bool
+	memberLeases           bool
 }
 
 func main() {
@@ -63,6 +66,7 @@ func main() {
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the leader's heap profile here at the end")
 	flag.StringVar(&o.startProfile, "start-cpu-profile", "", "write the leader's CPU profile from its start to its first allocation with every target here")
 	flag.BoolVar(&o.json, "json", false, "print the figures as one JSON object on the last line")
+	flag.BoolVar(&o.memberLeases, "member-leases", false, "then run a group of -members members with real Leases on a local control plane (bin/kube-apiserver and etcd) and measure its Lease writes and each follower's watch events")
 	flag.Parse()
 	log.SetFlags(0)
 	var err error
@@ -71,6 +75,11 @@ func main() {
 	} else {
 		var r result
 		r, err = drive(o, os.Stdout)
+		if err == nil && o.memberLeases {
+			var f leaseFigures
+			f, err = memberLeases(o.members, max(o.steady, time.Minute), os.Stdout)
+			r.LeaseWrites, r.WatchEvents, r.WatchEventsMax = &f.writes, &f.events, &f.eventsMax
+		}
 		if err == nil && o.json {
 			err = json.NewEncoder(os.Stdout).Encode(r)
 		}
@@ -318,6 +327,11 @@ type result struct {
 	LeaderRSSPeak      int64    `json:"leader_rss_peak_bytes"`
 	LeaderLiveHeap     int64    `json:"leader_live_heap_bytes"`
 	LeaderCPU          float64  `json:"leader_cpu_s"`
+	// With -member-leases: the group's Lease writes a second, and the
+	// watch events a follower receives a second (mean, and the most).
+	LeaseWrites    *float64 `json:"lease_writes_per_s,omitempty"`
+	WatchEvents    *float64 `json:"watch_events_per_follower_per_s,omitempty"`
+	WatchEventsMax *float64 `json:"watch_events_per_follower_max_per_s,omitempty"`
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -186,8 +186,9 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 		LeaseDuration: lease.Duration,
 		RenewDeadline: lease.RenewDeadline,
 		RenewPeriod:   lease.RetryPeriod,
-		OnChange: func(members []membership.Member) {
-			e.telemetry.TargetallocatorMembers.Record(context.Background(), int64(len(members)))
+		Leader:        func() string { return e.elector.Leader().Identity },
+		OnChange: func([]membership.Member) {
+			e.telemetry.TargetallocatorMembers.Record(context.Background(), int64(e.members.Size()))
 			select {
 			case e.membersChanged <- struct{}{}:
 			default: // a wake-up is pending: the term reads the members then
@@ -216,6 +217,7 @@ func (e *allocatorExtension) build(client kubernetes.Interface) error {
 			},
 			OnNewLeader: func(l election.Leader) {
 				e.set.Logger.Info("New leader", zap.String("group", e.s.group), zap.String("leader", l.Identity), zap.Int("epoch", l.Transitions))
+				e.members.Follow(l.Identity) // a follower watches the leader's member Lease alone
 				e.telemetry.TargetallocatorLeaderChanges.Add(context.Background(), 1)
 				e.allocationChanged()
 			},

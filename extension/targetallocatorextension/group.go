@@ -89,7 +89,7 @@ func (e *allocatorExtension) View() View {
 	l := e.elector.Leader()
 	v.Leader, v.Epoch, v.IsLeader = l.Identity, l.Transitions, e.elector.IsLeader()
 	v.LeaderLease = status.LeaseView{Name: e.s.group, AcquireTime: l.AcquireTime, RenewTime: l.RenewTime, LeaseDuration: l.LeaseDuration.String()}
-	v.Joined = e.members.Joined()
+	v.Joined, v.GroupSize = e.members.Joined(), e.members.Size()
 	if p := e.peerLeader.Load(); p != nil && e.cutOff() {
 		v.Leader, v.Epoch, v.LeaderFromPeers = p.Identity, p.Epoch, true
 		v.LeaderEndpoint = p.Endpoint
@@ -99,6 +99,16 @@ func (e *allocatorExtension) View() View {
 		v.Members = append(v.Members, memberView(m, now))
 		if m.Identity == v.Leader && !v.LeaderFromPeers {
 			v.LeaderEndpoint = m.Endpoint
+		}
+	}
+	if v.LeaderEndpoint == "" && v.Leader != "" && !v.LeaderFromPeers {
+		// A follower that has not seen the new leader's member Lease yet,
+		// or a leaving member that no longer watches: the Lease as last
+		// seen (its endpoint changes only with a new pod).
+		for _, m := range e.members.Known() {
+			if m.Identity == v.Leader {
+				v.LeaderEndpoint = m.Endpoint
+			}
 		}
 	}
 	return v

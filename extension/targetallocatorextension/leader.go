@@ -21,6 +21,11 @@ import (
 // the targets and sends each new allocation, which the API serves from then
 // on. When leadership ends, the term stops and the allocation is withdrawn.
 func (e *allocatorExtension) allocate(ctx context.Context) {
+	// The leader alone watches every member Lease: the term starts once
+	// they are listed.
+	if err := e.members.Lead(ctx); err != nil {
+		return // leadership ended first
+	}
 	crJobs, stopCR := e.watchPrometheusCR(ctx)
 	defer stopCR()
 	discoveryMetrics := e.sd.term()

@@ -74,7 +74,16 @@ func startMember(t *testing.T, env *kubetest.Env, namespace, identity string, of
 	m.elector, err = election.New(election.Config{Client: client, Namespace: namespace, Name: "clock", Identity: identity,
 		Labels:        map[string]string{membership.LabelGroup: "clock", membership.LabelRole: membership.RoleLeader},
 		LeaseDuration: leaseDuration, RenewDeadline: renewDeadline, RetryPeriod: retryPeriod, Clock: clk,
-		Callbacks: election.Callbacks{OnAPIResult: logErrors}})
+		Callbacks: election.Callbacks{
+			OnAPIResult: logErrors,
+			// As the extension does: the leader watches every member
+			// Lease, a follower the leader's.
+			OnNewLeader: func(l election.Leader) { m.members.Follow(l.Identity) },
+			OnStartedLeading: func(ctx context.Context) {
+				_ = m.members.Lead(ctx)
+				<-ctx.Done()
+			},
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,10 +113,18 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) t
 	return time.Since(start)
 }
 
-// agree reports whether every member names leader and sees n members.
+// agree reports whether every member names leader and counts n members:
+// the leader sees them all, a follower the leader and itself.
 func agree(ms []*member, leader string, n int) bool {
 	for _, m := range ms {
-		if m.elector.Leader().Identity != leader || len(m.members.Members()) != n {
+		if m.elector.Leader().Identity != leader || m.members.Size() != n {
+			return false
+		}
+		want := 2
+		if m.identity == leader {
+			want = n
+		}
+		if len(m.members.Members()) != want {
 			return false
 		}
 	}
@@ -136,8 +153,8 @@ func TestClockOffsetsChangeNothing(t *testing.T) {
 			if l := m.elector.Leader(); l.Identity != "clock-0" || l.Transitions != epoch {
 				t.Fatalf("%s sees leader %s of epoch %d, want clock-0 of epoch %d", m.identity, l.Identity, l.Transitions, epoch)
 			}
-			if n := len(m.members.Members()); n != 3 {
-				t.Fatalf("%s sees %d members, want 3", m.identity, n)
+			if n := m.members.Size(); n != 3 {
+				t.Fatalf("%s counts %d members, want 3", m.identity, n)
 			}
 		}
 		if !first.elector.IsLeader() {

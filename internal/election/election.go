@@ -420,7 +420,7 @@ func (e *Elector) watch(ctx context.Context) {
 			}
 			e.observe(fromRecord(*rl.LeaseSpecToLeaderElectionRecord(&lease.Spec)))
 		},
-		func(err error) { e.reportOp(OpWatch, err) })
+		func(err error) { e.reportOp(OpWatch, err) }, nil)
 }
 
 func fromRecord(r rl.LeaderElectionRecord) Leader {

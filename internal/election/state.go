@@ -65,12 +65,19 @@ type state struct {
 // holder changed. A record equal to the last one is no new observation and
 // keeps its date: a re-list or a re-read does not extend a lease. While this
 // member leads, another holder's record of an earlier epoch is a late event
-// from before it took over, and is ignored.
+// from before it took over, and is ignored; so is this member's own claim
+// older than the record last observed in its epoch.
 func (s *state) observe(l Leader, now time.Time) (newHolder bool) {
 	if s.seen && sameRecord(s.leader, l) {
 		return false
 	}
 	if s.leading && l.Identity != s.identity && l.Transitions < s.leader.Transitions {
+		return false
+	}
+	// This member's own claim, older than the record last observed in the
+	// same epoch (its release, or a later renewal): a late watch event of
+	// a write this member has since overwritten.
+	if s.seen && l.Identity == s.identity && l.Transitions == s.leader.Transitions && l.RenewTime.Before(s.leader.RenewTime) {
 		return false
 	}
 	newHolder = !s.seen || s.leader.Identity != l.Identity

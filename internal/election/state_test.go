@@ -340,3 +340,28 @@ func TestRelease(t *testing.T) {
 		t.Fatal("b releases a Lease it does not hold")
 	}
 }
+
+// A late watch event of this member's own claim, older than its release,
+// changes nothing: nobody leads, and no new leader is told (seen in
+// TestElectorLeadsRenewsAndReleases, which once saw the leaders "a", "",
+// "a"). A newer claim of its own, in the next epoch, is new.
+func TestLateOwnClaimAfterReleaseIsIgnored(t *testing.T) {
+	a := member("a")
+	claim := a.claim(&Leader{}, t0)
+	a.wrote(claim, t0)
+	renewal := claim
+	renewal.RenewTime = at(2 * time.Second)
+	a.wrote(renewal, at(2*time.Second))
+	r, ok := a.release(at(3 * time.Second))
+	if !ok {
+		t.Fatal("the holder cannot release")
+	}
+	a.observe(r, at(3*time.Second))
+	if a.observe(renewal, at(3*time.Second)) || a.leader.Identity != "" {
+		t.Fatalf("a late event of the renewal before the release made %q the leader", a.leader.Identity)
+	}
+	next := a.claim(&a.leader, at(4*time.Second))
+	if !a.observe(next, at(4*time.Second)) || a.leader.Identity != "a" {
+		t.Fatalf("a new claim after the release is not seen: leader %q", a.leader.Identity)
+	}
+}

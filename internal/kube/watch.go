@@ -19,8 +19,9 @@ type LeaseHandler func(lease *coordinationv1.Lease, deleted bool)
 // selector (field and label selectors in metav1.ListOptions form) until ctx
 // is done, and returns once the informer's goroutines have. onResult
 // receives each failure of the list or watch, naming the Leases watched,
-// and nil with each event, which proves the watch works.
-func WatchLeases(ctx context.Context, client kubernetes.Interface, namespace string, selector metav1.ListOptions, handle LeaseHandler, onResult func(error)) {
+// and nil with each event, which proves the watch works. onSynced, if not
+// nil, is called once every Lease of the first list has been handled.
+func WatchLeases(ctx context.Context, client kubernetes.Interface, namespace string, selector metav1.ListOptions, handle LeaseHandler, onResult func(error), onSynced func()) {
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithNamespace(namespace),
 		informers.WithTweakListOptions(func(opts *metav1.ListOptions) {
@@ -37,7 +38,7 @@ func WatchLeases(ctx context.Context, client kubernetes.Interface, namespace str
 		}
 	}
 	// Neither call fails before the informer starts.
-	_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	handler, _ := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { event(obj, false) },
 		UpdateFunc: func(_, obj any) { event(obj, false) },
 		DeleteFunc: func(obj any) { event(obj, true) },
@@ -46,6 +47,9 @@ func WatchLeases(ctx context.Context, client kubernetes.Interface, namespace str
 		onResult(fmt.Errorf("watch leases in namespace %s (%s): %w", namespace, describe(selector), err))
 	})
 	factory.StartWithContext(ctx)
+	if onSynced != nil && cache.WaitForCacheSync(ctx.Done(), handler.HasSynced) { // the handler has had every Lease
+		onSynced()
+	}
 	<-ctx.Done()
 	factory.Shutdown() // waits for the informer's goroutines
 }

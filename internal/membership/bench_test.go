@@ -27,6 +27,7 @@ func BenchmarkRenewal(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			m.scope = scopeAll // as the leader, which alone watches every member
 			lease := func(i int, renewed time.Time) *coordinationv1.Lease {
 				return &coordinationv1.Lease{
 					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("m-%d", i), Annotations: map[string]string{AnnotationEndpoint: "10.0.0.1:8080", AnnotationNode: "node"}},

@@ -172,6 +172,9 @@ func TestRunJoinsWatchesAndLeaves(t *testing.T) {
 	client := fake.NewClientset()
 	watching := watched(client)
 	r := start(t, client)
+	lead, stopLeading := context.WithCancel(context.Background())
+	defer stopLeading()
+	go func() { _ = r.Lead(lead) }() // the leader watches every member
 	eventually(t, "joined", r.Joined)
 	<-watching
 	own, err := client.CoordinationV1().Leases("ns").Get(context.Background(), "m-0", metav1.GetOptions{})
@@ -281,6 +284,9 @@ func TestReportsWatchErrors(t *testing.T) {
 		return true, nil, apierrors.NewForbidden(coordinationv1.Resource("leases"), "", errors.New("no list"))
 	})
 	r := start(t, client)
+	lead, stopLeading := context.WithCancel(context.Background())
+	defer stopLeading()
+	go func() { _ = r.Lead(lead) }()
 	want := OpWatch + ": watch leases in namespace ns (embedded-ta.io/group=g,embedded-ta.io/role=member): "
 	eventually(t, "a watch error", func() bool {
 		r.mu.Lock()
@@ -300,6 +306,7 @@ func TestSweepDeletesLongGoneLeases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.scope = scopeAll // the leader's, which sweeps
 	leases := client.CoordinationV1().Leases("ns")
 	seen := func(identity string, renewed time.Time) {
 		put(t, client, identity, renewed)
@@ -329,5 +336,180 @@ func TestSweepDeletesLongGoneLeases(t *testing.T) {
 	}
 	if len(list.Items) != 1 || list.Items[0].Name != "m-2" {
 		t.Fatalf("Leases after the sweep: %v, want m-2's only", list.Items)
+	}
+}
+
+// A follower watches the leader's member Lease alone: its members are the
+// leader and itself, whatever other Leases there are. It learns the group's
+// size from the leader's Lease and renews as seldom as that size asks, its
+// Lease written with the longer duration. Leading, it watches every member
+// Lease and writes the group's size in its own.
+func TestFollowerWatchesTheLeaderAlone(t *testing.T) {
+	client := fake.NewClientset()
+	var (
+		mu     sync.Mutex
+		fields []string
+		writes int
+	)
+	client.PrependWatchReactor("leases", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		mu.Lock()
+		fields = append(fields, a.(k8stesting.WatchAction).GetWatchRestrictions().Fields.String())
+		mu.Unlock()
+		return false, nil, nil
+	})
+	client.PrependReactor("update", "leases", func(a k8stesting.Action) (bool, kruntime.Object, error) {
+		if a.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease).Name == "m-0" {
+			mu.Lock()
+			writes++
+			mu.Unlock()
+		}
+		return false, nil, nil
+	})
+	writesSoFar := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return writes
+	}
+	put(t, client, "m-1", t0)
+	leader, err := client.CoordinationV1().Leases("ns").Get(context.Background(), "m-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader.Annotations[AnnotationMembers] = "1000"
+	if _, err := client.CoordinationV1().Leases("ns").Update(context.Background(), leader, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	put(t, client, "m-2", t0)
+
+	r := start(t, client)
+	eventually(t, "joined", r.Joined)
+	r.Follow("m-1")
+	eventually(t, "the leader seen", func() bool { return slices.Equal(r.members(), []string{"m-0", "m-1"}) && r.Size() == 1000 })
+	mu.Lock()
+	if !slices.Equal(fields, []string{"metadata.name=m-1"}) {
+		t.Errorf("watches with field selectors %q, want the leader's name alone", fields)
+	}
+	mu.Unlock()
+	if got := identities(r.Known()); !slices.Contains(got, "m-2") || !slices.Contains(got, "m-1") {
+		t.Errorf("known peers %v, want those listed at the start", got)
+	}
+
+	// The next renewal, due after the retry period, is the first at the
+	// group's size.
+	eventually(t, "Run waits for its clock", r.clock.HasWaiters)
+	before := writesSoFar()
+	r.clock.Step(testRenew)
+	eventually(t, "renewed", func() bool { return writesSoFar() == before+1 })
+	own, err := client.CoordinationV1().Leases("ns").Get(context.Background(), "m-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ptr.Deref(own.Spec.LeaseDurationSeconds, 0); got != 26 {
+		t.Errorf("lease duration %ds in a group of 1000, want 26s", got)
+	}
+	if _, ok := own.Annotations[AnnotationMembers]; ok {
+		t.Errorf("a follower wrote the group's size")
+	}
+	// From then on every 11.1 s, not every 2 s.
+	for range 5 {
+		eventually(t, "Run waits for its clock", r.clock.HasWaiters)
+		r.clock.Step(testRenew)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := writesSoFar(); got != before+1 {
+		t.Fatalf("%d renewals within 10 s in a group of 1000, want none", got-before-1)
+	}
+	eventually(t, "Run waits for its clock", r.clock.HasWaiters)
+	r.clock.Step(1200 * time.Millisecond)
+	eventually(t, "renewed after 11.1 s", func() bool { return writesSoFar() == before+2 })
+
+	// Leading: every member, and the group's size in its own Lease.
+	put(t, client, "m-1", r.clock.Now()) // m-1 renews as it steps down
+	lead, stopLeading := context.WithCancel(context.Background())
+	defer stopLeading()
+	if err := r.Lead(lead); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.members(); !slices.Equal(got, []string{"m-0", "m-1", "m-2"}) {
+		t.Fatalf("members %v once leading, want every one", got)
+	}
+	if r.Size() != 3 {
+		t.Fatalf("size %d once leading, want 3", r.Size())
+	}
+	eventually(t, "Run waits for its clock", r.clock.HasWaiters)
+	r.clock.Step(11200 * time.Millisecond) // the period set at the last renewal
+	eventually(t, "renewed as the leader", func() bool {
+		own, err := client.CoordinationV1().Leases("ns").Get(context.Background(), "m-0", metav1.GetOptions{})
+		return err == nil && own.Annotations[AnnotationMembers] == "3"
+	})
+
+	// Leadership over: the leader's Lease alone again.
+	stopLeading()
+	eventually(t, "following again", func() bool { return slices.Equal(r.members(), []string{"m-0", "m-1"}) })
+}
+
+// A follower that becomes leader keeps the date it saw the old leader's
+// last renewal: a leader that died expires a lease duration after that
+// renewal, not after the new leader's first list.
+func TestNewLeaderKeepsWhenItSawTheOldLeader(t *testing.T) {
+	client := fake.NewClientset()
+	put(t, client, "m-1", t0)
+	r := start(t, client)
+	eventually(t, "joined", r.Joined)
+	r.Follow("m-1")
+	eventually(t, "the leader seen", func() bool { return slices.Equal(r.members(), []string{"m-0", "m-1"}) })
+	for range 3 {
+		r.step(t, testRenew) // m-1 has died: it renews no more
+	}
+	r.Follow("")    // its leader Lease ran out
+	r.Follow("m-0") // this member leads
+	lead, stopLeading := context.WithCancel(context.Background())
+	defer stopLeading()
+	if err := r.Lead(lead); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.members(); !slices.Equal(got, []string{"m-0", "m-1"}) {
+		t.Fatalf("members %v, want m-1 until its Lease expires", got)
+	}
+	i := slices.IndexFunc(r.Members(), func(m Member) bool { return m.Identity == "m-1" })
+	if at := r.Members()[i].ObservedAt; !at.Equal(t0) {
+		t.Fatalf("m-1's renewal dated %s, want %s, when this member first saw it", at, t0)
+	}
+	for range 4 {
+		r.step(t, testRenew)
+	}
+	r.step(t, time.Second) // 15 s after m-1's renewal
+	eventually(t, "m-1 expired", func() bool { return slices.Equal(r.members(), []string{"m-0"}) })
+}
+
+// A leader whose early renewal (the group's size changed) fails does not
+// try again at once: at most one write a second, by the clock, whatever
+// the API server answers.
+func TestFailedEarlyRenewalIsNotRetriedAtOnce(t *testing.T) {
+	client := fake.NewClientset()
+	var failing atomic.Bool
+	var attempts atomic.Int64
+	client.PrependReactor("update", "leases", func(a k8stesting.Action) (bool, kruntime.Object, error) {
+		if a.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease).Name != "m-0" || !failing.Load() {
+			return false, nil, nil
+		}
+		attempts.Add(1)
+		return true, nil, apierrors.NewServiceUnavailable("etcd is away")
+	})
+	r := start(t, client)
+	eventually(t, "joined", r.Joined)
+	lead, stopLeading := context.WithCancel(context.Background())
+	defer stopLeading()
+	if err := r.Lead(lead); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "Run waits for its clock", r.clock.HasWaiters)
+	r.clock.Step(time.Second) // the last write a second ago
+	failing.Store(true)
+	put(t, client, "m-1", r.clock.Now()) // the group grows: an early renewal
+	eventually(t, "m-1 seen", func() bool { return r.Size() == 2 })
+	time.Sleep(200 * time.Millisecond) // the clock stands still meanwhile
+	if n := attempts.Load(); n > 1 {
+		t.Fatalf("%d writes of the own Lease within one second of the clock, want at most one", n)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/embedded-ta/embedded-ta/internal/election"
 )
 
 // roster is the group's member Leases as one member sees them, with every
@@ -84,4 +86,23 @@ func (r roster) stale(now time.Time) map[string]string {
 // counts itself in when the others may not.
 func joined(renewed, now time.Time, renewDeadline time.Duration) bool {
 	return !renewed.IsZero() && now.Sub(renewed) < renewDeadline
+}
+
+// maxGroupWrites bounds the member Lease writes a second of a whole group,
+// whatever its size; the leader Lease's renewals (one a retry period) and
+// the leader's sweeps come on top, within 100 a second.
+const maxGroupWrites = 90
+
+// Timing returns a member's renewal period in a group of size
+// members, and the lease duration and renew deadline that go with it: the
+// configured ones, longer by the period's growth (times the election's
+// jitter factor, in whole seconds), so that a renewal may come as late,
+// beyond its period, as the configured timing allows.
+func Timing(duration, renewDeadline, retryPeriod time.Duration, size int) (period, memberDuration, memberDeadline time.Duration) {
+	period = max(retryPeriod, (time.Duration(size)*time.Second+maxGroupWrites-1)/maxGroupWrites) // rounded up: never more writes
+	var extra time.Duration
+	if grown := period - retryPeriod; grown > 0 {
+		extra = (time.Duration(election.JitterFactor*float64(grown)) + time.Second - 1).Truncate(time.Second)
+	}
+	return period, duration + extra, renewDeadline + extra
 }

@@ -5,6 +5,10 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/embedded-ta/embedded-ta/internal/election"
 )
 
 // The decisions of one member about its group, as plain functions of time
@@ -212,5 +216,31 @@ func TestSameMembers(t *testing.T) {
 		if got := sameMembers(tt.x, tt.y); got != tt.want {
 			t.Errorf("%s: same %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// A member renews as often as its retry period allows while the group is
+// small, and less often as it grows, so that the group writes at most
+// maxGroupWrites member Leases a second; its lease duration and renew
+// deadline grow with the period, by the jitter factor, in whole seconds.
+func TestMemberTiming(t *testing.T) {
+	for _, tc := range []struct {
+		size                       int
+		period, duration, deadline time.Duration
+	}{
+		{0, testRenew, testDuration, testDeadline},
+		{100, testRenew, testDuration, testDeadline},
+		{180, testRenew, testDuration, testDeadline},
+		{270, 3 * time.Second, testDuration + 2*time.Second, testDeadline + 2*time.Second},        // 1.2 × 1 s, rounded up
+		{1000, 11_111_111_112, testDuration + 11*time.Second, testDeadline + 11*time.Second},      // 1.2 × 9.1 s
+		{5000, 55_555_555_556, testDuration + 65*time.Second, testDeadline + 65*time.Second},      // 1.2 × 53.6 s
+		{10_000, 111_111_111_112, testDuration + 131*time.Second, testDeadline + 131*time.Second}, // 1.2 × 109.1 s
+	} {
+		period, duration, deadline := Timing(testDuration, testDeadline, testRenew, tc.size)
+		assert.Equal(t, tc.period, period, "size %d", tc.size)
+		assert.Equal(t, tc.duration, duration, "size %d", tc.size)
+		assert.Equal(t, tc.deadline, deadline, "size %d", tc.size)
+		assert.NoError(t, election.ValidateTiming(duration, deadline, period), "size %d", tc.size)
+		assert.LessOrEqual(t, float64(tc.size)/period.Seconds(), float64(maxGroupWrites), "size %d: writes a second", tc.size)
 	}
 }

@@ -40,7 +40,7 @@ Page served by {{.Identity}}{{if .IsLeader}}, the leader{{end}}. <a href="/">Ove
 <table id="recent-allocations"><tr><th>Change arrived</th><th>Made</th><th>Cause</th><th>Targets moved</th><th>Hand-offs under way</th></tr>
 {{range .}}<tr><td>{{if not .Changed.IsZero}}<time datetime="{{timems .Changed}}">{{timems .Changed}}</time>{{end}}</td><td>{{if not .Made.IsZero}}<time datetime="{{timems .Made}}">{{timems .Made}}</time>{{end}}</td><td>{{.Cause}}</td><td>{{.Moved}}</td><td>{{.Handoffs}}</td></tr>
 {{end}}</table>{{end}}
-{{else}}<p id="follower">{{.Identity}} is a follower and holds no allocation: {{if .LeaderEndpoint}}the leader, {{.Leader}}, serves it and its recent allocations on its status page at <code>{{.LeaderEndpoint}}</code>{{else}}no leader is known{{end}}. Below are the members as this member sees their Leases.</p>
+{{else}}<p id="follower">{{.Identity}} is a follower and holds no allocation: {{if .LeaderEndpoint}}the leader, {{.Leader}}, serves it and its recent allocations on its status page at <code>{{.LeaderEndpoint}}</code>{{else}}no leader is known{{end}}. Below are the leader and this member as this member sees their Leases: the leader alone watches every member's{{if .GroupSize}} ({{.GroupSize}} members){{end}}.</p>
 {{with .Reason}}<p id="reason">This page is not the leader's: {{.}}.</p>{{end}}
 {{end}}
 <h2>Members</h2>

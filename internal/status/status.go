@@ -35,8 +35,13 @@ type View struct {
 	LeaderFromPeers bool `json:"leader_from_peers,omitempty"`
 	// Joined reports whether this member's own member Lease is current.
 	Joined bool `json:"joined"`
-	// Members are the live members, sorted by identity.
+	// Members are the live members this member knows, sorted by identity:
+	// every member on the leader, which alone watches their Leases; the
+	// leader and itself on a follower.
 	Members []MemberView `json:"members"`
+	// GroupSize is the number of members: on a follower, as the leader last
+	// wrote it in its member Lease (0 while not known).
+	GroupSize int `json:"group_size"`
 }
 
 // LeaderAmong returns, of the views that members of group gave of

@@ -109,8 +109,10 @@ func identities(v tae.View) []string {
 	return ids
 }
 
-// settled waits until every member names the same live leader among them
-// and the same members, and returns that leader.
+// settled waits until every member names the same live leader among them,
+// the leader lists the members, and each follower the leader and itself
+// (the leader alone watches every member Lease) and the group's size as
+// the leader wrote it; it returns the leader.
 func settled(t *testing.T, replicas []*replica, within time.Duration) *replica {
 	t.Helper()
 	want := make([]string, 0, len(replicas))
@@ -125,10 +127,13 @@ func settled(t *testing.T, replicas []*replica, within time.Duration) *replica {
 		for _, r := range replicas {
 			v := r.status(t)
 			assert.Equal(c, first.Leader, v.Leader, "%s names another leader", r.identity)
-			assert.Equal(c, want, identities(v), "%s sees other members", r.identity)
+			assert.Equal(c, len(want), v.GroupSize, "%s counts other members", r.identity)
 			if v.IsLeader {
 				assert.Nil(c, leader, "two replicas lead")
 				leader = r
+				assert.Equal(c, want, identities(v), "the leader %s sees other members", r.identity)
+			} else {
+				assert.Equal(c, slices.Sorted(slices.Values([]string{v.Leader, r.identity})), identities(v), "the follower %s sees other members", r.identity)
 			}
 		}
 		if assert.NotNil(c, leader, "no replica leads") {

@@ -166,7 +166,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.TargetallocatorMembers, err = builder.meter.Int64Gauge(
 		"otelcol_targetallocator_members",
-		metric.WithDescription("Members of the group as this member sees them. [Development]"),
+		metric.WithDescription("Members of the group, as the leader counts them (a follower has the count from the leader's member Lease). [Development]"),
 		metric.WithUnit("{member}"),
 	)
 	errs = errors.Join(errs, err)

@@ -113,7 +113,7 @@ func AssertEqualTargetallocatorLeaderChanges(t *testing.T, tt *componenttest.Tel
 func AssertEqualTargetallocatorMembers(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_targetallocator_members",
-		Description: "Members of the group as this member sees them. [Development]",
+		Description: "Members of the group, as the leader counts them (a follower has the count from the leader's member Lease). [Development]",
 		Unit:        "{member}",
 		Data: metricdata.Gauge[int64]{
 			DataPoints: dps,
