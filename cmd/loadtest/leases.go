@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -66,7 +67,7 @@ func memberLeases(n int, window time.Duration, w io.Writer) (leaseFigures, error
 	// watches at once.
 	cfg.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripper(func(r *http.Request) (*http.Response, error) {
+		return promhttp.RoundTripperFunc(func(r *http.Request) (*http.Response, error) {
 			if r.Method != http.MethodGet && strings.Contains(r.URL.Path, "/leases") {
 				writes.Add(1)
 			}
@@ -180,7 +181,3 @@ func memberLeases(n int, window time.Duration, w io.Writer) (leaseFigures, error
 		n, f.writes, f.events, f.eventsMax, f.window.Round(time.Millisecond))
 	return f, nil
 }
-
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
