@@ -34,8 +34,9 @@ type Group interface {
 	// the targets it would take if their member died.
 	Fenced(warmWithin time.Duration, hotStandby bool)
 	// Warmed tells the leader that the receiver has seen data of a warming
-	// target: its job and its hash (the value of its WarmingLabel).
-	Warmed(job, hash string)
+	// target: its job, its hash (the value of its WarmingLabel) and when
+	// the scrape began (zero if not known).
+	Warmed(job, hash string, scraped time.Time)
 	// Leave tells the leader that this member is stopping, and waits until
 	// its share is empty (its targets handed over, each after its new
 	// member's first scrape), ctx is done, or a bound has passed.

@@ -25,10 +25,11 @@ type reporter struct {
 	hotStandby bool
 	leaving    bool
 	// warm are the warming targets whose data was seen and not yet
-	// reported, by job; sent when each was last reported: the receiver
-	// sees a warming target's data at each scrape, and the leader takes
-	// one report, so another within resendAfter is not sent.
-	warm map[string]map[string]bool
+	// reported, by job, with when the scrape began; sent when each was
+	// last reported: the receiver sees a warming target's data at each
+	// scrape, and the leader takes one report, so another within
+	// resendAfter is not sent.
+	warm map[string]map[string]time.Time
 	sent map[string]time.Time
 	// term is the leader and epoch the last report went to, and
 	// sentFenced and sentLeaving what it said of fencing and leaving.
@@ -39,7 +40,7 @@ type reporter struct {
 }
 
 func newReporter() *reporter {
-	return &reporter{warm: map[string]map[string]bool{}, sent: map[string]time.Time{}, dirty: make(chan struct{}, 1)}
+	return &reporter{warm: map[string]map[string]time.Time{}, sent: map[string]time.Time{}, dirty: make(chan struct{}, 1)}
 }
 
 func (r *reporter) wake() {
@@ -59,17 +60,17 @@ func (e *allocatorExtension) Fenced(warmWithin time.Duration, hotStandby bool) {
 }
 
 // Warmed implements Group.
-func (e *allocatorExtension) Warmed(job, hash string) {
+func (e *allocatorExtension) Warmed(job, hash string, scraped time.Time) {
 	r := e.reporter
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if time.Since(r.sent[hash]) < resendAfter || r.warm[job][hash] {
+	if _, ok := r.warm[job][hash]; ok || time.Since(r.sent[hash]) < resendAfter {
 		return
 	}
 	if r.warm[job] == nil {
-		r.warm[job] = map[string]bool{}
+		r.warm[job] = map[string]time.Time{}
 	}
-	r.warm[job][hash] = true
+	r.warm[job][hash] = scraped
 	r.wake()
 }
 
@@ -186,11 +187,15 @@ func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duratio
 		if newTerm {
 			rep.Held = held(own) // what the new leader starts from
 		}
-		warm := r.warm
-		if len(warm) > 0 {
-			rep.Warm = map[string][]string{}
-			for job, hashes := range warm {
+		if len(r.warm) > 0 {
+			rep.Warm, rep.WarmAt = map[string][]string{}, map[string]int64{}
+			for job, hashes := range r.warm {
 				rep.Warm[job] = slices.Sorted(maps.Keys(hashes))
+				for h, at := range hashes {
+					if !at.IsZero() {
+						rep.WarmAt[h] = at.UnixMilli()
+					}
+				}
 			}
 		}
 		r.mu.Unlock()
@@ -212,8 +217,8 @@ func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duratio
 					delete(r.sent, h)
 				}
 			}
-			for job, hashes := range warm {
-				for h := range hashes {
+			for job, hashes := range rep.Warm { // those seen while it was sent go next
+				for _, h := range hashes {
 					r.sent[h] = now
 					delete(r.warm[job], h)
 				}

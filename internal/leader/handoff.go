@@ -24,7 +24,7 @@ import (
 // the new member reports the target's first scrape (report.Report.Warm),
 // one allocation moves it: out of the old member's share, into the new
 // member's, with a cut-over (shares.CutoverLabel) at least cutoverDelay
-// later (cutoverAfter). Both
+// later (cutoverAt). Both
 // members go on scraping it (the old one marks it shares.ReleasingLabel)
 // and their receivers split its data at the cut-over: the old member
 // exports the scrapes before it, the new member those from it on, so that
@@ -208,10 +208,10 @@ func (s *state) cancel(h uint64, ho *handoff) {
 }
 
 // complete ends a hand-off with its move; the old member exports the
-// target until the cut-over, and the new member from it on. warmed says
-// that the new member's report of its first scrape made the move (see
-// cutoverAfter).
-func (s *state) complete(h uint64, ho *handoff, warmed bool) {
+// target until the cut-over, and the new member from it on. scraped is
+// when the new member's scrape that its report named began, zero when no
+// report made the move (see cutoverAt).
+func (s *state) complete(h uint64, ho *handoff, scraped time.Time) {
 	s.cancel(h, ho)
 	js, ok := s.jobs[ho.job]
 	if !ok {
@@ -230,7 +230,7 @@ func (s *state) complete(h uint64, ho *handoff, warmed bool) {
 		}
 		rel := &handoff{job: ho.job, from: ho.from, to: ho.to, deadline: s.now.Add(interval)}
 		if s.facts[ho.from].cutover && s.facts[ho.to].cutover {
-			rel.cutover = s.now.Add(cutoverAfter(interval, warmed))
+			rel.cutover = cutoverAt(s.now, scraped, interval)
 			rel.deadline = rel.cutover.Add(interval + cutoverDelay)
 		}
 		s.releases[h] = rel
@@ -238,23 +238,28 @@ func (s *state) complete(h uint64, ho *handoff, warmed bool) {
 	}
 }
 
-// cutoverAfter is how long after a move its cut-over is: cutoverDelay at
-// least. A move made on the new member's report of its first scrape is
-// made moments after that scrape, so now is at the phase of its scrapes:
-// the cut-over is put half an interval off it, between two scrapes. At
-// the phase itself it would fall between two scrapes taken at the same
-// instant (members on one host scrape a target at the same offset within
-// the interval), and by a clock's jitter both could fall on the wrong side
-// of it, a scrape dropped by both members.
-func cutoverAfter(interval time.Duration, warmed bool) time.Duration {
-	if !warmed {
-		return cutoverDelay
+// cutoverAt is a move's cut-over: cutoverDelay after now at least, and,
+// when the move was made on the new member's report of a scrape, half an
+// interval off that scrape's time, so between two of the new member's
+// scrapes, whose phase within the interval does not change. At the phase
+// itself it would fall between two scrapes taken at the same instant
+// (members on one host scrape a target at the same offset within the
+// interval), and by a clock's jitter both could fall on the wrong side of
+// it, a scrape dropped by both members. The scrape's time, not the
+// report's: a report that took half an interval to come would put the
+// cut-over right at the phase.
+func cutoverAt(now, scraped time.Time, interval time.Duration) time.Time {
+	earliest := now.Add(cutoverDelay)
+	if scraped.IsZero() || interval <= 0 {
+		return earliest
 	}
-	d := interval / 2
-	for d < cutoverDelay {
-		d += interval
+	mid := scraped.Add(interval / 2)
+	d := earliest.Sub(mid)
+	k := d / interval // rounded toward zero: up when d > 0
+	if d > 0 && d%interval != 0 {
+		k++
 	}
-	return d
+	return mid.Add(k * interval)
 }
 
 // markRelease puts a released target in what its old member scrapes,
@@ -336,7 +341,7 @@ func (s *state) report(r report.Report) (bool, error) {
 				changed = true
 			}
 		case !s.anyFenced(): // it reported, in a group of stock receivers
-			s.complete(h, ho, false)
+			s.complete(h, ho, time.Time{})
 			changed = true
 		}
 	}
@@ -347,7 +352,11 @@ func (s *state) report(r report.Report) (bool, error) {
 				continue // Validate has said so
 			}
 			if ho := s.handoffs[h]; ho != nil && ho.to == r.Member && ho.warming {
-				s.complete(h, ho, true)
+				scraped := s.now // a member that does not say when it scraped: about now
+				if ms, ok := r.WarmAt[hex]; ok {
+					scraped = time.UnixMilli(ms)
+				}
+				s.complete(h, ho, scraped)
 				changed = true
 			}
 		}
@@ -410,7 +419,7 @@ func (s *state) expire() (changed bool, late int) {
 	}
 	for h, ho := range s.handoffs {
 		if !ho.deadline.After(s.now) {
-			s.complete(h, ho, false)
+			s.complete(h, ho, time.Time{})
 			changed = true
 			late++
 		}

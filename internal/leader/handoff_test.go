@@ -192,6 +192,15 @@ func TestHandoffJoin(t *testing.T) {
 	assert.Equal(t, g.s.now.Add(5*time.Second+2*time.Second+cutoverDelay), g.s.releases[first].deadline)
 	assert.False(t, g.report(warmReport("joiner", first)), "a second report of it changes nothing")
 	assert.False(t, g.report(warmReport(before[first], warming[1])), "only the new member's report counts")
+	// A report that says when its scrape began, a second ago (a report
+	// that took half an interval): the cut-over is half an interval off
+	// that scrape, not off the report.
+	second := warming[1]
+	late := warmReport("joiner", second)
+	late.WarmAt = map[string]int64{report.FormatHash(second): g.s.now.Add(-time.Second).UnixMilli()}
+	require.True(t, g.report(late))
+	g.publish()
+	assert.Equal(t, shares.FormatCutover(g.s.now.Add(4*time.Second)), g.cutover("joiner", second))
 
 	// The rest at the deadline: warm_within + the job's interval.
 	next, ok := g.s.nextDeadline()
@@ -655,21 +664,30 @@ func TestReleaseEndsWhenItsNewMemberIsGone(t *testing.T) {
 }
 
 // A cut-over falls half an interval off the phase of the new member's
-// scrapes, at least cutoverDelay ahead; without a scrape reported (a move
-// at its deadline), cutoverDelay ahead.
-func TestCutoverAfter(t *testing.T) {
+// scrapes (the time of the scrape it reported), at least cutoverDelay
+// ahead; without a scrape reported (a move at its deadline), cutoverDelay
+// ahead.
+func TestCutoverAt(t *testing.T) {
+	now := time.Unix(1000, 0)
 	for _, tc := range []struct {
 		interval time.Duration
-		warmed   bool
-		want     time.Duration
+		scraped  time.Time
+		want     time.Duration // after now
 	}{
-		{time.Second, true, 4500 * time.Millisecond},
-		{2 * time.Second, true, 5 * time.Second},
-		{8 * time.Second, true, 4 * time.Second},
-		{30 * time.Second, true, 15 * time.Second},
-		{30 * time.Second, false, cutoverDelay},
+		{time.Second, now, 4500 * time.Millisecond},
+		{2 * time.Second, now, 5 * time.Second},
+		{8 * time.Second, now, 4 * time.Second},
+		{30 * time.Second, now, 15 * time.Second},
+		// A report that came half an interval after its scrape: the
+		// cut-over stays between two scrapes (now+5s would be one).
+		{2 * time.Second, now.Add(-time.Second), 4 * time.Second},
+		{2 * time.Second, now.Add(-300 * time.Millisecond), 4700 * time.Millisecond},
+		// Long ago, or ahead by a clock's skew: the phase is what counts.
+		{2 * time.Second, now.Add(-time.Hour - 200*time.Millisecond), 4800 * time.Millisecond},
+		{2 * time.Second, now.Add(10 * time.Second), 5 * time.Second},
+		{30 * time.Second, time.Time{}, cutoverDelay},
 	} {
-		assert.Equal(t, tc.want, cutoverAfter(tc.interval, tc.warmed), "interval %s, warmed %t", tc.interval, tc.warmed)
+		assert.Equal(t, now.Add(tc.want), cutoverAt(now, tc.scraped, tc.interval), "interval %s, scraped %s", tc.interval, tc.scraped)
 	}
 }
 

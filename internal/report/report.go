@@ -5,7 +5,8 @@
 // its meaning, and older leaders ignore fields they do not know.
 //
 //	{"member": "otcta-collector-1", "fenced": true, "cutover": true, "warm_within": "20s",
-//	 "warm": {"numbered": ["8d3f00a1b2c3d4e5"]}, "hot_standby": false,
+//	 "warm": {"numbered": ["8d3f00a1b2c3d4e5"]}, "warm_at": {"8d3f00a1b2c3d4e5": 1795981234500},
+//	 "hot_standby": false,
 //	 "leaving": false, "series": {"numbered": {"51c0ffee00d4a7b9": 1234}},
 //	 "held": {"numbered": ["51c0ffee00d4a7b9"]}}
 package report
@@ -41,6 +42,12 @@ type Report struct {
 	// Warm holds, by job, the warming targets (by hash, shares.WarmingLabel's
 	// value) whose first scrape the member has seen since its last report.
 	Warm map[string][]string `json:"warm,omitempty"`
+	// WarmAt holds, by hash, when the scrape of a warming target of Warm
+	// that the member reports began (the scrape's time, Unix milliseconds
+	// on the member's clock): the leader puts the move's cut-over half an
+	// interval off it, between two of the member's scrapes. A leader
+	// without it takes the time the report came.
+	WarmAt map[string]int64 `json:"warm_at,omitempty"`
 	// HotStandby is true when the member's receiver asks to warm, besides
 	// its share, the targets it would take if their member died (its
 	// hot_standby setting): it scrapes them and drops their data until
@@ -140,6 +147,16 @@ func (r Report) Validate() error {
 				errs = append(errs, fmt.Errorf("series[%q][%q]: %d must not be negative", job, key, n))
 				break
 			}
+		}
+	}
+	for h, at := range r.WarmAt {
+		if _, err := ParseHash(h); err != nil {
+			errs = append(errs, fmt.Errorf("warm_at: %w", err))
+			break
+		}
+		if at < 0 {
+			errs = append(errs, fmt.Errorf("warm_at[%q]: %d must not be negative", h, at))
+			break
 		}
 	}
 	for _, f := range []struct {

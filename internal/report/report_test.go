@@ -11,9 +11,10 @@ import (
 )
 
 func TestDecode(t *testing.T) {
-	rep, err := Decode(strings.NewReader(`{"member":"a","fenced":true,"warm_within":"20s","warm":{"j":["00000000000000ff"]},"leaving":true,"later":1}`))
+	rep, err := Decode(strings.NewReader(`{"member":"a","fenced":true,"warm_within":"20s","warm":{"j":["00000000000000ff"]},"warm_at":{"00000000000000ff":1795981234500},"leaving":true,"later":1}`))
 	require.NoError(t, err)
-	assert.Equal(t, Report{Member: "a", Fenced: true, WarmWithin: Duration(20 * time.Second), Warm: map[string][]string{"j": {"00000000000000ff"}}, Leaving: true}, rep)
+	assert.Equal(t, Report{Member: "a", Fenced: true, WarmWithin: Duration(20 * time.Second), Warm: map[string][]string{"j": {"00000000000000ff"}},
+		WarmAt: map[string]int64{"00000000000000ff": 1795981234500}, Leaving: true}, rep)
 
 	for body, want := range map[string]string{
 		``:                                                      "decode report",
@@ -25,6 +26,8 @@ func TestDecode(t *testing.T) {
 		`{"member":"a","warm":{"j":["ff"]}}`:                    `warm["j"]`,
 		`{"member":"a","warm":{"j":["zzzzzzzzzzzzzzzz"]}}`:      `warm["j"]`,
 		`{"member":"a"} {}`:                                     "more than one",
+		`{"member":"a","warm_at":{"ff":1}}`:                     "warm_at",
+		`{"member":"a","warm_at":{"00000000000000ff":-1}}`:      `warm_at["00000000000000ff"]`,
 		`{"member":"a","series":{"j":{"ff":1}}}`:                `series["j"]`,
 		`{"member":"a","series":{"j":{"00000000000000ff":-1}}}`: `series["j"]["00000000000000ff"]`,
 	} {

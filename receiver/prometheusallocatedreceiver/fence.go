@@ -65,8 +65,9 @@ type fence struct {
 	shares func() (targetallocatorextension.Shares, <-chan struct{})
 	fenced metric.Int64Counter
 	// warmed tells the leader that a warming target's data was seen: its
-	// job, and its hash (the value of shares.WarmingLabel).
-	warmed func(job, hash string)
+	// job, its hash (the value of shares.WarmingLabel) and when the scrape
+	// began.
+	warmed func(job, hash string, scraped time.Time)
 	// measured takes the series of a scrape of a target of the share.
 	measured func(job, target string, series int64)
 	logger   *zap.Logger
@@ -76,11 +77,48 @@ type fence struct {
 	// late are the last scrapes of the warming targets, for a cut-over
 	// this member learns of late (late.go).
 	late lateScrapes
+	// returns are the targets that came back soon after they left
+	// (returns.go), whose first scrapes are not reported.
+	returns returns
+	now     func() time.Time
 }
 
-func newFence(next consumer.Metrics, group targetallocatorextension.Group, fenced metric.Int64Counter, logger *zap.Logger) (consumer.Metrics, error) {
-	f := &fence{next: next, shares: group.Shares, fenced: fenced, warmed: group.Warmed, measured: group.Measured, logger: logger}
+// newFence returns the fence of a member whose stock receiver polls its
+// share every refresh.
+func newFence(group targetallocatorextension.Group, refresh time.Duration, fenced metric.Int64Counter, logger *zap.Logger) *fence {
+	return &fence{shares: group.Shares, fenced: fenced, warmed: group.Warmed, measured: group.Measured, logger: logger,
+		returns: newReturns(refresh+stockDelays, stockDelays), now: time.Now}
+}
+
+// consumer returns the fence as the stock receiver's consumer, which hands
+// next what passes.
+func (f *fence) consumer(next consumer.Metrics) (consumer.Metrics, error) {
+	f.next = next
 	return consumer.NewMetrics(f.consume)
+}
+
+// follow reads the share at each change until ctx is done, so that the
+// fence sees each target leave and come back (returns) whether or not data
+// comes meanwhile.
+func (f *fence) follow(ctx context.Context) {
+	for {
+		changed := f.current().changed
+		if closed(changed) { // the extension has no shares yet: ask again
+			t := time.NewTimer(100 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
 }
 
 func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
@@ -95,7 +133,7 @@ func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 		if held.marks.Cutover.IsZero() {
 			return f.next.ConsumeMetrics(ctx, md)
 		}
-		at := scrapeTime(md)
+		at := scrapeTime(md, f.now)
 		if !held.marks.Releasing {
 			// Arrived: the scrapes from the cut-over on that were dropped
 			// while it still warmed here (this member learned late) first.
@@ -108,16 +146,18 @@ func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 		}
 	}
 	w, warming := idx.warming(target)
+	var at time.Time
 	if warming {
 		f.measure(w.job, w.seriesKey, md)
+		at = scrapeTime(md, f.now)
 		if w.hash != shares.Standby && w.seriesKey != "" {
-			f.late.keep(lateKey{w.job, w.seriesKey}, md)
+			f.late.keep(lateKey{w.job, w.seriesKey}, md, at)
 		}
 	}
 	if dropped := dropValues(md); dropped > 0 {
 		f.fenced.Add(ctx, int64(dropped))
-		if warming && f.warmed != nil && w.hash != shares.Standby {
-			f.warmed(w.job, w.hash)
+		if warming && f.warmed != nil && w.hash != shares.Standby && f.returns.settled(lateKey{w.job, w.seriesKey}, at) {
+			f.warmed(w.job, w.hash, at)
 		}
 	}
 	if md.DataPointCount() == 0 {
@@ -151,7 +191,9 @@ func (f *fence) current() *shareIndex {
 		return idx
 	}
 	own, changed := f.shares()
+	prev := idx
 	idx = idx.rebuild(own, changed, f.logger)
+	f.returns.observe(prev, idx, f.now())
 	f.index.Store(idx)
 	f.late.retain(idx.arriving)
 	return idx
@@ -306,12 +348,12 @@ func seriesOf(md pmetric.Metrics) (int64, bool) {
 
 // scrapeTime returns when the scrape of md began: the time of its
 // scrape_samples_scraped, which Prometheus gives every sample of a scrape
-// that carries no time of its own; now without it.
-func scrapeTime(md pmetric.Metrics) time.Time {
+// that carries no time of its own; now() without it.
+func scrapeTime(md pmetric.Metrics, now func() time.Time) time.Time {
 	if dp, ok := samplesScraped(md); ok {
 		return dp.Timestamp().AsTime()
 	}
-	return time.Now()
+	return now()
 }
 
 // samplesScraped returns the scrape_samples_scraped point of one scrape's

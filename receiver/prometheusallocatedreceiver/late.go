@@ -51,9 +51,10 @@ const (
 	lateMaxPoints = 200_000
 )
 
-// keep keeps a copy of a warming target's scrape, without its staleness
-// markers (which pass at once), dropping the oldest beyond lateKept.
-func (l *lateScrapes) keep(key lateKey, md pmetric.Metrics) {
+// keep keeps a copy of a warming target's scrape, begun at, without its
+// staleness markers (which pass at once), dropping the oldest beyond
+// lateKept.
+func (l *lateScrapes) keep(key lateKey, md pmetric.Metrics, at time.Time) {
 	c := pmetric.NewMetrics()
 	md.CopyTo(c)
 	removePoints(c, true)
@@ -72,7 +73,7 @@ func (l *lateScrapes) keep(key lateKey, md pmetric.Metrics) {
 		l.kept[key] = kept
 		return
 	}
-	l.kept[key] = append(kept, lateScrape{at: scrapeTime(md), md: c})
+	l.kept[key] = append(kept, lateScrape{at: at, md: c})
 	l.points += n
 }
 

@@ -43,8 +43,9 @@ type allocatedReceiver struct {
 	// allocator API answers, and gives up after about 15 minutes of failures.
 	stop context.CancelFunc
 	// done is closed when the stock receiver's Start has returned and its
-	// result is handled.
-	done chan struct{}
+	// result is handled, following when the fence no longer follows the
+	// share (stop ends both).
+	done, following chan struct{}
 
 	// mu orders what Start, the goroutine running the stock Start and
 	// Shutdown decide about the stock Start's result.
@@ -86,7 +87,8 @@ func (r *allocatedReceiver) Start(ctx context.Context, host component.Host) erro
 	if err != nil {
 		return err
 	}
-	next, err := newFence(r.next, group, r.telemetry.ReceiverPrometheusAllocatedFencedMetricPoints, r.set.Logger)
+	fence := newFence(group, r.cfg.HTTPSDConfig.RefreshInterval, r.telemetry.ReceiverPrometheusAllocatedFencedMetricPoints, r.set.Logger)
+	next, err := fence.consumer(r.next)
 	if err != nil {
 		return err
 	}
@@ -109,6 +111,11 @@ func (r *allocatedReceiver) Start(ctx context.Context, host component.Host) erro
 	// The stock Start outlives this one: only Shutdown cancels it.
 	stockCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	r.stop = stop
+	r.following = make(chan struct{})
+	go func() {
+		defer close(r.following)
+		fence.follow(stockCtx)
+	}()
 	r.done = make(chan struct{})
 	early := make(chan error, 1)
 	go func() {
@@ -252,6 +259,7 @@ func (r *allocatedReceiver) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	r.stop() // from now on, the stock Start's result is not reported
 	r.mu.Unlock()
+	<-r.following
 	select {
 	case <-r.done:
 	case <-ctx.Done():

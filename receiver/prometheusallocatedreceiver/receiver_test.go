@@ -47,10 +47,10 @@ type member struct {
 	shares func() (targetallocatorextension.Shares, <-chan struct{})
 }
 
-func (member) Fenced(time.Duration, bool)     {}
-func (member) Warmed(string, string)          {}
-func (member) Leave(context.Context) error    { return nil }
-func (member) Measured(string, string, int64) {}
+func (member) Fenced(time.Duration, bool)       {}
+func (member) Warmed(string, string, time.Time) {}
+func (member) Leave(context.Context) error      { return nil }
+func (member) Measured(string, string, int64)   {}
 
 func (m member) View() targetallocatorextension.View {
 	return targetallocatorextension.View{Identity: "c-0", Group: "c", Endpoint: m.endpoint}
