@@ -25,12 +25,12 @@ type reporter struct {
 	hotStandby bool
 	leaving    bool
 	// warm are the warming targets whose data was seen and not yet
-	// reported, by job, with when the scrape began; sent when each was
+	// reported, by job, with when the scrape began; sentAt when each was
 	// last reported: the receiver sees a warming target's data at each
 	// scrape, and the leader takes one report, so another within
 	// resendAfter is not sent.
-	warm map[string]map[string]time.Time
-	sent map[string]time.Time
+	warm   map[string]map[string]time.Time
+	sentAt map[string]time.Time
 	// term is the leader and epoch the last report went to, and
 	// sentFenced and sentLeaving what it said of fencing and leaving.
 	term        string
@@ -40,7 +40,7 @@ type reporter struct {
 }
 
 func newReporter() *reporter {
-	return &reporter{warm: map[string]map[string]time.Time{}, sent: map[string]time.Time{}, dirty: make(chan struct{}, 1)}
+	return &reporter{warm: map[string]map[string]time.Time{}, sentAt: map[string]time.Time{}, dirty: make(chan struct{}, 1)}
 }
 
 func (r *reporter) wake() {
@@ -64,7 +64,7 @@ func (e *allocatorExtension) Warmed(job, hash string, scraped time.Time) {
 	r := e.reporter
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.warm[job][hash]; ok || time.Since(r.sent[hash]) < resendAfter {
+	if _, ok := r.warm[job][hash]; ok || time.Since(r.sentAt[hash]) < resendAfter {
 		return
 	}
 	if r.warm[job] == nil {
@@ -165,6 +165,58 @@ func exporting(own Shares, now time.Time) (n int, next time.Time, err error) {
 	return n, next, errors.Join(errs...)
 }
 
+// next returns the report to send to the leader of term now (the leader
+// and its epoch; known says there is one), whether to send it (a member
+// reports to each new leader, and, when its receiver fences, each change;
+// seriesChanged says its series changed), and whether term is new: its
+// report then also says what the member holds. The caller adds the series
+// and what is held.
+func (r *reporter) next(member, term string, known, seriesChanged bool) (rep report.Report, send, newTerm bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	newTerm = term != r.term
+	send = known && (newTerm || r.fenced != r.sentFenced || r.fenced && (len(r.warm) > 0 || r.leaving != r.sentLeaving || seriesChanged))
+	rep = report.Report{Member: member, Fenced: r.fenced, Cutover: r.fenced, WarmWithin: report.Duration(r.warmWithin), HotStandby: r.hotStandby, Leaving: r.leaving}
+	if len(r.warm) > 0 {
+		rep.Warm, rep.WarmAt = map[string][]string{}, map[string]int64{}
+		for job, hashes := range r.warm {
+			rep.Warm[job] = slices.Sorted(maps.Keys(hashes))
+			for h, at := range hashes {
+				if !at.IsZero() {
+					rep.WarmAt[h] = at.UnixMilli()
+				}
+			}
+		}
+	}
+	return rep, send, newTerm
+}
+
+// sent records that rep reached the leader of term at now: the warming
+// targets it named are not reported again within resendAfter; those seen
+// while it was sent go with the next report.
+func (r *reporter) sent(rep report.Report, term string, newTerm bool, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if newTerm {
+		clear(r.sentAt)
+	}
+	r.term, r.sentFenced, r.sentLeaving = term, rep.Fenced, rep.Leaving
+	for h, at := range r.sentAt {
+		if now.Sub(at) >= resendAfter {
+			delete(r.sentAt, h)
+		}
+	}
+	for job, hashes := range rep.Warm {
+		for _, h := range hashes {
+			r.sentAt[h] = now
+			delete(r.warm[job], h)
+		}
+		if len(r.warm[job]) == 0 {
+			delete(r.warm, job)
+		}
+	}
+}
+
 // sendReports runs while the member runs: it sends the member's report when it
 // changed and to each new leader, and after a failure again after retry.
 func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duration) {
@@ -178,56 +230,20 @@ func (e *allocatorExtension) sendReports(ctx context.Context, retry time.Duratio
 		series, seriesChanged := e.measured.take(own)
 		view := e.View()
 		term := fmt.Sprintf("%s/%d", view.Leader, view.Epoch)
-		r.mu.Lock()
-		newTerm := term != r.term
-		// Every member reports to each new leader (the targets it holds);
-		// one whose receiver fences reports its changes, too.
-		send := view.Leader != "" && (newTerm || r.fenced != r.sentFenced || r.fenced && (len(r.warm) > 0 || r.leaving != r.sentLeaving || seriesChanged))
-		rep := report.Report{Member: e.s.identity, Fenced: r.fenced, Cutover: r.fenced, WarmWithin: report.Duration(r.warmWithin), HotStandby: r.hotStandby, Leaving: r.leaving, Series: series}
+		rep, send, newTerm := r.next(e.s.identity, term, view.Leader != "", seriesChanged)
+		rep.Series = series
 		if newTerm {
 			rep.Held = held(own) // what the new leader starts from
 		}
-		if len(r.warm) > 0 {
-			rep.Warm, rep.WarmAt = map[string][]string{}, map[string]int64{}
-			for job, hashes := range r.warm {
-				rep.Warm[job] = slices.Sorted(maps.Keys(hashes))
-				for h, at := range hashes {
-					if !at.IsZero() {
-						rep.WarmAt[h] = at.UnixMilli()
-					}
-				}
-			}
-		}
-		r.mu.Unlock()
 		var err error
 		if send {
 			sendCtx, cancel := context.WithTimeout(ctx, retry+e.cfg.Client.Timeout)
 			err = e.api.SendReport(sendCtx, rep)
 			cancel()
 		}
-		r.mu.Lock()
 		if send && err == nil {
-			if newTerm {
-				clear(r.sent)
-			}
-			r.term, r.sentFenced, r.sentLeaving = term, rep.Fenced, rep.Leaving
-			now := time.Now()
-			for h, at := range r.sent {
-				if now.Sub(at) >= resendAfter {
-					delete(r.sent, h)
-				}
-			}
-			for job, hashes := range rep.Warm { // those seen while it was sent go next
-				for _, h := range hashes {
-					r.sent[h] = now
-					delete(r.warm[job], h)
-				}
-				if len(r.warm[job]) == 0 {
-					delete(r.warm, job)
-				}
-			}
+			r.sent(rep, term, newTerm, time.Now())
 		}
-		r.mu.Unlock()
 		if seriesChanged && (!send || err != nil) {
 			e.measured.mu.Lock()
 			e.measured.dirty = true // with the next report

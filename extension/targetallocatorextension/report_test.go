@@ -56,3 +56,36 @@ func TestExportingAndHeld(t *testing.T) {
 	}
 	assert.ElementsMatch(t, keys(elements[0], elements[1]), held(own)["pods"])
 }
+
+// A warming target's first scrape goes to the leader with when it began
+// (warm_at, Unix milliseconds); one seen while a report is under way goes
+// with the next report rather than being taken for sent; one reported is
+// not reported again within resendAfter.
+func TestReporterWarm(t *testing.T) {
+	e := &allocatorExtension{reporter: newReporter()}
+	r := e.reporter
+	e.Fenced(20*time.Second, false)
+	at := time.UnixMilli(1_795_981_234_500)
+	e.Warmed("pods", "00000000000000aa", at)
+	e.Warmed("pods", "00000000000000aa", at.Add(2*time.Second)) // not reported yet: the first counts
+	rep, send, newTerm := r.next("m", "leader/1", true, false)
+	require.True(t, send)
+	require.True(t, newTerm)
+	assert.Equal(t, map[string][]string{"pods": {"00000000000000aa"}}, rep.Warm)
+	assert.Equal(t, map[string]int64{"00000000000000aa": 1_795_981_234_500}, rep.WarmAt)
+	require.NoError(t, rep.Validate())
+
+	e.Warmed("pods", "00000000000000bb", at.Add(time.Second)) // while rep is sent
+	r.sent(rep, "leader/1", newTerm, time.Now())
+	rep, send, newTerm = r.next("m", "leader/1", true, false)
+	require.True(t, send, "the scrape seen while the last report was sent")
+	assert.False(t, newTerm)
+	assert.Equal(t, map[string][]string{"pods": {"00000000000000bb"}}, rep.Warm)
+	assert.Equal(t, map[string]int64{"00000000000000bb": 1_795_981_235_500}, rep.WarmAt)
+	r.sent(rep, "leader/1", newTerm, time.Now())
+
+	e.Warmed("pods", "00000000000000aa", at.Add(4*time.Second))
+	rep, send, _ = r.next("m", "leader/1", true, false)
+	assert.False(t, send, "reported again within resendAfter: %v", rep.Warm)
+	assert.Empty(t, rep.Warm)
+}

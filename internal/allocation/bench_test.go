@@ -8,12 +8,18 @@ import (
 
 // Each op allocates from scratch: targets with their hashes computed
 // beforehand, a fresh allocator, set the members, set the targets.
+// per-node also runs with 1000 members (a DaemonSet on 1000 nodes), which
+// must allocate 1M targets within its time for 100.
 func BenchmarkAllocate(b *testing.B) {
 	for _, strategy := range Strategies() {
 		b.Run("strategy="+strategy, func(b *testing.B) {
 			for _, n := range []int{10_000, 100_000, 1_000_000} {
 				b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
-					for _, m := range []int{10, 100} {
+					sizes := []int{10, 100}
+					if strategy == PerNode {
+						sizes = append(sizes, 1000)
+					}
+					for _, m := range sizes {
 						b.Run(fmt.Sprintf("members=%d", m), func(b *testing.B) {
 							members, targets := benchMembers(m), benchTargets(n, m)
 							var a Allocator

@@ -352,9 +352,14 @@ func (s *state) report(r report.Report) (bool, error) {
 				continue // Validate has said so
 			}
 			if ho := s.handoffs[h]; ho != nil && ho.to == r.Member && ho.warming {
-				scraped := s.now // a member that does not say when it scraped: about now
+				// A member that does not say when it scraped: about now;
+				// one whose clock is off by more than its warm_within is
+				// not believed.
+				scraped := s.now
 				if ms, ok := r.WarmAt[hex]; ok {
-					scraped = time.UnixMilli(ms)
+					if at := time.UnixMilli(ms); at.Sub(s.now).Abs() <= s.warmWithin(ho.to, ho.job) {
+						scraped = at
+					}
 				}
 				s.complete(h, ho, scraped)
 				changed = true

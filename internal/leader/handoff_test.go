@@ -201,6 +201,14 @@ func TestHandoffJoin(t *testing.T) {
 	require.True(t, g.report(late))
 	g.publish()
 	assert.Equal(t, shares.FormatCutover(g.s.now.Add(4*time.Second)), g.cutover("joiner", second))
+	// A time further off than warm_within and the interval is not
+	// believed: off the report's arrival.
+	third := warming[2]
+	wrong := warmReport("joiner", third)
+	wrong.WarmAt = map[string]int64{report.FormatHash(third): 1 << 50}
+	require.True(t, g.report(wrong))
+	g.publish()
+	assert.Equal(t, shares.FormatCutover(g.s.now.Add(5*time.Second)), g.cutover("joiner", third))
 
 	// The rest at the deadline: warm_within + the job's interval.
 	next, ok := g.s.nextDeadline()

@@ -40,7 +40,9 @@ type Report struct {
 	// the job's scrape interval.
 	WarmWithin Duration `json:"warm_within,omitempty"`
 	// Warm holds, by job, the warming targets (by hash, shares.WarmingLabel's
-	// value) whose first scrape the member has seen since its last report.
+	// value) whose first scrape the member has seen since its last report
+	// (for a target that came back to it soon after it left, its first by
+	// a scrape loop that stays: see the receiver's fence).
 	Warm map[string][]string `json:"warm,omitempty"`
 	// WarmAt holds, by hash, when the scrape of a warming target of Warm
 	// that the member reports began (the scrape's time, Unix milliseconds

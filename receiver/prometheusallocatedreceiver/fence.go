@@ -41,7 +41,9 @@ import (
 // A warming target (shares.WarmingLabel: handed to this member, make before
 // break, while its old member still exports it) is scraped and its data
 // dropped; its first data is reported to the leader (warmed), which then
-// moves it into this member's share, and its data passes from then on. A
+// moves it into this member's share, and its data passes from then on (a
+// target that came back soon after it left: its first data taken by a
+// scrape loop that stays, returns.go). A
 // move's cut-over (shares.CutoverLabel) splits the moved target's data
 // between its two members by the time of each scrape: a releasing target
 // (shares.ReleasingLabel: moved away from this member) passes as a target
@@ -87,7 +89,7 @@ type fence struct {
 // share every refresh.
 func newFence(group targetallocatorextension.Group, refresh time.Duration, fenced metric.Int64Counter, logger *zap.Logger) *fence {
 	return &fence{shares: group.Shares, fenced: fenced, warmed: group.Warmed, measured: group.Measured, logger: logger,
-		returns: newReturns(refresh+stockDelays, stockDelays), now: time.Now}
+		returns: newReturns(refresh+stockDelays+warmSlack, stockDelays+warmSlack), now: time.Now}
 }
 
 // consumer returns the fence as the stock receiver's consumer, which hands
@@ -103,7 +105,7 @@ func (f *fence) consumer(next consumer.Metrics) (consumer.Metrics, error) {
 func (f *fence) follow(ctx context.Context) {
 	for {
 		changed := f.current().changed
-		if closed(changed) { // the extension has no shares yet: ask again
+		if closed(changed) { // changed again, or the extension has no shares yet: after a pause
 			t := time.NewTimer(100 * time.Millisecond)
 			select {
 			case <-ctx.Done():

@@ -141,7 +141,7 @@ func testFence(t *testing.T, m *memberShares, sink *consumertest.MetricsSink) (*
 	require.NoError(t, err)
 	t.Cleanup(tb.Shutdown)
 	f := &fence{shares: m.get, fenced: tb.ReceiverPrometheusAllocatedFencedMetricPoints, logger: zap.NewNop(),
-		returns: newReturns(5*time.Second+stockDelays, stockDelays), now: time.Now}
+		returns: newReturns(5*time.Second+stockDelays+warmSlack, stockDelays+warmSlack), now: time.Now}
 	_, err = f.consumer(sink)
 	require.NoError(t, err)
 	return f, tel
@@ -623,47 +623,67 @@ func TestFenceLateCutover(t *testing.T) {
 // A warming target that came back to this member soon after it left may
 // still be scraped by the stock receiver's loop from before, which stops
 // when the stock receiver acts on the poll that read it gone, up to
-// stockDelays after it came back: its scrapes until then are not reported
-// (the leader would put the cut-over among the scrapes this member then
-// never takes). One that left longer ago, or never was here, is reported
-// at its first scrape.
+// stockDelays after it came back: its scrapes until then (and warmSlack
+// more) are not reported, by the time each began (the leader would put the
+// cut-over among the scrapes this member then never takes). One that left
+// longer ago, or never was here, is reported at its first scrape. The
+// fence follows the share at each change, data or not.
 func TestFenceReturnedTargetWaitsForItsLoop(t *testing.T) {
 	plain := map[string]string{"__address__": "10.0.0.1:80", "__meta_pod": "a"}
 	warming := map[string]string{"__address__": "10.0.0.1:80", "__meta_pod": "a", shares.WarmingLabel: "00000000000000aa"}
 	other := map[string]string{"__address__": "10.0.0.2:80"}
 	const refresh = 5 * time.Second
+	settle := stockDelays + warmSlack
 	for _, tc := range []struct {
 		name   string
 		away   time.Duration // how long it was not in what this member scrapes
 		want   []time.Duration
 		reason string
 	}{
-		{"back soon", 3 * time.Second, []time.Duration{stockDelays, stockDelays + 2*time.Second},
-			"its scrapes before stockDelays after it came back are reported"},
-		{"back late", refresh + stockDelays, []time.Duration{0, 2 * time.Second, 4 * time.Second},
+		{"back soon", 3 * time.Second, []time.Duration{settle, settle + time.Second},
+			"its scrapes before settle after it came back are reported"},
+		{"back late", refresh + settle, []time.Duration{0, time.Second, 2 * time.Second},
 			"its old loop has stopped: its first scrape is reported"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
 			now := time.Unix(1_700_000_000, 0)
+			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
 			m := newMemberShares()
 			sink := new(consumertest.MetricsSink)
 			f, _ := testFence(t, m, sink)
-			f.now = func() time.Time { return now }
+			f.now = clock
 			var reported []time.Time
 			f.warmed = func(_, _ string, scraped time.Time) { reported = append(reported, scraped) }
-			m.set(ownShares(t, shareOf{"pods": {plain}}))
-			f.current()
-			now = now.Add(time.Second)
-			m.set(ownShares(t, shareOf{"pods": {other}})) // it moved away
-			f.current()
-			now = now.Add(tc.away)
-			m.set(ownShares(t, shareOf{"pods": {other, warming}})) // and back
-			f.current()
-			back := now
+			ctx, cancel := context.WithCancel(context.Background())
+			following := make(chan struct{})
+			go func() {
+				defer close(following)
+				f.follow(ctx)
+			}()
+			t.Cleanup(func() { cancel(); <-following })
+			// set replaces the share; follow sees it without data coming.
+			set := func(s shareOf) {
+				own := ownShares(t, s)
+				m.set(own)
+				require.Eventually(t, func() bool {
+					idx := f.index.Load()
+					return idx != nil && idx.jobs["pods"].etag == own["pods"].ETag
+				}, 5*time.Second, time.Millisecond)
+			}
+			set(shareOf{"pods": {plain}})
+			advance(time.Second)
+			set(shareOf{"pods": {other}}) // it moved away
+			advance(tc.away)
+			set(shareOf{"pods": {other, warming}}) // and back
+			back := clock()
+			// The clock runs ahead of the scrapes: what counts is when
+			// each scrape began.
+			advance(time.Minute)
 			scraped := stockTarget(t, "pods", warming, nil)
-			for at := time.Duration(0); at <= stockDelays+3*time.Second; at += 2 * time.Second {
-				now = back.Add(at)
-				consume(t, f, scraped, scrapeAt("pods", "10.0.0.1:80", 2, now))
+			for at := time.Duration(0); at <= settle+time.Second; at += time.Second { // a 1 s interval
+				consume(t, f, scraped, scrapeAt("pods", "10.0.0.1:80", 2, back.Add(at)))
 			}
 			var got []time.Duration
 			for _, r := range reported {

@@ -21,13 +21,15 @@ import (
 // loop that is about to stop, would have the leader put the move's
 // cut-over among the scrapes that this member then never takes: lost. So
 // the fence reports a warming target that came back so soon only from a
-// scrape taken stockDelays after it came back: every poll since has read
+// scrape taken stockDelays after it came back (and warmSlack more, for a
+// late answer or a slow reload on a busy node): every poll since has read
 // it, and its loop stays.
 type returns struct {
 	mu sync.Mutex
 	// forget is how long after a target left the stock receiver may still
 	// scrape it (refresh_interval + stockDelays), settle how long after it
-	// came back its scrape loop may still stop (stockDelays).
+	// came back its scrape loop may still stop (stockDelays); both with
+	// warmSlack more.
 	forget, settle time.Duration
 	// left are the targets that left what this member scrapes less than
 	// forget ago, back those that came back after that less than settle
