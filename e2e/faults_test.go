@@ -195,7 +195,11 @@ func (f *fleet) fault(t *testing.T, name string, moves bool, inject func() (lift
 		// broken: both members scrape the target until the move's
 		// cut-over (at most 4 s and an interval after it) and its release
 		// (an interval and 4 s after that); its data is exported once.
-		row.doubleBound += 8*time.Second + 2*scrapeInterval
+		// The member it comes back to soon after it left may still have
+		// the stock receiver's scrape loop from before, which may yet stop:
+		// it reports the target's first scrape only from stockDelay and
+		// 5 s after it came back (the receiver's returns.go).
+		row.doubleBound += 8*time.Second + 2*scrapeInterval + stockDelay + 5*time.Second
 	}
 	for _, series := range demoSeries {
 		target := targetOf(f.targets, series)

@@ -67,6 +67,8 @@ type otlpSink struct {
 	*httptest.Server
 	mu     sync.Mutex
 	points []exportedPoint
+	// markers are the staleness markers of scrape_number (no number).
+	markers []exportedPoint
 }
 
 func newOTLPSink(t *testing.T) *otlpSink {
@@ -102,6 +104,7 @@ func (s *otlpSink) record(replica string, md pmetric.Metrics) {
 				}
 				for _, dp := range m.Gauge().DataPoints().All() {
 					if dp.Flags().NoRecordedValue() {
+						s.markers = append(s.markers, exportedPoint{replica: replica, target: instance.Str(), at: dp.Timestamp().AsTime()})
 						continue // a staleness marker carries no number
 					}
 					number := dp.IntValue()
@@ -566,6 +569,13 @@ func TestHandoverExportsEachScrapeOnce(t *testing.T) {
 		}
 		t.Logf("measured: %s fenced %.0f data points", p.name, fenced)
 	}
+	// Every target stayed in the group, always scraped by a member: no
+	// member ended a series with a staleness marker (the scrape loops of
+	// the members a target moved away from write theirs when they stop;
+	// a member that stops gracefully writes none).
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	assert.Empty(t, sink.markers, "staleness markers exported of targets whose series went on at another member")
 }
 
 // With hot_standby, each member also scrapes the targets it would take if
