@@ -129,8 +129,8 @@ func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 		return f.next.ConsumeMetrics(ctx, md)
 	}
 	idx := f.current()
-	held, ok := idx.find(target)
-	if ok {
+	held, inShare := idx.find(target)
+	if inShare {
 		f.measure(held.job, held.seriesKey, md)
 		if held.marks.Cutover.IsZero() {
 			return f.next.ConsumeMetrics(ctx, md)
@@ -171,7 +171,7 @@ func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 	// target. Another member's target's are no end of its series, which go
 	// on at that member: a warming or standby target's, a moved target's
 	// (releasing past its cut-over, arriving before it, or gone as such).
-	if warming || ok || f.returns.movedAway(target, f.now()) {
+	if warming || inShare || f.returns.movedAway(target, f.now()) {
 		f.fenced.Add(ctx, int64(md.DataPointCount()))
 		return nil
 	}

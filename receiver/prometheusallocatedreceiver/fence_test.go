@@ -717,6 +717,8 @@ func TestFenceStalenessMarkersOfMovedTargets(t *testing.T) {
 	f.current()
 	m.set(ownShares(t, shareOf{"pods": {releasing, dropped}}))
 	consume(t, f, stockTarget(t, "pods", releasing, nil), scrapeAt("pods", "10.0.0.1:80", 2, cutover.Add(time.Second)))
+	consume(t, f, stockTarget(t, "pods", releasing, nil), scrapeData("pods", "10.0.0.1:80", 0, 1))
+	assert.Zero(t, sink.DataPointCount(), "a releasing target's markers past its cut-over passed")
 	m.set(ownShares(t, shareOf{"pods": {}})) // released; the other one left the group
 	f.current()
 
@@ -725,14 +727,25 @@ func TestFenceStalenessMarkersOfMovedTargets(t *testing.T) {
 	assert.Zero(t, sink.DataPointCount(), "the moved target's markers passed: its series go on at its new member")
 	consume(t, f, stockTarget(t, "pods", dropped, nil), scrapeData("pods", "10.0.0.2:80", 0, 2))
 	assert.Equal(t, 2, sink.DataPointCount(), "the markers of a target that left the group end its series")
-	assertFenced(t, tel, 2+1+2) // the scrape past the cut-over (and its scrape_samples_scraped), the markers
+	assertFenced(t, tel, 2+1+1+2) // the scrape past the cut-over (and its scrape_samples_scraped), the markers
 
-	// Long after: a target that moved away and came back to this member
-	// is its own again, its markers its own.
+	// Past forget (20 s here) and three of its intervals (1 s): the
+	// moved target's loop has written its markers long ago; any later
+	// ones pass.
+	now = now.Add(4 * time.Second)
+	consume(t, f, stockTarget(t, "pods", releasing, nil), scrapeData("pods", "10.0.0.1:80", 0, 2))
+	assert.Equal(t, 2+2, sink.DataPointCount(), "markers past the window")
+
+	// A target that moved away and came back to this member is its own
+	// again, its markers its own when it leaves plainly.
+	m.set(ownShares(t, shareOf{"pods": {releasing}}))
+	f.current()
+	m.set(ownShares(t, shareOf{"pods": {}})) // moved away again
+	f.current()
 	m.set(ownShares(t, shareOf{"pods": {moved}}))
 	f.current()
 	m.set(ownShares(t, shareOf{"pods": {}}))
 	f.current()
 	consume(t, f, stockTarget(t, "pods", moved, nil), scrapeData("pods", "10.0.0.1:80", 0, 2))
-	assert.Equal(t, 2+2, sink.DataPointCount(), "a target that left plainly: its markers pass")
+	assert.Equal(t, 2+2+2, sink.DataPointCount(), "a target that left plainly: its markers pass")
 }

@@ -59,8 +59,9 @@ type awayTarget struct {
 
 // awayKept bounds how long a target that left as another member's is kept
 // beyond forget: its scrape loop's staleness markers come two intervals
-// and a tenth after the loop stopped.
-const awayKept = 10 * time.Minute
+// and a tenth after the loop stopped, so scrape intervals up to 10 minutes
+// are covered.
+const awayKept = 30 * time.Minute
 
 func newReturns(forget, settle time.Duration) returns {
 	return returns{forget: forget, settle: settle, left: map[lateKey]time.Time{}, back: map[lateKey]time.Time{}, away: map[targetKey][]awayTarget{}}
