@@ -129,8 +129,8 @@ func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 		return f.next.ConsumeMetrics(ctx, md)
 	}
 	idx := f.current()
-	held, inShare := idx.find(target)
-	if inShare {
+	held, ok := idx.find(target)
+	if ok {
 		f.measure(held.job, held.seriesKey, md)
 		if held.marks.Cutover.IsZero() {
 			return f.next.ConsumeMetrics(ctx, md)
@@ -165,17 +165,7 @@ func (f *fence) consume(ctx context.Context, md pmetric.Metrics) error {
 	if md.DataPointCount() == 0 {
 		return nil
 	}
-	// Staleness markers are left. They end the series of a target that
-	// left this member's share (gone from the group, or moved with no
-	// hand-off) when its scrape loop stops, or of series gone from a
-	// target. Another member's target's are no end of its series, which go
-	// on at that member: a warming or standby target's, a moved target's
-	// (releasing past its cut-over, arriving before it, or gone as such).
-	if warming || inShare || f.returns.movedAway(target, f.now()) {
-		f.fenced.Add(ctx, int64(md.DataPointCount()))
-		return nil
-	}
-	return f.next.ConsumeMetrics(ctx, md)
+	return f.next.ConsumeMetrics(ctx, md) // staleness markers
 }
 
 // measure hands the series of one scrape's data of a target to the
@@ -435,8 +425,9 @@ func sameTarget(share, discovered labels.Labels) bool {
 }
 
 // dropValues removes from md every data point that carries a value, and
-// returns how many it removed: what is left are staleness markers (which
-// consume passes where they end the target's series).
+// returns how many it removed: what is left are staleness markers, which
+// end the target's series here as they would anyway when its scrape loop
+// stops (a target that left the group entirely, or moved, ends here).
 func dropValues(md pmetric.Metrics) int { return removePoints(md, false) }
 
 // removePoints removes from md the data points that are staleness markers

@@ -408,7 +408,6 @@ func TestFenceWarmingTarget(t *testing.T) {
 	assert.Equal(t, []seen{{"pods", "00000000000000aa"}}, warmed)
 	consume(t, f, scraped, scrapeData("pods", "10.0.0.1:80", 0, 2))
 	assert.Len(t, warmed, 1, "staleness markers alone are no scrape")
-	assert.Zero(t, sink.DataPointCount(), "a warming target's staleness markers passed: its series go on at its member")
 
 	other := stockTarget(t, "pods", map[string]string{"__address__": "10.0.0.1:80", "__meta_pod": "b", shares.WarmingLabel: "00000000000000aa"}, nil)
 	consume(t, f, other, scrapeData("pods", "10.0.0.1:80", 1, 0))
@@ -416,15 +415,15 @@ func TestFenceWarmingTarget(t *testing.T) {
 
 	m.set(ownShares(t, shareOf{"pods": {plain}}))
 	consume(t, f, scraped, scrapeData("pods", "10.0.0.1:80", 3, 0))
-	assert.Equal(t, 3, sink.DataPointCount(), "once in the share, its data passes")
+	assert.Equal(t, 3+2, sink.DataPointCount(), "once in the share, its data passes")
 	assert.Len(t, warmed, 1)
 
 	// A target on hot standby: its data is dropped, and not reported.
 	standby := map[string]string{"__address__": "10.0.0.2:80", shares.WarmingLabel: shares.Standby}
 	m.set(ownShares(t, shareOf{"pods": {plain, standby}}))
 	consume(t, f, stockTarget(t, "pods", standby, nil), scrapeData("pods", "10.0.0.2:80", 4, 0))
-	assert.Equal(t, 3, sink.DataPointCount(), "a standby's data passed")
-	assertFenced(t, tel, 3+2+1+4)
+	assert.Equal(t, 3+2, sink.DataPointCount(), "a standby's data passed")
+	assertFenced(t, tel, 3+1+4)
 	assert.Len(t, warmed, 1, "a standby's scrape was reported")
 }
 
@@ -696,56 +695,4 @@ func TestFenceReturnedTargetWaitsForItsLoop(t *testing.T) {
 			assert.Zero(t, sink.DataPointCount(), "a warming target's data passed")
 		})
 	}
-}
-
-// Staleness markers end a target's series at this member when the target
-// left the group (or moved with no hand-off); those of a target whose
-// series go on at another member do not pass: a target moved away make
-// before break (releasing, past its cut-over, then gone), until its scrape
-// loop's markers have come (forget and three intervals after it left).
-func TestFenceStalenessMarkersOfMovedTargets(t *testing.T) {
-	moved := map[string]string{"__address__": "10.0.0.1:80"}
-	dropped := map[string]string{"__address__": "10.0.0.2:80"}
-	cutover := time.UnixMilli(1_700_000_000_500)
-	releasing := map[string]string{"__address__": "10.0.0.1:80", shares.ReleasingLabel: "00000000000000aa", shares.CutoverLabel: shares.FormatCutover(cutover)}
-	now := time.Unix(1_700_000_010, 0)
-	m := newMemberShares()
-	sink := new(consumertest.MetricsSink)
-	f, tel := testFence(t, m, sink)
-	f.now = func() time.Time { return now }
-	m.set(ownShares(t, shareOf{"pods": {moved, dropped}}))
-	f.current()
-	m.set(ownShares(t, shareOf{"pods": {releasing, dropped}}))
-	consume(t, f, stockTarget(t, "pods", releasing, nil), scrapeAt("pods", "10.0.0.1:80", 2, cutover.Add(time.Second)))
-	consume(t, f, stockTarget(t, "pods", releasing, nil), scrapeData("pods", "10.0.0.1:80", 0, 1))
-	assert.Zero(t, sink.DataPointCount(), "a releasing target's markers past its cut-over passed")
-	m.set(ownShares(t, shareOf{"pods": {}})) // released; the other one left the group
-	f.current()
-
-	now = now.Add(20 * time.Second) // the stock receivers' loops stop and write their markers
-	consume(t, f, stockTarget(t, "pods", releasing, nil), scrapeData("pods", "10.0.0.1:80", 0, 2))
-	assert.Zero(t, sink.DataPointCount(), "the moved target's markers passed: its series go on at its new member")
-	consume(t, f, stockTarget(t, "pods", dropped, nil), scrapeData("pods", "10.0.0.2:80", 0, 2))
-	assert.Equal(t, 2, sink.DataPointCount(), "the markers of a target that left the group end its series")
-	assertFenced(t, tel, 2+1+1+2) // the scrape past the cut-over (and its scrape_samples_scraped), the markers
-
-	// Past forget (20 s here) and three of its intervals (1 s): the
-	// moved target's loop has written its markers long ago; any later
-	// ones pass.
-	now = now.Add(4 * time.Second)
-	consume(t, f, stockTarget(t, "pods", releasing, nil), scrapeData("pods", "10.0.0.1:80", 0, 2))
-	assert.Equal(t, 2+2, sink.DataPointCount(), "markers past the window")
-
-	// A target that moved away and came back to this member is its own
-	// again, its markers its own when it leaves plainly.
-	m.set(ownShares(t, shareOf{"pods": {releasing}}))
-	f.current()
-	m.set(ownShares(t, shareOf{"pods": {}})) // moved away again
-	f.current()
-	m.set(ownShares(t, shareOf{"pods": {moved}}))
-	f.current()
-	m.set(ownShares(t, shareOf{"pods": {}}))
-	f.current()
-	consume(t, f, stockTarget(t, "pods", moved, nil), scrapeData("pods", "10.0.0.1:80", 0, 2))
-	assert.Equal(t, 2+2+2, sink.DataPointCount(), "a target that left plainly: its markers pass")
 }

@@ -52,8 +52,8 @@ const (
 )
 
 // keep keeps a copy of a warming target's scrape, begun at, without its
-// staleness markers (a warming target's are dropped), dropping the oldest
-// beyond lateKept.
+// staleness markers (which pass at once), dropping the oldest beyond
+// lateKept.
 func (l *lateScrapes) keep(key lateKey, md pmetric.Metrics, at time.Time) {
 	c := pmetric.NewMetrics()
 	md.CopyTo(c)

@@ -1,19 +1,12 @@
 package prometheusallocatedreceiver // import "github.com/embedded-ta/embedded-ta/receiver/prometheusallocatedreceiver"
 
 import (
-	"slices"
 	"sync"
 	"time"
-
-	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/scrape"
 )
 
 // returns keeps, for the fence, the targets that came back to what this
-// member scrapes soon after they had left it, and when; and those that
-// left it as another member's (away), whose scrape loops' staleness
-// markers the fence drops.
+// member scrapes soon after they had left it, and when.
 //
 // The stock receiver acts on what it reads of its share late: its HTTP SD
 // polls every refresh_interval, its discovery manager passes what it read
@@ -42,29 +35,10 @@ type returns struct {
 	// forget ago, back those that came back after that less than settle
 	// ago: when.
 	left, back map[lateKey]time.Time
-	// away are the targets that left what this member scrapes as another
-	// member's (releasing, warming or on standby: their series go on at
-	// their member), for awayKept: the staleness markers that the stock
-	// receiver's scrape loop writes when it stops, two intervals after it
-	// stopped, up to forget after they left, are dropped.
-	away map[targetKey][]awayTarget
 }
-
-// awayTarget is a target that left as another member's: its labels in the
-// share, and when.
-type awayTarget struct {
-	labels labels.Labels
-	at     time.Time
-}
-
-// awayKept bounds how long a target that left as another member's is kept
-// beyond forget: its scrape loop's staleness markers come two intervals
-// and a tenth after the loop stopped, so scrape intervals up to 10 minutes
-// are covered.
-const awayKept = 30 * time.Minute
 
 func newReturns(forget, settle time.Duration) returns {
-	return returns{forget: forget, settle: settle, left: map[lateKey]time.Time{}, back: map[lateKey]time.Time{}, away: map[targetKey][]awayTarget{}}
+	return returns{forget: forget, settle: settle, left: map[lateKey]time.Time{}, back: map[lateKey]time.Time{}}
 }
 
 // observe takes the change from prev to next of what this member scrapes,
@@ -82,14 +56,6 @@ func (r *returns) observe(prev, next *shareIndex, now time.Time) {
 			delete(r.back, k)
 		}
 	}
-	for k, ts := range r.away {
-		ts = slices.DeleteFunc(ts, func(t awayTarget) bool { return now.Sub(t.at) >= r.forget+awayKept })
-		if len(ts) == 0 {
-			delete(r.away, k)
-		} else {
-			r.away[k] = ts
-		}
-	}
 	var before map[string]jobTargets
 	if prev != nil {
 		before = prev.jobs
@@ -99,12 +65,12 @@ func (r *returns) observe(prev, next *shareIndex, now time.Time) {
 		if had && jt.etag != "" && was.etag == jt.etag {
 			continue
 		}
-		gone := make(map[string]shareTarget, len(was.targets))
+		gone := make(map[string]bool, len(was.targets))
 		for _, t := range was.targets {
-			gone[t.seriesKey] = t
+			gone[t.seriesKey] = true
 		}
 		for _, t := range jt.targets {
-			if _, ok := gone[t.seriesKey]; ok {
+			if gone[t.seriesKey] {
 				delete(gone, t.seriesKey)
 				continue
 			}
@@ -113,58 +79,18 @@ func (r *returns) observe(prev, next *shareIndex, now time.Time) {
 				delete(r.left, k)
 				r.back[k] = now
 			}
-			r.arrived(t)
 		}
-		for _, t := range gone {
-			r.leave(job, t, now)
+		for key := range gone {
+			r.left[lateKey{job, key}] = now
 		}
 	}
 	for job, was := range before {
 		if _, ok := next.jobs[job]; !ok {
 			for _, t := range was.targets {
-				r.leave(job, t, now)
+				r.left[lateKey{job, t.seriesKey}] = now
 			}
 		}
 	}
-}
-
-// leave records that t of job left what this member scrapes at now.
-func (r *returns) leave(job string, t shareTarget, now time.Time) {
-	r.left[lateKey{job, t.seriesKey}] = now
-	if t.marks.Releasing || t.marks.Warming != "" {
-		r.away[t.key] = append(r.away[t.key], awayTarget{labels: t.labels, at: now})
-	}
-}
-
-// arrived forgets that t left as another member's.
-func (r *returns) arrived(t shareTarget) {
-	ts := slices.DeleteFunc(r.away[t.key], func(a awayTarget) bool { return labels.Equal(a.labels, t.labels) })
-	if len(ts) == 0 {
-		delete(r.away, t.key)
-	} else {
-		r.away[t.key] = ts
-	}
-}
-
-// movedAway reports whether target, scraped by the stock receiver, left
-// what this member scrapes as another member's less than forget and three
-// of its intervals before now: its scrape loop's staleness markers are no
-// end of its series.
-func (r *returns) movedAway(target *scrape.Target, now time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.away) == 0 {
-		return false
-	}
-	discovered := target.DiscoveredLabels(labels.NewBuilder(labels.EmptyLabels()))
-	key := targetKey{job: discovered.Get(model.JobLabel), address: discovered.Get(model.AddressLabel)}
-	interval, _ := model.ParseDuration(target.GetValue(model.ScrapeIntervalLabel))
-	for _, a := range r.away[key] {
-		if now.Sub(a.at) < r.forget+3*time.Duration(interval) && sameTarget(a.labels, discovered) {
-			return true
-		}
-	}
-	return false
 }
 
 // settled reports whether a scrape of the target, begun at scraped, is
