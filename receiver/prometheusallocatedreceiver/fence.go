@@ -2,6 +2,7 @@ package prometheusallocatedreceiver // import "github.com/embedded-ta/embedded-t
 
 import (
 	"context"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/embedded-ta/embedded-ta/extension/targetallocatorextension"
+	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/httpsd"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 )
@@ -103,23 +105,12 @@ func (f *fence) consumer(next consumer.Metrics) (consumer.Metrics, error) {
 // fence sees each target leave and come back (returns) whether or not data
 // comes meanwhile.
 func (f *fence) follow(ctx context.Context) {
-	for {
-		changed := f.current().changed
+	for ctx.Err() == nil {
+		changed, wait := f.current().changed, time.Duration(math.MaxInt64)
 		if closed(changed) { // changed again, or the extension has no shares yet: after a pause
-			t := time.NewTimer(100 * time.Millisecond)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			continue
+			changed, wait = nil, 100*time.Millisecond
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-		}
+		allocatorapi.Pause(ctx, changed, wait)
 	}
 }
 
