@@ -1,10 +1,12 @@
 // Package allocation assigns scrape targets to the members of a group.
 //
 // It is a pure state machine: members and targets in, assignment out. It does
-// no I/O, reads no clock, starts no goroutine and imports nothing of Kubernetes
-// or Prometheus; of them it knows only the names of the discovered labels that
-// give a target's node (NodeOf). An Allocator is not safe for concurrent use;
-// its user serialises calls.
+// no I/O, reads no clock and imports nothing of Kubernetes or Prometheus; of
+// them it knows only the names of the discovered labels that give a target's
+// node (NodeOf). No goroutine it starts outlives a call: a call that ranks
+// many targets spreads them over every core and returns when all are ranked,
+// with the answer one core would give. An Allocator is not safe for
+// concurrent use; its user serialises calls.
 //
 // Three strategies carry the names and meaning of the OpenTelemetry Target
 // Allocator's allocation_strategy values:
@@ -35,8 +37,10 @@ package allocation
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Strategy names, spelled as the Target Allocator's allocation_strategy values.
@@ -383,4 +387,27 @@ func fnv1a(s string) uint64 {
 		h *= 1099511628211
 	}
 	return h
+}
+
+// parallelWork is the least work (in scores, a few nanoseconds each) that
+// eachPart spreads over more than one core: less costs less than starting
+// goroutines.
+const parallelWork = 1 << 20
+
+// eachPart calls part for contiguous ranges covering [0, n), on every core
+// (GOMAXPROCS) when work, the scores they compute in all, is large enough:
+// ranking 1M targets among 100 members, or a fallback's among 1000. The
+// ranges must be independent: part writes only their own elements.
+func eachPart(n, work int, part func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if work < parallelWork || workers <= 1 {
+		part(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*n/workers, (w+1)*n/workers
+		wg.Go(func() { part(lo, hi) })
+	}
+	wg.Wait()
 }

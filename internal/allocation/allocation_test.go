@@ -2,7 +2,9 @@ package allocation
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -301,5 +303,52 @@ func TestUpdateMovesOnlyAddedAndDisplaced(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// Ranking many targets on every core gives the answer of one core: enough
+// targets and members that eachPart splits the work.
+func TestEveryCoreGivesOneCoresAnswer(t *testing.T) {
+	const n, m = 30_000, 100 // 3M scores, above parallelWork
+	if n*m < 2*parallelWork {
+		t.Fatal("too little work to be split")
+	}
+	members := make([]Member, m)
+	for i := range members {
+		members[i] = Member{Identity: fmt.Sprintf("collector-%d", i), Node: fmt.Sprintf("node-%d", i)}
+	}
+	targets := make([]Target, n)
+	for i := range targets {
+		// Nodes of members, nodes without one, and none (the fallback's).
+		node := ""
+		if i%7 != 0 {
+			node = fmt.Sprintf("node-%d", i%(m+m/5))
+		}
+		targets[i] = Target{Hash: targetHash("job", i), Node: node, Job: "job"}
+	}
+	for _, strategy := range []string{ConsistentHashing, PerNode} {
+		t.Run(strategy, func(t *testing.T) {
+			assign := func(procs int) map[string][]uint64 {
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+				a, err := New(strategy, WithFallback(ConsistentHashing))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := a.SetMembers(members); err != nil {
+					t.Fatal(err)
+				}
+				a.SetTargets(targets)
+				a.Update(targets[:n/10], nil) // present already: no change
+				a.Update(nil, []uint64{targets[1].Hash, targets[2].Hash})
+				return a.Assignment()
+			}
+			one, every := assign(1), assign(4)
+			if len(one) < m/2 {
+				t.Fatalf("%d members hold targets, want most of %d", len(one), m)
+			}
+			if !maps.EqualFunc(one, every, slices.Equal) {
+				t.Fatal("the assignment on four cores differs from that on one")
+			}
+		})
 	}
 }

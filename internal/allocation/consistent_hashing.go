@@ -181,12 +181,16 @@ func (c *consistentHashing) Update(added []Target, removed []uint64) {
 		}
 	}
 	first := c.t.addAll(added, false, func(h uint64, _ int32) chSlot { return chSlot{hash: h} })
-	for i := first; i < len(c.t.slots); i++ {
-		s := &c.t.slots[i]
-		h := c.home(mix(s.hash))
-		s.home, s.member = h, h
-		if h >= 0 {
-			c.homeLoad[h]++
+	fresh := c.t.slots[first:]
+	eachPart(len(fresh), len(fresh)*len(c.members.seeds), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			h := c.home(mix(fresh[i].hash))
+			fresh[i].home, fresh[i].member = h, h
+		}
+	})
+	for _, s := range fresh {
+		if s.home >= 0 {
+			c.homeLoad[s.home]++
 		}
 	}
 	c.rebalance()

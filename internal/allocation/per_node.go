@@ -218,8 +218,16 @@ func (p *perNode) Update(added []Target, removed []uint64) {
 			p.homeLoad[s.home]--
 		}
 	}
+	// Placing is a lookup of the node's members (about as costly as 16
+	// scores), independent for each target.
+	homes := make([]int32, len(added))
+	eachPart(len(added), 16*len(added), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			homes[i] = p.place(added[i].Hash, added[i].Node)
+		}
+	})
 	p.t.addAll(added, false, func(h uint64, i int32) pnSlot {
-		home := p.place(h, added[i].Node)
+		home := homes[i]
 		s := pnSlot{hash: h, node: added[i].Node, home: home, member: home}
 		switch {
 		case p.delegated(s):
