@@ -129,8 +129,8 @@ type sdConfig struct {
 
 var theFleet *fleet
 
-// initialSent is called by each job's SD mechanism once Prometheus's
-// discovery manager has taken its first groups, all of the job's targets.
+// initialSent is called by each job's SD mechanism once the leader's
+// discovery has taken its first groups, all of the job's targets.
 var initialSent func()
 
 func (*sdConfig) Name() string { return "loadtest" }

@@ -431,7 +431,7 @@ func drive(o options, w io.Writer) (result, error) {
 	// every member asks (conditionally), as their next polls would.
 	var toAlloc, toAnswers []time.Duration
 	for i := range o.changes {
-		time.Sleep(6 * time.Second) // past Prometheus's discovery manager's 5 s batching
+		time.Sleep(6 * time.Second) // changes apart, as in every run measured
 		if _, err := fmt.Fprintf(c.stdin, "change %g\n", o.fraction); err != nil {
 			return r, err
 		}

@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery"
-	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/model/labels"
 	"go.uber.org/zap"
 	"go.uber.org/zap/exp/zapslog"
@@ -94,25 +93,27 @@ const DiscoveredTargetsMetric = "embedded_ta_discovered_targets"
 // job's target groups turned into targets, filtered and identified.
 const ProcessTargetsDurationMetric = "embedded_ta_process_targets_duration_seconds"
 
-// managerName labels the discovery manager's metrics (name="...").
+// managerName labels the metrics Prometheus's discovery manager would have
+// (name="...").
 const managerName = "target_allocator"
 
-// maxBatch is the longest the discovery manager holds changes before it
-// sends them: it waits 100 ms after a quiet spell and backs off to maxBatch
-// while changes keep coming. Prometheus's default, 5 s, would make a change
-// wait up to 5 s before the leader sees it; a snapshot costs the leader in
+// maxBatch is the longest Run holds the providers' updates before it takes
+// them: it takes them after a quiet spell of batchQuiet, and at most
+// maxBatch after the first while updates keep coming (Kubernetes SD sends
+// one group an update, 100,000 of them as it starts at 1M targets).
+// Prometheus's discovery manager batches for 5 s by default, which would
+// alone make a change wait up to 5 s; a snapshot costs the leader in
 // proportion to what changed, so a second is cheap.
 const maxBatch = time.Second
 
 // Discoverer runs service discovery for the jobs of one config.
 type Discoverer struct {
-	jobs      map[string]*config.ScrapeConfig
-	sdConfigs map[string]discovery.Configs
-	strategy  FilterStrategy
-	logger    *zap.Logger
-	reg       prometheus.Registerer
-	out       chan Snapshot
-	ran       atomic.Bool
+	jobs     map[string]*config.ScrapeConfig
+	strategy FilterStrategy
+	logger   *zap.Logger
+	reg      prometheus.Registerer
+	out      chan Snapshot
+	ran      atomic.Bool
 	// reportWait is defaultReportWait; the package's tests shorten it.
 	reportWait time.Duration
 	// next holds jobs set by SetJobs that Run has not applied yet.
@@ -139,7 +140,6 @@ func New(cfg *config.Config, filter FilterStrategy, logger *zap.Logger, reg prom
 	}
 	d := &Discoverer{
 		jobs:       map[string]*config.ScrapeConfig{},
-		sdConfigs:  map[string]discovery.Configs{},
 		strategy:   filter,
 		logger:     logger,
 		reg:        reg,
@@ -156,7 +156,6 @@ func New(cfg *config.Config, filter FilterStrategy, logger *zap.Logger, reg prom
 	}
 	for _, job := range jobs {
 		d.jobs[job.JobName] = job
-		d.sdConfigs[job.JobName] = reporting(job.JobName, job.ServiceDiscoveryConfigs)
 	}
 	return d, nil
 }
@@ -181,8 +180,8 @@ func (d *Discoverer) Snapshots() <-chan Snapshot { return d.out }
 
 // Run runs service discovery for every job until ctx is done, sending a
 // Snapshot on Snapshots after each change. It returns nil once ctx is done
-// and the discovery manager it started has stopped, its SD mechanisms
-// cancelled. A Discoverer serves one term: Run runs once.
+// and the SD mechanisms it started have returned. A Discoverer serves one
+// term: Run runs once.
 func (d *Discoverer) Run(ctx context.Context) error {
 	if !d.ran.CompareAndSwap(false, true) {
 		return errors.New("discovery: Run runs once; a new term needs a new Discoverer")
@@ -197,6 +196,12 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	sdMetrics, err := discovery.CreateAndRegisterSDMetrics(d.reg)
 	if err != nil {
 		return fmt.Errorf("discovery: register SD metrics: %w", err)
+	}
+	// Prometheus's discovery manager's metrics (prometheus_sd_*), kept
+	// with their meaning: the providers are the manager's.
+	managerMetrics, err := discovery.NewManagerMetrics(d.reg, managerName)
+	if err != nil {
+		return fmt.Errorf("discovery: register discovery manager metrics: %w", err)
 	}
 	discovered := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: DiscoveredTargetsMetric,
@@ -214,61 +219,76 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	if err := d.reg.Register(processing); err != nil {
 		return fmt.Errorf("discovery: register %s: %w", ProcessTargetsDurationMetric, err)
 	}
-	mgr := discovery.NewManager(ctx, slogger, d.reg, sdMetrics, discovery.Name(managerName), discovery.Updatert(maxBatch))
-	if mgr == nil {
-		// NewManager logs why and returns nil; the one reason it can have
-		// is that its own metrics are registered already.
-		return errors.New("discovery: register discovery manager metrics: the registerer is not this Discoverer's own")
-	}
-	if err := mgr.ApplyConfig(d.sdConfigs); err != nil {
-		return fmt.Errorf("discovery: apply config: %w", err)
-	}
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		_ = mgr.Run() // returns ctx.Err() once ctx is done
-	}()
 
+	ps := newProviders(ctx, slogger, sdMetrics)
+	defer ps.wait(d.logger)
+	for name, job := range d.jobs {
+		ps.start(name, job.ServiceDiscoveryConfigs)
+	}
+	managerMetrics.FailedConfigs.Set(float64(ps.failedConfigs()))
 	d.logger.Info("Service discovery started", zap.Int("jobs", len(d.jobs)))
-	s := newSnapshotter(d, discovered)
-	var groups map[string][]*targetgroup.Group
+
+	s := newSnapshotter(d, ps, discovered, managerMetrics)
+	// pending holds the groups the providers sent since the last snapshot,
+	// by job; heard tells whether any provider has sent anything.
+	pending := map[string][]change{}
+	heard := false
 	update := func() (Snapshot, bool) {
 		start := time.Now()
 		defer func() { processing.Observe(time.Since(start).Seconds()) }()
-		return s.update(groups)
+		snap, changed := s.update(pending)
+		pending = map[string][]change{}
+		return snap, changed
 	}
+	batch := time.NewTimer(time.Hour)
+	batch.Stop()
+	var batchStart time.Time
 	wait := time.NewTimer(d.reportWait)
 	defer wait.Stop()
+	defer batch.Stop()
 	for {
 		select {
+		case u := <-ps.updates:
+			if !ps.current(u.p) {
+				continue // from a provider of a job's config that changed
+			}
+			managerMetrics.ReceivedUpdates.Inc()
+			u.p.sent, heard = true, true
+			for _, g := range u.groups {
+				if g != nil {
+					pending[u.p.job] = append(pending[u.p.job], change{key: groupKey{u.p.index, g.Source}, group: g})
+				}
+			}
+			now := time.Now()
+			if batchStart.IsZero() {
+				batchStart = now
+			}
+			batch.Reset(min(batchQuiet, batchStart.Add(maxBatch).Sub(now)))
+			continue
+		case <-batch.C:
+			batchStart = time.Time{}
+			if snap, changed := update(); changed {
+				d.publish(snap)
+			}
+			continue
 		case <-wait.C:
 			// Jobs still unreported may report with what they have.
-			if snap, changed := update(); changed && groups != nil {
+			if snap, changed := update(); changed && heard {
 				d.publish(snap)
 			}
 			if next, ok := s.nextReportWait(); ok {
 				wait.Reset(next)
 			}
 			continue
-		case g, ok := <-mgr.SyncCh():
-			if ok {
-				groups = g
-				if snap, changed := update(); changed {
-					d.publish(snap)
-				}
-				continue
-			}
 		case jobs := <-d.next:
-			if err := d.apply(mgr, s, jobs); err != nil {
-				d.logger.Error("Cannot apply the new jobs to service discovery", zap.Error(err))
-				continue
-			}
+			d.apply(ps, s, pending, jobs)
+			managerMetrics.FailedConfigs.Set(float64(ps.failedConfigs()))
 			if next, ok := s.nextReportWait(); ok {
 				wait.Reset(next)
 			}
 			// Before the first discovery there is nothing to tell: a
-			// snapshot now would claim that every job has no targets.
-			if groups == nil {
+			// snapshot now would report no job.
+			if !heard {
 				continue
 			}
 			if snap, changed := update(); changed {
@@ -277,41 +297,41 @@ func (d *Discoverer) Run(ctx context.Context) error {
 			continue
 		case <-ctx.Done():
 		}
-		// The manager's Run returns once it has cancelled the SD mechanisms;
-		// its sender closes SyncCh when it exits. Both follow ctx.
-		<-stopped
-		for range mgr.SyncCh() {
-		}
+		// The deferred wait returns once every mechanism has.
 		d.logger.Info("Service discovery stopped")
 		return nil
 	}
 }
 
-// apply makes jobs the Discoverer's jobs; it belongs to Run's goroutine.
-func (d *Discoverer) apply(mgr *discovery.Manager, s *snapshotter, jobs []*config.ScrapeConfig) error {
+// batchQuiet is how long Run waits after an update for the next before it
+// takes the batch: the groups of one change often come in several updates.
+const batchQuiet = 100 * time.Millisecond
+
+// apply makes jobs the Discoverer's jobs; it belongs to Run's goroutine. A
+// job whose config changed starts its discovery anew: its providers are
+// replaced (what they had sent is forgotten, so its targets are relabeled
+// from what the new ones send) and it is unreported until they have sent.
+func (d *Discoverer) apply(ps *providers, s *snapshotter, pending map[string][]change, jobs []*config.ScrapeConfig) {
 	next := make(map[string]*config.ScrapeConfig, len(jobs))
-	sdConfigs := make(map[string]discovery.Configs, len(jobs))
 	for _, job := range jobs {
 		next[job.JobName] = job
-		sdConfigs[job.JobName] = reporting(job.JobName, job.ServiceDiscoveryConfigs)
-	}
-	if err := mgr.ApplyConfig(sdConfigs); err != nil {
-		return err
 	}
 	for name, job := range d.jobs {
 		if next[name] != job {
+			ps.stop(name)
 			s.forget(name)
+			delete(pending, name)
 		}
 	}
 	for name, job := range next {
 		if d.jobs[name] != job {
+			ps.start(name, job.ServiceDiscoveryConfigs)
 			s.since[name] = time.Now() // its discovery starts anew
 		}
 	}
-	d.jobs, d.sdConfigs = next, sdConfigs
+	d.jobs = next
 	s.changed = true // jobs may have come or gone
 	d.logger.Info("Service discovery jobs changed", zap.Int("jobs", len(next)))
-	return nil
 }
 
 // publish replaces an unread snapshot with s. Run is the only sender, so the
@@ -324,23 +344,27 @@ func (d *Discoverer) publish(s Snapshot) {
 	d.out <- s
 }
 
-// snapshotter turns the discovery manager's target groups into Snapshots.
-// It belongs to Run's goroutine.
+// snapshotter turns the providers' target groups into Snapshots. It belongs
+// to Run's goroutine.
 type snapshotter struct {
-	d        *Discoverer
-	filter   *filter
-	last     Snapshot
-	reported map[string]int // job -> targets Prometheus would not scrape, last logged
-	changed  bool           // the jobs changed since the last snapshot
+	d         *Discoverer
+	providers *providers
+	filter    *filter
+	last      Snapshot
+	reported  map[string]int // job -> targets Prometheus would not scrape, last logged
+	changed   bool           // the jobs changed since the last snapshot
 	// since is when each job's discovery started, for Discoverer.reportWait.
 	since map[string]time.Time
-	// discovered counts each job's targets before relabeling. (Prometheus's
-	// prometheus_sd_discovered_targets counts the markers too.)
+	// discovered counts each job's targets before relabeling, as does the
+	// manager's prometheus_sd_discovered_targets (which the manager's
+	// markers of empty groups do not reach here).
 	discovered *prometheus.GaugeVec
+	manager    *discovery.Metrics
 }
 
-func newSnapshotter(d *Discoverer, discovered *prometheus.GaugeVec) *snapshotter {
-	s := &snapshotter{d: d, filter: newFilter(d.strategy), reported: map[string]int{}, since: map[string]time.Time{}, discovered: discovered}
+func newSnapshotter(d *Discoverer, ps *providers, discovered *prometheus.GaugeVec, manager *discovery.Metrics) *snapshotter {
+	s := &snapshotter{d: d, providers: ps, filter: newFilter(d.strategy), reported: map[string]int{}, since: map[string]time.Time{},
+		discovered: discovered, manager: manager}
 	now := time.Now()
 	for name := range d.jobs {
 		s.since[name] = now
@@ -348,13 +372,15 @@ func newSnapshotter(d *Discoverer, discovered *prometheus.GaugeVec) *snapshotter
 	return s
 }
 
-// unreported reports whether a job's discovery, n of whose SD configs have
-// sent their first update, has not reported.
-func (s *snapshotter) unreported(job string, n int, now time.Time) bool {
-	if n >= len(s.d.sdConfigs[job]) {
+// unreported reports whether a job's discovery has not reported: not all
+// its providers have sent their first update, and either none has or
+// Discoverer.reportWait has not passed since it started.
+func (s *snapshotter) unreported(job string, now time.Time) bool {
+	sent, all := s.providers.sent(job)
+	if sent >= all {
 		return false
 	}
-	return n == 0 || now.Sub(s.since[job]) < s.d.reportWait
+	return sent == 0 || now.Sub(s.since[job]) < s.d.reportWait
 }
 
 // nextReportWait returns how long until the first job still waiting reaches
@@ -370,24 +396,29 @@ func (s *snapshotter) nextReportWait() (time.Duration, bool) {
 	return next, ok
 }
 
-// update returns the Snapshot for groups, which hold every job's current
-// target groups, and whether it differs from the previous one.
-func (s *snapshotter) update(groups map[string][]*targetgroup.Group) (Snapshot, bool) {
+// update applies the groups the providers sent, by job, and returns the
+// Snapshot of every job and whether it differs from the previous one.
+func (s *snapshotter) update(pending map[string][]change) (Snapshot, bool) {
 	snap := Snapshot{Jobs: make(map[string][]Target, len(s.d.jobs)), Unreported: map[string]bool{}}
 	changed := s.last.Jobs == nil || s.changed
 	s.changed = false
 	total := 0
 	now := time.Now()
 	for name, job := range s.d.jobs {
-		n, discovered := count(groups[name])
-		s.discovered.WithLabelValues(name).Set(float64(discovered))
-		if s.unreported(name, n, now) {
+		// A job's groups are applied reported or not: the providers send
+		// each group once.
+		targets, regrouped := s.filter.jobs[name], false
+		if targets == nil || len(pending[name]) > 0 {
+			targets, regrouped = s.filter.update(job, pending[name])
+		}
+		s.discovered.WithLabelValues(name).Set(float64(targets.discovered))
+		s.manager.DiscoveredTargets.WithLabelValues(name).Set(float64(targets.discovered))
+		if s.unreported(name, now) {
 			snap.Jobs[name], snap.Unreported[name] = nil, true
 			changed = changed || !s.last.Unreported[name]
 			continue
 		}
 		changed = changed || s.last.Unreported[name]
-		targets, regrouped := s.filter.update(job, groups[name])
 		snap.Jobs[name] = targets.sorted
 		total += len(targets.sorted)
 		// New target groups often carry the same targets (a resync, a
@@ -399,6 +430,7 @@ func (s *snapshotter) update(groups map[string][]*targetgroup.Group) (Snapshot, 
 		return s.last, false
 	}
 	s.last = snap
+	s.manager.SentUpdates.Inc()
 	s.d.logger.Debug("Discovered targets", zap.Int("targets", total), zap.Int("jobs", len(snap.Jobs)))
 	return snap, true
 }
@@ -409,6 +441,7 @@ func (s *snapshotter) forget(job string) {
 	delete(s.filter.jobs, job)
 	delete(s.reported, job)
 	s.discovered.DeleteLabelValues(job)
+	s.manager.DiscoveredTargets.DeleteLabelValues(job)
 }
 
 func sameTarget(a, b Target) bool {

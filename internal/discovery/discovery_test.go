@@ -24,8 +24,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// waitFor is how long a test waits for discovery to report a change. The
-// discovery manager batches updates for up to 5 s.
+// waitFor is how long a test waits for discovery to report a change
+// (batched for up to maxBatch; HTTP SD's first request may be slow).
 const waitFor = 30 * time.Second
 
 // newLogger records logs, and prints them if the test fails. Unlike a zaptest

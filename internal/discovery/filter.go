@@ -51,20 +51,34 @@ var (
 	unkeptMark = []byte{0xff, 'd'}
 )
 
-// filter turns target groups into Targets. It keeps each job's targets of
-// the last update by target group, so that an update costs in proportion to
-// the groups that changed: a discoverer sends a changed group as a new
-// *targetgroup.Group, and the discovery manager passes the others on as they
-// are (it reads them concurrently, so they are never modified in place).
-// A filter belongs to one goroutine; it relabels many groups on every core
-// (relabelGroups).
+// filter turns target groups into Targets. It keeps each job's targets by
+// target group (its provider and source), not the groups themselves: an
+// update brings the groups a provider sent, each replacing the job's group
+// of the same key (one without targets removes it), and costs in
+// proportion to them; a group sent again as it was (file_sd and http_sd
+// send every group on each refresh) is known by its fingerprint and not
+// relabeled. A filter belongs to one goroutine; it relabels many groups on
+// every core (relabelGroups).
 type filter struct {
 	strategy FilterStrategy
 	jobs     map[string]*jobTargets
-	gen      uint64 // updates so far
 	// relabelers are one a goroutine that relabels: the first is the
 	// filter's own.
 	relabelers []*relabeler
+}
+
+// change is a target group as its provider sent it: it replaces the job's
+// group of the same key; one without targets removes it.
+type change struct {
+	key   groupKey
+	group *targetgroup.Group
+}
+
+// groupKey identifies a job's target group: its provider (the index of its
+// SD config in the job) and its source, which is unique within a provider.
+type groupKey struct {
+	provider int
+	source   string
 }
 
 // relabeler relabels groups in one goroutine, with buffers of its own.
@@ -115,7 +129,7 @@ func (f *filter) relabelGroups(job *config.ScrapeConfig, groups []*targetgroup.G
 
 // jobTargets are one job's targets after an update.
 type jobTargets struct {
-	byGroup map[*targetgroup.Group]*groupTargets
+	byGroup map[groupKey]*groupTargets
 	// all are the targets of every group, sorted by compareTargets, with
 	// those of equal identity as many times as groups hold them.
 	all []Target
@@ -127,13 +141,18 @@ type jobTargets struct {
 	// bad interval): dropped, or kept under FilterNone. err is one of them.
 	failed int
 	err    error
+	// discovered counts the targets of every group, before relabeling.
+	discovered int
 }
 
 type groupTargets struct {
 	targets []Target
 	failed  int
 	err     error
-	gen     uint64 // the last update that saw the group
+	// discovered is how many targets the group held; fingerprint tells the
+	// group sent again as it was (fingerprint).
+	discovered  int
+	fingerprint uint64
 }
 
 func newFilter(strategy FilterStrategy) *filter {
@@ -144,123 +163,98 @@ func newFilter(strategy FilterStrategy) *filter {
 	}
 }
 
-// update returns the job's targets given all its current target groups, and
-// whether any group changed since the last update.
-func (f *filter) update(job *config.ScrapeConfig, groups []*targetgroup.Group) (*jobTargets, bool) {
+// update applies changes to the job's targets and returns them, and whether
+// any group changed. Of two changes of one key, the later counts.
+func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets, bool) {
 	last := f.jobs[job.JobName]
 	if last == nil {
-		next := &jobTargets{byGroup: make(map[*targetgroup.Group]*groupTargets, len(groups))}
-		distinct := make([]*targetgroup.Group, 0, len(groups))
-		for _, g := range groups {
-			if _, ok := next.byGroup[g]; !ok && !isMarker(g) {
-				next.byGroup[g] = nil // relabeled below
-				distinct = append(distinct, g)
-			}
-		}
-		relabeled := f.relabelGroups(job, distinct)
-		n := 0
-		for i := range relabeled {
-			n += len(relabeled[i].targets)
-		}
-		next.all = make([]Target, 0, n)
-		for i, g := range distinct {
-			gt := &groupTargets{} // its own: a group that goes frees its targets
-			*gt = relabeled[i]
-			next.byGroup[g] = gt
-			next.all = append(next.all, gt.targets...)
-			next.failed += gt.failed
-		}
-		next.err = firstErr(next.byGroup)
-		slices.SortFunc(next.all, compareTargets)
-		return f.finish(job.JobName, next), true
+		last = &jobTargets{byGroup: map[groupKey]*groupTargets{}, all: []Target{}}
+		last.sorted = last.all
+		f.jobs[job.JobName] = last
 	}
-	// One lookup per group: the groups seen are marked with this update's
-	// generation, those not seen are gone. The map is updated in place: only
-	// the filter reads it.
-	f.gen++
-	seen := 0
-	var fresh []*targetgroup.Group
-	for _, g := range groups {
-		gt, ok := last.byGroup[g]
-		switch {
-		case !ok && isMarker(g):
-		case !ok:
-			fresh = append(fresh, g)
-		case gt.gen != f.gen:
-			gt.gen = f.gen
-			seen++
-		}
+	// The changes that replace a group by another, in their order, the
+	// later of one key only.
+	latest := make(map[groupKey]int, len(changes))
+	for i, c := range changes {
+		latest[c.key] = i
 	}
-	if len(fresh) == 0 && seen == len(last.byGroup) {
-		return last, false
-	}
-	next := &jobTargets{byGroup: last.byGroup, failed: last.failed, err: last.err}
-	// Merge the targets of the groups that came and went into the sorted
-	// list rather than sort it anew: a copy instead of a sort.
-	var came, gone []Target
-	// Groups that went, by source, while fresh ones may bring them back
-	// unchanged: file_sd and http_sd send every group anew on each refresh.
-	var went map[string]wentGroup
-	drop := func(gt *groupTargets) {
-		gone = append(gone, gt.targets...)
-		next.failed -= gt.failed
-	}
-	if seen < len(last.byGroup) {
-		for g, gt := range next.byGroup {
-			if gt.gen == f.gen {
-				continue
-			}
-			delete(next.byGroup, g)
-			if len(fresh) == 0 {
-				drop(gt)
-				continue
-			}
-			if went == nil {
-				went = map[string]wentGroup{}
-			}
-			if other, ok := went[g.Source]; ok {
-				drop(other.targets) // two providers' groups of one source
-			}
-			went[g.Source] = wentGroup{g, gt}
-		}
-	}
-	var changed []*targetgroup.Group
-	for _, g := range fresh {
-		if _, ok := next.byGroup[g]; ok {
-			continue // twice in groups
-		}
-		if old, ok := went[g.Source]; ok && sameGroup(old.group, g) {
-			delete(went, g.Source)
-			old.targets.gen = f.gen
-			next.byGroup[g] = old.targets // the same labels relabel the same
+	var fresh []change
+	var prints []uint64
+	removed := false
+	for i, c := range changes {
+		if latest[c.key] != i {
 			continue
 		}
-		next.byGroup[g] = nil // relabeled below
-		changed = append(changed, g)
+		old := last.byGroup[c.key]
+		if len(c.group.Targets) == 0 {
+			removed = removed || old != nil
+			continue
+		}
+		fp := fingerprint(c.group)
+		if old != nil && old.fingerprint == fp {
+			continue // sent again as it was
+		}
+		fresh = append(fresh, c)
+		prints = append(prints, fp)
 	}
-	relabeled := f.relabelGroups(job, changed)
-	for i, g := range changed {
-		gt := &groupTargets{}
+	if len(fresh) == 0 && !removed {
+		return last, false
+	}
+	next := &jobTargets{byGroup: last.byGroup, failed: last.failed, err: last.err, discovered: last.discovered}
+	// The map is updated in place: only the filter reads it.
+	var came, gone []Target
+	errGone := false
+	drop := func(key groupKey) {
+		if gt := next.byGroup[key]; gt != nil {
+			gone = append(gone, gt.targets...)
+			next.failed -= gt.failed
+			next.discovered -= gt.discovered
+			errGone = errGone || gt.err != nil
+			delete(next.byGroup, key)
+		}
+	}
+	for i, c := range changes {
+		if latest[c.key] == i && len(c.group.Targets) == 0 {
+			drop(c.key)
+		}
+	}
+	groups := make([]*targetgroup.Group, len(fresh))
+	for i, c := range fresh {
+		groups[i] = c.group
+	}
+	relabeled := f.relabelGroups(job, groups)
+	for i, c := range fresh {
+		drop(c.key)
+		gt := &groupTargets{} // its own: a group that goes frees its targets
 		*gt = relabeled[i]
-		gt.gen = f.gen
-		next.byGroup[g] = gt
+		gt.discovered, gt.fingerprint = len(c.group.Targets), prints[i]
+		next.byGroup[c.key] = gt
 		came = append(came, gt.targets...)
 		next.failed += gt.failed
+		next.discovered += gt.discovered
+		if next.err == nil {
+			next.err = gt.err
+		}
 	}
-	for _, old := range went {
-		drop(old.targets)
-	}
-	if len(came) == 0 && len(gone) == 0 {
-		return last, false // every group came back as it was
-	}
-	if next.failed == 0 {
+	switch {
+	case next.failed == 0:
 		next.err = nil
-	} else if next.err == nil || len(gone) > 0 {
+	case errGone:
 		next.err = firstErr(next.byGroup) // the last one may have gone with its group
 	}
+	if len(came) == 0 && len(gone) == 0 {
+		// Groups came and went without a target Prometheus would scrape.
+		next.all, next.sorted = last.all, last.sorted
+		f.jobs[job.JobName] = next
+		return next, false
+	}
 	slices.SortFunc(came, compareTargets)
-	slices.SortFunc(gone, compareTargets)
-	next.all = mergeTargets(last.all, gone, came)
+	if len(last.all) == 0 {
+		next.all = came // a job's first targets: one sort, no merge
+	} else {
+		slices.SortFunc(gone, compareTargets)
+		next.all = mergeTargets(last.all, gone, came)
+	}
 	return f.finish(job.JobName, next), true
 }
 
@@ -275,6 +269,30 @@ func (f *filter) finish(job string, next *jobTargets) *jobTargets {
 	}
 	f.jobs[job] = next
 	return next
+}
+
+// fingerprint hashes a group's labels and its targets' labels, in order,
+// each set's sorted by name: a group sent again as it was has the one of
+// before.
+func fingerprint(g *targetgroup.Group) uint64 {
+	d := xxhash.New()
+	var buf []model.LabelName
+	put := func(set model.LabelSet) {
+		buf = slices.AppendSeq(buf[:0], maps.Keys(set))
+		slices.Sort(buf)
+		for _, name := range buf {
+			_, _ = d.WriteString(string(name))
+			_, _ = d.Write(sep)
+			_, _ = d.WriteString(string(set[name]))
+			_, _ = d.Write(sep)
+		}
+		_, _ = d.Write(unkeptMark) // ends the set
+	}
+	put(g.Labels)
+	for _, t := range g.Targets {
+		put(t)
+	}
+	return d.Sum64()
 }
 
 // compareTargets orders targets by Hash, then by labels, so that of several
@@ -318,17 +336,7 @@ func mergeTargets(all, gone, came []Target) []Target {
 	return append(out, came[c:]...)
 }
 
-type wentGroup struct {
-	group   *targetgroup.Group
-	targets *groupTargets
-}
-
-// sameGroup reports whether two groups hold the same labels.
-func sameGroup(a, b *targetgroup.Group) bool {
-	return maps.Equal(a.Labels, b.Labels) && slices.EqualFunc(a.Targets, b.Targets, func(x, y model.LabelSet) bool { return maps.Equal(x, y) })
-}
-
-func firstErr(groups map[*targetgroup.Group]*groupTargets) error {
+func firstErr(groups map[groupKey]*groupTargets) error {
 	for _, gt := range groups {
 		if gt.err != nil {
 			return gt.err

@@ -17,6 +17,27 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// updateAll makes groups the job's groups, as whole lists: each group a
+// change of one provider, and one without targets for each group the filter
+// holds that groups do not.
+func updateAll(f *filter, job *config.ScrapeConfig, groups []*targetgroup.Group) (*jobTargets, bool) {
+	changes := make([]change, 0, len(groups))
+	kept := map[groupKey]bool{}
+	for _, g := range groups {
+		k := groupKey{source: g.Source}
+		kept[k] = true
+		changes = append(changes, change{key: k, group: g})
+	}
+	if last := f.jobs[job.JobName]; last != nil {
+		for k := range last.byGroup {
+			if !kept[k] {
+				changes = append(changes, change{key: k, group: &targetgroup.Group{Source: k.source}})
+			}
+		}
+	}
+	return f.update(job, changes)
+}
+
 // staticJob loads a config with one job and returns it with its static groups.
 func staticJob(t testing.TB, doc string) (*config.ScrapeConfig, []*targetgroup.Group) {
 	t.Helper()
@@ -88,7 +109,7 @@ func TestRelabelFilter(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			job, groups := staticJob(t, "scrape_configs:\n- job_name: j\n  relabel_configs: "+tc.relabel+targets)
-			res, _ := newFilter(tc.filter).update(job, groups)
+			res, _ := updateAll(newFilter(tc.filter), job, groups)
 			got := res.sorted
 			assert.Equal(t, tc.want, addresses(Snapshot{Jobs: map[string][]Target{"j": got}}, "j"))
 			assert.Equal(t, tc.failed, res.failed, "%v", res.err)
@@ -146,7 +167,7 @@ scrape_configs:
   - targets: ["10.0.0.2:80"]
 `)
 	for _, filter := range []FilterStrategy{FilterRelabelConfig, FilterNone} {
-		res, _ := newFilter(filter).update(job, groups)
+		res, _ := updateAll(newFilter(filter), job, groups)
 		got := res.sorted
 		require.Len(t, got, 2)
 		assert.Equal(t, "a", byAddress(got)["10.0.0.1:80"].Labels().Get("__meta_source"), "the first in label order wins")
@@ -207,7 +228,7 @@ scrape_configs:
   - targets: ["10.0.0.3:80"]
     labels: {__embedded_ta_member: otcta-collector-0}
 `)
-	res, _ := newFilter(FilterRelabelConfig).update(job, groups)
+	res, _ := updateAll(newFilter(FilterRelabelConfig), job, groups)
 	require.Len(t, res.sorted, 3)
 	pins := map[string]string{}
 	for _, tg := range res.sorted {
@@ -240,7 +261,7 @@ scrape_configs:
 	b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			res, _ := newFilter(FilterRelabelConfig).update(job, groups)
+			res, _ := updateAll(newFilter(FilterRelabelConfig), job, groups)
 			if len(res.sorted) != n || res.failed != 0 {
 				b.Fatalf("%d targets, %d failed", len(res.sorted), res.failed)
 			}
@@ -249,7 +270,7 @@ scrape_configs:
 	})
 	b.Run(fmt.Sprintf("update,targets=%d,changed=%d", n, n/100), func(b *testing.B) {
 		f := newFilter(FilterRelabelConfig)
-		f.update(job, groups)
+		updateAll(f, job, groups)
 		current := slices.Clone(groups)
 		b.ReportAllocs()
 		for b.Loop() {
@@ -257,7 +278,7 @@ scrape_configs:
 			for i := 0; i < n; i += 100 {
 				current[i] = pod(i, current[i].Targets[0]["restarts"] == "0")
 			}
-			res, regrouped := f.update(job, current)
+			res, regrouped := updateAll(f, job, current)
 			if len(res.sorted) != n || !regrouped {
 				b.Fatalf("%d targets", len(res.sorted))
 			}
@@ -297,11 +318,11 @@ func TestFilterUpdate(t *testing.T) {
 	job, _ := staticJob(t, "scrape_configs: [{job_name: pods}]")
 	groups := []*targetgroup.Group{pod(1, false), pod(2, false), pod(3, false)}
 	f := newFilter(FilterRelabelConfig)
-	first, regrouped := f.update(job, groups)
+	first, regrouped := updateAll(f, job, groups)
 	require.True(t, regrouped)
 	require.Len(t, first.sorted, 3)
 
-	same, regrouped := f.update(job, slices.Clone(groups))
+	same, regrouped := updateAll(f, job, slices.Clone(groups))
 	assert.False(t, regrouped)
 	assert.Same(t, first, same)
 
@@ -311,9 +332,9 @@ func TestFilterUpdate(t *testing.T) {
 		{groups[0], groups[2], pod(4, false)}, // a pod comes
 		{},
 	} {
-		got, regrouped := f.update(job, next)
+		got, regrouped := updateAll(f, job, next)
 		assert.True(t, regrouped)
-		want, _ := newFilter(FilterRelabelConfig).update(job, next)
+		want, _ := updateAll(newFilter(FilterRelabelConfig), job, next)
 		assert.Equal(t, want.sorted, got.sorted)
 	}
 }
@@ -339,7 +360,7 @@ func TestFilterUpdateMerges(t *testing.T) {
 		}
 	}
 	f := newFilter(FilterRelabelConfig)
-	f.update(job, groups)
+	updateAll(f, job, groups)
 	for round := range 50 {
 		next := slices.Clone(groups)
 		for i := range next {
@@ -355,8 +376,8 @@ func TestFilterUpdateMerges(t *testing.T) {
 		}
 		next = slices.DeleteFunc(next, func(*targetgroup.Group) bool { return r.IntN(50) == 0 })
 		groups = next
-		got, _ := f.update(job, groups)
-		want, _ := newFilter(FilterRelabelConfig).update(job, groups)
+		got, _ := updateAll(f, job, groups)
+		want, _ := updateAll(newFilter(FilterRelabelConfig), job, groups)
 		require.Equal(t, want.sorted, got.sorted, "round %d", round)
 		require.Equal(t, want.all, got.all, "round %d", round)
 	}
@@ -391,9 +412,9 @@ scrape_configs:
 	run := func(procs int) (*jobTargets, *jobTargets) {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 		f := newFilter(FilterRelabelConfig)
-		a, _ := f.update(job, first)
+		a, _ := updateAll(f, job, first)
 		a = &jobTargets{all: slices.Clone(a.all), sorted: slices.Clone(a.sorted), failed: a.failed, err: a.err}
-		b, _ := f.update(job, next)
+		b, _ := updateAll(f, job, next)
 		if procs > 1 && len(f.relabelers) < 2 {
 			t.Fatalf("GOMAXPROCS=%d: %d relabelers: the groups were not relabeled on several cores", procs, len(f.relabelers))
 		}

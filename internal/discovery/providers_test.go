@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// A job whose SD has not answered yet is unreported, not empty: Prometheus's
-// discovery manager sends its first sync with an empty list for it. Once the
+// A job whose SD has not answered yet is unreported, not empty. Once the
 // slow HTTP SD endpoint answers, the job reports with its targets; a job of
 // static configs and a job of no SD config at all report at once; a job
 // with two SD configs waits for both.
@@ -57,11 +58,33 @@ scrape_configs:
 	assert.Empty(t, last.Jobs["none"])
 }
 
-// The markers never reach the targets.
-func TestMarkersAreNoTargets(t *testing.T) {
+// Two SD configs of one job may send groups of one source (two static
+// configs of one job both name their first group "0"): each provider's are
+// its own, and one config's group without targets removes none of the
+// other's.
+func TestGroupsOfOneSourceFromTwoProviders(t *testing.T) {
+	job, _ := staticJob(t, "scrape_configs: [{job_name: j}]")
+	group := func(addr string) *targetgroup.Group {
+		return &targetgroup.Group{Source: "0", Targets: []model.LabelSet{{model.AddressLabel: model.LabelValue(addr)}}}
+	}
+	f := newFilter(FilterRelabelConfig)
+	res, _ := f.update(job, []change{{groupKey{0, "0"}, group("10.0.0.1:9100")}, {groupKey{1, "0"}, group("10.0.0.2:9100")}})
+	assert.ElementsMatch(t, []string{"10.0.0.1:9100", "10.0.0.2:9100"}, targetAddresses(res.sorted))
+	res, _ = f.update(job, []change{{groupKey{1, "0"}, &targetgroup.Group{Source: "0"}}})
+	assert.Equal(t, []string{"10.0.0.1:9100"}, targetAddresses(res.sorted))
+	assert.Equal(t, 1, res.discovered)
+
 	d := start(t, `scrape_configs: [{job_name: j, static_configs: [{targets: ["10.0.0.1:9100"]}, {targets: ["10.0.0.2:9100"]}]}]`, FilterNone)
 	s := await(t, d, "j reported", func(s Snapshot) bool { return !s.Unreported["j"] })
 	assert.ElementsMatch(t, []string{"10.0.0.1:9100", "10.0.0.2:9100"}, addresses(s, "j"))
+}
+
+func targetAddresses(ts []Target) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = t.Labels().Get(model.AddressLabel)
+	}
+	return out
 }
 
 // Past the report wait, a job reports with the SD configs that have
