@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"runtime"
@@ -86,9 +87,13 @@ type relabeler struct {
 	strategy FilterStrategy
 	lb       *labels.Builder
 	// discovered is a buffer for a target's discovered labels, own and
-	// shared its target's and its group's.
-	discovered, own, shared []labels.Label
-	digest                  *xxhash.Digest
+	// shared its target's and its group's, scraped for its labels after
+	// relabeling.
+	discovered, own, shared, scraped []labels.Label
+	digest                           *xxhash.Digest
+	names                            []model.LabelName
+	// defaults are the last job's (populate).
+	defaults *jobDefaults
 }
 
 func newRelabeler(strategy FilterStrategy) *relabeler {
@@ -103,12 +108,21 @@ const parallelGroups = 256
 // many, each core a contiguous part of them; the result is in their order.
 func (f *filter) relabelGroups(job *config.ScrapeConfig, groups []*targetgroup.Group) []groupTargets {
 	out := make([]groupTargets, len(groups))
-	workers := min(runtime.GOMAXPROCS(0), len(groups)/parallelGroups)
-	if workers <= 1 {
-		for i, g := range groups {
-			out[i] = f.relabelers[0].group(job, g)
+	f.eachPart(len(groups), func(r *relabeler, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out[i] = r.group(job, groups[i])
 		}
-		return out
+	})
+	return out
+}
+
+// eachPart calls part for contiguous ranges covering n groups, each with a
+// relabeler of its own, on every core when there are parallelGroups or more.
+func (f *filter) eachPart(n int, part func(r *relabeler, lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/parallelGroups)
+	if workers <= 1 {
+		part(f.relabelers[0], 0, n)
+		return
 	}
 	for len(f.relabelers) < workers {
 		f.relabelers = append(f.relabelers, newRelabeler(f.strategy))
@@ -116,14 +130,21 @@ func (f *filter) relabelGroups(job *config.ScrapeConfig, groups []*targetgroup.G
 	var wg sync.WaitGroup
 	for w := range workers {
 		r := f.relabelers[w]
-		lo, hi := w*len(groups)/workers, (w+1)*len(groups)/workers
-		wg.Go(func() {
-			for i := lo; i < hi; i++ {
-				out[i] = r.group(job, groups[i])
-			}
-		})
+		lo, hi := w*n/workers, (w+1)*n/workers
+		wg.Go(func() { part(r, lo, hi) })
 	}
 	wg.Wait()
+}
+
+// fingerprints returns the fingerprint of each group, on every core when
+// they are many, as relabelGroups.
+func (f *filter) fingerprints(groups []*targetgroup.Group) []uint64 {
+	out := make([]uint64, len(groups))
+	f.eachPart(len(groups), func(r *relabeler, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out[i] = r.fingerprint(groups[i])
+		}
+	})
 	return out
 }
 
@@ -178,8 +199,13 @@ func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets
 	for i, c := range changes {
 		latest[c.key] = i
 	}
+	all := make([]*targetgroup.Group, len(changes))
+	for i, c := range changes {
+		all[i] = c.group
+	}
+	prints := f.fingerprints(all)
 	var fresh []change
-	var prints []uint64
+	var freshPrints []uint64
 	removed := false
 	for i, c := range changes {
 		if latest[c.key] != i {
@@ -190,12 +216,11 @@ func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets
 			removed = removed || old != nil
 			continue
 		}
-		fp := fingerprint(c.group)
-		if old != nil && old.fingerprint == fp {
+		if old != nil && old.fingerprint == prints[i] {
 			continue // sent again as it was
 		}
 		fresh = append(fresh, c)
-		prints = append(prints, fp)
+		freshPrints = append(freshPrints, prints[i])
 	}
 	if len(fresh) == 0 && !removed {
 		return last, false
@@ -223,11 +248,16 @@ func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets
 		groups[i] = c.group
 	}
 	relabeled := f.relabelGroups(job, groups)
+	n := 0
+	for i := range relabeled {
+		n += len(relabeled[i].targets)
+	}
+	came = make([]Target, 0, n)
 	for i, c := range fresh {
 		drop(c.key)
 		gt := &groupTargets{} // its own: a group that goes frees its targets
 		*gt = relabeled[i]
-		gt.discovered, gt.fingerprint = len(c.group.Targets), prints[i]
+		gt.discovered, gt.fingerprint = len(c.group.Targets), freshPrints[i]
 		next.byGroup[c.key] = gt
 		came = append(came, gt.targets...)
 		next.failed += gt.failed
@@ -274,13 +304,13 @@ func (f *filter) finish(job string, next *jobTargets) *jobTargets {
 // fingerprint hashes a group's labels and its targets' labels, in order,
 // each set's sorted by name: a group sent again as it was has the one of
 // before.
-func fingerprint(g *targetgroup.Group) uint64 {
-	d := xxhash.New()
-	var buf []model.LabelName
+func (f *relabeler) fingerprint(g *targetgroup.Group) uint64 {
+	d := f.digest
+	d.Reset()
 	put := func(set model.LabelSet) {
-		buf = slices.AppendSeq(buf[:0], maps.Keys(set))
-		slices.Sort(buf)
-		for _, name := range buf {
+		f.names = slices.AppendSeq(f.names[:0], maps.Keys(set))
+		slices.Sort(f.names)
+		for _, name := range f.names {
 			_, _ = d.WriteString(string(name))
 			_, _ = d.Write(sep)
 			_, _ = d.WriteString(string(set[name]))
@@ -354,8 +384,9 @@ func hasDuplicates(sorted []Target) bool {
 	return false
 }
 
-// group relabels one target group with Prometheus's own code
-// (scrape.PopulateLabels), with the job's defaults (job, __scheme__,
+// group relabels one target group the way Prometheus does
+// (scrape.PopulateLabels: populate, and Prometheus's own code for what it
+// would not scrape), with the job's defaults (job, __scheme__,
 // __metrics_path__, __scrape_interval__, __scrape_timeout__, __param_*) in
 // place, so a target is kept exactly when Prometheus would scrape it, and
 // two targets that Prometheus would take for one share a Hash.
@@ -372,7 +403,15 @@ func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) groupT
 		discovered := mergeLabels(f.discovered[:0], f.own, f.shared)
 		f.discovered = discovered
 
-		scraped, err := scrape.PopulateLabels(f.lb, job, t, g.Labels)
+		scraped, kept, err := f.populate(job, discovered, f.scraped[:0])
+		f.scraped = scraped
+		if errors.Is(err, errNotScraped) {
+			// Prometheus tells why, or (should populate be wrong) keeps it.
+			res, perr := scrape.PopulateLabels(f.lb, job, t, g.Labels)
+			scraped, kept, err = scraped[:0], !res.IsEmpty() || perr != nil, perr
+			res.Range(func(l labels.Label) { scraped = append(scraped, l) })
+			f.scraped = scraped
+		}
 		if err != nil {
 			out.failed++
 			if out.err == nil {
@@ -382,22 +421,22 @@ func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) groupT
 		var hash uint64
 		var pin string
 		switch {
-		case err == nil && !scraped.IsEmpty():
-			hash = f.hash(job.JobName, keptMark, scraped.Range)
-			pin = scraped.Get(allocation.PinLabel)
+		case err == nil && kept:
+			hash = f.hash(job.JobName, keptMark, scraped)
+			if i, ok := slices.BinarySearchFunc(scraped, allocation.PinLabel, byName); ok {
+				pin = scraped[i].Value
+			}
 		case f.strategy == FilterRelabelConfig:
 			continue
 		default:
-			hash = f.hash(job.JobName, unkeptMark, func(put func(labels.Label)) {
-				for _, l := range discovered {
-					put(l)
-				}
-			})
+			hash = f.hash(job.JobName, unkeptMark, discovered)
 		}
 		out.targets = append(out.targets, Target{Job: job.JobName, Element: httpsd.EncodeSorted(discovered), Hash: hash, Node: node(discovered), Pin: pin})
 	}
 	return out
 }
+
+func byName(l labels.Label, name string) int { return strings.Compare(l.Name, name) }
 
 // sortedLabels appends the labels of set to buf, sorted by name.
 func sortedLabels(buf []labels.Label, set model.LabelSet) []labels.Label {
@@ -430,21 +469,22 @@ func mergeLabels(buf, own, shared []labels.Label) []labels.Label {
 	return append(buf, shared[j:]...)
 }
 
-// hash is the target's identity for allocation. It is spelled out here
-// rather than taken from labels.Labels.Hash, whose value is Prometheus's
-// business and may differ between its label implementations (build tags):
-// every leader must compute the same hash for the same target.
-func (f *relabeler) hash(job string, mark []byte, each func(func(labels.Label))) uint64 {
+// hash is the target's identity for allocation: the job and ls, sorted by
+// name. It is spelled out here rather than taken from labels.Labels.Hash,
+// whose value is Prometheus's business and may differ between its label
+// implementations (build tags): every leader must compute the same hash for
+// the same target.
+func (f *relabeler) hash(job string, mark []byte, ls []labels.Label) uint64 {
 	d := f.digest
 	d.Reset()
 	_, _ = d.WriteString(job)
 	_, _ = d.Write(mark)
-	each(func(l labels.Label) {
+	for _, l := range ls {
 		_, _ = d.WriteString(l.Name)
 		_, _ = d.Write(sep)
 		_, _ = d.WriteString(l.Value)
 		_, _ = d.Write(sep)
-	})
+	}
 	return d.Sum64()
 }
 

@@ -274,11 +274,14 @@ scrape_configs:
 		current := slices.Clone(groups)
 		b.ReportAllocs()
 		for b.Loop() {
-			// The pods restart with new IP addresses.
+			// The pods restart with new IP addresses; their SD sends
+			// their groups.
+			changes := make([]change, 0, n/100)
 			for i := 0; i < n; i += 100 {
 				current[i] = pod(i, current[i].Targets[0]["restarts"] == "0")
+				changes = append(changes, change{key: groupKey{source: current[i].Source}, group: current[i]})
 			}
-			res, regrouped := updateAll(f, job, current)
+			res, regrouped := f.update(job, changes)
 			if len(res.sorted) != n || !regrouped {
 				b.Fatalf("%d targets", len(res.sorted))
 			}
