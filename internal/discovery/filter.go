@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -90,14 +89,14 @@ type relabeler struct {
 	// shared its target's and its group's, scraped for its labels after
 	// relabeling.
 	discovered, own, shared, scraped []labels.Label
-	digest                           *xxhash.Digest
-	names                            []model.LabelName
+	// digest hashes targets, printer fingerprints groups.
+	digest, printer *xxhash.Digest
 	// defaults are the last job's (populate).
 	defaults *jobDefaults
 }
 
 func newRelabeler(strategy FilterStrategy) *relabeler {
-	return &relabeler{strategy: strategy, lb: labels.NewBuilder(labels.EmptyLabels()), digest: xxhash.New()}
+	return &relabeler{strategy: strategy, lb: labels.NewBuilder(labels.EmptyLabels()), digest: xxhash.New(), printer: xxhash.New()}
 }
 
 // parallelGroups is the least number of groups relabeled on more than one
@@ -146,6 +145,61 @@ func (f *filter) fingerprints(groups []*targetgroup.Group) []uint64 {
 		}
 	})
 	return out
+}
+
+// parallelSort is the least number of targets sortTargets sorts on more
+// than one core.
+const parallelSort = 1 << 16
+
+// sortTargets sorts ts by compareTargets: in parts on every core when they
+// are many, merged.
+func (f *filter) sortTargets(ts []Target) []Target {
+	parts := min(runtime.GOMAXPROCS(0), len(ts)/parallelSort)
+	if parts <= 1 {
+		slices.SortFunc(ts, compareTargets)
+		return ts
+	}
+	bounds := make([]int, parts+1)
+	for p := range bounds {
+		bounds[p] = p * len(ts) / parts
+	}
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Go(func() { slices.SortFunc(ts[bounds[p]:bounds[p+1]], compareTargets) })
+	}
+	wg.Wait()
+	// Merge the sorted parts, two at a time.
+	for len(bounds) > 2 {
+		merged := make([]Target, 0, len(ts))
+		next := []int{0}
+		for p := 0; p+1 < len(bounds); p += 2 {
+			if p+2 < len(bounds) {
+				merged = mergeSorted(merged, ts[bounds[p]:bounds[p+1]], ts[bounds[p+1]:bounds[p+2]])
+			} else {
+				merged = append(merged, ts[bounds[p]:bounds[p+1]]...)
+			}
+			next = append(next, len(merged))
+		}
+		ts, bounds = merged, next
+	}
+	return ts
+}
+
+// mergeSorted appends a and b, both sorted by compareTargets, to out in
+// order; of equal ones, a's first.
+func mergeSorted(out, a, b []Target) []Target {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		if compareTargets(b[j], a[i]) < 0 {
+			out = append(out, b[j])
+			j++
+		} else {
+			out = append(out, a[i])
+			i++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
 }
 
 // jobTargets are one job's targets after an update.
@@ -199,13 +253,16 @@ func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets
 	for i, c := range changes {
 		latest[c.key] = i
 	}
-	all := make([]*targetgroup.Group, len(changes))
+	// A group that replaces one is fingerprinted first: it may be the
+	// same; relabeling fingerprints the others (groupTargets.fingerprint).
+	var again []*targetgroup.Group
 	for i, c := range changes {
-		all[i] = c.group
+		if latest[c.key] == i && len(c.group.Targets) > 0 && last.byGroup[c.key] != nil {
+			again = append(again, c.group)
+		}
 	}
-	prints := f.fingerprints(all)
+	prints := f.fingerprints(again)
 	var fresh []change
-	var freshPrints []uint64
 	removed := false
 	for i, c := range changes {
 		if latest[c.key] != i {
@@ -216,11 +273,14 @@ func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets
 			removed = removed || old != nil
 			continue
 		}
-		if old != nil && old.fingerprint == prints[i] {
-			continue // sent again as it was
+		if old != nil {
+			fp := prints[0]
+			prints = prints[1:]
+			if old.fingerprint == fp {
+				continue // sent again as it was
+			}
 		}
 		fresh = append(fresh, c)
-		freshPrints = append(freshPrints, prints[i])
 	}
 	if len(fresh) == 0 && !removed {
 		return last, false
@@ -257,7 +317,7 @@ func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets
 		drop(c.key)
 		gt := &groupTargets{} // its own: a group that goes frees its targets
 		*gt = relabeled[i]
-		gt.discovered, gt.fingerprint = len(c.group.Targets), freshPrints[i]
+		gt.discovered = len(c.group.Targets)
 		next.byGroup[c.key] = gt
 		came = append(came, gt.targets...)
 		next.failed += gt.failed
@@ -278,7 +338,7 @@ func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets
 		f.jobs[job.JobName] = next
 		return next, false
 	}
-	slices.SortFunc(came, compareTargets)
+	came = f.sortTargets(came)
 	if len(last.all) == 0 {
 		next.all = came // a job's first targets: one sort, no merge
 	} else {
@@ -303,26 +363,28 @@ func (f *filter) finish(job string, next *jobTargets) *jobTargets {
 
 // fingerprint hashes a group's labels and its targets' labels, in order,
 // each set's sorted by name: a group sent again as it was has the one of
-// before.
+// before. group computes the same as it relabels.
 func (f *relabeler) fingerprint(g *targetgroup.Group) uint64 {
-	d := f.digest
+	d := f.printer
 	d.Reset()
-	put := func(set model.LabelSet) {
-		f.names = slices.AppendSeq(f.names[:0], maps.Keys(set))
-		slices.Sort(f.names)
-		for _, name := range f.names {
-			_, _ = d.WriteString(string(name))
-			_, _ = d.Write(sep)
-			_, _ = d.WriteString(string(set[name]))
-			_, _ = d.Write(sep)
-		}
-		_, _ = d.Write(unkeptMark) // ends the set
-	}
-	put(g.Labels)
+	f.shared = sortedLabels(f.shared[:0], g.Labels)
+	putLabels(d, f.shared)
 	for _, t := range g.Targets {
-		put(t)
+		f.own = sortedLabels(f.own[:0], t)
+		putLabels(d, f.own)
 	}
 	return d.Sum64()
+}
+
+// putLabels adds a set of labels, sorted by name, to a fingerprint.
+func putLabels(d *xxhash.Digest, ls []labels.Label) {
+	for _, l := range ls {
+		_, _ = d.WriteString(l.Name)
+		_, _ = d.Write(sep)
+		_, _ = d.WriteString(l.Value)
+		_, _ = d.Write(sep)
+	}
+	_, _ = d.Write(unkeptMark) // ends the set
 }
 
 // compareTargets orders targets by Hash, then by labels, so that of several
@@ -390,16 +452,19 @@ func hasDuplicates(sorted []Target) bool {
 // __metrics_path__, __scrape_interval__, __scrape_timeout__, __param_*) in
 // place, so a target is kept exactly when Prometheus would scrape it, and
 // two targets that Prometheus would take for one share a Hash.
-func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTargets {
-	var out groupTargets
+func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) (out groupTargets) {
 	// The group's labels are sorted once; each target's own, sorted, are
 	// merged in.
 	f.shared = sortedLabels(f.shared[:0], g.Labels)
+	f.printer.Reset()
+	putLabels(f.printer, f.shared)
+	defer func() { out.fingerprint = f.printer.Sum64() }()
 	for i, t := range g.Targets {
 		// Target labels win over group labels, as in Prometheus. The
 		// discovered labels are kept only encoded (Target.Element): the
 		// slices are reused, and their strings are Prometheus's.
 		f.own = sortedLabels(f.own[:0], t)
+		putLabels(f.printer, f.own)
 		discovered := mergeLabels(f.discovered[:0], f.own, f.shared)
 		f.discovered = discovered
 

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/prometheus/scrape"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/embedded-ta/embedded-ta/internal/httpsd"
 )
 
 // updateAll makes groups the job's groups, as whole lists: each group a
@@ -433,4 +435,23 @@ scrape_configs:
 		require.Equal(t, pair[0].failed, pair[1].failed, "update %d", i)
 		require.Equal(t, pair[0].err != nil, pair[1].err != nil, "update %d: err is one of the failures, or none", i)
 	}
+}
+
+// Sorting many targets in parts on several cores gives one sort's order,
+// targets of one identity included.
+func TestSortTargetsOnEveryCore(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
+	r := rand.New(rand.NewPCG(3, 4))
+	ts := make([]Target, 3*parallelSort+17)
+	for i := range ts {
+		ts[i] = Target{Hash: r.Uint64N(uint64(len(ts))), Element: httpsdElement(r.IntN(5)), Node: fmt.Sprint(r.IntN(3))}
+	}
+	want := slices.Clone(ts)
+	slices.SortFunc(want, compareTargets)
+	got := newFilter(FilterRelabelConfig).sortTargets(slices.Clone(ts))
+	require.Equal(t, want, got)
+}
+
+func httpsdElement(i int) httpsd.Element {
+	return httpsd.EncodeSorted([]labels.Label{{Name: "__address__", Value: fmt.Sprintf("10.0.0.%d:80", i)}})
 }
