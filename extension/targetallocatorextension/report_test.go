@@ -31,7 +31,7 @@ func TestExportingAndHeld(t *testing.T) {
 	}
 	var targets []shares.Target
 	for i, e := range elements {
-		targets = append(targets, shares.Target{Job: "pods", Hash: uint64(i + 1), Element: e})
+		targets = append(targets, shares.Target{Hash: uint64(i + 1), Element: e})
 	}
 	own := Shares{"pods": allocatorapi.OwnShareOf(shares.NewShare(targets).Answer())}
 

@@ -28,7 +28,7 @@ func element(pairs ...string) httpsd.Element {
 func TestSeriesBook(t *testing.T) {
 	a, b := element("__address__", "10.0.0.1:80", "__meta_pod", "a"), element("__address__", "10.0.0.2:80", "__meta_pod", "b")
 	keyA, keyB := report.TargetKey(a.Labels()), report.TargetKey(b.Labels())
-	both := Shares{"pods": allocatorapi.OwnShareOf(shares.NewShare([]shares.Target{{Job: "pods", Hash: 1, Element: a}, {Job: "pods", Hash: 2, Element: b}}).Answer())}
+	both := Shares{"pods": allocatorapi.OwnShareOf(shares.NewShare([]shares.Target{{Hash: 1, Element: a}, {Hash: 2, Element: b}}).Answer())}
 	groups, err := both["pods"].Targets()
 	require.NoError(t, err)
 	assert.ElementsMatch(t, []string{keyA, keyB}, shareKeys(groups))
@@ -43,7 +43,7 @@ func TestSeriesBook(t *testing.T) {
 	_, changed = e.measured.take(both)
 	assert.False(t, changed, "nothing new")
 
-	onlyA := Shares{"pods": allocatorapi.OwnShareOf(shares.NewShare([]shares.Target{{Job: "pods", Hash: 1, Element: a}}).Answer())}
+	onlyA := Shares{"pods": allocatorapi.OwnShareOf(shares.NewShare([]shares.Target{{Hash: 1, Element: a}}).Answer())}
 	got, changed = e.measured.take(onlyA)
 	assert.True(t, changed, "a target left the share")
 	assert.Equal(t, map[string]map[string]int64{"pods": {keyA: 12}}, got)

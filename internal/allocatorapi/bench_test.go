@@ -17,7 +17,7 @@ import (
 // benchAllocation is one job whose collector c-0 owns n targets of about
 // ten labels each, as Kubernetes pod discovery gives them.
 func benchAllocation(n int) *shares.Allocation {
-	targets := make([]shares.Target, n)
+	targets := make([]shares.Placed, n)
 	for i, ls := range benchLabels(n) {
 		targets[i] = sharestest.Target("pods", ls, "c-0", uint64(i))
 	}
@@ -61,7 +61,7 @@ func BenchmarkAnswer(b *testing.B) {
 		for b.Loop() {
 			encoded := make([]shares.Target, len(ls))
 			for i := range ls {
-				encoded[i] = sharestest.Target("pods", ls[i], "c-0", uint64(i))
+				encoded[i] = sharestest.Target("pods", ls[i], "c-0", uint64(i)).Target
 			}
 			_, size = shares.NewShare(encoded).ETag()
 		}

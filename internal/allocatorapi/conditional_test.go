@@ -43,7 +43,7 @@ func TestAnswersAreEncodedAsEncodingJSON(t *testing.T) {
 		require.NoError(t, json.NewEncoder(&want).Encode(tgs))
 		encoded := make([]shares.Target, n)
 		for i, l := range ls[:n] {
-			encoded[i] = sharestest.Target("j", l, "c-0", uint64(i))
+			encoded[i] = sharestest.Target("j", l, "c-0", uint64(i)).Target
 		}
 		s := shares.NewShare(encoded)
 		assert.Equal(t, want.String(), string(s.Answer().Body), "%d targets, assembled", n)

@@ -63,7 +63,7 @@ var oddJobs = []string{"plain", "with/slash", "with+plus", "with space", "with%p
 
 // testAllocation is an allocation of three targets in each of the odd jobs,
 // one of c-0's and two of c-1's, and the extra targets.
-func testAllocation(t testing.TB, extra ...shares.Target) *shares.Allocation {
+func testAllocation(t testing.TB, extra ...shares.Placed) *shares.Allocation {
 	t.Helper()
 	configs := map[string]*config.ScrapeConfig{}
 	targets := extra

@@ -35,7 +35,6 @@ import (
 
 // Target is one discovered target that the filter kept.
 type Target struct {
-	Job string
 	// Element holds the target's discovered labels, encoded as its element
 	// of an HTTP SD answer: group labels merged with target labels (a target
 	// label wins), __address__ and __meta_* included, before relabeling and

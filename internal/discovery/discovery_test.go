@@ -155,7 +155,6 @@ scrape_configs:
 	assert.Equal(t, labels.FromStrings("__address__", "10.0.0.1:80", "__meta_zone", "a", "team", "web"), web["10.0.0.1:80"].Labels())
 	assert.Equal(t, labels.FromStrings("__address__", "10.0.0.3:80"), web["10.0.0.3:80"].Labels())
 	for _, target := range s.Jobs["web"] {
-		assert.Equal(t, "web", target.Job)
 		assert.Empty(t, target.Node)
 	}
 	assert.True(t, slices.IsSortedFunc(s.Jobs["web"], func(a, b Target) int { return cmp.Compare(a.Hash, b.Hash) }))

@@ -496,7 +496,7 @@ func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) (out g
 		default:
 			hash = f.hash(job.JobName, unkeptMark, discovered)
 		}
-		out.targets = append(out.targets, Target{Job: job.JobName, Element: httpsd.EncodeSorted(discovered), Hash: hash, Node: node(discovered), Pin: pin})
+		out.targets = append(out.targets, Target{Element: httpsd.EncodeSorted(discovered), Hash: hash, Node: node(discovered), Pin: pin})
 	}
 	return out
 }

@@ -170,7 +170,7 @@ func (s *state) warm(t discovery.Target, ho *handoff) {
 	}
 	ho.warming = true
 	ho.deadline = s.now.Add(s.warmWithin(ho.to, ho.job))
-	s.scrapeExtra(ho.job, ho.to, markedTarget(t, ho.to, labels.Label{Name: shares.WarmingLabel, Value: report.FormatHash(t.Hash)}))
+	s.scrapeExtra(ho.job, ho.to, markedTarget(t, labels.Label{Name: shares.WarmingLabel, Value: report.FormatHash(t.Hash)}))
 }
 
 // scrapeExtra adds t to what member scrapes of job beyond its share.
@@ -267,19 +267,19 @@ func cutoverAt(now, scraped time.Time, interval time.Duration) time.Time {
 func (s *state) markRelease(t discovery.Target, rel *handoff) {
 	releasing := labels.Label{Name: shares.ReleasingLabel, Value: report.FormatHash(t.Hash)}
 	if rel.cutover.IsZero() {
-		s.scrapeExtra(rel.job, rel.from, markedTarget(t, rel.from, releasing))
+		s.scrapeExtra(rel.job, rel.from, markedTarget(t, releasing))
 		return
 	}
 	cutover := labels.Label{Name: shares.CutoverLabel, Value: shares.FormatCutover(rel.cutover)}
-	s.scrapeExtra(rel.job, rel.from, markedTarget(t, rel.from, releasing, cutover))
-	s.scrapeExtra(rel.job, rel.to, markedTarget(t, rel.to, cutover))
+	s.scrapeExtra(rel.job, rel.from, markedTarget(t, releasing, cutover))
+	s.scrapeExtra(rel.job, rel.to, markedTarget(t, cutover))
 }
 
 // relabel replaces the labels of a warming or releasing target after
 // discovery changed them.
 func (s *state) relabel(t discovery.Target) {
 	if ho := s.handoffs[t.Hash]; ho != nil && ho.warming {
-		s.scrapeExtra(ho.job, ho.to, markedTarget(t, ho.to, labels.Label{Name: shares.WarmingLabel, Value: report.FormatHash(t.Hash)}))
+		s.scrapeExtra(ho.job, ho.to, markedTarget(t, labels.Label{Name: shares.WarmingLabel, Value: report.FormatHash(t.Hash)}))
 	}
 	if rel := s.releases[t.Hash]; rel != nil {
 		s.markRelease(t, rel)
@@ -472,12 +472,12 @@ func (s *state) target(job string, h uint64) (discovery.Target, bool) {
 
 // markedTarget is t as member scrapes it: with the leader's marks (see
 // shares.Marks).
-func markedTarget(t discovery.Target, member string, marks ...labels.Label) shares.Target {
+func markedTarget(t discovery.Target, marks ...labels.Label) shares.Target {
 	b := labels.NewBuilder(t.Element.Labels())
 	for _, l := range marks {
 		b.Set(l.Name, l.Value)
 	}
-	return shares.Target{Job: t.Job, Member: member, Hash: t.Hash, Element: httpsd.Encode(b.Labels())}
+	return shares.Target{Hash: t.Hash, Element: httpsd.Encode(b.Labels())}
 }
 
 // scrapeShares rebuilds the scrape shares of the members whose share or
@@ -560,7 +560,7 @@ func (s *state) heirs() map[uint64]string {
 
 // standbyTarget is t as member scrapes it on hot standby.
 func standbyTarget(t discovery.Target, member string) shares.Target {
-	return markedTarget(t, member, labels.Label{Name: shares.WarmingLabel, Value: shares.Standby})
+	return markedTarget(t, labels.Label{Name: shares.WarmingLabel, Value: shares.Standby})
 }
 
 // mergeExtra returns a share's targets and its member's extra targets,

@@ -660,7 +660,7 @@ func (s *state) buildShares(js *jobState) {
 	}
 	for i, t := range js.targets {
 		m := js.members[i]
-		byIndex[m+1] = append(byIndex[m+1], sharesTarget(t, memberName(s.names, m)))
+		byIndex[m+1] = append(byIndex[m+1], sharesTarget(t))
 	}
 	changed := make(map[string]*shares.Share, len(byIndex))
 	for k, ts := range byIndex {
@@ -769,7 +769,7 @@ func (s *state) allocation(epoch int, identity string) *shares.Allocation {
 		if changed[k.job] == nil {
 			changed[k.job] = map[string]*shares.Share{}
 		}
-		changed[k.job][k.member] = shares.NewShare(merge(js.job.Share(k.member).Targets(), d, k.member))
+		changed[k.job][k.member] = shares.NewShare(merge(js.job.Share(k.member).Targets(), d))
 	}
 	clear(s.delta)
 	for name, byMember := range changed {
@@ -801,7 +801,7 @@ func (s *state) allocation(epoch int, identity string) *shares.Allocation {
 // The unchanged runs between two changed hashes are copied whole, each found
 // by a binary search: a share that loses or gains a few of its targets costs
 // a copy, not a lookup per target.
-func merge(old []shares.Target, d *shareDelta, member string) []shares.Target {
+func merge(old []shares.Target, d *shareDelta) []shares.Target {
 	in := slices.SortedFunc(maps.Values(d.in), func(a, b discovery.Target) int { return cmp.Compare(a.Hash, b.Hash) })
 	gone := slices.Sorted(maps.Keys(d.out))
 	out := make([]shares.Target, 0, max(len(old)-len(gone), 0)+len(in))
@@ -823,15 +823,15 @@ func merge(old []shares.Target, d *shareDelta, member string) []shares.Target {
 			g++
 		}
 		if n < len(in) && in[n].Hash == h {
-			out = append(out, sharesTarget(in[n], member))
+			out = append(out, sharesTarget(in[n]))
 			n++
 		}
 	}
 	return append(out, old[i:]...)
 }
 
-func sharesTarget(t discovery.Target, member string) shares.Target {
-	return shares.Target{Job: t.Job, Member: member, Hash: t.Hash, Element: t.Element}
+func sharesTarget(t discovery.Target) shares.Target {
+	return shares.Target{Hash: t.Hash, Element: t.Element}
 }
 
 // sameSlice reports whether a and b are the same slice: discovery shares the

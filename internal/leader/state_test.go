@@ -45,7 +45,7 @@ func newFleet(seed uint64, jobs, perJob int) *fleet {
 func (f *fleet) target(job string) discovery.Target {
 	f.next++
 	addr := fmt.Sprintf("10.%d.%d.%d:9100", f.next>>16&255, f.next>>8&255, f.next&255)
-	t := newTarget(job,
+	t := newTarget(
 		labels.FromStrings("__address__", addr, "__meta_pod", "pod-"+strconv.Itoa(f.next), "__meta_rev", "0"),
 		f.r.Uint64(), "node-"+strconv.Itoa(f.r.IntN(5)))
 	t.Pin = f.pin()
@@ -89,7 +89,7 @@ func (f *fleet) changeJob(name string, share float64) {
 		case x < share/3: // gone, and another one comes
 			ts = append(ts, f.target(name))
 		case x < 2*share/3: // new metadata
-			t = newTarget(t.Job, labels.NewBuilder(t.Labels()).Set("__meta_rev", strconv.Itoa(f.next)).Labels(), t.Hash, t.Node)
+			t = newTarget(labels.NewBuilder(t.Labels()).Set("__meta_rev", strconv.Itoa(f.next)).Labels(), t.Hash, t.Node)
 			f.next++
 			ts = append(ts, t)
 		case x < share: // rescheduled to another node, pinned anew
@@ -131,17 +131,17 @@ func want(t *testing.T, strategy string, limit int, ms []allocation.Member, snap
 		t.Fatal(err)
 	}
 	var all []allocation.Target
-	for _, ts := range snap.Jobs {
+	for job, ts := range snap.Jobs {
 		for _, tg := range ts {
-			all = append(all, allocation.Target{Hash: tg.Hash, Node: tg.Node, Job: tg.Job, Pin: tg.Pin})
+			all = append(all, allocation.Target{Hash: tg.Hash, Node: tg.Node, Job: job, Pin: tg.Pin})
 		}
 	}
 	a.SetTargets(all)
-	var targets []shares.Target
-	for _, ts := range snap.Jobs {
+	var targets []shares.Placed
+	for job, ts := range snap.Jobs {
 		for _, tg := range ts {
 			member, _ := a.MemberOf(tg.Hash)
-			targets = append(targets, sharesTarget(tg, member))
+			targets = append(targets, shares.Placed{Job: job, Member: member, Target: sharesTarget(tg)})
 		}
 	}
 	names := make([]string, len(ms))
@@ -168,7 +168,7 @@ func same(t *testing.T, step string, got, want *shares.Allocation) {
 				t.Fatalf("%s: job %s member %q: %d targets, want %d", step, job, m, len(g), len(w))
 			}
 			for i := range g {
-				if g[i].Hash != w[i].Hash || g[i].Element != w[i].Element || !labels.Equal(g[i].Labels(), w[i].Labels()) || g[i].Member != w[i].Member {
+				if g[i].Hash != w[i].Hash || g[i].Element != w[i].Element || !labels.Equal(g[i].Labels(), w[i].Labels()) {
 					t.Fatalf("%s: job %s member %q: target %d is %v, want %v", step, job, m, i, g[i], w[i])
 				}
 			}
@@ -453,6 +453,6 @@ func TestStateTakesNewScrapeConfigs(t *testing.T) {
 func targetCount(a *shares.Allocation, job string) int { return len(a.Targets(job)) }
 
 // newTarget returns a discovered target of labels ls, encoded.
-func newTarget(job string, ls labels.Labels, hash uint64, node string) discovery.Target {
-	return discovery.Target{Job: job, Element: httpsd.Encode(ls), Hash: hash, Node: node}
+func newTarget(ls labels.Labels, hash uint64, node string) discovery.Target {
+	return discovery.Target{Element: httpsd.Encode(ls), Hash: hash, Node: node}
 }

@@ -24,14 +24,12 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/httpsd"
 )
 
-// Target is one allocated target: its job, the member it is assigned to (""
-// when no member may take it: per-node, on a node no member runs on, or
-// without a node and a fallback), its identity in
-// allocation and its discovered labels, served as they are (the receiver
-// relabels them itself) in their encoded form.
+// Target is one allocated target: its identity in allocation and its
+// discovered labels, served as they are (the receiver relabels them itself)
+// in their encoded form. Its job and member are those of the share that
+// holds it: a share's targets are copied whole when a member joins, one
+// pointer and 24 bytes each.
 type Target struct {
-	Job    string
-	Member string
 	// Hash is the target's identity in allocation; each share is kept sorted
 	// by it. It is not served.
 	Hash uint64
@@ -43,6 +41,14 @@ type Target struct {
 
 // Labels returns the target's discovered labels, decoded from its element.
 func (t Target) Labels() labels.Labels { return t.Element.Labels() }
+
+// Placed is a target with its job and the member it is assigned to (""
+// when no member may take it: per-node, on a node no member runs on, or
+// without a node and a fallback), for the pages that list targets.
+type Placed struct {
+	Job, Member string
+	Target
+}
 
 // Answer is an encoded body and its strong entity tag.
 type Answer struct {
@@ -379,18 +385,20 @@ func (a *Allocation) ScrapeShare(job, member string) *Share {
 // Job returns the job's shares, nil when there is no such job.
 func (a *Allocation) Job(name string) *Job { return a.jobs[name] }
 
-// Targets returns every target of job: by member, members in order, then
-// the unassigned ones.
-func (a *Allocation) Targets(job string) []Target {
+// Targets returns every target of job with its member: by member, members
+// in order, then the unassigned ones.
+func (a *Allocation) Targets(job string) []Placed {
 	j, ok := a.jobs[job]
 	if !ok {
 		return nil
 	}
-	out := make([]Target, 0, j.count)
-	for _, m := range a.Members {
-		out = append(out, j.Share(m).targets...)
+	out := make([]Placed, 0, j.count)
+	for _, m := range append(slices.Clip(a.Members), "") {
+		for _, t := range j.Share(m).targets {
+			out = append(out, Placed{Job: job, Member: m, Target: t})
+		}
 	}
-	return append(out, j.Share("").targets...)
+	return out
 }
 
 // ScrapeConfigs returns the /scrape_configs answer, with secret values when

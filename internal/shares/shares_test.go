@@ -16,12 +16,12 @@ import (
 // no member may take; m-2 has none.
 func testAllocation(t *testing.T) *shares.Allocation {
 	t.Helper()
-	target := func(job, addr, member string, hash uint64) shares.Target {
+	target := func(job, addr, member string, hash uint64) shares.Placed {
 		return sharestest.Target(job, labels.FromStrings("__address__", addr), member, hash)
 	}
 	a, err := sharestest.New(2, "m-0", []string{"m-2", "m-1", "m-0"},
 		map[string]*config.ScrapeConfig{"a": {JobName: "a"}, "b": {JobName: "b"}, "empty": {JobName: "empty"}},
-		[]shares.Target{target("a", "10.0.0.1:80", "m-0", 1), target("a", "10.0.0.2:80", "m-0", 2),
+		[]shares.Placed{target("a", "10.0.0.1:80", "m-0", 1), target("a", "10.0.0.2:80", "m-0", 2),
 			target("a", "10.0.0.3:80", "m-1", 3), target("b", "10.0.0.4:80", "", 4)})
 	require.NoError(t, err)
 	return a
@@ -32,7 +32,7 @@ func testAllocation(t *testing.T) *shares.Allocation {
 func TestUnchangedSharesAreEncodedOnce(t *testing.T) {
 	a := testAllocation(t)
 	before := a.Share("a", "m-1").Answer()
-	changed := shares.NewShare([]shares.Target{sharestest.Target("a", labels.FromStrings("__address__", "10.0.0.9:80"), "m-0", 9)})
+	changed := shares.NewShare([]shares.Target{sharestest.Target("a", labels.FromStrings("__address__", "10.0.0.9:80"), "m-0", 9).Target})
 	configs, err := shares.NewScrapeConfigs(nil)
 	require.NoError(t, err)
 	b := shares.New(3, "m-0", a.Members, configs, map[string]*shares.Job{

@@ -65,7 +65,7 @@ func leaderDocument(t *testing.T) status.Document {
 		},
 	}
 	members := []string{"otcta-collector-0", "otcta-collector-1", "otcta-collector-2"}
-	var targets []shares.Target
+	var targets []shares.Placed
 	for i := range 40 {
 		job := []string{"kubernetes-pods", "node-exporter"}[i%2]
 		addr := fmt.Sprintf("10.1.%d.%d:9100", i/250, i%250)

@@ -103,12 +103,12 @@ type targetsPage struct {
 	Title  string
 	Member string // the member whose targets these are, "" for all
 	// Targets are the first maxPageTargets of Total.
-	Targets   []shares.Target
+	Targets   []shares.Placed
 	Total     int
 	Truncated bool
 }
 
-func (p *targetsPage) add(ts []shares.Target) {
+func (p *targetsPage) add(ts []shares.Placed) {
 	p.Total += len(ts)
 	p.Targets = append(p.Targets, ts[:min(len(ts), maxPageTargets-len(p.Targets))]...)
 	p.Truncated = p.Total > len(p.Targets)
@@ -127,7 +127,14 @@ func WriteDebugTargets(w http.ResponseWriter, view View, a *shares.Allocation) {
 func WriteDebugCollector(w http.ResponseWriter, view View, a *shares.Allocation, member string) {
 	p := targetsPage{View: view, Title: "Collector: " + member, Member: member}
 	for _, job := range a.Jobs() {
-		p.add(a.Share(job, member).Targets())
+		ts := a.Share(job, member).Targets()
+		placed := make([]shares.Placed, min(len(ts), maxPageTargets-len(p.Targets)))
+		for i := range placed {
+			placed[i] = shares.Placed{Job: job, Member: member, Target: ts[i]}
+		}
+		p.add(placed)
+		p.Total += len(ts) - len(placed)
+		p.Truncated = p.Total > len(p.Targets)
 	}
 	render(w, "debug-targets", p)
 }
@@ -148,26 +155,26 @@ var targetProperties = []property{
 }
 
 // FindTarget returns the target whose identity in allocation is hash.
-func FindTarget(a *shares.Allocation, hash uint64) (shares.Target, bool) {
+func FindTarget(a *shares.Allocation, hash uint64) (shares.Placed, bool) {
 	for _, job := range a.Jobs() {
 		ts := a.Targets(job)
-		if i := slices.IndexFunc(ts, func(t shares.Target) bool { return t.Hash == hash }); i >= 0 {
+		if i := slices.IndexFunc(ts, func(t shares.Placed) bool { return t.Hash == hash }); i >= 0 {
 			return ts[i], true
 		}
 	}
-	return shares.Target{}, false
+	return shares.Placed{}, false
 }
 
 // WriteDebugTarget writes /debug/target: a target's member, job, metadata
 // and labels.
-func WriteDebugTarget(w http.ResponseWriter, view View, t shares.Target) {
+func WriteDebugTarget(w http.ResponseWriter, view View, t shares.Placed) {
 	ls := t.Labels()
 	data := struct {
 		View View
-		shares.Target
+		shares.Placed
 		Properties []property
 		Labels     labels.Labels
-	}{View: view, Target: t, Labels: ls}
+	}{View: view, Placed: t, Labels: ls}
 	for _, p := range targetProperties {
 		data.Properties = append(data.Properties, property{p.Name, ls.Get(p.Value)})
 	}

@@ -215,7 +215,7 @@ func targets(n int) string {
 func WriteTargetsPage(w http.ResponseWriter, view View, a *shares.Allocation) {
 	data := struct {
 		View      View
-		Targets   []shares.Target
+		Targets   []shares.Placed
 		Total     int
 		Truncated bool
 	}{View: view}

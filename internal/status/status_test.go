@@ -27,12 +27,12 @@ func testDocument(t *testing.T) (status.View, *shares.Allocation) {
 			{Identity: "g-1", Endpoint: "10.0.0.2:8080", LeaseAge: "2s"},
 		},
 	}
-	target := func(job, addr, member string, hash uint64) shares.Target {
+	target := func(job, addr, member string, hash uint64) shares.Placed {
 		return sharestest.Target(job, labels.FromStrings("__address__", addr, "__meta_x", "<y>"), member, hash)
 	}
 	a, err := sharestest.New(1, "g-0", []string{"g-0", "g-1", "g-2"},
 		map[string]*config.ScrapeConfig{"a/b": {JobName: "a/b"}, "c": {JobName: "c"}},
-		[]shares.Target{target("a/b", "10.0.0.1:80", "g-0", 1), target("a/b", "10.0.0.2:80", "g-1", 2),
+		[]shares.Placed{target("a/b", "10.0.0.1:80", "g-0", 1), target("a/b", "10.0.0.2:80", "g-1", 2),
 			target("c", "10.0.0.3:80", "g-1", 3), target("c", "10.0.0.4:80", "", 4)})
 	require.NoError(t, err)
 	a.Changed, a.Cause, a.Moved = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), shares.CauseMembers, 3

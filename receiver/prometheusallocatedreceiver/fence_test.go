@@ -501,7 +501,7 @@ func TestFenceMeasures(t *testing.T) {
 	element := httpsd.EncodeSorted(slices.Collect(func(yield func(labels.Label) bool) {
 		discovered.Range(func(l labels.Label) { yield(l) })
 	}))
-	share := shares.NewShare([]shares.Target{{Job: "pods", Member: "c-0", Hash: 1, Element: element}})
+	share := shares.NewShare([]shares.Target{{Hash: 1, Element: element}})
 	own := targetallocatorextension.Shares{"pods": allocatorapi.OwnShareOf(share.Answer())}
 	m := newMemberShares()
 	m.set(own)

@@ -12,14 +12,14 @@ import (
 )
 
 // Target returns a target of labels ls, encoded, assigned to member.
-func Target(job string, ls labels.Labels, member string, hash uint64) shares.Target {
-	return shares.Target{Job: job, Member: member, Hash: hash, Element: httpsd.Encode(ls)}
+func Target(job string, ls labels.Labels, member string, hash uint64) shares.Placed {
+	return shares.Placed{Job: job, Member: member, Target: shares.Target{Hash: hash, Element: httpsd.Encode(ls)}}
 }
 
 // New builds an allocation from the group's scrape configs (by job name) and
 // its assigned targets, encoding everything anew. Jobs without targets are
 // served with none.
-func New(epoch int, leader string, members []string, scrapeConfigs map[string]*config.ScrapeConfig, targets []shares.Target) (*shares.Allocation, error) {
+func New(epoch int, leader string, members []string, scrapeConfigs map[string]*config.ScrapeConfig, targets []shares.Placed) (*shares.Allocation, error) {
 	configs, err := shares.NewScrapeConfigs(scrapeConfigs)
 	if err != nil {
 		return nil, err
@@ -32,7 +32,7 @@ func New(epoch int, leader string, members []string, scrapeConfigs map[string]*c
 		if byJob[t.Job] == nil {
 			byJob[t.Job] = map[string][]shares.Target{}
 		}
-		byJob[t.Job][t.Member] = append(byJob[t.Job][t.Member], t)
+		byJob[t.Job][t.Member] = append(byJob[t.Job][t.Member], t.Target)
 	}
 	jobs := make(map[string]*shares.Job, len(byJob))
 	for name, members := range byJob {
