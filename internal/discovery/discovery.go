@@ -68,7 +68,7 @@ func (t Target) Labels() labels.Labels { return t.Element.Labels() }
 // It is never modified once sent, and must not be by its reader: snapshots
 // share the slices of jobs that did not change.
 //
-// A job whose discovery has not reported yet (see reported.go) is in
+// A job whose discovery has not reported yet (see providers.go) is in
 // Unreported, with no targets: that it has none is not known. Past
 // Discoverer.reportWait (30 s), a job is reported once any of its SD
 // configs has sent its first update; one whose SD configs have all stayed
@@ -159,11 +159,11 @@ func New(cfg *config.Config, filter FilterStrategy, logger *zap.Logger, reg prom
 	return d, nil
 }
 
-// SetJobs replaces the jobs, while Run runs or before it does: Run applies
-// them to its discovery manager, which keeps the SD mechanisms of jobs whose
-// config is unchanged, and sends a Snapshot with exactly these jobs. Only
-// the latest call counts. A job keeps its discovered targets when its config
-// is the same pointer as before.
+// SetJobs replaces the jobs, while Run runs or before it does: Run keeps the
+// SD mechanisms and the discovered targets of the jobs whose config is the
+// same pointer as before, starts those of the others anew (each is
+// unreported until they have sent), and sends a Snapshot with exactly these
+// jobs. Only the latest call counts.
 func (d *Discoverer) SetJobs(jobs []*config.ScrapeConfig) {
 	select {
 	case <-d.next:
@@ -232,6 +232,13 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	// by job; heard tells whether any provider has sent anything.
 	pending := map[string][]change{}
 	heard := false
+	send := func(snap Snapshot) {
+		d.publish(snap)
+		managerMetrics.SentUpdates.Inc()
+		for job := range snap.Jobs {
+			managerMetrics.LastUpdated.WithLabelValues(job).SetToCurrentTime()
+		}
+	}
 	update := func() (Snapshot, bool) {
 		start := time.Now()
 		defer func() { processing.Observe(time.Since(start).Seconds()) }()
@@ -267,13 +274,13 @@ func (d *Discoverer) Run(ctx context.Context) error {
 		case <-batch.C:
 			batchStart = time.Time{}
 			if snap, changed := update(); changed {
-				d.publish(snap)
+				send(snap)
 			}
 			continue
 		case <-wait.C:
 			// Jobs still unreported may report with what they have.
 			if snap, changed := update(); changed && heard {
-				d.publish(snap)
+				send(snap)
 			}
 			if next, ok := s.nextReportWait(); ok {
 				wait.Reset(next)
@@ -291,7 +298,7 @@ func (d *Discoverer) Run(ctx context.Context) error {
 				continue
 			}
 			if snap, changed := update(); changed {
-				d.publish(snap)
+				send(snap)
 			}
 			continue
 		case <-ctx.Done():
@@ -317,7 +324,7 @@ func (d *Discoverer) apply(ps *providers, s *snapshotter, pending map[string][]c
 	}
 	for name, job := range d.jobs {
 		if next[name] != job {
-			ps.stop(name)
+			ps.stop(name, next[name] == nil)
 			s.forget(name)
 			delete(pending, name)
 		}
@@ -354,9 +361,8 @@ type snapshotter struct {
 	changed   bool           // the jobs changed since the last snapshot
 	// since is when each job's discovery started, for Discoverer.reportWait.
 	since map[string]time.Time
-	// discovered counts each job's targets before relabeling, as does the
-	// manager's prometheus_sd_discovered_targets (which the manager's
-	// markers of empty groups do not reach here).
+	// discovered counts each job's targets before relabeling, as does
+	// prometheus_sd_discovered_targets (manager).
 	discovered *prometheus.GaugeVec
 	manager    *discovery.Metrics
 }
@@ -382,12 +388,16 @@ func (s *snapshotter) unreported(job string, now time.Time) bool {
 	return sent == 0 || now.Sub(s.since[job]) < s.d.reportWait
 }
 
-// nextReportWait returns how long until the first job still waiting reaches
-// Discoverer.reportWait, false when none waits.
+// nextReportWait returns how long until the first job some of whose
+// providers have not sent reaches Discoverer.reportWait, false when none
+// waits. A job started anew (SetJobs) waits from then.
 func (s *snapshotter) nextReportWait() (time.Duration, bool) {
 	next, ok := time.Duration(0), false
 	now := time.Now()
-	for job := range s.last.Unreported {
+	for job := range s.d.jobs {
+		if sent, all := s.providers.sent(job); sent >= all {
+			continue
+		}
 		if left := s.since[job].Add(s.d.reportWait).Sub(now); left > 0 && (!ok || left < next) {
 			next, ok = left, true
 		}
@@ -429,7 +439,6 @@ func (s *snapshotter) update(pending map[string][]change) (Snapshot, bool) {
 		return s.last, false
 	}
 	s.last = snap
-	s.manager.SentUpdates.Inc()
 	s.d.logger.Debug("Discovered targets", zap.Int("targets", total), zap.Int("jobs", len(snap.Jobs)))
 	return snap, true
 }
@@ -441,6 +450,7 @@ func (s *snapshotter) forget(job string) {
 	delete(s.reported, job)
 	s.discovered.DeleteLabelValues(job)
 	s.manager.DiscoveredTargets.DeleteLabelValues(job)
+	s.manager.LastUpdated.DeleteLabelValues(job)
 }
 
 func sameTarget(a, b Target) bool {

@@ -121,8 +121,9 @@ func (ps *providers) relay(ctx context.Context, p *provider, d discovery.Discove
 }
 
 // stop stops the job's providers; what they send from now on is not
-// current.
-func (ps *providers) stop(job string) {
+// current. The refresh metrics of a job that is gone go too; those of a job
+// started anew count on.
+func (ps *providers) stop(job string, gone bool) {
 	ps.stopped = slices.DeleteFunc(ps.stopped, func(p *provider) bool {
 		select {
 		case <-p.done:
@@ -134,7 +135,9 @@ func (ps *providers) stop(job string) {
 	for _, p := range ps.byJob[job] {
 		if p != nil {
 			p.cancel()
-			ps.metrics.RefreshManager.DeleteLabelValues(p.mech, job)
+			if gone {
+				ps.metrics.RefreshManager.DeleteLabelValues(p.mech, job)
+			}
 			ps.stopped = append(ps.stopped, p)
 		}
 	}
@@ -171,7 +174,7 @@ func (ps *providers) failedConfigs() int {
 // wait stops every provider and waits until each mechanism has returned.
 func (ps *providers) wait(logger *zap.Logger) {
 	for job := range ps.byJob {
-		ps.stop(job)
+		ps.stop(job, true)
 	}
 	deadline := time.NewTimer(time.Minute)
 	defer deadline.Stop()

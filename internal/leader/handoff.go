@@ -559,7 +559,7 @@ func (s *state) heirs() map[uint64]string {
 }
 
 // standbyTarget is t as member scrapes it on hot standby.
-func standbyTarget(t discovery.Target, member string) shares.Target {
+func standbyTarget(t discovery.Target) shares.Target {
 	return markedTarget(t, labels.Label{Name: shares.WarmingLabel, Value: shares.Standby})
 }
 
@@ -625,7 +625,7 @@ func (s *state) standbys(keys map[shareKey]bool) {
 				if next[k] == nil {
 					next[k] = map[uint64]shares.Target{}
 				}
-				next[k][t.Hash] = standbyTarget(t, m)
+				next[k][t.Hash] = standbyTarget(t)
 			}
 		}
 	}
