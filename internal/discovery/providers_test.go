@@ -89,7 +89,9 @@ func targetAddresses(ts []Target) []string {
 }
 
 // Past the report wait, a job reports with the SD configs that have
-// answered; a job none of whose SD configs has answered stays unreported.
+// answered; a job none of whose SD configs has answered stays unreported. A
+// job started anew (its config changed) waits again from its restart,
+// though nothing else happens meanwhile.
 func TestReportWaitBoundsASilentConfig(t *testing.T) {
 	silent := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
 	defer silent.Close()
@@ -116,36 +118,13 @@ scrape_configs:
 	assert.GreaterOrEqual(t, time.Since(started), d.reportWait, "not before the wait")
 	assert.Equal(t, []string{"10.0.0.1:9100"}, addresses(s, "partial"))
 	assert.True(t, s.Unreported["silent"], "a job none of whose SD configs answered stays unreported")
-}
-
-// A job started anew (its config changed) is unreported until its SD
-// configs have sent again, and past the report wait reports with those
-// that have, though nothing else happens meanwhile.
-func TestRestartedJobReportsPastTheWait(t *testing.T) {
-	silent := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
-	defer silent.Close()
-	cfg, err := LoadConfig(confmap(t, fmt.Sprintf(`
-scrape_configs:
-  - job_name: partial
-    static_configs: [{targets: ["10.0.0.1:9100"]}]
-    http_sd_configs: [{url: %q, refresh_interval: 1h}]
-`, silent.URL)))
-	require.NoError(t, err)
-	logger, _ := newLogger(t)
-	d, err := New(cfg, FilterRelabelConfig, logger, nil)
-	require.NoError(t, err)
-	d.reportWait = 2 * time.Second
-	stop := run(t, d)
-	defer stop()
-	await(t, d, "partial reported", func(s Snapshot) bool { return !s.Unreported["partial"] })
 
 	changed := *cfg.ScrapeConfigs[0]
 	changed.ScrapeInterval = model.Duration(time.Minute)
-	changed.ScrapeTimeout = model.Duration(10 * time.Second)
 	restarted := time.Now()
-	d.SetJobs([]*config.ScrapeConfig{&changed})
+	d.SetJobs([]*config.ScrapeConfig{&changed, cfg.ScrapeConfigs[1]})
 	await(t, d, "partial unreported after its restart", func(s Snapshot) bool { return s.Unreported["partial"] })
-	s := await(t, d, "partial reported again", func(s Snapshot) bool { return !s.Unreported["partial"] })
+	s = await(t, d, "partial reported again", func(s Snapshot) bool { return !s.Unreported["partial"] })
 	assert.GreaterOrEqual(t, time.Since(restarted), d.reportWait, "not before the wait")
 	assert.Equal(t, []string{"10.0.0.1:9100"}, addresses(s, "partial"))
 }
