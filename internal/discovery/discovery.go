@@ -196,8 +196,9 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("discovery: register SD metrics: %w", err)
 	}
-	// Prometheus's discovery manager's metrics (prometheus_sd_*), kept
-	// with their meaning: the providers are the manager's.
+	// Prometheus's discovery manager's metrics (prometheus_sd_*): the
+	// providers and this loop are the manager. No update waits beyond its
+	// batch, so prometheus_sd_updates_delayed_total stays 0.
 	managerMetrics, err := discovery.NewManagerMetrics(d.reg, managerName)
 	if err != nil {
 		return fmt.Errorf("discovery: register discovery manager metrics: %w", err)
