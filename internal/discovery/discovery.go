@@ -233,19 +233,25 @@ func (d *Discoverer) Run(ctx context.Context) error {
 	// by job; heard tells whether any provider has sent anything.
 	pending := map[string][]change{}
 	heard := false
-	send := func(snap Snapshot) {
+	// flush applies the pending groups and sends the snapshot if it
+	// changed. Before the first discovery there is nothing to tell: a
+	// snapshot would report no job.
+	flush := func() {
+		if !heard {
+			return
+		}
+		start := time.Now()
+		snap, changed := s.update(pending)
+		processing.Observe(time.Since(start).Seconds())
+		pending = map[string][]change{}
+		if !changed {
+			return
+		}
 		d.publish(snap)
 		managerMetrics.SentUpdates.Inc()
 		for job := range snap.Jobs {
 			managerMetrics.LastUpdated.WithLabelValues(job).SetToCurrentTime()
 		}
-	}
-	update := func() (Snapshot, bool) {
-		start := time.Now()
-		defer func() { processing.Observe(time.Since(start).Seconds()) }()
-		snap, changed := s.update(pending)
-		pending = map[string][]change{}
-		return snap, changed
 	}
 	batch := time.NewTimer(time.Hour)
 	batch.Stop()
@@ -274,15 +280,10 @@ func (d *Discoverer) Run(ctx context.Context) error {
 			continue
 		case <-batch.C:
 			batchStart = time.Time{}
-			if snap, changed := update(); changed {
-				send(snap)
-			}
+			flush()
 			continue
 		case <-wait.C:
-			// Jobs still unreported may report with what they have.
-			if snap, changed := update(); changed && heard {
-				send(snap)
-			}
+			flush() // jobs still unreported may report with what they have
 			if next, ok := s.nextReportWait(); ok {
 				wait.Reset(next)
 			}
@@ -293,14 +294,7 @@ func (d *Discoverer) Run(ctx context.Context) error {
 			if next, ok := s.nextReportWait(); ok {
 				wait.Reset(next)
 			}
-			// Before the first discovery there is nothing to tell: a
-			// snapshot now would report no job.
-			if !heard {
-				continue
-			}
-			if snap, changed := update(); changed {
-				send(snap)
-			}
+			flush()
 			continue
 		case <-ctx.Done():
 		}

@@ -152,54 +152,32 @@ func (f *filter) fingerprints(groups []*targetgroup.Group) []uint64 {
 const parallelSort = 1 << 16
 
 // sortTargets sorts ts by compareTargets: in parts on every core when they
-// are many, merged.
-func (f *filter) sortTargets(ts []Target) []Target {
-	parts := min(runtime.GOMAXPROCS(0), len(ts)/parallelSort)
-	if parts <= 1 {
+// are many, merged two at a time.
+func sortTargets(ts []Target) []Target {
+	n := min(runtime.GOMAXPROCS(0), len(ts)/parallelSort)
+	if n <= 1 {
 		slices.SortFunc(ts, compareTargets)
 		return ts
 	}
-	bounds := make([]int, parts+1)
-	for p := range bounds {
-		bounds[p] = p * len(ts) / parts
-	}
+	parts := make([][]Target, n)
 	var wg sync.WaitGroup
 	for p := range parts {
-		wg.Go(func() { slices.SortFunc(ts[bounds[p]:bounds[p+1]], compareTargets) })
+		parts[p] = ts[p*len(ts)/n : (p+1)*len(ts)/n]
+		wg.Go(func() { slices.SortFunc(parts[p], compareTargets) })
 	}
 	wg.Wait()
-	// Merge the sorted parts, two at a time.
-	for len(bounds) > 2 {
-		merged := make([]Target, 0, len(ts))
-		next := []int{0}
-		for p := 0; p+1 < len(bounds); p += 2 {
-			if p+2 < len(bounds) {
-				merged = mergeSorted(merged, ts[bounds[p]:bounds[p+1]], ts[bounds[p+1]:bounds[p+2]])
+	for len(parts) > 1 {
+		merged := parts[:0:0]
+		for p := 0; p < len(parts); p += 2 {
+			if p+1 < len(parts) {
+				merged = append(merged, mergeTargets(parts[p], nil, parts[p+1]))
 			} else {
-				merged = append(merged, ts[bounds[p]:bounds[p+1]]...)
+				merged = append(merged, parts[p])
 			}
-			next = append(next, len(merged))
 		}
-		ts, bounds = merged, next
+		parts = merged
 	}
-	return ts
-}
-
-// mergeSorted appends a and b, both sorted by compareTargets, to out in
-// order; of equal ones, a's first.
-func mergeSorted(out, a, b []Target) []Target {
-	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		if compareTargets(b[j], a[i]) < 0 {
-			out = append(out, b[j])
-			j++
-		} else {
-			out = append(out, a[i])
-			i++
-		}
-	}
-	out = append(out, a[i:]...)
-	return append(out, b[j:]...)
+	return parts[0]
 }
 
 // jobTargets are one job's targets after an update.
@@ -247,42 +225,36 @@ func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets
 		last.sorted = last.all
 		f.jobs[job.JobName] = last
 	}
-	// The changes that replace a group by another, in their order, the
-	// later of one key only.
+	// Of the changes of one key, the later counts. Each removes its group,
+	// brings a new one, or replaces one: a replacing group is fingerprinted
+	// first, as it may be the same; relabeling fingerprints the others
+	// (groupTargets.fingerprint).
 	latest := make(map[groupKey]int, len(changes))
 	for i, c := range changes {
 		latest[c.key] = i
 	}
-	// A group that replaces one is fingerprinted first: it may be the
-	// same; relabeling fingerprints the others (groupTargets.fingerprint).
-	var again []*targetgroup.Group
+	var removed []groupKey
+	var fresh, replacing []change
 	for i, c := range changes {
-		if latest[c.key] == i && len(c.group.Targets) > 0 && last.byGroup[c.key] != nil {
-			again = append(again, c.group)
-		}
-	}
-	prints := f.fingerprints(again)
-	var fresh []change
-	removed := false
-	for i, c := range changes {
-		if latest[c.key] != i {
-			continue
-		}
 		old := last.byGroup[c.key]
-		if len(c.group.Targets) == 0 {
-			removed = removed || old != nil
-			continue
-		}
-		if old != nil {
-			fp := prints[0]
-			prints = prints[1:]
-			if old.fingerprint == fp {
-				continue // sent again as it was
+		switch {
+		case latest[c.key] != i:
+		case len(c.group.Targets) == 0:
+			if old != nil {
+				removed = append(removed, c.key)
 			}
+		case old != nil:
+			replacing = append(replacing, c)
+		default:
+			fresh = append(fresh, c)
 		}
-		fresh = append(fresh, c)
 	}
-	if len(fresh) == 0 && !removed {
+	for i, fp := range f.fingerprints(groupsOf(replacing)) {
+		if last.byGroup[replacing[i].key].fingerprint != fp {
+			fresh = append(fresh, replacing[i])
+		}
+	}
+	if len(fresh) == 0 && len(removed) == 0 {
 		return last, false
 	}
 	next := &jobTargets{byGroup: last.byGroup, failed: last.failed, err: last.err, discovered: last.discovered}
@@ -298,16 +270,10 @@ func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets
 			delete(next.byGroup, key)
 		}
 	}
-	for i, c := range changes {
-		if latest[c.key] == i && len(c.group.Targets) == 0 {
-			drop(c.key)
-		}
+	for _, key := range removed {
+		drop(key)
 	}
-	groups := make([]*targetgroup.Group, len(fresh))
-	for i, c := range fresh {
-		groups[i] = c.group
-	}
-	relabeled := f.relabelGroups(job, groups)
+	relabeled := f.relabelGroups(job, groupsOf(fresh))
 	n := 0
 	for i := range relabeled {
 		n += len(relabeled[i].targets)
@@ -338,7 +304,7 @@ func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets
 		f.jobs[job.JobName] = next
 		return next, false
 	}
-	came = f.sortTargets(came)
+	came = sortTargets(came)
 	if len(last.all) == 0 {
 		next.all = came // a job's first targets: one sort, no merge
 	} else {
@@ -346,6 +312,14 @@ func (f *filter) update(job *config.ScrapeConfig, changes []change) (*jobTargets
 		next.all = mergeTargets(last.all, gone, came)
 	}
 	return f.finish(job.JobName, next), true
+}
+
+func groupsOf(changes []change) []*targetgroup.Group {
+	out := make([]*targetgroup.Group, len(changes))
+	for i, c := range changes {
+		out[i] = c.group
+	}
+	return out
 }
 
 // finish derives the job's targets of one identity each and keeps next.
@@ -378,13 +352,19 @@ func (f *relabeler) fingerprint(g *targetgroup.Group) uint64 {
 
 // putLabels adds a set of labels, sorted by name, to a fingerprint.
 func putLabels(d *xxhash.Digest, ls []labels.Label) {
+	writeLabels(d, ls)
+	_, _ = d.Write(unkeptMark) // ends the set
+}
+
+// writeLabels writes each label's name and value to d, each followed by
+// sep.
+func writeLabels(d *xxhash.Digest, ls []labels.Label) {
 	for _, l := range ls {
 		_, _ = d.WriteString(l.Name)
 		_, _ = d.Write(sep)
 		_, _ = d.WriteString(l.Value)
 		_, _ = d.Write(sep)
 	}
-	_, _ = d.Write(unkeptMark) // ends the set
 }
 
 // compareTargets orders targets by Hash, then by labels, so that of several
@@ -452,13 +432,13 @@ func hasDuplicates(sorted []Target) bool {
 // __metrics_path__, __scrape_interval__, __scrape_timeout__, __param_*) in
 // place, so a target is kept exactly when Prometheus would scrape it, and
 // two targets that Prometheus would take for one share a Hash.
-func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) (out groupTargets) {
+func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTargets {
+	var out groupTargets
 	// The group's labels are sorted once; each target's own, sorted, are
-	// merged in.
+	// merged in. The fingerprint is made of the same sorted labels.
 	f.shared = sortedLabels(f.shared[:0], g.Labels)
 	f.printer.Reset()
 	putLabels(f.printer, f.shared)
-	defer func() { out.fingerprint = f.printer.Sum64() }()
 	for i, t := range g.Targets {
 		// Target labels win over group labels, as in Prometheus. The
 		// discovered labels are kept only encoded (Target.Element): the
@@ -468,15 +448,14 @@ func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) (out g
 		discovered := mergeLabels(f.discovered[:0], f.own, f.shared)
 		f.discovered = discovered
 
-		scraped, kept, err := f.populate(job, discovered, f.scraped[:0])
-		f.scraped = scraped
+		scraped, kept, err := f.populate(job, discovered)
 		if errors.Is(err, errNotScraped) {
 			// Prometheus tells why, or (should populate be wrong) keeps it.
 			res, perr := scrape.PopulateLabels(f.lb, job, t, g.Labels)
-			scraped, kept, err = scraped[:0], !res.IsEmpty() || perr != nil, perr
+			scraped, kept, err = scraped[:0], !res.IsEmpty(), perr
 			res.Range(func(l labels.Label) { scraped = append(scraped, l) })
-			f.scraped = scraped
 		}
+		f.scraped = scraped
 		if err != nil {
 			out.failed++
 			if out.err == nil {
@@ -498,17 +477,22 @@ func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) (out g
 		}
 		out.targets = append(out.targets, Target{Element: httpsd.EncodeSorted(discovered), Hash: hash, Node: node(discovered), Pin: pin})
 	}
+	out.fingerprint = f.printer.Sum64()
 	return out
 }
 
+// byName finds a label by name in labels sorted by name; compareNames sorts
+// them so.
 func byName(l labels.Label, name string) int { return strings.Compare(l.Name, name) }
+
+func compareNames(a, b labels.Label) int { return strings.Compare(a.Name, b.Name) }
 
 // sortedLabels appends the labels of set to buf, sorted by name.
 func sortedLabels(buf []labels.Label, set model.LabelSet) []labels.Label {
 	for name, value := range set {
 		buf = append(buf, labels.Label{Name: string(name), Value: string(value)})
 	}
-	slices.SortFunc(buf, func(a, b labels.Label) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(buf, compareNames)
 	return buf
 }
 
@@ -544,12 +528,7 @@ func (f *relabeler) hash(job string, mark []byte, ls []labels.Label) uint64 {
 	d.Reset()
 	_, _ = d.WriteString(job)
 	_, _ = d.Write(mark)
-	for _, l := range ls {
-		_, _ = d.WriteString(l.Name)
-		_, _ = d.Write(sep)
-		_, _ = d.WriteString(l.Value)
-		_, _ = d.Write(sep)
-	}
+	writeLabels(d, ls)
 	return d.Sum64()
 }
 
@@ -558,7 +537,7 @@ func (f *relabeler) hash(job string, mark []byte, ls []labels.Label) uint64 {
 // string, not a copy.
 func node(discovered []labels.Label) string {
 	return allocation.NodeOf(func(name string) string {
-		i, ok := slices.BinarySearchFunc(discovered, name, func(l labels.Label, name string) int { return strings.Compare(l.Name, name) })
+		i, ok := slices.BinarySearchFunc(discovered, name, byName)
 		if !ok {
 			return ""
 		}

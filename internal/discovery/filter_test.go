@@ -448,7 +448,7 @@ func TestSortTargetsOnEveryCore(t *testing.T) {
 	}
 	want := slices.Clone(ts)
 	slices.SortFunc(want, compareTargets)
-	got := newFilter(FilterRelabelConfig).sortTargets(slices.Clone(ts))
+	got := sortTargets(slices.Clone(ts))
 	require.Equal(t, want, got)
 }
 

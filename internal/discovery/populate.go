@@ -74,10 +74,10 @@ func newJobDefaults(lb *labels.Builder, job *config.ScrapeConfig) *jobDefaults {
 var errNotScraped = errors.New("not scraped")
 
 // populate relabels one target whose discovered labels, sorted by name,
-// are discovered, and appends its labels after relabeling to out, sorted by
-// name. It returns false when relabeling drops the target, and
-// errNotScraped for a target Prometheus would not scrape.
-func (r *relabeler) populate(job *config.ScrapeConfig, discovered []labels.Label, out []labels.Label) ([]labels.Label, bool, error) {
+// are discovered, and returns its labels after relabeling, sorted by name,
+// in r.scraped (reused). It returns false when relabeling drops the target,
+// and errNotScraped for a target Prometheus would not scrape.
+func (r *relabeler) populate(job *config.ScrapeConfig, discovered []labels.Label) ([]labels.Label, bool, error) {
 	if r.defaults == nil || r.defaults.job != job {
 		r.defaults = newJobDefaults(r.lb, job)
 	}
@@ -93,6 +93,7 @@ func (r *relabeler) populate(job *config.ScrapeConfig, discovered []labels.Label
 			lb.Set(l.Name, l.Value)
 		}
 	}
+	out := r.scraped[:0]
 	if !relabel.ProcessBuilder(lb, job.RelabelConfigs...) {
 		return out, false, nil
 	}
@@ -100,25 +101,11 @@ func (r *relabeler) populate(job *config.ScrapeConfig, discovered []labels.Label
 	if addr == "" || config.CheckTargetAddress(model.LabelValue(addr)) != nil {
 		return out, true, errNotScraped
 	}
-	every, within := d.every, d.within
-	if v := lb.Get(model.ScrapeIntervalLabel); v != d.interval || d.interval == "" {
-		p, err := model.ParseDuration(v)
-		if err != nil {
-			return out, true, errNotScraped
-		}
-		every = time.Duration(p)
-	}
-	if v := lb.Get(model.ScrapeTimeoutLabel); v != d.timeout || d.timeout == "" {
-		p, err := model.ParseDuration(v)
-		if err != nil {
-			return out, true, errNotScraped
-		}
-		within = time.Duration(p)
-	}
-	if every == 0 || within == 0 || within > every {
+	every, okE := duration(lb.Get(model.ScrapeIntervalLabel), d.interval, d.every)
+	within, okW := duration(lb.Get(model.ScrapeTimeoutLabel), d.timeout, d.within)
+	if !okE || !okW || every == 0 || within == 0 || within > every {
 		return out, true, errNotScraped
 	}
-	start := len(out)
 	instance, valid := false, true
 	lb.Range(func(l labels.Label) {
 		if strings.HasPrefix(l.Name, model.MetaLabelPrefix) {
@@ -137,8 +124,18 @@ func (r *relabeler) populate(job *config.ScrapeConfig, discovered []labels.Label
 		out = append(out, labels.Label{Name: model.InstanceLabel, Value: addr})
 	}
 	if !valid {
-		return out[:start], true, errNotScraped
+		return out[:0], true, errNotScraped
 	}
-	slices.SortFunc(out[start:], func(a, b labels.Label) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, compareNames)
 	return out, true, nil
+}
+
+// duration parses v, a target's scrape interval or timeout; def is the
+// job's, parsed already, unless it is "".
+func duration(v, def string, parsed time.Duration) (time.Duration, bool) {
+	if v == def && def != "" {
+		return parsed, true
+	}
+	p, err := model.ParseDuration(v)
+	return time.Duration(p), err == nil
 }

@@ -62,7 +62,7 @@ scrape_configs:
 			target["__address__"] = model.LabelValue(fmt.Sprintf("10.0.%d.%d:80", r.IntN(4), r.IntN(250)))
 		}
 		discovered := mergeLabels(nil, sortedLabels(nil, target), sortedLabels(nil, group))
-		got, kept, err := r0.populate(job, discovered, nil)
+		got, kept, err := r0.populate(job, discovered)
 		want, wantErr := scrape.PopulateLabels(r1.lb, job, target, group)
 		what := fmt.Sprintf("job %s, target %v, group %v: populate %v %v %v, Prometheus %v %v", job.JobName, target, group, got, kept, err, want, wantErr)
 		switch {

@@ -52,25 +52,23 @@ type providers struct {
 	// byJob holds each job's providers by the index of their SD config; nil
 	// where the config failed to create its mechanism.
 	byJob   map[string][]*provider
-	failed  map[string]int
 	stopped []*provider // cancelled, perhaps not returned yet
 }
 
 func newProviders(ctx context.Context, logger *slog.Logger, metrics *discovery.SDMetrics) *providers {
 	return &providers{ctx: ctx, logger: logger, metrics: metrics, updates: make(chan providerUpdate),
-		byJob: map[string][]*provider{}, failed: map[string]int{}}
+		byJob: map[string][]*provider{}}
 }
 
-// start starts a provider for each of the job's SD configs, and returns how
-// many could not start (logged).
-func (ps *providers) start(job string, configs discovery.Configs) int {
+// start starts a provider for each of the job's SD configs; one that
+// cannot start is logged, and counted by failedConfigs.
+func (ps *providers) start(job string, configs discovery.Configs) {
 	if len(configs) == 0 {
 		// It reports at once, with no targets, as Prometheus's manager
 		// treats a job without SD configs.
 		configs = discovery.Configs{discovery.StaticConfig{{}}}
 	}
 	out := make([]*provider, len(configs))
-	failed := 0
 	for i, cfg := range configs {
 		mech := cfg.Name()
 		d, err := cfg.NewDiscoverer(discovery.DiscovererOptions{
@@ -80,7 +78,6 @@ func (ps *providers) start(job string, configs discovery.Configs) int {
 		})
 		if err != nil {
 			ps.logger.Error("Cannot create service discovery", "err", err, "type", mech, "config", job)
-			failed++
 			continue
 		}
 		ctx, cancel := context.WithCancel(ps.ctx)
@@ -89,8 +86,6 @@ func (ps *providers) start(job string, configs discovery.Configs) int {
 		go ps.relay(ctx, p, d)
 	}
 	ps.byJob[job] = out
-	ps.failed[job] = failed
-	return failed
 }
 
 // relay runs the mechanism of p and passes on its updates until ctx is done
@@ -142,7 +137,6 @@ func (ps *providers) stop(job string, gone bool) {
 		}
 	}
 	delete(ps.byJob, job)
-	delete(ps.failed, job)
 }
 
 // current reports whether p is one of the running providers.
@@ -165,8 +159,12 @@ func (ps *providers) sent(job string) (sent, all int) {
 // failedConfigs counts the SD configs that could not start.
 func (ps *providers) failedConfigs() int {
 	n := 0
-	for _, f := range ps.failed {
-		n += f
+	for _, running := range ps.byJob {
+		for _, p := range running {
+			if p == nil {
+				n++
+			}
+		}
 	}
 	return n
 }
