@@ -433,7 +433,7 @@ func hasDuplicates(sorted []Target) bool {
 // place, so a target is kept exactly when Prometheus would scrape it, and
 // two targets that Prometheus would take for one share a Hash.
 func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) groupTargets {
-	var out groupTargets
+	out := groupTargets{targets: make([]Target, 0, len(g.Targets))}
 	// The group's labels are sorted once; each target's own, sorted, are
 	// merged in. The fingerprint is made of the same sorted labels.
 	f.shared = sortedLabels(f.shared[:0], g.Labels)

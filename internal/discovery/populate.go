@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/scrape"
 )
 
@@ -21,8 +20,8 @@ import (
 // a target), deletes the __meta_ labels one at a time and returns a new
 // labels.Labels: half the cost of relabeling a million targets, and most of
 // its garbage. populate decides the same for a target Prometheus would
-// scrape, with the job's defaults computed once and the result in a reused
-// buffer; for any target it finds Prometheus would not scrape, it asks
+// scrape, with the job's defaults computed once, its relabel rules applied
+// as rules (rules.go) and the result in a reused buffer; for any target it finds Prometheus would not scrape, it asks
 // scrape.PopulateLabels itself, so that failures are Prometheus's own with
 // their messages. TestPopulateIsPrometheus compares the two over many
 // random targets and rules.
@@ -33,6 +32,7 @@ import (
 // params.
 type jobDefaults struct {
 	job      *config.ScrapeConfig
+	rules    *rules
 	labels   []labels.Label
 	interval string        // the default __scrape_interval__
 	every    time.Duration // parsed
@@ -48,7 +48,7 @@ type jobDefaults struct {
 
 func newJobDefaults(lb *labels.Builder, job *config.ScrapeConfig) *jobDefaults {
 	scrape.PopulateDiscoveredLabels(lb, job, nil, nil)
-	d := &jobDefaults{job: job}
+	d := &jobDefaults{job: job, rules: newRules(job.RelabelConfigs)}
 	lb.Range(func(l labels.Label) {
 		d.labels = append(d.labels, l)
 		switch {
@@ -94,7 +94,7 @@ func (r *relabeler) populate(job *config.ScrapeConfig, discovered []labels.Label
 		}
 	}
 	out := r.scraped[:0]
-	if !relabel.ProcessBuilder(lb, job.RelabelConfigs...) {
+	if !d.rules.process(lb) {
 		return out, false, nil
 	}
 	addr := lb.Get(model.AddressLabel)
