@@ -120,7 +120,8 @@ type Allocator interface {
 	// and known ones in added are ignored.
 	Update(added []Target, removed []uint64)
 	// MemberOf returns the member the target is assigned to; ok is false when the
-	// target is unknown or unassigned.
+	// target is unknown or unassigned. It only reads: calls from several
+	// goroutines may run at once while no mutating method does (MembersOf).
 	MemberOf(hash uint64) (member string, ok bool)
 	// Assignment returns the hashes of each member's targets, in no particular
 	// order. Every member has an entry, possibly empty.
@@ -387,6 +388,24 @@ func fnv1a(s string) uint64 {
 		h *= 1099511628211
 	}
 	return h
+}
+
+// lookupWork is what eachPart counts for one MemberOf: a lookup in a
+// table of a million targets misses the cache, dozens of scores' time.
+const lookupWork = 16
+
+// MembersOf returns the member of each of n targets, the i-th's hash
+// being hash(i), as MemberOf says ("" for none), looked up on every core
+// when they are many (a job's first allocation at a million targets). No
+// mutating method of a may run meanwhile.
+func MembersOf(a Allocator, n int, hash func(i int) uint64) []string {
+	out := make([]string, n)
+	eachPart(n, n*lookupWork, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out[i], _ = a.MemberOf(hash(i))
+		}
+	})
+	return out
 }
 
 // parallelWork is the least work (in scores, a few nanoseconds each) that

@@ -352,3 +352,39 @@ func TestEveryCoreGivesOneCoresAnswer(t *testing.T) {
 		})
 	}
 }
+
+// MembersOf looks up on every core what MemberOf says target by target,
+// unknown targets and those of no member ("") included (run with -race:
+// the lookups only read).
+func TestMembersOfIsMemberOf(t *testing.T) {
+	const n = 2 * parallelWork / lookupWork // split over the cores
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	a, err := New(PerNode) // targets of a node without a member have none
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetMembers([]Member{{Identity: "a", Node: "node-0"}, {Identity: "b", Node: "node-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	hashes := make([]uint64, n)
+	var targets []Target
+	for i := range hashes {
+		hashes[i] = targetHash("job", i)
+		if i%5 != 0 { // the others are unknown
+			targets = append(targets, Target{Hash: hashes[i], Node: fmt.Sprintf("node-%d", i%3), Job: "job"})
+		}
+	}
+	a.SetTargets(targets)
+	got := MembersOf(a, n, func(i int) uint64 { return hashes[i] })
+	held := map[string]int{}
+	for i, h := range hashes {
+		want, _ := a.MemberOf(h)
+		if got[i] != want {
+			t.Fatalf("target %d: MembersOf says %q, MemberOf %q", i, got[i], want)
+		}
+		held[want]++
+	}
+	if held["a"] == 0 || held["b"] == 0 || held[""] == 0 {
+		t.Fatalf("members held %v: want targets of each and of none", held)
+	}
+}

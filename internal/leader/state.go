@@ -565,9 +565,9 @@ func (s *state) setTargets(snap discovery.Snapshot) {
 	displaced := s.alloc.Displaced()
 	s.alloc.Update(added, removed)
 	var seeded []entry
-	for _, e := range entering {
-		t := e.js.targets[e.i]
-		member, _ := s.alloc.MemberOf(t.Hash)
+	members := allocation.MembersOf(s.alloc, len(entering), func(k int) uint64 { return entering[k].js.targets[entering[k].i].Hash })
+	for k, e := range entering {
+		t, member := e.js.targets[e.i], members[k]
 		e.js.members[e.i] = s.memberIndex(member)
 		if !fresh[e.name] {
 			s.enter(e.name, member, t)
