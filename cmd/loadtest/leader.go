@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -32,6 +33,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/discovery"
 	"github.com/embedded-ta/embedded-ta/internal/leader"
+	"github.com/embedded-ta/embedded-ta/internal/memorylimit"
 )
 
 // The leader process: the real term (internal/leader: Prometheus discovery,
@@ -216,6 +218,14 @@ func writeFile(dir string, job, file, files int, groups []*targetgroup.Group) er
 }
 
 func runLeader(o options) error {
+	// As the target_allocator extension does at start: a Go memory limit
+	// from the container's (the cgroup's) unless GOMEMLIMIT is set.
+	logger, err := zap.NewProduction() // to stderr
+	if err != nil {
+		return err
+	}
+	memorylimit.Set(logger)
+	fmt.Printf("memorylimit %d\n", debug.SetMemoryLimit(-1))
 	theFleet = newFleet(o.jobs, o.targets, o.perGroup)
 	const files = 100
 	dir, err := os.MkdirTemp("", "loadtest-sd-")

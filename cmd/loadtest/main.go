@@ -32,6 +32,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 type options struct {
@@ -47,6 +49,7 @@ type options struct {
 	startProfile           string
 	json                   bool
 	memberLeases           bool
+	containerMemory        string
 }
 
 func main() {
@@ -66,6 +69,7 @@ func main() {
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the leader's heap profile here at the end")
 	flag.StringVar(&o.startProfile, "start-cpu-profile", "", "write the leader's CPU profile from its start to its first allocation with every target here")
 	flag.BoolVar(&o.json, "json", false, "print the figures as one JSON object on the last line")
+	flag.StringVar(&o.containerMemory, "leader-container-memory", "", "run the leader process in a memory cgroup of this limit, as resources.limits.memory gives a collector's container (a Kubernetes quantity, e.g. 1536Mi; needs root): it sets its Go memory limit from it as the target_allocator extension does, and the kernel stops it above it")
 	flag.BoolVar(&o.memberLeases, "member-leases", false, "then run a group of -members members with real Leases on a local control plane (bin/kube-apiserver and etcd) and measure its Lease writes and each follower's watch events")
 	flag.Parse()
 	log.SetFlags(0)
@@ -98,6 +102,9 @@ type child struct {
 	changed   chan event
 	heap      chan int64
 	delivered chan time.Time
+	// memoryLimit is the Go memory limit the leader set at start (as the
+	// extension does), math.MaxInt64 for none.
+	memoryLimit chan int64
 }
 
 type event struct {
@@ -107,11 +114,15 @@ type event struct {
 	pending bool
 }
 
-func start(o options) (*child, error) {
+func start(o options, in *container) (*child, error) {
+	name := os.Args[0]
 	args := []string{"-role=leader", "-targets=" + strconv.Itoa(o.targets), "-members=" + strconv.Itoa(o.members),
 		"-jobs=" + strconv.Itoa(o.jobs), "-per-group=" + strconv.Itoa(o.perGroup), "-source=" + o.source, "-strategy=" + o.strategy,
 		"-start-cpu-profile=" + o.startProfile}
-	cmd := exec.Command(os.Args[0], args...)
+	if in != nil {
+		name, args = in.wrap(name, args)
+	}
+	cmd := exec.Command(name, args...)
 	cmd.Stderr = os.Stderr
 	if o.gomaxprocs > 0 {
 		cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(o.gomaxprocs))
@@ -127,7 +138,7 @@ func start(o options) (*child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	c := &child{cmd: cmd, stdin: stdin, published: make(chan event, 64), changed: make(chan event, 64), heap: make(chan int64, 1), delivered: make(chan time.Time, 1)}
+	c := &child{cmd: cmd, stdin: stdin, published: make(chan event, 64), changed: make(chan event, 64), heap: make(chan int64, 1), delivered: make(chan time.Time, 1), memoryLimit: make(chan int64, 1)}
 	ready := make(chan string, 1)
 	go func() {
 		s := bufio.NewScanner(stdout)
@@ -138,6 +149,9 @@ func start(o options) (*child, error) {
 				ready <- f[1]
 			case len(f) == 5 && f[0] == "published":
 				c.published <- event{at: unixNano(f[1]), n: atoi(f[2]), moved: atoi(f[3]), pending: f[4] == "1"}
+			case len(f) == 2 && f[0] == "memorylimit":
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				c.memoryLimit <- n
 			case len(f) == 2 && f[0] == "heap":
 				n, _ := strconv.ParseInt(f[1], 10, 64)
 				c.heap <- n
@@ -327,6 +341,10 @@ type result struct {
 	LeaderRSSPeak      int64    `json:"leader_rss_peak_bytes"`
 	LeaderLiveHeap     int64    `json:"leader_live_heap_bytes"`
 	LeaderCPU          float64  `json:"leader_cpu_s"`
+	// With -leader-container-memory: the Go memory limit the leader set
+	// from its cgroup, and the most memory the cgroup was charged.
+	LeaderGoMemoryLimit *int64 `json:"leader_go_memory_limit_bytes,omitempty"`
+	ContainerPeak       *int64 `json:"leader_container_peak_bytes,omitempty"`
 	// With -member-leases: the group's Lease writes a second, and the
 	// watch events a follower receives a second (mean, and the most).
 	LeaseWrites    *float64 `json:"lease_writes_per_s,omitempty"`
@@ -352,8 +370,20 @@ func drive(o options, w io.Writer) (result, error) {
 			fmt.Fprintf(w, "%s=%s\n", k, v)
 		}
 	}
+	var in *container
+	if o.containerMemory != "" {
+		limit, err := resource.ParseQuantity(o.containerMemory)
+		if err != nil {
+			return r, fmt.Errorf("-leader-container-memory: %w", err)
+		}
+		if in, err = newContainer(limit.Value()); err != nil {
+			return r, err
+		}
+		defer func() { _ = in.remove() }() // after the leader process has ended, below
+		fmt.Fprintf(w, "leader in a memory cgroup limited to %s (%s)\n", o.containerMemory, in.dir)
+	}
 	began := time.Now()
-	c, err := start(o)
+	c, err := start(o, in)
 	if err != nil {
 		return r, err
 	}
@@ -361,6 +391,10 @@ func drive(o options, w io.Writer) (result, error) {
 		_ = c.stdin.Close()
 		_ = c.cmd.Wait()
 	}()
+	if limit := <-c.memoryLimit; limit != math.MaxInt64 {
+		r.LeaderGoMemoryLimit = &limit
+		fmt.Fprintf(w, "leader Go memory limit: %s\n", mib(limit))
+	}
 	// The first allocation with every target (file_sd delivers its files
 	// over several updates).
 	want := o.jobs * max(o.targets/o.perGroup/o.jobs, 1) * o.perGroup
@@ -471,6 +505,14 @@ func drive(o options, w io.Writer) (result, error) {
 	}
 	r.LeaderRSS, r.LeaderRSSPeak, r.LeaderCPU = u.rss, u.hwm, u.cpu.Seconds()
 	fmt.Fprintf(w, "leader RSS %s, peak %s, CPU %.1f s in all\n", mib(u.rss), mib(u.hwm), u.cpu.Seconds())
+	if in != nil {
+		peak, err := in.peak()
+		if err != nil {
+			return r, err
+		}
+		r.ContainerPeak = &peak
+		fmt.Fprintf(w, "leader's memory cgroup: peak %s\n", mib(peak))
+	}
 	if _, err := fmt.Fprintln(c.stdin, "heap"); err != nil {
 		return r, err
 	}

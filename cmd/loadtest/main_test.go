@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,35 +25,7 @@ func TestMain(m *testing.M) {
 // TestJSON runs a small load test as `bin/loadtest -json` does and reads its
 // last line as a user's script would: one JSON object with every figure.
 func TestJSON(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-targets=200", "-members=3", "-steady=1s", "-poll=200ms", "-changes=1", "-change=0.05", "-json")
-	cmd.Env = append(os.Environ(), "LOADTEST_TEST_LEADER=1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("loadtest: %v\n%s%s", err, out, stderr.String())
-	}
-	var lines []string
-	for s := bufio.NewScanner(bytes.NewReader(out)); s.Scan(); {
-		lines = append(lines, s.Text())
-	}
-	if len(lines) < 2 {
-		t.Fatalf("want the report and a JSON line, got:\n%s", out)
-	}
-	last := lines[len(lines)-1]
-	var fields map[string]any
-	if err := json.Unmarshal([]byte(last), &fields); err != nil {
-		t.Fatalf("last line is not one JSON object: %v\n%s", err, last)
-	}
-	for _, line := range lines[:len(lines)-1] {
-		if strings.HasPrefix(line, "{") {
-			t.Errorf("a JSON line before the last: %s", line)
-		}
-	}
+	out, fields := runJSON(t)
 	positive := []string{
 		"first_allocation_s", "first_allocation_after_discovery_s", "answer_p50_ms", "answer_p99_ms",
 		"answer_if_none_match_p99_ms", "answer_bytes", "change_to_allocation_p50_s", "change_to_allocation_max_s",
@@ -84,5 +57,62 @@ func TestJSON(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "first allocation: 200 targets") {
 		t.Errorf("the human report lacks the first allocation of 200 targets:\n%s", out)
+	}
+}
+
+// runJSON runs a small load test with args besides its own and returns its
+// output and its last line, one JSON object, as a user's script reads it.
+func runJSON(t *testing.T, args ...string) ([]byte, map[string]any) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args = append([]string{"-targets=200", "-members=3", "-steady=1s", "-poll=200ms", "-changes=1", "-change=0.05", "-json"}, args...)
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "GOMEMLIMIT=") // the leader's limit is its container's, if any
+	}), "LOADTEST_TEST_LEADER=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("loadtest: %v\n%s%s", err, out, stderr.String())
+	}
+	var lines []string
+	for s := bufio.NewScanner(bytes.NewReader(out)); s.Scan(); {
+		lines = append(lines, s.Text())
+	}
+	if len(lines) < 2 {
+		t.Fatalf("want the report and a JSON line, got:\n%s", out)
+	}
+	last := lines[len(lines)-1]
+	var fields map[string]any
+	if err := json.Unmarshal([]byte(last), &fields); err != nil {
+		t.Fatalf("last line is not one JSON object: %v\n%s", err, last)
+	}
+	for _, line := range lines[:len(lines)-1] {
+		if strings.HasPrefix(line, "{") {
+			t.Errorf("a JSON line before the last: %s", line)
+		}
+	}
+	return out, fields
+}
+
+// TestLeaderInAContainer runs the leader in a memory cgroup of 256 MiB, as a
+// collector's container with resources.limits.memory: 256Mi: the leader
+// sets its Go memory limit to 90 % of it by itself, as the extension does,
+// and stays within it.
+func TestLeaderInAContainer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a memory cgroup takes root")
+	}
+	const limit = 256 << 20
+	_, fields := runJSON(t, "-leader-container-memory=256Mi")
+	if got, want := fields["leader_go_memory_limit_bytes"], float64(241591910); got != want {
+		t.Errorf("leader_go_memory_limit_bytes = %v, want %v (90 %% of 256 MiB, rounded down)", got, want)
+	}
+	if peak, ok := fields["leader_container_peak_bytes"].(float64); !ok || peak <= 0 || peak > limit {
+		t.Errorf("leader_container_peak_bytes = %v, want within (0, %d]", fields["leader_container_peak_bytes"], limit)
 	}
 }

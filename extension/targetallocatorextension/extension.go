@@ -18,6 +18,7 @@ import (
 	"github.com/embedded-ta/embedded-ta/internal/allocatorapi"
 	"github.com/embedded-ta/embedded-ta/internal/election"
 	"github.com/embedded-ta/embedded-ta/internal/membership"
+	"github.com/embedded-ta/embedded-ta/internal/memorylimit"
 	"github.com/embedded-ta/embedded-ta/internal/promcr"
 	"github.com/embedded-ta/embedded-ta/internal/shares"
 	"github.com/embedded-ta/embedded-ta/internal/status"
@@ -95,8 +96,8 @@ func newExtension(cfg *Config, set extension.Settings) (*allocatorExtension, err
 // endpoint taken); API errors are reported as a recoverable status and retried.
 func (e *allocatorExtension) Start(ctx context.Context, host component.Host) error {
 	// Every member must be able to lead, and a leader holds every target:
-	// collect before the container's limit is reached (memlimit.go).
-	setMemoryLimit(e.set.Logger)
+	// collect before the container's limit is reached.
+	memorylimit.Set(e.set.Logger)
 	s, err := e.cfg.resolve(processEnvironment())
 	if err != nil {
 		return err
