@@ -40,6 +40,36 @@ func BenchmarkAllocate(b *testing.B) {
 	}
 }
 
+// BenchmarkPerNodeAlone is per-node's allocation of BenchmarkAllocate
+// without a fallback: the twelfth of the targets without a node stay
+// unassigned, so that the time is per-node's own placing, which does not
+// grow with the members (a DaemonSet of 100 or of 1000 nodes); with the
+// consistent-hashing fallback, ranking the node-less targets among every
+// member does.
+func BenchmarkPerNodeAlone(b *testing.B) {
+	const n = 1_000_000
+	for _, m := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("targets=%d/members=%d", n, m), func(b *testing.B) {
+			members, targets := benchMembers(m), benchTargets(n, m)
+			var a Allocator
+			b.ReportAllocs()
+			for b.Loop() {
+				var err error
+				if a, err = New(PerNode); err != nil {
+					b.Fatal(err)
+				}
+				if err := a.SetMembers(members); err != nil {
+					b.Fatal(err)
+				}
+				a.SetTargets(targets)
+			}
+			if u := len(a.Unassigned()); u < n/12 || u > n/5 {
+				b.Fatalf("%d targets unassigned, want those without a node or a member on it", u)
+			}
+		})
+	}
+}
+
 // Join and leave are measured for the strategies whose assignment is a
 // function of members and targets, so that each op can start from the same
 // state; least-weighted remembers its history.
