@@ -30,12 +30,28 @@ func newContainer(limit int64) (*container, error) {
 	if err := os.Mkdir(c.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("a memory cgroup for the leader (needs root and a mounted memory controller): %w", err)
 	}
-	file := "memory.limit_in_bytes"
-	if c.v2 {
-		file = "memory.max"
+	// The limit, and no swap beyond it (as a Kubernetes node runs), where
+	// the cgroup accounts for swap.
+	type setting struct {
+		file, value string
+		optional    bool
 	}
-	if err := os.WriteFile(filepath.Join(c.dir, file), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
-		return nil, errors.Join(fmt.Errorf("set the leader's memory limit: %w", err), c.remove())
+	n := strconv.FormatInt(limit, 10)
+	settings := []setting{{"memory.limit_in_bytes", n, false}, {"memory.memsw.limit_in_bytes", n, true}}
+	if c.v2 {
+		settings = []setting{{"memory.max", n, false}, {"memory.swap.max", "0", true}}
+	}
+	for _, st := range settings {
+		path := filepath.Join(c.dir, st.file)
+		if _, err := os.Stat(path); err != nil {
+			if st.optional {
+				continue
+			}
+			return nil, errors.Join(fmt.Errorf("no %s in %s: the memory controller is not enabled there (cgroup v2: the parent's cgroup.subtree_control)", st.file, c.dir), c.remove())
+		}
+		if err := os.WriteFile(path, []byte(st.value), 0o644); err != nil {
+			return nil, errors.Join(fmt.Errorf("set the leader's memory limit (%s): %w", st.file, err), c.remove())
+		}
 	}
 	return c, nil
 }

@@ -161,7 +161,12 @@ func start(o options, in *container) (*child, error) {
 				c.changed <- event{at: unixNano(f[1]), n: atoi(f[2])}
 			}
 		}
+		// The leader process stopped (or was stopped: a memory cgroup's
+		// limit): whoever waits for it learns so.
 		close(ready)
+		close(c.published)
+		close(c.changed)
+		close(c.heap)
 	}()
 	addr, ok := <-ready
 	if !ok {
@@ -169,6 +174,11 @@ func start(o options, in *container) (*child, error) {
 	}
 	c.addr = addr
 	return c, nil
+}
+
+// stopped is the error for a leader process that stopped before the end.
+func (c *child) stopped() error {
+	return fmt.Errorf("the leader process stopped: %v", c.cmd.Wait())
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
@@ -373,13 +383,17 @@ func drive(o options, w io.Writer) (result, error) {
 	var in *container
 	if o.containerMemory != "" {
 		limit, err := resource.ParseQuantity(o.containerMemory)
-		if err != nil {
-			return r, fmt.Errorf("-leader-container-memory: %w", err)
+		if err != nil || limit.Value() <= 0 {
+			return r, fmt.Errorf("-leader-container-memory=%s: want a positive quantity such as 1536Mi (%v)", o.containerMemory, err)
 		}
 		if in, err = newContainer(limit.Value()); err != nil {
 			return r, err
 		}
-		defer func() { _ = in.remove() }() // after the leader process has ended, below
+		defer func() { // after the leader process has ended, below
+			if err := in.remove(); err != nil {
+				log.Printf("the leader's memory cgroup is left: %v", err)
+			}
+		}()
 		fmt.Fprintf(w, "leader in a memory cgroup limited to %s (%s)\n", o.containerMemory, in.dir)
 	}
 	began := time.Now()
@@ -403,6 +417,9 @@ func drive(o options, w io.Writer) (result, error) {
 		if !first.pending && first.n >= want {
 			break
 		}
+	}
+	if first.pending || first.n < want {
+		return r, c.stopped()
 	}
 	u := c.usage()
 	r.FirstAllocation = first.at.Sub(began).Seconds()
@@ -469,12 +486,18 @@ func drive(o options, w io.Writer) (result, error) {
 		if _, err := fmt.Fprintf(c.stdin, "change %g\n", o.fraction); err != nil {
 			return r, err
 		}
-		ch := <-c.changed
+		ch, ok := <-c.changed
+		if !ok {
+			return r, c.stopped()
+		}
 		var pub event
 		for pub = range c.published {
 			if pub.at.After(ch.at) {
 				break
 			}
+		}
+		if !pub.at.After(ch.at) {
+			return r, c.stopped()
 		}
 		p.reset()
 		for m := range o.members {
@@ -506,17 +529,20 @@ func drive(o options, w io.Writer) (result, error) {
 	r.LeaderRSS, r.LeaderRSSPeak, r.LeaderCPU = u.rss, u.hwm, u.cpu.Seconds()
 	fmt.Fprintf(w, "leader RSS %s, peak %s, CPU %.1f s in all\n", mib(u.rss), mib(u.hwm), u.cpu.Seconds())
 	if in != nil {
-		peak, err := in.peak()
-		if err != nil {
-			return r, err
+		if peak, err := in.peak(); err != nil {
+			log.Printf("the leader's memory cgroup's peak is not known: %v", err)
+		} else {
+			r.ContainerPeak = &peak
+			fmt.Fprintf(w, "leader's memory cgroup: peak %s\n", mib(peak))
 		}
-		r.ContainerPeak = &peak
-		fmt.Fprintf(w, "leader's memory cgroup: peak %s\n", mib(peak))
 	}
 	if _, err := fmt.Fprintln(c.stdin, "heap"); err != nil {
 		return r, err
 	}
-	r.LeaderLiveHeap = <-c.heap
+	var ok bool
+	if r.LeaderLiveHeap, ok = <-c.heap; !ok {
+		return r, c.stopped()
+	}
 	fmt.Fprintf(w, "leader live heap after a collection: %s\n", mib(r.LeaderLiveHeap))
 	if o.heapProfile != "" {
 		if _, err := fmt.Fprintln(c.stdin, "heapprofile", o.heapProfile); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -104,15 +105,48 @@ func runJSON(t *testing.T, args ...string) ([]byte, map[string]any) {
 // sets its Go memory limit to 90 % of it by itself, as the extension does,
 // and stays within it.
 func TestLeaderInAContainer(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("a memory cgroup takes root")
-	}
 	const limit = 256 << 20
+	canContain(t)
 	_, fields := runJSON(t, "-leader-container-memory=256Mi")
 	if got, want := fields["leader_go_memory_limit_bytes"], float64(241591910); got != want {
 		t.Errorf("leader_go_memory_limit_bytes = %v, want %v (90 %% of 256 MiB, rounded down)", got, want)
 	}
 	if peak, ok := fields["leader_container_peak_bytes"].(float64); !ok || peak <= 0 || peak > limit {
 		t.Errorf("leader_container_peak_bytes = %v, want within (0, %d]", fields["leader_container_peak_bytes"], limit)
+	}
+}
+
+// A leader process its container's limit stops ends the run with an error
+// that says so, rather than a harness waiting for it.
+func TestLeaderStoppedByItsContainer(t *testing.T) {
+	canContain(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-targets=200", "-members=3", "-steady=1s", "-changes=1", "-json", "-leader-container-memory=4Mi")
+	cmd.Env = append(os.Environ(), "LOADTEST_TEST_LEADER=1")
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("the run did not end within a minute:\n%s", out)
+	}
+	if err == nil || !strings.Contains(string(out), "the leader process stopped: signal: killed") {
+		t.Fatalf("want the run to fail with the leader process killed; got %v:\n%s", err, out)
+	}
+}
+
+// canContain skips a test where this process cannot make a memory cgroup
+// (not root, the cgroup file system read-only, cgroup v2 without the memory
+// controller delegated).
+func canContain(t *testing.T) {
+	t.Helper()
+	in, err := newContainer(64 << 20)
+	if err != nil {
+		t.Skipf("no memory cgroup here: %v", err)
+	}
+	if err := in.remove(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -478,6 +478,14 @@ func (f *relabeler) group(job *config.ScrapeConfig, g *targetgroup.Group) groupT
 		out.targets = append(out.targets, Target{Element: httpsd.EncodeSorted(discovered), Hash: hash, Node: node(discovered), Pin: pin})
 	}
 	out.fingerprint = f.printer.Sum64()
+	// The targets are kept while the group is: not the room of those
+	// relabeling dropped (a keep rule may drop most groups of a job).
+	switch {
+	case len(out.targets) == 0:
+		out.targets = nil
+	case len(out.targets) < cap(out.targets)/2:
+		out.targets = slices.Clone(out.targets)
+	}
 	return out
 }
 

@@ -455,3 +455,25 @@ func TestSortTargetsOnEveryCore(t *testing.T) {
 func httpsdElement(i int) httpsd.Element {
 	return httpsd.EncodeSorted([]labels.Label{{Name: "__address__", Value: fmt.Sprintf("10.0.0.%d:80", i)}})
 }
+
+// A group keeps room for the targets relabeling kept, not for those it
+// dropped: a job whose keep rule drops most groups holds little.
+func TestDroppedTargetsKeepNoRoom(t *testing.T) {
+	job, groups := staticJob(t, `
+scrape_configs:
+- job_name: j
+  static_configs:
+  - targets: [a:1, a:2, a:3, a:4, a:5, a:6, a:7, a:8, a:9, a:10]
+    labels: {keep: "no"}
+  - targets: [b:1, b:2, b:3, b:4, b:5, b:6, b:7, b:8, b:9, b:10]
+  relabel_configs:
+  - {source_labels: [keep], regex: "no", action: drop}
+  - {source_labels: [__address__], regex: "b:[2-9]|b:10", action: drop}
+`)
+	r := newRelabeler(FilterRelabelConfig)
+	none, one := r.group(job, groups[0]), r.group(job, groups[1])
+	require.Empty(t, none.targets)
+	require.Zero(t, cap(none.targets), "room kept for dropped targets")
+	require.Len(t, one.targets, 1)
+	require.LessOrEqual(t, cap(one.targets), 2, "room kept for dropped targets")
+}

@@ -21,9 +21,9 @@ import (
 // labels.Labels: half the cost of relabeling a million targets, and most of
 // its garbage. populate decides the same for a target Prometheus would
 // scrape, with the job's defaults computed once, its relabel rules applied
-// as rules (rules.go) and the result in a reused buffer; for any target it finds Prometheus would not scrape, it asks
-// scrape.PopulateLabels itself, so that failures are Prometheus's own with
-// their messages. TestPopulateIsPrometheus compares the two over many
+// by rules (rules.go) and the result in a reused buffer; for any target
+// it finds Prometheus would not scrape, it asks scrape.PopulateLabels
+// itself, so that failures are Prometheus's own with their messages. TestPopulateIsPrometheus compares the two over many
 // random targets and rules.
 
 // jobDefaults are the labels Prometheus gives each target of a job that

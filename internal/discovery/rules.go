@@ -11,11 +11,11 @@ import (
 // relabel.ProcessBuilder does, with two savings for rules that a million
 // targets make costly:
 //
-//   - labelmap, labeldrop and labelkeep match their regular expression
-//     against label names, which are few and the same for most targets:
-//     each rule remembers what it made of a name (a match, and labelmap's
-//     new name), so the expression runs once a name, not once a label.
-//   - replace with the default regular expression, (.*), matches every
+//   - labelmap, labeldrop and labelkeep match their regex against label
+//     names, which are few and the same for most targets: each rule
+//     remembers what it made of a name (a match, and labelmap's new name),
+//     so the regex runs once a name, not once a label.
+//   - replace with the default regex (regex not set: (.*)) matches every
 //     value whole: the value is the first group, and a target label and
 //     replacement without "$" or a replacement of "$1" need no expansion.
 //
@@ -26,16 +26,16 @@ type rules struct {
 	names []map[string]mapped // by rule: what the rule made of a label name
 }
 
-// mapped is what a name rule made of a label name: whether its expression
-// matched, and labelmap's name for the label.
+// mapped is what a rule that remembers label names made of one: whether
+// its regex matched, and labelmap's name for the label.
 type mapped struct {
 	match bool
 	to    string
 }
 
 // namesRemembered bounds what a rule remembers: past it, it forgets all
-// (label names are rarely this many, and a rule that meets more pays its
-// expression as Prometheus does).
+// (label names are rarely this many, and a rule that meets more runs its
+// regex as Prometheus does).
 const namesRemembered = 4096
 
 func newRules(cfgs []*relabel.Config) *rules {
@@ -91,10 +91,10 @@ func (r *rules) byName(i int, lb *labels.Builder) {
 	})
 }
 
-// wholeValue tells a replace rule whose result needs no regular
-// expression: the default one, (.*), which matches any value whole with
-// the value as its first group, a target label without "$", and a
-// replacement without "$" or of "$1".
+// wholeValue tells a replace rule whose result needs no regex: the
+// default one (regex not set; one written out is not recognised), which
+// matches any value whole with the value as its first group, a target
+// label without "$", and a replacement without "$" or of "$1".
 func wholeValue(c *relabel.Config) bool {
 	return c.Regex == relabel.DefaultRelabelConfig.Regex && !strings.Contains(c.TargetLabel, "$") &&
 		(c.Replacement == "$1" || !strings.Contains(c.Replacement, "$"))

@@ -6,14 +6,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/stretchr/testify/require"
 )
 
 // rules leave every target as Prometheus's relabel.ProcessBuilder does:
-// random lists of rules (name rules that remember names, replace rules of
-// the default expression, and rules Prometheus applies itself), each
+// random lists of rules (rules that remember label names, replace rules of
+// the default regex, and rules Prometheus applies itself), each
 // applied to many random label sets with one rules value, so that names
 // are remembered across targets as in a job.
 func TestRulesAreProcessBuilder(t *testing.T) {
@@ -37,9 +38,13 @@ func TestRulesAreProcessBuilder(t *testing.T) {
 		`{source_labels: [x], regex: "b", action: drop}`,
 		`{source_labels: [__meta_x], modulus: 3, target_label: tmp_mod, action: hashmod}`,
 		`{source_labels: [__meta_label_app], target_label: upper, action: uppercase}`,
+		`{source_labels: [__meta_x], target_label: "a-b"}`, // no name with the legacy scheme
+		`{target_label: x, replacement: fixed}`,
+		`{action: labelmap, regex: "tmp_(.*)"}`, // "tmp_" maps to ""
+		`{action: labelmap, regex: "__meta_y_(x)", replacement: "x.y"}`,
 	}
 	names := []string{"__meta_label_app", "__meta_label_tmp", "__meta_x", "__meta_y_x", "__meta_label_a_x",
-		"tmp_a", "app", "x", "y", "a_b", "b", "__address__"}
+		"tmp_a", "tmp_", "app", "x", "y", "a_b", "b", "__address__"}
 	values := []string{"", "a1", "b", "A", "a", "yes", "10.0.0.1:80"}
 	r := rand.New(rand.NewPCG(3, 4))
 	kinds := map[string]int{}
@@ -53,6 +58,9 @@ func TestRulesAreProcessBuilder(t *testing.T) {
 		require.NoError(t, err, doc.String())
 		cfgs := cfg.ScrapeConfigs[0].RelabelConfigs
 		for _, c := range cfgs {
+			if list%3 == 0 { // names checked when a rule applies, as with Prometheus's legacy scheme
+				c.NameValidationScheme = model.LegacyValidation
+			}
 			switch {
 			case c.Action == relabel.Replace && wholeValue(c):
 				kinds["replace of the whole value"]++
