@@ -18,6 +18,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -162,7 +163,11 @@ func start(o options, in *container) (*child, error) {
 			}
 		}
 		// The leader process stopped (or was stopped: a memory cgroup's
-		// limit): whoever waits for it learns so.
+		// limit), or its reports cannot be read: whoever waits for it
+		// learns so.
+		if err := s.Err(); err != nil {
+			log.Printf("reading the leader process's reports: %v", err)
+		}
 		close(ready)
 		close(c.published)
 		close(c.changed)
@@ -170,7 +175,7 @@ func start(o options, in *container) (*child, error) {
 	}()
 	addr, ok := <-ready
 	if !ok {
-		return nil, fmt.Errorf("the leader process stopped: %v", cmd.Wait())
+		return nil, fmt.Errorf("the leader process stopped before it was ready: %v", cmd.Wait())
 	}
 	c.addr = addr
 	return c, nil
@@ -178,6 +183,7 @@ func start(o options, in *container) (*child, error) {
 
 // stopped is the error for a leader process that stopped before the end.
 func (c *child) stopped() error {
+	_ = c.stdin.Close() // a leader still running ends at the end of its commands
 	return fmt.Errorf("the leader process stopped: %v", c.cmd.Wait())
 }
 
@@ -383,8 +389,11 @@ func drive(o options, w io.Writer) (result, error) {
 	var in *container
 	if o.containerMemory != "" {
 		limit, err := resource.ParseQuantity(o.containerMemory)
-		if err != nil || limit.Value() <= 0 {
-			return r, fmt.Errorf("-leader-container-memory=%s: want a positive quantity such as 1536Mi (%v)", o.containerMemory, err)
+		if err != nil {
+			return r, fmt.Errorf("-leader-container-memory=%s: %w", o.containerMemory, err)
+		}
+		if limit.Value() <= 0 {
+			return r, fmt.Errorf("-leader-container-memory=%s: want a positive quantity such as 1536Mi", o.containerMemory)
 		}
 		if in, err = newContainer(limit.Value()); err != nil {
 			return r, err
@@ -484,7 +493,7 @@ func drive(o options, w io.Writer) (result, error) {
 	for i := range o.changes {
 		time.Sleep(6 * time.Second) // changes apart, as in every run measured
 		if _, err := fmt.Fprintf(c.stdin, "change %g\n", o.fraction); err != nil {
-			return r, err
+			return r, errors.Join(err, c.stopped())
 		}
 		ch, ok := <-c.changed
 		if !ok {
@@ -537,7 +546,7 @@ func drive(o options, w io.Writer) (result, error) {
 		}
 	}
 	if _, err := fmt.Fprintln(c.stdin, "heap"); err != nil {
-		return r, err
+		return r, errors.Join(err, c.stopped())
 	}
 	var ok bool
 	if r.LeaderLiveHeap, ok = <-c.heap; !ok {
@@ -546,7 +555,7 @@ func drive(o options, w io.Writer) (result, error) {
 	fmt.Fprintf(w, "leader live heap after a collection: %s\n", mib(r.LeaderLiveHeap))
 	if o.heapProfile != "" {
 		if _, err := fmt.Fprintln(c.stdin, "heapprofile", o.heapProfile); err != nil {
-			return r, err
+			return r, errors.Join(err, c.stopped())
 		}
 	}
 	return r, nil
