@@ -22,11 +22,7 @@ type container struct {
 const cgroupRoot = "/sys/fs/cgroup"
 
 func newContainer(limit int64) (*container, error) {
-	name := fmt.Sprintf("embedded-ta-loadtest-%d", os.Getpid())
-	c := &container{dir: filepath.Join(cgroupRoot, "memory", name)}
-	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
-		c = &container{dir: filepath.Join(cgroupRoot, name), v2: true}
-	}
+	c := containerOf(os.Getpid())
 	if err := os.Mkdir(c.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("a memory cgroup for the leader (needs root and a mounted memory controller): %w", err)
 	}
@@ -54,6 +50,15 @@ func newContainer(limit int64) (*container, error) {
 		}
 	}
 	return c, nil
+}
+
+// containerOf is the cgroup of the leader of the driver process pid.
+func containerOf(pid int) *container {
+	name := fmt.Sprintf("embedded-ta-loadtest-%d", pid)
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
+		return &container{dir: filepath.Join(cgroupRoot, name), v2: true}
+	}
+	return &container{dir: filepath.Join(cgroupRoot, "memory", name)}
 }
 
 // wrap returns the command that runs name with args inside the cgroup from

@@ -131,6 +131,7 @@ func TestLeaderStoppedByItsContainer(t *testing.T) {
 	cmd.Env = append(os.Environ(), "LOADTEST_TEST_LEADER=1")
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
+		_ = containerOf(cmd.Process.Pid).remove() // the driver, stopped, could not
 		t.Fatalf("the run did not end within a minute:\n%s", out)
 	}
 	if err == nil || !strings.Contains(string(out), "the leader process stopped: signal: killed") {
