@@ -225,7 +225,6 @@ func runLeader(o options) error {
 		return err
 	}
 	memorylimit.Set(logger)
-	fmt.Printf("memorylimit %d\n", debug.SetMemoryLimit(-1))
 	theFleet = newFleet(o.jobs, o.targets, o.perGroup)
 	const files = 100
 	dir, err := os.MkdirTemp("", "loadtest-sd-")
@@ -280,6 +279,7 @@ func runLeader(o options) error {
 		fmt.Fprintf(out, format+"\n", args...)
 		_ = out.Flush()
 	}
+	say("memorylimit %d", debug.SetMemoryLimit(-1)) // before ready: the driver waits for it
 	var sent atomic.Int32
 	initialSent = func() {
 		if int(sent.Add(1)) == o.jobs {

@@ -181,6 +181,15 @@ func start(o options, in *container) (*child, error) {
 	return c, nil
 }
 
+// send sends the leader process a command; a leader that stopped is
+// reported as such.
+func (c *child) send(command string) error {
+	if _, err := fmt.Fprintln(c.stdin, command); err != nil {
+		return errors.Join(err, c.stopped())
+	}
+	return nil
+}
+
 // stopped is the error for a leader process that stopped before the end.
 func (c *child) stopped() error {
 	_ = c.stdin.Close() // a leader still running ends at the end of its commands
@@ -492,8 +501,8 @@ func drive(o options, w io.Writer) (result, error) {
 	var toAlloc, toAnswers []time.Duration
 	for i := range o.changes {
 		time.Sleep(6 * time.Second) // changes apart, as in every run measured
-		if _, err := fmt.Fprintf(c.stdin, "change %g\n", o.fraction); err != nil {
-			return r, errors.Join(err, c.stopped())
+		if err := c.send(fmt.Sprintf("change %g", o.fraction)); err != nil {
+			return r, err
 		}
 		ch, ok := <-c.changed
 		if !ok {
@@ -545,8 +554,8 @@ func drive(o options, w io.Writer) (result, error) {
 			fmt.Fprintf(w, "leader's memory cgroup: peak %s\n", mib(peak))
 		}
 	}
-	if _, err := fmt.Fprintln(c.stdin, "heap"); err != nil {
-		return r, errors.Join(err, c.stopped())
+	if err := c.send("heap"); err != nil {
+		return r, err
 	}
 	var ok bool
 	if r.LeaderLiveHeap, ok = <-c.heap; !ok {
@@ -554,8 +563,8 @@ func drive(o options, w io.Writer) (result, error) {
 	}
 	fmt.Fprintf(w, "leader live heap after a collection: %s\n", mib(r.LeaderLiveHeap))
 	if o.heapProfile != "" {
-		if _, err := fmt.Fprintln(c.stdin, "heapprofile", o.heapProfile); err != nil {
-			return r, errors.Join(err, c.stopped())
+		if err := c.send("heapprofile " + o.heapProfile); err != nil {
+			return r, err
 		}
 	}
 	return r, nil

@@ -55,10 +55,7 @@ func BenchmarkPerNodeAlone(b *testing.B) {
 			var a Allocator
 			b.ReportAllocs()
 			for b.Loop() {
-				var err error
-				if a, err = New(PerNode); err != nil {
-					b.Fatal(err)
-				}
+				a = benchNew(b, PerNode, WithFallback("")) // the default: none
 				if err := a.SetMembers(members); err != nil {
 					b.Fatal(err)
 				}

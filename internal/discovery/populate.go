@@ -23,8 +23,9 @@ import (
 // scrape, with the job's defaults computed once, its relabel rules applied
 // by rules (rules.go) and the result in a reused buffer; for any target
 // it finds Prometheus would not scrape, it asks scrape.PopulateLabels
-// itself, so that failures are Prometheus's own with their messages. TestPopulateIsPrometheus compares the two over many
-// random targets and rules.
+// itself, so that failures are Prometheus's own with their messages.
+// TestPopulateIsPrometheus compares the two over many random targets and
+// rules.
 
 // jobDefaults are the labels Prometheus gives each target of a job that
 // discovery did not set (scrape.PopulateDiscoveredLabels): job, scheme,

@@ -49,13 +49,11 @@ func (r *rules) process(lb *labels.Builder) bool {
 		case relabel.LabelMap, relabel.LabelDrop, relabel.LabelKeep:
 			r.byName(i, lb)
 		case relabel.Replace:
-			if !wholeValue(c) {
-				if !relabel.ProcessBuilder(lb, c) {
-					return false
-				}
+			if wholeValue(c) {
+				replaceWhole(c, lb)
 				continue
 			}
-			replaceWhole(c, lb)
+			fallthrough
 		default:
 			if !relabel.ProcessBuilder(lb, c) {
 				return false
